@@ -1,0 +1,335 @@
+"""The service configuration: one YAML file parsed once into frozen dataclasses.
+
+`load_config(path)` is the only way to build a `Config`. It validates everything at the
+boundary (errors name the key, the value and what is allowed), resolves secrets from the
+environment or a credentials file, and never puts a secret in a repr or a log line.
+`changed_roles(old, new)` is the reload diff: which roles must restart.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import yaml
+
+from msd.confread import Section
+from msd.errors import ConfigError
+
+ROLES = ("consumer", "signaller", "exits")
+TRAINER = "trainer"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+WS_GATEWAY_DECLARE = ("passive", "exact")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str
+    port: int                  # 0 disables the HTTP endpoint
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str                   # without password; see `url`
+    connect_timeout_s: float
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The DSN with the secret filled in: pass to drivers, never log it."""
+        return _with_password(self.dsn, self.password)
+
+
+@dataclass(frozen=True)
+class RabbitConfig:
+    url_without_secret: str
+    heartbeat_s: int
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return _with_password(self.url_without_secret, self.password)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    stop_deadline_s: float          # graceful stop budget before SIGKILL
+    heartbeat_interval_s: float     # how often children report they are alive
+    heartbeat_timeout_s: float      # silence longer than this = hung child, killed
+    boot_timeout_s: float           # a child that never reports booted within this is killed
+    backoff_initial_s: float
+    backoff_max_s: float
+    stable_after_s: float           # a child that ran this long resets its failure count
+    fatal_after_failures: int       # consecutive fast failures before FATAL
+    queue_maxsize: int              # bound of each data-plane queue
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    queues: Mapping[str, str]       # kind -> queue name
+    ws_gateway_declare: str
+    prefetch: int
+    batch_max: int
+    batch_wait_ms: float
+
+
+@dataclass(frozen=True)
+class SignallerConfig:
+    signals_queue: str
+    max_data_age_s: float
+
+
+@dataclass(frozen=True)
+class ExitsConfig:
+    fallback_after_s: float         # no position update for this long -> poll the positions table
+    poll_interval_s: float
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    job: str                        # "module:function" run inside the trainer process
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    control: ControlConfig
+    metrics: MetricsConfig
+    logging: LoggingConfig
+    database: DatabaseConfig
+    rabbitmq: RabbitConfig
+    supervisor: SupervisorConfig
+    consumer: ConsumerConfig
+    signaller: SignallerConfig
+    exits: ExitsConfig
+    trainer: TrainerConfig
+
+    def section_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self) if f.name != "source")
+
+
+# Which config sections each child reads: a change to any of them restarts that child.
+ROLE_SECTIONS: Mapping[str, frozenset[str]] = {
+    "consumer": frozenset({"database", "rabbitmq", "consumer", "supervisor"}),
+    "signaller": frozenset({"database", "rabbitmq", "signaller", "supervisor"}),
+    "exits": frozenset({"database", "rabbitmq", "exits", "supervisor"}),
+    TRAINER: frozenset({"database", "trainer"}),
+}
+
+CONSUMER_QUEUE_KINDS = ("order_events", "position_updates", "ticker", "orderbook", "trade", "kline")
+DEFAULT_QUEUES = {
+    "order_events": "order-manager.order_events",
+    "position_updates": "position-manager.position_updated",
+    "ticker": "ws-gateway.ticker",
+    "orderbook": "ws-gateway.orderbook",
+    "trade": "ws-gateway.trade",
+    "kline": "ws-gateway.kline",
+}
+
+
+def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the YAML file at `path`. Raises ConfigError."""
+    path = Path(path).resolve()
+    env = os.environ if env is None else env
+    root = Section(_read_yaml(path), "")
+    secrets = _load_credentials(root.optional_string("credentials_file"), path.parent)
+    cfg = Config(
+        source=path,
+        control=_control(root.section("control"), path.parent),
+        metrics=_metrics(root.section("metrics")),
+        logging=LoggingConfig(level=root.section("logging").choice("level", LOG_LEVELS, "INFO")),
+        database=_database(root.section("database"), env, secrets),
+        rabbitmq=_rabbitmq(root.section("rabbitmq"), env, secrets),
+        supervisor=_supervisor(root.section("supervisor")),
+        consumer=_consumer(root.section("consumer")),
+        signaller=_signaller(root.section("signaller")),
+        exits=_exits(root.section("exits")),
+        trainer=_trainer(root.section("trainer")),
+    )
+    root.reject_unknown()
+    return cfg
+
+
+def changed_sections(old: Config, new: Config) -> set[str]:
+    return {name for name in old.section_names() if getattr(old, name) != getattr(new, name)}
+
+
+def changed_roles(old: Config, new: Config) -> set[str]:
+    """Roles (and the trainer) whose config sections differ between `old` and `new`."""
+    changed = changed_sections(old, new)
+    return {role for role, sections in ROLE_SECTIONS.items() if sections & changed}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("<file>", str(path), f"a readable file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError("<file>", str(path), f"valid YAML (parse error at {where})") from None
+
+
+def _load_credentials(name: str | None, base: Path) -> Mapping[str, str]:
+    if name is None:
+        return {}
+    path = (base / name).resolve()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError("credentials_file", name, f"a readable YAML file of secrets ({exc})") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError("credentials_file", name, "a YAML mapping of names to string secrets")
+    return data
+
+
+def _secret(section: Section, env: Mapping[str, str], secrets: Mapping[str, str], key: str) -> str | None:
+    """A secret named in the config: `<key>_env` names an env var, `<key>_key` a credentials-file key."""
+    var = section.optional_string(f"{key}_env")
+    cred = section.optional_string(f"{key}_key")
+    if var and env.get(var):
+        return env[var]
+    if cred:
+        if cred not in secrets:
+            raise ConfigError(section.key_path(f"{key}_key"), cred, "a key present in credentials_file")
+        return secrets[cred]
+    return None
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if not password:
+        return url
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _checked_url(section: Section, key: str, schemes: tuple[str, ...], default: str) -> str:
+    value = section.string(key, default)
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(section.key_path(key), value, f"a URL with scheme {' or '.join(schemes)} and a host")
+    if parts.password:
+        raise ConfigError(section.key_path(key), "<redacted>",
+                          "a URL without a password (put the secret in password_env or password_key)")
+    return value
+
+
+def _control(s: Section, base: Path) -> ControlConfig:
+    # Relative paths are relative to the config file's directory, wherever msd is started from.
+    sock = Path(s.string("socket", "../var/run/msd.sock"))
+    cfg = ControlConfig(socket=(base / sock).resolve())
+    s.reject_unknown()
+    return cfg
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    cfg = MetricsConfig(host=s.string("host", "127.0.0.1"), port=s.integer("port", 9464, lo=0, hi=65535))
+    s.reject_unknown()
+    return cfg
+
+
+def _database(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) -> DatabaseConfig:
+    cfg = DatabaseConfig(
+        dsn=_checked_url(s, "dsn", ("postgresql", "postgres"), "postgresql://postgres@127.0.0.1:5432/msd"),
+        connect_timeout_s=s.number("connect_timeout_s", 5.0, lo=0.1, hi=120),
+        password=_secret(s, env, secrets, "password"),
+    )
+    s.reject_unknown()
+    return cfg
+
+
+def _rabbitmq(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) -> RabbitConfig:
+    cfg = RabbitConfig(
+        url_without_secret=_checked_url(s, "url", ("amqp", "amqps"), "amqp://guest@127.0.0.1:5672/%2F"),
+        heartbeat_s=s.integer("heartbeat_s", 30, lo=0, hi=3600),
+        password=_secret(s, env, secrets, "password"),
+    )
+    s.reject_unknown()
+    return cfg
+
+
+def _supervisor(s: Section) -> SupervisorConfig:
+    cfg = SupervisorConfig(
+        stop_deadline_s=s.number("stop_deadline_s", 10.0, lo=0.5, hi=600),
+        heartbeat_interval_s=s.number("heartbeat_interval_s", 1.0, lo=0.05, hi=60),
+        heartbeat_timeout_s=s.number("heartbeat_timeout_s", 15.0, lo=0.5, hi=3600),
+        boot_timeout_s=s.number("boot_timeout_s", 60.0, lo=1, hi=3600),
+        backoff_initial_s=s.number("backoff_initial_s", 0.1, lo=0.0, hi=60),
+        backoff_max_s=s.number("backoff_max_s", 30.0, lo=0.0, hi=3600),
+        stable_after_s=s.number("stable_after_s", 10.0, lo=0.1, hi=3600),
+        fatal_after_failures=s.integer("fatal_after_failures", 5, lo=1, hi=1000),
+        queue_maxsize=s.integer("queue_maxsize", 10000, lo=1, hi=10_000_000),
+    )
+    if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
+        raise ConfigError("supervisor.heartbeat_timeout_s", cfg.heartbeat_timeout_s,
+                          f"a number greater than supervisor.heartbeat_interval_s ({cfg.heartbeat_interval_s})")
+    if cfg.backoff_max_s < cfg.backoff_initial_s:
+        raise ConfigError("supervisor.backoff_max_s", cfg.backoff_max_s,
+                          f"a number >= supervisor.backoff_initial_s ({cfg.backoff_initial_s})")
+    s.reject_unknown()
+    return cfg
+
+
+def _consumer(s: Section) -> ConsumerConfig:
+    queues = {**DEFAULT_QUEUES, **s.string_map("queues", {})}
+    unknown = sorted(set(queues) - set(CONSUMER_QUEUE_KINDS))
+    if unknown:
+        raise ConfigError(f"consumer.queues.{unknown[0]}", queues[unknown[0]],
+                          "one of the kinds " + ", ".join(CONSUMER_QUEUE_KINDS))
+    cfg = ConsumerConfig(
+        queues=queues,
+        ws_gateway_declare=s.choice("ws_gateway_declare", WS_GATEWAY_DECLARE, "passive"),
+        prefetch=s.integer("prefetch", 500, lo=1, hi=65535),
+        batch_max=s.integer("batch_max", 200, lo=1, hi=10000),
+        batch_wait_ms=s.number("batch_wait_ms", 5.0, lo=0, hi=10000),
+    )
+    s.reject_unknown()
+    return cfg
+
+
+def _signaller(s: Section) -> SignallerConfig:
+    cfg = SignallerConfig(
+        signals_queue=s.string("signals_queue", "model-service.trading_signals"),
+        max_data_age_s=s.number("max_data_age_s", 30.0, lo=0.1, hi=86400),
+    )
+    s.reject_unknown()
+    return cfg
+
+
+def _exits(s: Section) -> ExitsConfig:
+    cfg = ExitsConfig(
+        fallback_after_s=s.number("fallback_after_s", 30.0, lo=0.1, hi=86400),
+        poll_interval_s=s.number("poll_interval_s", 5.0, lo=0.1, hi=3600),
+    )
+    s.reject_unknown()
+    return cfg
+
+
+def _trainer(s: Section) -> TrainerConfig:
+    job = s.string("job", "msd.roles.trainer_jobs:summarise_executions")
+    if job.count(":") != 1 or not all(job.split(":")):
+        raise ConfigError("trainer.job", job, "a 'package.module:function' reference")
+    cfg = TrainerConfig(job=job, timeout_s=s.number("timeout_s", 1800.0, lo=1, hi=86400))
+    s.reject_unknown()
+    return cfg

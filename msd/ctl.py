@@ -1,0 +1,125 @@
+"""`msd-ctl`: talk to a running msd over its control socket.
+
+Exit codes: 0 success, 1 the daemon answered with an error, 2 bad arguments, 3 the daemon is
+not running (no socket, or nobody answering on it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from msd.errors import ProtocolError
+from msd.supervisor import protocol
+
+EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 1, 2, 3
+DEFAULT_CONFIG = "etc/model-service.yaml"
+
+
+class NotRunning(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msd-ctl", description="control a running msd")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-s", "--socket", help="control socket path (default: from the config file)")
+    where.add_argument("-c", "--config", help=f"config file naming control.socket (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="roles, trainer, config and health")
+    sub.add_parser("reload", help="re-read the config file (same as SIGHUP)")
+    retrain = sub.add_parser("retrain", help="start a training run (cancels a running one)")
+    retrain.add_argument("--strategy")
+    sub.add_parser("stop", help="stop the daemon gracefully")
+    return parser
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if os.environ.get("MSD_CONTROL_SOCKET") and not args.config:
+        return Path(os.environ["MSD_CONTROL_SOCKET"])
+    from msd.config import load_config
+    return load_config(args.config or DEFAULT_CONFIG).control.socket
+
+
+def call(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(f"msd is not running (no answer on {path}: {exc.strerror})") from None
+        protocol.write_frame(sock, request)
+        return protocol.read_frame(sock)
+    finally:
+        sock.close()
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def render_status(result: dict[str, Any]) -> str:
+    d = result["daemon"]
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["config_loaded_at"]))
+    lines = [f"msd pid {d['pid']}  {d['state']}  up {_age(d['uptime_s'])}  "
+             f"{'healthy' if d['healthy'] else 'DEGRADED'}",
+             f"config {d['config_file']} (loaded {loaded})"]
+    if d["config_error"]:
+        lines.append(f"CONFIG ERROR (running config kept): {d['config_error']['message']}")
+    lines.append(f"{'ROLE':<10} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HEARTBEAT':>9}  DETAIL")
+    for name, r in result["roles"].items():
+        detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items()) if k != "degraded")
+        lines.append(f"{name:<10} {r['state']:<9} {r['pid'] or '-':>7} {_age(r['uptime_s']):>9} "
+                     f"{r['restarts']:>8} {_age(r['heartbeat_age_s']):>9}  {detail}")
+    for problem in d["problems"]:
+        lines.append(f"problem: {problem}")
+    t = result["trainer"]
+    running = t["running"]
+    lines.append("trainer: " + (f"request {running['id']} running {_age(running['running_s'])} "
+                                f"({running['reason']})" if running else "idle"))
+    for run in t["recent"][:5]:
+        lines.append(f"  request {run['request_id']}: {run['outcome']} ({run['reason']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else 0
+    args_for_request = {"strategy": args.strategy} if args.command == "retrain" and args.strategy else {}
+    try:
+        reply = call(socket_path(args), protocol.request(args.command, **args_for_request), args.timeout)
+    except NotRunning as exc:
+        print(f"msd-ctl: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except (ProtocolError, OSError) as exc:
+        print(f"msd-ctl: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING if isinstance(exc, (socket.timeout, ConnectionError)) else EXIT_ERROR
+    except Exception as exc:   # e.g. the config file named by -c is invalid
+        print(f"msd-ctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    elif reply.get("ok") and args.command == "status":
+        print(render_status(reply["result"]))
+    elif reply.get("ok"):
+        print(json.dumps(reply["result"], sort_keys=True))
+    else:
+        print(f"msd-ctl: {reply.get('error')}", file=sys.stderr)
+    return 0 if reply.get("ok") else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

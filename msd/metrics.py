@@ -1,0 +1,54 @@
+"""Prometheus metrics, shared by every process in multiprocess mode.
+
+`prepare_multiprocess_dir()` must run in the supervisor before this module's metrics are used
+anywhere (it sets PROMETHEUS_MULTIPROC_DIR, which spawned children inherit). Each process then
+writes its own files in that directory; the supervisor serves the merged view.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(base: str | None = None) -> Path:
+    """Create an empty directory for this run's metric files and point the environment at it."""
+    runtime = base or os.environ.get("RUNTIME_DIRECTORY")
+    path = Path(tempfile.mkdtemp(prefix="msd-prom-", dir=runtime))
+    os.environ[ENV] = str(path)
+    return path
+
+
+def remove_multiprocess_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_process_dead(pid: int) -> None:
+    if os.environ.get(ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def render() -> bytes:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+MESSAGES_CONSUMED = Counter("msd_messages_consumed_total", "Valid messages processed by the consumer", ["source"])
+MESSAGES_INVALID = Counter("msd_messages_invalid_total", "Invalid inbound messages dead-lettered", ["source", "reason"])
+EXECUTIONS_RECORDED = Counter("msd_executions_recorded_total", "Executions (fill deltas) persisted")
+DUPLICATE_EVENTS = Counter("msd_order_events_duplicate_total", "Order events already recorded (natural key)")
+DATAPLANE_DROPPED = Counter("msd_dataplane_dropped_total", "Items dropped because a data-plane queue was full",
+                            ["queue"])
+BATCH_SECONDS = Histogram("msd_consumer_batch_seconds", "Time to persist one consumed batch",
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+DEGRADED = Gauge("msd_degraded", "1 while a component is degraded", ["component"], multiprocess_mode="livemax")
+CHILD_RESTARTS = Counter("msd_child_restarts_total", "Child processes respawned by the supervisor", ["role"])
+CHILD_UP = Gauge("msd_child_running", "1 while the role is RUNNING", ["role"], multiprocess_mode="livemax")
+CONFIG_RELOADS = Counter("msd_config_reloads_total", "Configuration reloads", ["result"])
+TRAINING_RUNS = Counter("msd_training_runs_total", "Trainer processes that ended", ["outcome"])

@@ -1,0 +1,144 @@
+"""What every child process runs before and around its role.
+
+The supervisor starts `child_main(spec)` with the `spawn` method. Here the child sets up its
+own logging (records go over its private pipe to the supervisor's single writer), its
+heartbeat thread, and SIGTERM handling (SIGTERM sets `ctx.stopping`; the role returns), then
+imports its role module and calls `run(ctx) -> int`. Nothing heavy is imported before the
+role module, so the supervisor can import this file without numpy/pika/psycopg2.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from msd.config import Config
+
+# Exit codes shared by roles and the supervisor.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+EXIT_TIMED_OUT = 4
+
+_STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+@dataclass
+class ChildSpec:
+    """Everything a child needs; pickled once by `spawn`."""
+    name: str
+    module: str                              # e.g. "msd.roles.consumer"
+    config: Config
+    conn: Any                                # multiprocessing Connection to the supervisor
+    queues: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RoleContext:
+    """The role's handle on its process: config, queues, stop flag, status and events."""
+
+    def __init__(self, spec: ChildSpec):
+        self.name = spec.name
+        self.config = spec.config
+        self.queues = spec.queues
+        self.args = spec.args
+        self.stopping = threading.Event()
+        self._conn = spec.conn
+        self._send_lock = threading.Lock()
+        self._status: dict[str, Any] = {}
+        self.last_progress = time.monotonic()
+
+    def send(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Send one message to the supervisor; a broken pipe means the supervisor is gone."""
+        with self._send_lock:
+            try:
+                self._conn.send((kind, dict(data)))
+            except (BrokenPipeError, EOFError, OSError):
+                self.stopping.set()
+
+    def beat(self) -> None:
+        """Called by the role's main loop: proves the loop itself makes progress."""
+        self.last_progress = time.monotonic()
+
+    def set_status(self, **fields: Any) -> None:
+        """Merge fields into the status shown by `msd-ctl status` (sent with each heartbeat)."""
+        self._status.update(fields)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._status)
+
+    def booted(self) -> None:
+        self.beat()
+        self.send("booted", {})
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.send("event", {"kind": kind, **data})
+
+
+class PipeLogHandler(logging.Handler):
+    """Ships log records to the supervisor, which is the only process that writes logs."""
+
+    def __init__(self, ctx: RoleContext):
+        super().__init__()
+        self._ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._ctx.send("log", record_to_dict(record))
+        except Exception:  # a log line must never take the role down
+            self.handleError(record)
+
+
+def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
+    data = {
+        "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+        "msg": record.getMessage(), "created": record.created, "pid": os.getpid(),
+    }
+    if record.exc_info:
+        data["exc_text"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    for key, value in vars(record).items():
+        if key not in _STANDARD_RECORD_KEYS and key not in data:
+            data[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+    return data
+
+
+def _heartbeat_loop(ctx: RoleContext, interval: float) -> None:
+    while not ctx.stopping.wait(interval):
+        ctx.send("heartbeat", {"progress_age_s": round(time.monotonic() - ctx.last_progress, 3),
+                               "status": ctx.status()})
+
+
+def _setup_logging(ctx: RoleContext) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [PipeLogHandler(ctx)]
+    root.setLevel(ctx.config.logging.level)
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def child_main(spec: ChildSpec) -> None:
+    ctx = RoleContext(spec)
+    # Until the role installs its own, SIGTERM only asks the role to stop; SIGINT (a terminal's
+    # Ctrl-C reaching the whole process group) is left to the supervisor to turn into a stop.
+    signal.signal(signal.SIGTERM, lambda *_: ctx.stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _setup_logging(ctx)
+    threading.Thread(target=_heartbeat_loop, args=(ctx, spec.config.supervisor.heartbeat_interval_s),
+                     name="heartbeat", daemon=True).start()
+    log = logging.getLogger(f"msd.{spec.name}")
+    code = EXIT_FAILED
+    try:
+        module = importlib.import_module(spec.module)
+        code = module.run(ctx)
+    except Exception:
+        log.exception("role %s crashed", spec.name)
+    finally:
+        ctx.stopping.set()
+        logging.shutdown()
+    sys.exit(code)

@@ -1,0 +1,124 @@
+"""One PostgreSQL connection per process role, with loss turned into `DatabaseUnavailable`.
+
+psycopg2 reports a dropped server, a refused connect, a statement timeout and a deadlock all as
+OperationalError/InterfaceError. Each means "try again later" to a role, so all of them leave
+this module as `DatabaseUnavailable` and the connection is discarded; the next use reconnects.
+A Database is not thread-safe: give every thread its own.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg2
+import psycopg2.extensions
+
+from msd.errors import DatabaseUnavailable
+
+CONNECTION_LOST_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def retry_backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0-based): doubling, capped, jittered.
+
+    The jitter keeps half of the capped delay fixed so waits still grow, and randomises the
+    other half so that roles restarted together do not reconnect in lockstep.
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    ceiling = min(cap, base * 2.0 ** min(attempt, 62))
+    return ceiling / 2 + (rng or random).random() * ceiling / 2
+
+
+def connect(dsn: str, *, connect_timeout: int = 5,
+            statement_timeout_ms: int | None = None,
+            application_name: str = "msd") -> psycopg2.extensions.connection:
+    """Open a connection with msd's session settings (UTC, timeouts, TCP keepalives)."""
+    options = "-c TimeZone=UTC"
+    if statement_timeout_ms is not None:
+        options += f" -c statement_timeout={int(statement_timeout_ms)}"
+    try:
+        return psycopg2.connect(
+            dsn, connect_timeout=connect_timeout, application_name=application_name,
+            options=options, keepalives=1, keepalives_idle=30, keepalives_interval=10,
+            keepalives_count=3)
+    except CONNECTION_LOST_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs and `degraded_reason` (psycopg2 messages span several lines)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Database:
+    """Lazily connected holder of one connection; reconnects on the first use after a loss."""
+
+    def __init__(self, dsn: str, *, connect_timeout: int = 5,
+                 statement_timeout_ms: int | None = 30_000, application_name: str = "msd"):
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._statement_timeout_ms = statement_timeout_ms
+        self._application_name = application_name
+        self._conn: psycopg2.extensions.connection | None = None
+        self._degraded_reason: str | None = None
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Why the last attempt failed; None once a transaction has committed again."""
+        return self._degraded_reason
+
+    def connection(self) -> psycopg2.extensions.connection:
+        """The open connection, connecting first if there is none or it was closed."""
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = connect(self._dsn, connect_timeout=self._connect_timeout,
+                                     statement_timeout_ms=self._statement_timeout_ms,
+                                     application_name=self._application_name)
+            except DatabaseUnavailable as exc:
+                self._degraded_reason = str(exc)
+                raise
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.connection]:
+        """Yield the connection inside a transaction: commit on success, roll back on error.
+
+        A lost connection (during the body or the commit) raises DatabaseUnavailable; any
+        other exception from the body propagates unchanged after the rollback.
+        """
+        conn = self.connection()
+        try:
+            yield conn
+            conn.commit()
+        except CONNECTION_LOST_ERRORS as exc:
+            self._discard(exc)
+            raise DatabaseUnavailable(f"PostgreSQL connection lost: {describe(exc)}") from exc
+        except BaseException:
+            self._rollback_or_discard(conn)
+            raise
+        self._degraded_reason = None
+
+    def close(self) -> None:
+        """Close the connection if open; a later use reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            conn.close()
+
+    def _discard(self, exc: BaseException) -> None:
+        self._degraded_reason = describe(exc)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except CONNECTION_LOST_ERRORS:
+                pass  # already unusable; dropping our reference is what matters
+
+    def _rollback_or_discard(self, conn: psycopg2.extensions.connection) -> None:
+        try:
+            conn.rollback()
+        except CONNECTION_LOST_ERRORS as exc:
+            self._discard(exc)

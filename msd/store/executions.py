@@ -1,0 +1,244 @@
+"""Order events → `msd.order_events` (all of them) and `msd.executions` (one row per fill delta).
+
+order-manager reports cumulative fill figures per order, and may repeat, reorder or skip
+events (CONTRACTS.md §2.3). An execution is therefore the difference between an order's
+cumulative figures and those already turned into executions (`msd.order_fill_state`), never
+the event itself. The same path takes OrderSnapshot rows reconciled from the shared `orders`
+table, so fills missed by the event stream are recorded once, whichever source sees them first.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Sequence
+
+from msd.bus.messages import OrderEvent, OrderSnapshot
+from msd.store.jsonb import to_json
+
+ZERO = Decimal(0)
+_EXECUTION_COLUMNS = ("id, order_id, signal_id::text, strategy_id, asset, side, quantity, price, fee,"
+                      " cumulative_quantity, executed_at, source, trace_id")
+
+
+@dataclass(frozen=True)
+class FillState:
+    """Cumulative figures of one order already turned into executions."""
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    fees: Decimal | None
+
+
+@dataclass(frozen=True)
+class FillDelta:
+    """The part of an order's cumulative fill that has no execution yet."""
+    quantity: Decimal
+    price: Decimal | None
+    fee: Decimal
+    cumulative_quantity: Decimal
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: int
+    order_id: str
+    signal_id: str
+    strategy_id: str | None
+    asset: str
+    side: str
+    quantity: Decimal
+    price: Decimal | None
+    fee: Decimal
+    cumulative_quantity: Decimal
+    executed_at: datetime
+    source: str                     # 'event' | 'reconcile'
+    trace_id: str | None
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    events_recorded: int            # new rows in msd.order_events
+    duplicates: int                 # events whose natural key was already recorded
+    executions: tuple[Execution, ...]
+
+
+@dataclass(frozen=True)
+class _Observation:
+    """An order's state as seen by one source, with what an execution row needs besides."""
+    order: OrderSnapshot
+    executed_at: datetime
+    source: str
+    trace_id: str | None
+    strategy_id: str | None
+
+
+def delta_price(previous: FillState, order: OrderSnapshot, quantity: Decimal) -> Decimal | None:
+    """Average price of the newly filled `quantity`, from the two cumulative averages.
+
+    Falls back to the cumulative average (then the limit price) when the earlier average is
+    unknown or rounding of the 8-dp averages makes the derived price non-positive.
+    """
+    new_average = order.average_price
+    if new_average is not None:
+        if previous.filled_quantity == ZERO:
+            return new_average
+        if previous.average_price is not None:
+            derived = (new_average * order.filled_quantity
+                       - previous.average_price * previous.filled_quantity) / quantity
+            if derived > ZERO:
+                return derived
+        return new_average
+    return order.price
+
+
+def fill_delta(previous: FillState | None, order: OrderSnapshot) -> FillDelta | None:
+    """The fill not yet recorded, or None when the order reports no more than `previous`.
+
+    A lower cumulative quantity than recorded is an event that arrived late: nothing to add.
+    Fees are cumulative too; null means zero (order-manager turns 0 into null).
+    """
+    previous = previous or FillState(ZERO, None, None)
+    quantity = order.filled_quantity - previous.filled_quantity
+    if quantity <= ZERO:
+        return None
+    fee = (order.fees or ZERO) - (previous.fees or ZERO)
+    return FillDelta(quantity, delta_price(previous, order, quantity), fee, order.filled_quantity)
+
+
+def record_order_events(conn, events: Sequence[OrderEvent | OrderSnapshot]) -> RecordResult:
+    """Record events (and reconciled order rows) in the caller's transaction.
+
+    OrderEvents are logged in msd.order_events (a repeated natural key counts as a duplicate
+    and is otherwise ignored); OrderSnapshots, read from the shared `orders` table, are not
+    events and only contribute fills (source 'reconcile'). Recording the same input twice
+    creates nothing new.
+    """
+    recorded = duplicates = 0
+    executions = []
+    with conn.cursor() as cur:
+        for item in events:
+            if isinstance(item, OrderEvent):
+                if not _insert_event(cur, item):
+                    duplicates += 1
+                    continue
+                recorded += 1
+            execution = _record_fill(cur, _observe(item))
+            if execution is not None:
+                executions.append(execution)
+    return RecordResult(recorded, duplicates, tuple(executions))
+
+
+def count_executions(conn, *, order_id: str | None = None, signal_id: str | None = None,
+                     source: str | None = None) -> int:
+    """Number of executions, optionally of one order, one signal and/or one source."""
+    return _count(conn, "msd.executions",
+                  {"order_id": order_id, "signal_id": signal_id, "source": source})
+
+
+def count_order_events(conn, *, order_id: str | None = None) -> int:
+    """Number of recorded order events, optionally of one order."""
+    return _count(conn, "msd.order_events", {"order_id": order_id})
+
+
+def executions_of_order(conn, order_id: str) -> list[Execution]:
+    """The executions of one order, in fill order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_EXECUTION_COLUMNS} FROM msd.executions WHERE order_id = %s"
+            " ORDER BY cumulative_quantity", (order_id,))
+        return [_execution_from_row(row) for row in cur.fetchall()]
+
+
+def _observe(item: OrderEvent | OrderSnapshot) -> _Observation:
+    if isinstance(item, OrderEvent):
+        # executed_at is only set once filled; otherwise the event time is the best bound.
+        return _Observation(item.order, item.order.executed_at or item.timestamp, "event",
+                            item.trace_id, item.strategy_id)
+    return _Observation(item, item.executed_at or item.updated_at, "reconcile", None, None)
+
+
+def _insert_event(cur, event: OrderEvent) -> bool:
+    order = event.order
+    cur.execute(
+        """INSERT INTO msd.order_events (event_id, event_type, order_id, status, filled_quantity,
+                                         signal_id, asset, side, occurred_at, trace_id, payload)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT ON CONSTRAINT order_events_natural_key DO NOTHING
+           RETURNING id""",
+        (event.event_id, event.event_type, order.order_id, order.status, order.filled_quantity,
+         order.signal_id, order.asset, order.side, event.timestamp, event.trace_id,
+         to_json(_event_payload(event))))
+    return cur.fetchone() is not None
+
+
+def _event_payload(event: OrderEvent) -> dict:
+    """The wire JSON when the codec kept it, else the typed fields (events built in code)."""
+    if event.raw:
+        return dict(event.raw)
+    fields = asdict(event)
+    fields.pop("raw")
+    return fields
+
+
+def _record_fill(cur, observation: _Observation) -> Execution | None:
+    order = observation.order
+    if order.filled_quantity <= ZERO:
+        return None
+    delta = fill_delta(_lock_fill_state(cur, order), order)
+    if delta is None:
+        return None
+    execution = _insert_execution(cur, observation, delta)
+    cur.execute(
+        """UPDATE msd.order_fill_state
+              SET filled_quantity = %s, average_price = %s, fees = %s, updated_at = now()
+            WHERE order_id = %s""",
+        (order.filled_quantity, order.average_price, order.fees, order.order_id))
+    return execution
+
+
+def _lock_fill_state(cur, order: OrderSnapshot) -> FillState:
+    """The order's recorded fill state, row-locked so concurrent recorders take turns.
+
+    The zero row is created first because FOR UPDATE cannot lock a row that does not exist.
+    """
+    cur.execute(
+        """INSERT INTO msd.order_fill_state (order_id, signal_id, asset, side, filled_quantity)
+           VALUES (%s, %s, %s, %s, 0)
+           ON CONFLICT (order_id) DO NOTHING""",
+        (order.order_id, order.signal_id, order.asset, order.side))
+    cur.execute(
+        """SELECT filled_quantity, average_price, fees FROM msd.order_fill_state
+            WHERE order_id = %s FOR UPDATE""", (order.order_id,))
+    return FillState(*cur.fetchone())
+
+
+def _insert_execution(cur, observation: _Observation, delta: FillDelta) -> Execution | None:
+    order = observation.order
+    # Fill events carry no strategy; the signal msd recorded when it decided does.
+    cur.execute(
+        f"""INSERT INTO msd.executions (order_id, signal_id, strategy_id, asset, side, quantity,
+                                        price, fee, cumulative_quantity, executed_at, source,
+                                        trace_id)
+            VALUES (%s, %s, COALESCE(%s, (SELECT strategy_id FROM msd.signals
+                                           WHERE signal_id = %s)),
+                    %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT ON CONSTRAINT executions_order_cumulative_key DO NOTHING
+            RETURNING {_EXECUTION_COLUMNS}""",
+        (order.order_id, order.signal_id, observation.strategy_id, order.signal_id,
+         order.asset, order.side, delta.quantity, delta.price, delta.fee,
+         delta.cumulative_quantity, observation.executed_at, observation.source,
+         observation.trace_id))
+    row = cur.fetchone()
+    return _execution_from_row(row) if row is not None else None
+
+
+def _execution_from_row(row: tuple) -> Execution:
+    return Execution(*row)
+
+
+def _count(conn, table: str, filters: dict[str, str | None]) -> int:
+    present = {column: value for column, value in filters.items() if value is not None}
+    where = " AND ".join(f"{column} = %s" for column in present) or "TRUE"
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table} WHERE {where}", tuple(present.values()))
+        return cur.fetchone()[0]

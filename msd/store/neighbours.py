@@ -1,0 +1,135 @@
+"""The shared tables of the neighbour services: `orders` and `positions` (CONTRACTS.md §5).
+
+msd only reads them. Their owners may change them without telling us, so every read first
+checks that the columns msd relies on exist and otherwise raises SharedSchemaError naming what
+is missing: callers fail closed (no signal) rather than act on a guess.
+Names are left unqualified so they resolve through the connection's search_path, as the
+neighbour services' own queries do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Mapping
+
+import psycopg2
+
+from msd.errors import MsdError
+from msd.store.db import describe
+
+NEIGHBOUR_TABLES_SQL = Path(__file__).with_name("neighbours.sql")
+# Serialises concurrent creators (paper exchange and tests): CREATE TABLE IF NOT EXISTS alone
+# can still collide on the catalog when two sessions run it at once.
+NEIGHBOUR_TABLES_LOCK_KEY = 0x6D7364_0002
+
+REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "orders": ("asset", "side", "status", "quantity", "filled_quantity", "price", "average_price"),
+    "positions": ("asset", "size", "average_entry_price", "current_price"),
+}
+
+
+class SharedSchemaError(MsdError):
+    """A shared table or column msd reads is missing or unusable; `missing` names them."""
+
+    def __init__(self, missing: tuple[str, ...], detail: str | None = None):
+        self.missing = missing
+        what = ", ".join(missing) if missing else "shared tables"
+        super().__init__(f"shared schema unusable: {what}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What is already committed on one asset: open orders and the open position."""
+    asset: str
+    open_orders: int
+    open_buy_notional: Decimal      # remaining quantity × (limit price, else average price)
+    open_sell_notional: Decimal
+    unpriced_open_orders: int       # open orders with neither price: notional unknown
+    open_positions: int             # rows with size != 0 (hedge mode may have two)
+    position_size: Decimal          # signed base units, negative = short
+    position_notional: Decimal      # |size| × (current price, else average entry price)
+    unpriced_positions: int         # open positions with neither price
+
+    @property
+    def is_flat(self) -> bool:
+        """No open order and no open position."""
+        return self.open_orders == 0 and self.open_positions == 0
+
+
+def create_neighbour_tables(conn) -> None:
+    """Create orders, signal_order_relationships and positions if absent (caller commits)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (NEIGHBOUR_TABLES_LOCK_KEY,))
+        cur.execute(NEIGHBOUR_TABLES_SQL.read_text(encoding="utf-8"))
+
+
+def missing_columns(required: Mapping[str, tuple[str, ...]],
+                    found: Mapping[str, set[str] | None]) -> tuple[str, ...]:
+    """Names of required tables (`found` None) and `table.column`s that do not exist."""
+    missing = []
+    for table, columns in required.items():
+        present = found.get(table)
+        if present is None:
+            missing.append(table)
+        else:
+            missing.extend(f"{table}.{column}" for column in columns if column not in present)
+    return tuple(missing)
+
+
+def verify_shared_schema(conn) -> None:
+    """Raise SharedSchemaError unless every column in REQUIRED_COLUMNS can be read."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT t.name, to_regclass(t.name) IS NOT NULL, a.attname
+                 FROM unnest(%s::text[]) AS t(name)
+                 LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+                                         AND a.attnum > 0 AND NOT a.attisdropped""",
+            (list(REQUIRED_COLUMNS),))
+        found: dict[str, set[str] | None] = {}
+        for table, exists, column in cur.fetchall():
+            if exists:
+                found.setdefault(table, set()).add(column)
+    missing = missing_columns(REQUIRED_COLUMNS, found)
+    if missing:
+        raise SharedSchemaError(missing)
+
+
+OPEN_ORDERS_SQL = """
+SELECT count(*),
+       coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
+                FILTER (WHERE lower(side) = 'buy'), 0),
+       coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
+                FILTER (WHERE lower(side) = 'sell'), 0),
+       count(*) FILTER (WHERE coalesce(price, average_price) IS NULL)
+  FROM orders
+ WHERE asset = %s AND status IN ('pending', 'partially_filled')
+"""
+
+OPEN_POSITIONS_SQL = """
+SELECT count(*),
+       coalesce(sum(size), 0),
+       coalesce(sum(abs(size) * coalesce(current_price, average_entry_price)), 0),
+       count(*) FILTER (WHERE coalesce(current_price, average_entry_price) IS NULL)
+  FROM positions
+ WHERE asset = %s AND size != 0
+"""
+
+
+def read_open_exposure(conn, asset: str) -> Exposure:
+    """Open orders and positions of `asset` from the shared tables.
+
+    Raises SharedSchemaError when they are missing or malformed; if the failure came from the
+    server (e.g. a column of the wrong type, no privilege) the caller's transaction is aborted.
+    """
+    verify_shared_schema(conn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(OPEN_ORDERS_SQL, (asset,))
+            orders, buy_notional, sell_notional, unpriced_orders = cur.fetchone()
+            cur.execute(OPEN_POSITIONS_SQL, (asset,))
+            positions, size, position_notional, unpriced_positions = cur.fetchone()
+    except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+        raise SharedSchemaError((), describe(exc)) from exc
+    return Exposure(asset, orders, buy_notional, sell_notional, unpriced_orders,
+                    positions, size, position_notional, unpriced_positions)

@@ -1,0 +1,380 @@
+"""The supervisor loop (cf. gunicorn's Arbiter): one thread owns all state.
+
+Each turn: wait for a child message, a child exit or an inbox event; dispatch every event to
+`handle_<kind>`; then, in this fixed order, reap exited children, kill unresponsive ones,
+start children whose backoff has elapsed, police the trainer, advance a stop in progress, and
+report (READY/STATUS/WATCHDOG, health, gauges). Threads and signal handlers only post events.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+from msd import logs, metrics
+from msd.config import ROLES, TRAINER, Config, ConfigError, changed_roles, changed_sections, load_config
+from msd.supervisor import children as ch
+from msd.supervisor import protocol
+from msd.supervisor.host import repair_queue_lock
+from msd.supervisor.inbox import Event, Inbox
+from msd.supervisor.status import describe_exit, status_line, status_snapshot
+from msd.supervisor.trainer_slot import TrainerSlot
+
+log = logging.getLogger("msd.supervisor")
+
+MODULES = {"consumer": "msd.roles.consumer", "signaller": "msd.roles.signaller",
+           "exits": "msd.roles.exits", TRAINER: "msd.roles.trainer"}
+# Data-plane queues: name -> (writer role, reader role). One writer and one reader each.
+QUEUES = {"market": ("consumer", "signaller"), "exit_prices": ("consumer", "exits"),
+          "positions": ("consumer", "exits")}
+STOP_ORDER = (TRAINER,) + tuple(reversed(ROLES))
+
+
+def restart_policy(config: Config) -> ch.RestartPolicy:
+    s = config.supervisor
+    return ch.RestartPolicy(backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
+                            stable_after_s=s.stable_after_s, fatal_after_failures=s.fatal_after_failures,
+                            heartbeat_timeout_s=s.heartbeat_timeout_s, boot_timeout_s=s.boot_timeout_s)
+
+
+class Arbiter:
+    def __init__(self, config: Config, host: Any, notifier: Any, *, inbox: Inbox | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.config = config
+        self.host, self.notifier = host, notifier
+        self.inbox = inbox or Inbox()
+        self.clock, self.wall = clock, wall
+        self.records = {name: ch.ChildRecord(name) for name in ROLES}
+        self.handles: dict[str, Any] = {}
+        self.term_sent_at: dict[str, float] = {}
+        self.queues = {name: host.make_queue(config.supervisor.queue_maxsize) for name in QUEUES}
+        self.trainer = TrainerSlot()
+        self.started_wall = wall()
+        self.config_loaded_wall = wall()
+        self.config_error: dict[str, Any] | None = None
+        self.stop_deadline: float | None = None
+        self.stop_reason: str | None = None
+        self.killed_on_stop = False
+        self.exit_code: int | None = None
+        self.ready_sent = False
+        self.last_status_line = ""
+        self.health: tuple[bool, list[str]] = (False, ["starting"])
+
+    # ----- the loop ---------------------------------------------------------------------
+    def run(self) -> int:
+        for name in ROLES:
+            self.start_child(name)
+        while self.exit_code is None:
+            self.turn(0.2)
+        return self.exit_code
+
+    def turn(self, timeout: float) -> None:
+        self.host.wait(self.handles.values(), [self.inbox.wakeup_fd], timeout)
+        for name, handle in list(self.handles.items()):
+            for kind, data in self.host.receive(handle):
+                self.dispatch(Event(kind, {"child": name, "payload": data}))
+        for event in self.inbox.drain():
+            self.dispatch(event)
+        now = self.clock()
+        self.reap(now)
+        self.kill_unresponsive(now)
+        self.start_due(now)
+        self.police_trainer(now)
+        self.advance_stop(now)
+        self.report()
+
+    def dispatch(self, event: Event) -> None:
+        handler = getattr(self, f"handle_{event.kind}", None)
+        try:
+            if handler is None:
+                raise ValueError(f"no handler for event kind {event.kind!r}")
+            handler(event)
+        except Exception as exc:
+            log.exception("event %s failed", event.kind)
+            if event.reply is not None:
+                event.reply.put(protocol.error(f"{type(exc).__name__}: {exc}"))
+
+    # ----- events from children ---------------------------------------------------------
+    def handle_log(self, event: Event) -> None:
+        logs.emit_child_record(event.data["payload"], role=event.data["child"])
+
+    def handle_booted(self, event: Event) -> None:
+        name = event.data["child"]
+        if name == TRAINER:
+            self.trainer.record = ch.booted(self.trainer.record, self.clock())
+            return
+        self.records[name] = ch.booted(self.records[name], self.clock())
+        log.info("role %s is running (pid %s)", name, self.records[name].pid)
+
+    def handle_heartbeat(self, event: Event) -> None:
+        name, payload = event.data["child"], event.data["payload"]
+        # A heartbeat thread can outlive a stuck main loop; only recent progress counts as alive.
+        if payload.get("progress_age_s", 0.0) > self.config.supervisor.heartbeat_timeout_s:
+            return
+        if name == TRAINER:
+            self.trainer.record = ch.heartbeat(self.trainer.record, self.clock(), payload.get("status", {}))
+        else:
+            self.records[name] = ch.heartbeat(self.records[name], self.clock(), payload.get("status", {}))
+
+    def handle_event(self, event: Event) -> None:
+        payload = dict(event.data["payload"])
+        kind = payload.pop("kind", None)
+        if kind == "train_request":
+            self.request_training(payload.get("reason", "requested by " + event.data["child"]),
+                                  payload.get("strategy"), source=event.data["child"])
+        elif kind == "train_result" and event.data["child"] == TRAINER:
+            self.trainer.result = payload
+        else:
+            log.warning("ignoring unknown event %r from %s", kind, event.data["child"])
+
+    # ----- events from threads and signals ----------------------------------------------
+    def handle_stop(self, event: Event) -> None:
+        self.begin_stop(event.data.get("reason", "stop requested"))
+
+    def handle_reload(self, event: Event) -> None:
+        self.reload(event.data.get("source", "unknown"))
+
+    def handle_control(self, event: Event) -> None:
+        request = event.data["request"]
+        command = getattr(self, f"command_{request.get('cmd')}", None)
+        if command is None:
+            event.reply.put(protocol.error(f"unknown command {request.get('cmd')!r}"))
+            return
+        event.reply.put(protocol.ok(command(**request.get("args", {}))))
+
+    # ----- control commands -------------------------------------------------------------
+    def command_status(self) -> dict[str, Any]:
+        return status_snapshot(self)
+
+    def command_reload(self) -> dict[str, Any]:
+        return self.reload("msd-ctl")
+
+    def command_retrain(self, strategy: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        return self.request_training(reason or "manual (msd-ctl retrain)", strategy, source="msd-ctl")
+
+    def command_stop(self) -> dict[str, Any]:
+        self.begin_stop("msd-ctl stop")
+        return {"stopping": True, "deadline_s": self.config.supervisor.stop_deadline_s}
+
+    # ----- children ---------------------------------------------------------------------
+    def start_child(self, name: str) -> None:
+        rec = self.records[name]
+        if rec.last_exit is not None:
+            for queue_name, (writer, reader) in QUEUES.items():
+                if name in (writer, reader):
+                    repair_queue_lock(self.queues[queue_name], "writer" if name == writer else "reader")
+            metrics.CHILD_RESTARTS.labels(name).inc()
+        queues = {q: self.queues[q] for q, sides in QUEUES.items() if name in sides}
+        handle = self.host.spawn(name, MODULES[name], self.config, queues)
+        self.handles[name] = handle
+        self.term_sent_at.pop(name, None)
+        self.records[name] = ch.after_start(ch.started(rec, handle.pid, self.clock()))
+
+    def terminate(self, name: str, sig: int = signal.SIGTERM) -> None:
+        handle = self.handles.get(name) if name != TRAINER else self.trainer.handle
+        if handle is not None:
+            self.host.kill(handle, sig)
+            self.term_sent_at.setdefault(name, self.clock())
+
+    def reap(self, now: float) -> None:
+        policy = restart_policy(self.config)
+        for name, handle in list(self.handles.items()):
+            code = self.host.exit_code(handle)
+            if code is None:
+                continue
+            del self.handles[name]
+            self.term_sent_at.pop(name, None)
+            metrics.mark_process_dead(handle.pid)
+            rec = ch.exited(self.records[name], describe_exit(code), now, policy)
+            self.records[name] = rec
+            self._log_exit(rec)
+        self._reap_trainer(now)
+
+    def _log_exit(self, rec: ch.ChildRecord) -> None:
+        if rec.state is ch.State.FATAL:
+            log.critical("role %s %s; %d fast failures in a row, giving up (FATAL)",
+                         rec.name, rec.last_exit, rec.failures)
+        elif rec.state is ch.State.BACKOFF and self.stop_deadline is None:
+            delay = max(0.0, (rec.backoff_until or 0) - self.clock())
+            level = logging.INFO if rec.failures == 0 else logging.WARNING
+            log.log(level, "role %s %s; starting again in %.2fs", rec.name, rec.last_exit, delay)
+        else:
+            log.info("role %s %s", rec.name, rec.last_exit)
+
+    def kill_unresponsive(self, now: float) -> None:
+        policy = restart_policy(self.config)
+        for name, rec in self.records.items():
+            reason = ch.unresponsive_reason(rec, now, policy)
+            sent = self.term_sent_at.get(name)
+            if rec.state is ch.State.STOPPING and sent is not None \
+                    and now - sent > self.config.supervisor.stop_deadline_s:
+                reason = f"did not stop within {self.config.supervisor.stop_deadline_s:g}s"
+            if reason and name in self.handles:
+                log.error("role %s %s; killing it", name, reason)
+                self.host.kill(self.handles[name], signal.SIGKILL)
+
+    def start_due(self, now: float) -> None:
+        if self.stop_deadline is not None:
+            return
+        for name in ROLES:
+            if ch.due_to_start(self.records[name], now):
+                self.start_child(name)
+
+    # ----- trainer ----------------------------------------------------------------------
+    def request_training(self, reason: str, strategy: str | None, *, source: str) -> dict[str, Any]:
+        if self.stop_deadline is not None:
+            raise RuntimeError("the daemon is stopping; training request refused")
+        request = self.trainer.new_request(reason, strategy, source, self.wall())
+        log.info("training requested: %s (request %d, strategy %s, from %s)",
+                 reason, request.id, strategy or "all", source)
+        if self.trainer.handle is None:
+            self._start_trainer(request)
+        else:
+            superseded = self.trainer.queue_next(request)
+            if superseded is not None:
+                log.info("training request %d superseded by %d before it started", superseded.id, request.id)
+            if self.trainer.cancel_requested_at is None:
+                log.info("cancelling training run %d: superseded by request %d",
+                         self.trainer.current.id, request.id)
+                self.trainer.cancel("superseded", self.clock())
+                self.host.kill(self.trainer.handle, signal.SIGTERM)
+        return {"request_id": request.id, "running": self.trainer.current.id if self.trainer.current else None}
+
+    def _start_trainer(self, request: Any) -> None:
+        handle = self.host.spawn(TRAINER, MODULES[TRAINER], self.config, {}, args={"request": request.as_dict()})
+        self.trainer.started(request, handle, self.clock())
+
+    def _reap_trainer(self, now: float) -> None:
+        handle = self.trainer.handle
+        if handle is None:
+            return
+        code = self.host.exit_code(handle)
+        if code is None:
+            return
+        metrics.mark_process_dead(handle.pid)
+        outcome = self.trainer.finished(code, describe_exit(code), now)
+        metrics.TRAINING_RUNS.labels(outcome["outcome"]).inc()
+        level = logging.INFO if outcome["outcome"] in ("succeeded", "cancelled") else logging.ERROR
+        log.log(level, "training request %d ended: %s (%s)", outcome["request_id"], outcome["outcome"],
+                outcome["exit"], extra={"training": outcome})
+        pending = self.trainer.take_pending()
+        if pending is not None and self.stop_deadline is None:
+            self._start_trainer(pending)
+
+    def police_trainer(self, now: float) -> None:
+        if self.trainer.handle is None:
+            return
+        # The trainer enforces trainer.timeout_s itself; this is the backstop for one that cannot.
+        hard_limit = self.config.trainer.timeout_s + self.config.supervisor.stop_deadline_s
+        if self.trainer.cancel_requested_at is None and now - self.trainer.started_at > hard_limit:
+            log.error("training request %d exceeded trainer.timeout_s=%gs; cancelling",
+                      self.trainer.current.id, self.config.trainer.timeout_s)
+            self.trainer.cancel("timed_out", now)
+            self.host.kill(self.trainer.handle, signal.SIGTERM)
+        elif self.trainer.cancel_requested_at is not None and not self.trainer.killed \
+                and now - self.trainer.cancel_requested_at > self.config.supervisor.stop_deadline_s:
+            log.error("trainer pid %s ignored SIGTERM for %gs; killing it",
+                      self.trainer.handle.pid, self.config.supervisor.stop_deadline_s)
+            self.trainer.killed = True
+            self.host.kill(self.trainer.handle, signal.SIGKILL)
+
+    # ----- reload -----------------------------------------------------------------------
+    def reload(self, source: str) -> dict[str, Any]:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
+            metrics.CONFIG_RELOADS.labels("invalid").inc()
+            log.error("config reload from %s failed, keeping the running config: %s", source, exc)
+            self.notifier.ready(status_line(self))
+            return {"applied": False, "error": str(exc)}
+        sections = sorted(changed_sections(self.config, new))
+        restart = [r for r in ROLES if r in changed_roles(self.config, new)]
+        self.config, self.config_error, self.config_loaded_wall = new, None, self.wall()
+        logging.getLogger().setLevel(new.logging.level)
+        for name in restart:
+            self._restart_for_reload(name)
+        for section in {"control", "metrics"} & set(sections):
+            log.warning("config section %s changed; it takes effect when msd is restarted", section)
+        metrics.CONFIG_RELOADS.labels("applied").inc()
+        log.info("config reloaded from %s: changed sections %s, restarting %s", source,
+                 sections or "none", restart or "nothing")
+        self.notifier.ready(status_line(self))
+        return {"applied": True, "changed_sections": sections, "restarted": restart}
+
+    def _restart_for_reload(self, name: str) -> None:
+        rec = self.records[name]
+        if name in self.handles:
+            self.records[name] = ch.stopping(rec, restart=True)
+            self.terminate(name)
+        else:   # BACKOFF or FATAL: the new config deserves a fresh try now
+            self.records[name] = replace(rec, state=ch.State.BACKOFF, backoff_until=self.clock(), failures=0)
+
+    # ----- stop -------------------------------------------------------------------------
+    def begin_stop(self, reason: str) -> None:
+        if self.stop_deadline is not None:
+            log.warning("second stop request (%s): killing all children now", reason)
+            self.stop_deadline = self.clock()
+            return
+        self.stop_reason = reason
+        self.stop_deadline = self.clock() + self.config.supervisor.stop_deadline_s
+        log.info("stopping (%s); deadline %gs", reason, self.config.supervisor.stop_deadline_s)
+        self.notifier.stopping()
+        self.trainer.drop_pending()
+        for name, rec in self.records.items():
+            if name not in self.handles:
+                self.records[name] = replace(rec, state=ch.State.STOPPED)
+
+    def advance_stop(self, now: float) -> None:
+        if self.stop_deadline is None:
+            return
+        alive = [n for n in STOP_ORDER if (n == TRAINER and self.trainer.handle) or n in self.handles]
+        if not alive:
+            self.exit_code = 1 if self.killed_on_stop else 0
+            return
+        if now >= self.stop_deadline:
+            for name in alive:
+                handle = self.trainer.handle if name == TRAINER else self.handles[name]
+                self.host.kill(handle, signal.SIGKILL)
+            if not self.killed_on_stop:
+                log.error("stop deadline passed; killed %s", ", ".join(alive))
+            self.killed_on_stop = True
+            return
+        first = alive[0]   # one at a time, in reverse start order
+        if first == TRAINER:
+            if self.trainer.cancel_requested_at is None:
+                self.trainer.cancel("daemon stopping", now)
+                self.host.kill(self.trainer.handle, signal.SIGTERM)
+        elif self.records[first].state is not ch.State.STOPPING:
+            self.records[first] = ch.stopping(self.records[first])
+            self.terminate(first)
+
+    # ----- reporting --------------------------------------------------------------------
+    def report(self) -> None:
+        line = status_line(self)
+        fatal = [n for n, r in self.records.items() if r.state is ch.State.FATAL]
+        if not self.ready_sent and all(r.state is ch.State.RUNNING for r in self.records.values()):
+            self.ready_sent = True
+            self.notifier.ready(line)
+            log.info("all roles running; ready")
+        elif line != self.last_status_line:
+            self.notifier.status(line)
+        self.last_status_line = line
+        if not fatal and self.stop_deadline is None:
+            self.notifier.watchdog()   # withheld while a role is FATAL, so systemd restarts us
+        for name, rec in self.records.items():
+            metrics.CHILD_UP.labels(name).set(1 if rec.state is ch.State.RUNNING else 0)
+        self.health = _health(self)
+
+
+def _health(arbiter: Arbiter) -> tuple[bool, list[str]]:
+    reasons = [f"{n} is {r.state.value}" for n, r in arbiter.records.items() if r.state is not ch.State.RUNNING]
+    if arbiter.config_error:
+        reasons.append("config reload failed: " + arbiter.config_error["message"])
+    for name, rec in arbiter.records.items():
+        for component, why in (rec.status.get("degraded") or {}).items():
+            reasons.append(f"{name}: {component} degraded: {why}")
+    return (not reasons, reasons)

@@ -1,0 +1,63 @@
+"""`msd run`: wire the arbiter to the outside world and run it in the foreground.
+
+Order matters: the metrics directory is set before anything imports prometheus_client's
+multiprocess machinery, signal handlers are installed before children start, and every
+thread only posts to the arbiter's inbox.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
+from msd import metrics
+from msd.config import Config
+from msd.supervisor.arbiter import Arbiter
+from msd.supervisor.control import ControlServer
+from msd.supervisor.host import ProcessHost
+from msd.supervisor.http import start_http
+from msd.supervisor.inbox import Event, Inbox
+from msd.supervisor.watcher import ConfigWatcher
+from msd.systemd import Notifier
+
+log = logging.getLogger("msd.supervisor")
+
+
+def _install_signal_handlers(inbox: Inbox) -> None:
+    def stop(signum, _frame):
+        inbox.post(Event("stop", {"reason": f"received {signal.Signals(signum).name}"}))
+
+    def reload(_signum, _frame):
+        inbox.post(Event("reload", {"source": "SIGHUP"}))
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+
+
+def serve(config: Config) -> int:
+    prom_dir = metrics.prepare_multiprocess_dir()
+    inbox = Inbox()
+    notifier = Notifier()
+    arbiter = Arbiter(config, ProcessHost(), notifier, inbox=inbox)
+    control = ControlServer(config.control.socket, inbox)
+    watcher = ConfigWatcher(config.source, inbox)
+    http = None
+    try:
+        control.start()
+        _install_signal_handlers(inbox)
+        watcher.start()
+        if config.metrics.port:
+            http = start_http(config.metrics.host, config.metrics.port, lambda: arbiter.health)
+        log.info("msd starting", extra={"config_file": str(config.source),
+                                        "control_socket": str(config.control.socket),
+                                        "metrics_port": config.metrics.port})
+        code = arbiter.run()
+        log.info("msd stopped (exit code %d)", code)
+        return code
+    finally:
+        watcher.stop()
+        control.close()
+        if http is not None:
+            http.shutdown()
+        notifier.close()
+        metrics.remove_multiprocess_dir(prom_dir)

@@ -1,0 +1,62 @@
+"""What `msd-ctl status`, systemd's STATUS line and the exit log lines say about the daemon."""
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from msd.supervisor import children as ch
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def status_line(arbiter: Any) -> str:
+    if arbiter.stop_deadline is not None:
+        return "stopping"
+    roles = ", ".join(f"{name} {rec.state.value}" for name, rec in arbiter.records.items())
+    trainer = "training" if arbiter.trainer.handle is not None else "idle"
+    line = f"{roles}; trainer {trainer}"
+    if arbiter.config_error:
+        line += f"; config reload failed: {arbiter.config_error['message']}"
+    degraded = [reason for reason in arbiter.health[1] if "degraded" in reason]
+    if degraded:
+        line += "; " + "; ".join(degraded)
+    return line
+
+
+def _role_view(rec: ch.ChildRecord, now: float) -> dict[str, Any]:
+    return {
+        "state": rec.state.value,
+        "pid": rec.pid,
+        "uptime_s": round(now - rec.started_at, 3) if rec.pid and rec.started_at is not None else None,
+        "restarts": rec.restarts,
+        "heartbeat_age_s": round(now - rec.last_heartbeat, 3) if rec.pid and rec.last_heartbeat else None,
+        "last_exit": rec.last_exit,
+        "status": rec.status,
+    }
+
+
+def status_snapshot(arbiter: Any) -> dict[str, Any]:
+    now = arbiter.clock()
+    healthy, reasons = arbiter.health
+    return {
+        "daemon": {
+            "pid": os.getpid(),
+            "uptime_s": round(arbiter.wall() - arbiter.started_wall, 3),
+            "state": "stopping" if arbiter.stop_deadline is not None else ("ready" if arbiter.ready_sent else "starting"),
+            "config_file": str(arbiter.config.source),
+            "config_loaded_at": arbiter.config_loaded_wall,
+            "config_error": arbiter.config_error,
+            "healthy": healthy,
+            "problems": reasons,
+        },
+        "roles": {name: _role_view(rec, now) for name, rec in arbiter.records.items()},
+        "trainer": arbiter.trainer.summary(now),
+    }
