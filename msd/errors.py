@@ -9,7 +9,7 @@ class MsdError(Exception):
     """Base class for every error msd raises on purpose."""
 
 
-class ConfigError(MsdError):
+class ConfigError(MsdError, ValueError):
     """The configuration file is invalid; the message names key, value and what is allowed."""
 
     def __init__(self, key: str, value: object, allowed: str):

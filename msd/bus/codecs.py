@@ -5,14 +5,15 @@ Pure and stdlib-only, so the rules can be tested without a broker. Every rejecti
 names the field path (e.g. `order.filled_quantity`) and the offending value. Values outside an
 allowed set (a side that is neither buy nor sell, an orderbook `type` that is neither snapshot nor
 delta) count as `out_of_range`, as do absurd values: non-positive or huge prices, negative sizes,
-timestamps before 2009 or more than a day ahead of `now`. A required key that is absent, null or an
-empty string is `missing_field`.
+timestamps before 2009 or more than a day ahead of `now`. A required value that is absent or null
+(or an empty required string) is `missing_field`.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -96,7 +97,7 @@ def parse_decimal(value: Any, field: str, *, nullable: bool = False, positive: b
         if nullable:
             return None
         raise InvalidMessage("missing_field", f"{field}: null where a number is required")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if not isinstance(value, (str, int, float)):  # a bool passes here and fails as Decimal("True")
         raise InvalidMessage("bad_decimal", f"{field}: {_shown(value)} is not a number")
     try:
         number = Decimal(str(value))
@@ -143,20 +144,23 @@ class _Object:
         return f"{self.path}.{key}" if self.path else key
 
     def required(self, key: str) -> Any:
-        value = self.data.get(key)
-        if value is None or value == "":
-            state = "absent" if key not in self.data else f"{value!r}"
+        if self.data.get(key) is None:
+            state = "absent" if key not in self.data else "null"
             raise InvalidMessage("missing_field", f"{self.name(key)}: required but {state}")
-        return value
+        return self.data[key]
+
+    def value(self, key: str, *, nullable: bool) -> Any:
+        return self.data.get(key) if nullable else self.required(key)
 
     def text(self, key: str, *, nullable: bool = False) -> str | None:
-        """A string; when `nullable`, null and "" both mean "not given"."""
-        value = self.data.get(key)
-        if nullable and value in (None, ""):
+        """A string; when `nullable`, null and "" both mean "not given", otherwise "" is missing."""
+        value = self.value(key, nullable=nullable)
+        if value is None or (nullable and value == ""):
             return None
-        value = self.required(key)
         if not isinstance(value, str):
             raise InvalidMessage("wrong_type", f"{self.name(key)}: expected a string, got {_shown(value)}")
+        if not value:
+            raise InvalidMessage("missing_field", f"{self.name(key)}: required but empty")
         return value
 
     def flag(self, key: str) -> bool:
@@ -166,29 +170,24 @@ class _Object:
         return value
 
     def whole_number(self, key: str, *, nullable: bool = False) -> int | None:
-        if nullable and self.data.get(key) is None:
-            return None
-        value = self.required(key)
-        if isinstance(value, bool) or not isinstance(value, int):
+        value = self.value(key, nullable=nullable)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidMessage("wrong_type", f"{self.name(key)}: expected an integer, got {_shown(value)}")
         return value
 
     def decimal(self, key: str, *, nullable: bool = False, positive: bool = False,
                 non_negative: bool = False) -> Decimal | None:
-        if key not in self.data and not nullable:
-            raise InvalidMessage("missing_field", f"{self.name(key)}: required but absent")
-        return parse_decimal(self.data.get(key), self.name(key), nullable=nullable,
+        return parse_decimal(self.value(key, nullable=nullable), self.name(key), nullable=nullable,
                              positive=positive, non_negative=non_negative)
 
     def price(self, key: str, *, nullable: bool = False) -> Decimal | None:
-        if key not in self.data and not nullable:
-            raise InvalidMessage("missing_field", f"{self.name(key)}: required but absent")
-        return _checked_price(self.data.get(key), self.name(key), nullable=nullable)
+        return _checked_price(self.value(key, nullable=nullable), self.name(key), nullable=nullable)
 
     def moment(self, key: str, now: datetime, *, nullable: bool = False) -> datetime | None:
-        if nullable and self.data.get(key) is None:
+        value = self.value(key, nullable=nullable)
+        if value is None:
             return None
-        moment = parse_timestamp(self.required(key), self.name(key))
+        moment = parse_timestamp(value, self.name(key))
         if moment < EARLIEST_TIMESTAMP or moment > now + MAX_FUTURE_SKEW:
             raise InvalidMessage("out_of_range", f"{self.name(key)}: {moment.isoformat()} is implausible "
                                  f"(allowed {EARLIEST_TIMESTAMP.date()} .. now + {MAX_FUTURE_SKEW})")
@@ -201,9 +200,9 @@ class _Object:
         return _checked_side(self.required(key), self.name(key))
 
     def child(self, key: str, *, nullable: bool = False) -> _Object | None:
-        if nullable and self.data.get(key) is None:
+        value = self.value(key, nullable=nullable)
+        if value is None:
             return None
-        value = self.required(key)
         if not isinstance(value, dict):
             raise InvalidMessage("wrong_type", f"{self.name(key)}: expected an object, got {_shown(value)}")
         return _Object(value, self.name(key))
@@ -256,6 +255,14 @@ def parse_order_event(body: bytes, headers: Headers = None, *, now: datetime | N
     )
 
 
+def _checked_uuid(value: str, field: str) -> str:
+    # orders.signal_id is a uuid column on both sides; anything else cannot be joined to a signal.
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidMessage("wrong_type", f"{field}: {_shown(value)} is not a UUID") from None
+
+
 def _parse_order_snapshot(order: _Object, now: datetime) -> OrderSnapshot:
     # Quantity may be 0: order-manager publishes in-memory rejections with quantity "0".
     quantity = order.decimal("quantity", non_negative=True)
@@ -266,7 +273,7 @@ def _parse_order_snapshot(order: _Object, now: datetime) -> OrderSnapshot:
     return OrderSnapshot(
         id=order.text("id"),
         order_id=order.text("order_id"),
-        signal_id=order.text("signal_id"),
+        signal_id=_checked_uuid(order.text("signal_id"), order.name("signal_id")),
         asset=order.asset("asset"),
         side=order.side("side"),
         order_type=order.text("order_type"),
@@ -351,7 +358,7 @@ def _best_level(payload: _Object, key: str, best: Callable) -> tuple[Decimal | N
 
 
 def _book_top(payload: _Object, envelope: _Envelope) -> BookTop:
-    book_type = payload.required("type")
+    book_type = payload.text("type")
     if book_type not in _BOOK_TYPES:
         raise InvalidMessage("out_of_range", f"{payload.name('type')}: {_shown(book_type)} is neither snapshot nor delta")
     bid, bid_size = _best_level(payload, "b", max)

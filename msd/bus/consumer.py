@@ -43,6 +43,7 @@ class Delivery:
 
 OnBatch = Callable[[list[Delivery]], None]
 OnState = Callable[[bool, str | None], None]
+OnTick = Callable[[], None]
 
 
 class BatchConsumer:
@@ -51,12 +52,16 @@ class BatchConsumer:
     `on_state(up, reason)` is called when the state changes: (False, reason) while the broker
     is unreachable, a queue is missing or mis-declared, or `on_batch` fails; (True, None) once
     consuming works again. Identical consecutive states are reported once.
+    `on_tick()` is called on every turn of the loop, including while waiting to reconnect, so
+    the caller can prove liveness: at least every IDLE_POLL_S unless `on_batch` or a connect
+    attempt (bounded by the socket timeouts) is running.
     Single-threaded: `run` owns the connection; only `stop` may be touched from other threads.
     """
 
     def __init__(self, url: str, queues: Sequence[QueueSpec], on_batch: OnBatch, *,
                  prefetch: int = 500, max_batch: int = 200, max_wait_s: float = 0.005,
-                 connection_name: str = "msd-consumer", on_state: OnState | None = None):
+                 connection_name: str = "msd-consumer", on_state: OnState | None = None,
+                 on_tick: OnTick | None = None):
         if not queues:
             raise ValueError("BatchConsumer needs at least one queue")
         if max_batch < 1 or prefetch < max_batch:
@@ -70,6 +75,7 @@ class BatchConsumer:
         self._max_wait_s = max_wait_s
         self._connection_name = connection_name
         self._on_state = on_state
+        self._on_tick = on_tick
         self._rng = random.Random()
         self._state: tuple[bool, str | None] | None = None
         self._failures = 0
@@ -90,7 +96,7 @@ class BatchConsumer:
                 except BrokerUnavailable as exc:
                     self._report(False, str(exc))
                     self._drop()
-                    stop.wait(self._next_delay())
+                    self._wait(stop, self._next_delay())
         finally:
             self._drop()
 
@@ -123,6 +129,7 @@ class BatchConsumer:
 
     def _serve(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._tick()
             self._collect()
             if self._cancelled:
                 queue = self._queue_by_tag.get(self._cancelled[0], self._cancelled[0])
@@ -150,8 +157,6 @@ class BatchConsumer:
     def _flush(self, stop: threading.Event) -> None:
         batch = self._buffer[:self._max_batch]
         del self._buffer[:self._max_batch]
-        with errors("ack batch"):
-            self._channel.basic_ack(batch[-1].delivery_tag, multiple=True)
         try:
             self._on_batch(batch)
         except Exception as exc:  # whatever on_batch raised, its effect is not committed
@@ -159,6 +164,8 @@ class BatchConsumer:
             return
         # Tags on a channel grow monotonically and batches are taken in order, so `multiple`
         # acks exactly this batch (earlier tags were acked with earlier batches).
+        with errors("ack batch"):
+            self._channel.basic_ack(batch[-1].delivery_tag, multiple=True)
         self._failures = 0
         self._report(True, None)
 
@@ -183,7 +190,18 @@ class BatchConsumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            self._tick()
             self._process(min(IDLE_POLL_S, remaining))
+
+    def _wait(self, stop: threading.Event, seconds: float) -> None:
+        """Wait without a connection, still ticking."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._tick()
+            stop.wait(min(IDLE_POLL_S, remaining))
 
     # -- pika callbacks and helpers ---------------------------------------------------------
 
@@ -206,6 +224,10 @@ class BatchConsumer:
         # Raising inside a pika callback would leave the dispatch half done; _serve checks this.
         self._cancelled.append(method_frame.method.consumer_tag)
 
+    def _tick(self) -> None:
+        if self._on_tick is not None:
+            self._on_tick()
+
     def _next_delay(self) -> float:
         delay = reconnect_delay(self._failures, rng=self._rng)
         self._failures += 1
@@ -215,7 +237,10 @@ class BatchConsumer:
         if self._state == (up, reason):
             return
         self._state = (up, reason)
-        if not up:
+        if up:
+            log.info("consumer %s consuming from %s", self._connection_name,
+                     ", ".join(spec.name for spec in self._queues))
+        else:
             log.warning("consumer %s degraded: %s", self._connection_name, reason)
         if self._on_state is not None:
             self._on_state(up, reason)

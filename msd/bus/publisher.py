@@ -9,7 +9,6 @@ from typing import Mapping
 
 import pika
 import pika.exceptions
-
 from pika.adapters.blocking_connection import BlockingChannel
 
 from msd.bus.connection import close_quietly, connect, errors

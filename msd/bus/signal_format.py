@@ -113,8 +113,8 @@ MIN_AMOUNT_USDT = Decimal("0.01")
 
 def _lax_decimal(value: Any) -> Decimal | None:
     """order-manager's `Decimal(str(x))` pre-conversion then pydantic's finite check; None = rejected."""
-    # Decimal(str(True)) raises in from_dict, so booleans never pass.
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    # Booleans are ints, but Decimal(str(True)) raises in from_dict just as it does here.
+    if not isinstance(value, (str, int, float)):
         return None
     try:
         number = Decimal(str(value))

@@ -7,7 +7,7 @@ queue's closes the channel with 406 PRECONDITION_FAILED, hence one declare mode 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import pika.adapters.blocking_connection
 
@@ -15,7 +15,7 @@ from msd.bus.connection import errors
 from msd.errors import ConfigError
 
 DeclareMode = Literal["durable", "ws_gateway", "passive"]
-DECLARE_MODES: tuple[str, ...] = ("durable", "ws_gateway", "passive")
+DECLARE_MODES: tuple[str, ...] = get_args(DeclareMode)
 
 # Exactly what ws-gateway's src/services/queue/setup.py uses; any difference is a 406.
 WS_GATEWAY_ARGUMENTS = {

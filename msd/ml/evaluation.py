@@ -92,11 +92,12 @@ def _as_seconds(timestamps: object, embargo: object) -> tuple[np.ndarray, float]
 
 def _split_at(seconds: np.ndarray, order: np.ndarray, train_end: int, val_end: int,
               gap: float) -> tuple[np.ndarray, np.ndarray]:
-    """Validation = samples from time-sorted position `train_end` up to `val_end`; training =
-    samples strictly more than `gap` seconds before the first validation timestamp."""
+    """Validation = time-sorted positions train_end..val_end; training = the earlier samples
+    more than `gap` seconds before the first validation timestamp."""
     cut = seconds[order[train_end]]
     val_idx = order[train_end:val_end]
-    val_idx = val_idx[seconds[val_idx] >= cut]
+    # Strictly before cut - gap: a training sample sharing the first validation timestamp (or
+    # within the embargo of it) is dropped rather than allowed to straddle the boundary.
     train_idx = order[:train_end]
     train_idx = train_idx[seconds[train_idx] < cut - gap]
     if train_idx.size == 0 or val_idx.size == 0:

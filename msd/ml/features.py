@@ -35,6 +35,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "hour_sin",          # time of day of the decision, on the unit circle so 23h is near 0h
     "hour_cos",
 )
+# Not used: volume_24h is in base units (BTC vs. DOGE differ by 10^5) and has no reference in the
+# snapshot to make it a ratio; price enters only through the moving-average deviation.
 
 # Keys msd's own signaller writes into `technical_indicators` (it builds the snapshot itself,
 # so these names are ours to fix; CONTRACTS.md §1.5 leaves the dict open).
@@ -54,7 +56,8 @@ SIDES: Mapping[int, str] = {code: side for side, code in LABELS.items()}
 
 @dataclass(frozen=True)
 class MissingFeature:
-    """A feature could not be computed; `name` is the feature, `reason` says why (for logs)."""
+    """A feature could not be computed: `name` is always one of FEATURE_NAMES (a bounded metric
+    label), `reason` names the snapshot field and what was wrong with it (for logs)."""
     name: str
     reason: str
 
@@ -102,7 +105,7 @@ def features_from_snapshot(snapshot: Mapping[str, Any],
     aware datetime (the signal timestamp).
     """
     try:
-        price = _positive(snapshot, "price", "price")
+        price = _positive(snapshot, "price", "ma_deviation_z")
         volatility = _number(snapshot, "volatility", "log_volatility")
         if volatility < 0:
             raise _Missing(MissingFeature("log_volatility", f"volatility {volatility} < 0"))

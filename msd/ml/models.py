@@ -13,101 +13,13 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
+from msd.ml.baselines import MajorityClass, Naive
 from msd.ml.estimator import (FORMAT_VERSION, EstimatorBase, as_labels, as_matrix,
                               require_arrays, two_columns)
-from msd.ml.features import FEATURE_NAMES
 
-
-class MajorityClass(EstimatorBase):
-    """Baseline: always the training base rate. A gate this passes is not a gate."""
-
-    def __init__(self) -> None:
-        self.base_rate: float | None = None
-        self.n_features: int | None = None
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "MajorityClass":
-        matrix = as_matrix(X)
-        self.base_rate = float(as_labels(y, len(matrix)).mean())
-        self.n_features = matrix.shape[1]
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if self.base_rate is None:
-            raise RuntimeError("MajorityClass: predict before fit")
-        matrix = as_matrix(X, self.n_features)
-        return two_columns(np.full(len(matrix), self.base_rate))
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        if self.base_rate is None:
-            raise RuntimeError("MajorityClass: to_arrays before fit")
-        return {"format_version": np.array(FORMAT_VERSION), "base_rate": np.array(self.base_rate),
-                "n_features": np.array(self.n_features)}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "MajorityClass":
-        require_arrays(arrays, ("format_version", "base_rate", "n_features"), cls.__name__)
-        model = cls()
-        model.base_rate = float(arrays["base_rate"])
-        model.n_features = int(arrays["n_features"])
-        return model
-
-
-class Naive(EstimatorBase):
-    """Baseline: the price keeps going the way it went over the last short interval.
-
-    The call is the sign of the return in column `return_index`; its probability is how often
-    that rule was right in training (so log-loss and calibration are comparable), floored just
-    above 0.5 so the call keeps the rule's direction even where persistence did not work. A zero
-    return carries no direction and gets the training base rate.
-    """
-    _MIN_CONFIDENCE = 0.501
-    _MAX_CONFIDENCE = 0.999  # a finite log-loss even when the rule was always right in training
-
-    def __init__(self, return_index: int = FEATURE_NAMES.index("return_1m")) -> None:
-        self.return_index = int(return_index)
-        self.confidence: float | None = None
-        self.base_rate: float | None = None
-        self.n_features: int | None = None
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "Naive":
-        matrix = as_matrix(X)
-        labels = as_labels(y, len(matrix))
-        if not 0 <= self.return_index < matrix.shape[1]:
-            raise ValueError(f"return_index: {self.return_index} is invalid; expected "
-                             f"0..{matrix.shape[1] - 1}")
-        direction = np.sign(matrix[:, self.return_index])
-        moved = direction != 0
-        hits = (direction[moved] > 0) == (labels[moved] == 1)
-        hit_rate = float(hits.mean()) if moved.any() else 0.5
-        self.confidence = float(np.clip(hit_rate, self._MIN_CONFIDENCE, self._MAX_CONFIDENCE))
-        self.base_rate = float(labels.mean())
-        self.n_features = matrix.shape[1]
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if self.confidence is None:
-            raise RuntimeError("Naive: predict before fit")
-        direction = np.sign(as_matrix(X, self.n_features)[:, self.return_index])
-        p1 = np.where(direction > 0, self.confidence, 1.0 - self.confidence)
-        return two_columns(np.where(direction == 0, self.base_rate, p1))
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        if self.confidence is None:
-            raise RuntimeError("Naive: to_arrays before fit")
-        return {"format_version": np.array(FORMAT_VERSION),
-                "return_index": np.array(self.return_index),
-                "confidence": np.array(self.confidence), "base_rate": np.array(self.base_rate),
-                "n_features": np.array(self.n_features)}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Naive":
-        keys = ("format_version", "return_index", "confidence", "base_rate", "n_features")
-        require_arrays(arrays, keys, cls.__name__)
-        model = cls(int(arrays["return_index"]))
-        model.confidence = float(arrays["confidence"])
-        model.base_rate = float(arrays["base_rate"])
-        model.n_features = int(arrays["n_features"])
-        return model
+# The baselines live in their own module but belong to this public set of estimators.
+__all__ = ["LogisticConfig", "LogisticModel", "MajorityClass", "Naive", "OnlineConfig",
+           "OnlineLogistic"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +62,27 @@ def _logistic_loss_grad(theta: np.ndarray, Z: np.ndarray, y: np.ndarray,
     grad[:-1] = Z.T @ residual + alpha * w
     grad[-1] = residual.sum()
     return loss, grad
+
+
+def _unpenalised_logit(labels: np.ndarray, Z: np.ndarray):
+    """statsmodels Logit results on [1, Z], or a message when the MLE is not usable."""
+    # statsmodels is heavy and only needed here, for a human-facing report.
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import (ConvergenceWarning, PerfectSeparationError,
+                                                 PerfectSeparationWarning)
+    design = sm.add_constant(Z, has_constant="add")
+    try:
+        with warnings.catch_warnings():
+            # statsmodels only warns on separation; p-values from such a fit are nonsense.
+            warnings.simplefilter("error", PerfectSeparationWarning)
+            warnings.simplefilter("error", ConvergenceWarning)
+            result = sm.Logit(labels, design).fit(disp=0, maxiter=200)
+    except (PerfectSeparationError, PerfectSeparationWarning, ConvergenceWarning,
+            np.linalg.LinAlgError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not result.mle_retvals.get("converged", False):
+        return "statsmodels Logit did not converge"
+    return result
 
 
 class LogisticModel(EstimatorBase):
@@ -207,25 +140,12 @@ class LogisticModel(EstimatorBase):
         """
         if self.coef is None:
             raise RuntimeError("LogisticModel: coefficient_report before fit")
-        # statsmodels is heavy and only needed here, for a human-facing report.
-        import statsmodels.api as sm
-        from statsmodels.tools.sm_exceptions import (ConvergenceWarning, PerfectSeparationError,
-                                                     PerfectSeparationWarning)
         matrix = as_matrix(X, self.coef.size)
         labels = as_labels(y, len(matrix))
         names = list(feature_names or [f"x{i}" for i in range(self.coef.size)])
-        design = sm.add_constant((matrix - self.mean) / self.scale, has_constant="add")
-        try:
-            with warnings.catch_warnings():
-                # statsmodels only warns on separation; p-values from such a fit are nonsense.
-                warnings.simplefilter("error", PerfectSeparationWarning)
-                warnings.simplefilter("error", ConvergenceWarning)
-                result = sm.Logit(labels, design).fit(disp=0, maxiter=200)
-            if not result.mle_retvals.get("converged", False):
-                return {"error": "statsmodels Logit did not converge"}
-        except (PerfectSeparationError, PerfectSeparationWarning, ConvergenceWarning,
-                np.linalg.LinAlgError) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+        result = _unpenalised_logit(labels, (matrix - self.mean) / self.scale)
+        if isinstance(result, str):
+            return {"error": result}
         return {"names": ["intercept", *names], "coef": result.params.tolist(),
                 "std_err": result.bse.tolist(), "p_values": result.pvalues.tolist(),
                 "model_coef": [self.intercept, *self.coef.tolist()],

@@ -8,7 +8,7 @@ accepted and converted (floats via repr, so 0.1 stays 0.1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -56,10 +56,12 @@ def _number(key: str, value: object) -> Decimal:
     return number
 
 
-def _in_range(key: str, value: object, low: Decimal, high: Decimal | None, *, low_open: bool, allowed: str) -> Decimal:
+def _in_range(key: str, value: object, low: Decimal, high: Decimal | None, *, low_open: bool,
+              allowed: str, high_open: bool = False) -> Decimal:
     number = _number(key, value)
     too_low = number <= low if low_open else number < low
-    if too_low or (high is not None and number > high):
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
         raise RuleConfigError(key, value, allowed)
     return number
 
@@ -130,10 +132,9 @@ class Trailing:
     def __post_init__(self) -> None:
         _set(self, "activation_pct", _in_range("trailing.activation_pct", self.activation_pct, Decimal(0), None,
                                                low_open=False, allowed="a percent >= 0"))
+        # 100 % or more would put a long's stop at or below zero: it could never fire.
         _set(self, "distance_pct", _in_range("trailing.distance_pct", self.distance_pct, Decimal(0), Decimal(100),
-                                             low_open=True, allowed="a percent in (0, 100)"))
-        if self.distance_pct == 100:
-            raise RuleConfigError("trailing.distance_pct", self.distance_pct, "a percent in (0, 100)")
+                                             low_open=True, high_open=True, allowed="a percent in (0, 100)"))
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,8 @@ class ExitRules:
         _set(self, "breakeven_fee_pct", _in_range("take_profit.breakeven_fee_pct", self.breakeven_fee_pct,
                                                   Decimal(0), None, low_open=False, allowed="a percent >= 0"))
         if self.stop_loss_pct is not None:
-            sl = _in_range("stop_loss_pct", self.stop_loss_pct, Decimal(0), Decimal(100), low_open=True,
-                           allowed="a percent in (0, 100)")
-            if sl == 100:
-                raise RuleConfigError("stop_loss_pct", self.stop_loss_pct, "a percent in (0, 100)")
-            _set(self, "stop_loss_pct", sl)
+            _set(self, "stop_loss_pct", _in_range("stop_loss_pct", self.stop_loss_pct, Decimal(0), Decimal(100),
+                                                  low_open=True, high_open=True, allowed="a percent in (0, 100)"))
         _set(self, "priority", _check_priority(self.priority))
         if not isinstance(self.cooldown, timedelta) or self.cooldown < timedelta(0):
             raise RuleConfigError("cooldown", self.cooldown, "a duration >= 0")

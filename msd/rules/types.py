@@ -183,7 +183,7 @@ class ExitState:
         if data.get("version") != STATE_FORMAT_VERSION:
             raise InvalidPositionData("version", data.get("version"), f"{STATE_FORMAT_VERSION}")
         steps = data.get("ladder_steps_done")
-        if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in steps):
+        if not isinstance(steps, list) or not all(type(i) is int and i >= 0 for i in steps):
             raise InvalidPositionData("ladder_steps_done", steps, "a list of step indices >= 0")
         moved = data.get("stop_moved_to_breakeven")
         if not isinstance(moved, bool):

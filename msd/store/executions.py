@@ -17,8 +17,8 @@ from msd.bus.messages import OrderEvent, OrderSnapshot
 from msd.store.jsonb import to_json
 
 ZERO = Decimal(0)
-_EXECUTION_COLUMNS = ("id, order_id, signal_id::text, strategy_id, asset, side, quantity, price, fee,"
-                      " cumulative_quantity, executed_at, source, trace_id")
+_EXECUTION_COLUMNS = ("id, order_id, signal_id::text, strategy_id, asset, side, quantity,"
+                      " price, fee, cumulative_quantity, executed_at, source, trace_id")
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def _apply_one(conn, migration: Migration) -> None:
         with conn, conn.cursor() as cur:
             cur.execute(migration.sql)
             cur.execute(
-                "INSERT INTO msd.schema_migrations (version, filename, checksum) VALUES (%s, %s, %s)",
+                "INSERT INTO msd.schema_migrations (version, filename, checksum)"
+                " VALUES (%s, %s, %s)",
                 (migration.version, migration.filename, migration.checksum))
     except CONNECTION_LOST_ERRORS:
         raise

@@ -71,19 +71,20 @@ class WarmupParams:
 
     def __post_init__(self, path: str) -> None:
         self._check_amounts(path)
-        _positive_float(self.frequency_s, f"{path}.frequency_s")
         if not isinstance(self.heuristic, Heuristic):
             raise invalid(f"{path}.heuristic", self.heuristic,
                           f"one of {', '.join(h.value for h in Heuristic)}")
-        _unit_interval(self.randomness, f"{path}.randomness")
-        _unit_interval(self.confidence_min, f"{path}.confidence_min")
-        _unit_interval(self.confidence_max, f"{path}.confidence_max")
+        checks = {"frequency_s": _positive_float, "randomness": _unit_interval,
+                  "confidence_min": _unit_interval, "confidence_max": _unit_interval,
+                  "stretch_z": _positive_float}
+        if self.warmup_duration_s is not None:
+            checks["warmup_duration_s"] = _positive_float
+        for name, check in checks.items():
+            # Stored as float whatever number type came in, so equal configs compare equal.
+            object.__setattr__(self, name, check(getattr(self, name), f"{path}.{name}"))
         if self.confidence_max < self.confidence_min:
             raise invalid(f"{path}.confidence_max", self.confidence_max,
                           f"a number in [confidence_min={self.confidence_min}, 1]")
-        if self.warmup_duration_s is not None:
-            _positive_float(self.warmup_duration_s, f"{path}.warmup_duration_s")
-        _positive_float(self.stretch_z, f"{path}.stretch_z")
 
     def _check_amounts(self, path: str) -> None:
         low, high, cap = self.min_amount_usdt, self.max_amount_usdt, self.max_exposure_usdt
@@ -106,13 +107,9 @@ class WarmupParams:
         check_keys(data, path, _WARMUP_REQUIRED, _WARMUP_OPTIONAL)
         money = {key: to_decimal(data[key], f"{path}.{key}", "a number (USDT)")
                  for key in _WARMUP_REQUIRED}
-        numbers = {key: to_float(data[key], f"{path}.{key}", "a number")
-                   for key in ("frequency_s", "randomness", "confidence_min", "confidence_max",
-                               "stretch_z") if key in data}
-        duration = data.get("warmup_duration_s")
-        if duration is not None:
-            numbers["warmup_duration_s"] = to_float(duration, f"{path}.warmup_duration_s",
-                                                    "a number > 0 (seconds) or null")
+        # Plain numbers pass through unconverted so that errors quote them as written.
+        numbers = {key: data[key] for key in _WARMUP_OPTIONAL
+                   if key in data and key != "heuristic"}
         if "heuristic" in data:
             numbers["heuristic"] = _parse_heuristic(data["heuristic"], f"{path}.heuristic")
         return cls(**money, **numbers, path=path)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 
 def invalid(path: str, value: object, allowed: str) -> ValueError:
     """The error to raise for a bad value at `path`."""
-    return ValueError(f"{path}: {value!r} is invalid; expected {allowed}")
+    # A Decimal came from a config number; quote it as the operator wrote it, not as Decimal('5').
+    shown = str(value) if isinstance(value, Decimal) else repr(value)
+    return ValueError(f"{path}: {shown} is invalid; expected {allowed}")
 
 
 def check_keys(data: object, path: str, required: Iterable[str], optional: Iterable[str]) -> None:

@@ -5,7 +5,8 @@ parameters, the market snapshot, the asset's exposure, a seeded generator and th
 says nothing about rate limits or conflicts between strategies; `engine` adds those.
 
 Exposure is the asset's net notional in USDT (positions plus open orders, long positive). A
-buy must keep it at or below `max_exposure_usdt`, a sell at or above `-max_exposure_usdt`.
+buy may not lift it above `max_exposure_usdt`, a sell may not push it below
+`-max_exposure_usdt`.
 When the exposure cannot be read (database down) nothing is planned for the asset, sells
 included: a sell that cannot be shown to reduce exposure might open an unbounded short.
 """
@@ -72,9 +73,14 @@ def frequency_allows(params: WarmupParams, last_signal_at: datetime | None, now:
 
 
 def exposure_allows(side: str, amount: Decimal, exposure_usdt: Decimal, cap: Decimal) -> bool:
-    """The net exposure after the signal stays within [-cap, cap]."""
-    after = exposure_usdt + amount if side == BUY else exposure_usdt - amount
-    return -cap <= after <= cap
+    """A buy may not lift net exposure above `cap`, a sell may not push it below `-cap`.
+
+    Each side is only limited in the direction it moves exposure, so a sell that trims an
+    oversized long (or a buy that covers a short) is always allowed.
+    """
+    if side == BUY:
+        return exposure_usdt + amount <= cap
+    return exposure_usdt - amount >= -cap
 
 
 def plan_signal(params: WarmupParams, snapshot: MarketSnapshot,

@@ -10,8 +10,6 @@ from typing import Callable, Iterable, Iterator
 
 import pika
 
-from tests.fixtures.rabbit import rabbitmqctl
-
 WS_GATEWAY_ARGS = {"x-message-ttl": 86400000, "x-max-length": 100000, "x-overflow": "drop-head"}
 # Nothing listens here, so connecting fails at once with "connection refused".
 UNREACHABLE_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -83,8 +81,3 @@ def running(run: Callable[[threading.Event], None]) -> Iterator[threading.Event]
     assert not thread.is_alive(), "consumer did not stop after stop was set"
     if failure:
         raise failure[0]
-
-
-def vhost_connection_count(vhost: str) -> int:
-    return sum(1 for row in rabbitmqctl("list_connections", "vhost").splitlines()
-               if row.strip() == vhost)

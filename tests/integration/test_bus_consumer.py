@@ -159,10 +159,26 @@ def test_missing_passive_queue_is_reported_and_retried(amqp_session_url):
 
 def test_unreachable_broker_is_reported_and_stop_is_honoured():
     recorder = Recorder()
-    with running(consumer(UNREACHABLE_URL, [QueueSpec("q", "durable")], recorder).run):
+    ticks = []
+    bus = consumer(UNREACHABLE_URL, [QueueSpec("q", "durable")], recorder,
+                   on_tick=lambda: ticks.append(1))
+    with running(bus.run):
         wait_for(lambda: recorder.down_reasons(), "the connection failure to be reported")
+        # Liveness is proven while waiting to reconnect, not only while consuming.
+        wait_for(lambda: len(ticks) >= 3, "ticks during the reconnect backoff")
     assert "127.0.0.1:1" in recorder.down_reasons()[0]
     assert all(not up for up, _ in recorder.states)
+
+
+def test_ticks_while_idle(amqp_session_url):
+    queue = QueueSpec(unique_queue("position-manager.position_updated"), "durable")
+    recorder = Recorder()
+    ticks = []
+    with running(consumer(amqp_session_url, [queue], recorder, on_tick=lambda: ticks.append(1)).run):
+        wait_for(lambda: recorder.states, "consumer to come up")
+        seen = len(ticks)
+        wait_for(lambda: len(ticks) > seen + 2, "ticks with no messages flowing")
+    assert recorder.batches == []
 
 
 def test_consumer_cancelled_by_queue_deletion_recovers_when_queue_returns(amqp_session_url):

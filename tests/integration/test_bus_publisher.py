@@ -5,8 +5,7 @@ from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable
 from tests.fixtures.rabbit import amqp_url, close_vhost_connections
-from tests.integration.bus_helpers import (UNREACHABLE_URL, message_count, raw_channel, unique_queue,
-                                          vhost_connection_count, wait_for)
+from tests.integration.bus_helpers import UNREACHABLE_URL, message_count, raw_channel, unique_queue
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +66,6 @@ def test_publisher_reconnects_after_server_side_close(fresh_vhost):
         publisher.ensure_queue(QueueSpec(queue, "durable"))
         publisher.publish(queue, b'{"n": 1}', headers={"trace_id": "a"}, message_id="1")
         assert close_vhost_connections(fresh_vhost) == 1
-        # Once the broker has really dropped it, so the next publish must notice and reconnect.
-        wait_for(lambda: vhost_connection_count(fresh_vhost) == 0, "server-side close")
 
         publisher.publish(queue, b'{"n": 2}', headers={"trace_id": "b"}, message_id="2")
     finally:

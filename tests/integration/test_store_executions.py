@@ -49,7 +49,7 @@ def event(event_type: str, order: OrderSnapshot, *, at: str, trace_id: str = "t-
 
 
 PARTIAL = event("partially_filled", snapshot(), at="2025-11-20T10:15:32.000100")
-# The same order filled later: cumulative 0.01 at average 94870 means the second 0.006 filled at 94850.
+# The same order, filled: cumulative 0.01 at average 94870 means the next 0.006 went at 94850.
 FILLED = event("filled", snapshot(status="filled", filled_quantity=D("0.01000000"),
                                   average_price=D("94870.00000000"), fees=D("0.52177000"),
                                   executed_at=utc("2025-11-20T10:15:40.001000")),
@@ -64,7 +64,8 @@ REJECTED = event(
     market_price=D("95000.5"), strategy_id="momentum_v1")
 CANCELLED = event(
     "cancelled",
-    snapshot(id="0a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d", order_id="5f0d3c2b-1a09-4e8f-b7d6-c5b4a3928170",
+    snapshot(id="0a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+             order_id="5f0d3c2b-1a09-4e8f-b7d6-c5b4a3928170",
              signal_id="7e1d2c3b-4a59-4687-9a0b-c1d2e3f4a5b6", asset="ETHUSDT",
              quantity=D("0.05000000"), price=D("3050.00000000"), status="cancelled",
              filled_quantity=D("0.02000000"), average_price=D("3050.00000000"),
@@ -129,7 +130,8 @@ def test_cancelled_with_fills_counts_as_an_execution(db):
     result = record(db, [CANCELLED])
 
     [execution] = result.executions
-    assert (execution.quantity, execution.price, execution.fee) == (D("0.02"), D("3050"), D("0.01098"))
+    assert (execution.quantity, execution.price, execution.fee) == (
+        D("0.02"), D("3050"), D("0.01098"))
     assert execution.executed_at == CANCELLED.timestamp
     assert execution.trace_id == "c0ffee"
 
@@ -179,7 +181,8 @@ def test_reconciled_order_rows_fill_what_the_stream_missed_once(db):
     late_event = record(db, [FILLED])
 
     [execution] = reconciled.executions
-    assert (execution.source, execution.quantity, execution.price) == ("reconcile", D("0.006"), D("94850"))
+    assert (execution.source, execution.quantity, execution.price) == (
+        "reconcile", D("0.006"), D("94850"))
     assert execution.executed_at == FILLED.order.executed_at
     assert reconciled.events_recorded == 0
     assert reconciled_again.executions == ()

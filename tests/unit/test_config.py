@@ -1,0 +1,106 @@
+"""Config parsing, validation messages, secrets and the reload diff."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from msd.config import changed_roles, changed_sections, load_config
+from msd.errors import ConfigError
+
+SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "model-service.yaml"
+
+
+def write(tmp_path, data, name="model-service.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_config_is_valid():
+    cfg = load_config(SHIPPED, env={})
+    assert cfg.signaller.signals_queue == "model-service.trading_signals"
+    assert cfg.control.socket == (SHIPPED.parent / "../var/run/msd.sock").resolve()
+
+
+def test_empty_file_gives_documented_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, {}), env={})
+    assert cfg.metrics.port == 9464
+    assert cfg.supervisor.stop_deadline_s == 10.0
+    assert cfg.consumer.queues["order_events"] == "order-manager.order_events"
+    assert cfg.consumer.ws_gateway_declare == "passive"
+
+
+@pytest.mark.parametrize("data, key, fragment", [
+    ({"metrics": {"port": 70000}}, "metrics.port", "[0, 65535]"),
+    ({"metrics": {"port": "9464"}}, "metrics.port", "an integer"),
+    ({"logging": {"level": "LOUD"}}, "logging.level", "one of DEBUG"),
+    ({"supervisor": {"stop_deadline_s": -1}}, "supervisor.stop_deadline_s", "in [0.5, 600]"),
+    ({"supervisor": {"heartbeat_interval_s": 5, "heartbeat_timeout_s": 2}},
+     "supervisor.heartbeat_timeout_s", "greater than supervisor.heartbeat_interval_s"),
+    ({"consumer": {"queues": {"orders": "x"}}}, "consumer.queues.orders", "one of the kinds"),
+    ({"consumer": {"prefetch": True}}, "consumer.prefetch", "an integer"),
+    ({"database": {"dsn": "mysql://x/y"}}, "database.dsn", "postgresql"),
+    ({"trainer": {"job": "no_colon"}}, "trainer.job", "module:function"),
+    ({"signaller": {"signal_queue": "typo"}}, "signaller.signal_queue", "no such key"),
+    ({"unknown_section": {}}, "unknown_section", "no such key"),
+    ({"metrics": [1, 2]}, "metrics", "a mapping"),
+])
+def test_invalid_values_name_key_value_and_allowed(tmp_path, data, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data), env={})
+    assert err.value.key == key
+    assert fragment in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_position(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("metrics:\n  port: [1\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(path, env={})
+
+
+def test_password_from_env_never_appears_in_repr(tmp_path):
+    path = write(tmp_path, {"database": {"dsn": "postgresql://msd@db:5432/msd", "password_env": "PW"}})
+    cfg = load_config(path, env={"PW": "s3cr/t"})
+    assert cfg.database.url == "postgresql://msd:s3cr%2Ft@db:5432/msd"
+    assert "s3cr" not in repr(cfg)
+
+
+def test_password_from_credentials_file(tmp_path):
+    (tmp_path / "creds.yaml").write_text("rabbit: hunter2\n")
+    path = write(tmp_path, {"credentials_file": "creds.yaml",
+                            "rabbitmq": {"url": "amqp://msd@mq:5672/v", "password_key": "rabbit"}})
+    cfg = load_config(path, env={})
+    assert cfg.rabbitmq.url == "amqp://msd:hunter2@mq:5672/v"
+    assert "hunter2" not in repr(cfg)
+
+
+def test_missing_credentials_key_is_named(tmp_path):
+    (tmp_path / "creds.yaml").write_text("other: x\n")
+    path = write(tmp_path, {"credentials_file": "creds.yaml", "database": {"password_key": "db"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert err.value.key == "database.password_key"
+
+
+def test_password_inside_url_is_refused_without_echoing_it(tmp_path):
+    path = write(tmp_path, {"database": {"dsn": "postgresql://u:leaked@h/db"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "leaked" not in str(err.value)
+
+
+@pytest.mark.parametrize("change, sections, roles", [
+    ({"consumer": {"prefetch": 10}}, {"consumer"}, {"consumer"}),
+    ({"signaller": {"max_data_age_s": 3}}, {"signaller"}, {"signaller"}),
+    ({"exits": {"poll_interval_s": 1}}, {"exits"}, {"exits"}),
+    ({"logging": {"level": "DEBUG"}}, {"logging"}, set()),
+    ({"database": {"connect_timeout_s": 9}}, {"database"}, {"consumer", "signaller", "exits", "trainer"}),
+    ({"trainer": {"timeout_s": 60}}, {"trainer"}, {"trainer"}),
+    ({}, set(), set()),
+])
+def test_reload_diff_restarts_only_roles_whose_sections_changed(tmp_path, change, sections, roles):
+    old = load_config(write(tmp_path, {}, "a.yaml"), env={})
+    new = load_config(write(tmp_path, change, "b.yaml"), env={})
+    assert changed_sections(old, new) == sections
+    assert changed_roles(old, new) == roles
