@@ -43,7 +43,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     dsn: str                   # without password; see `url`
-    connect_timeout_s: float
+    connect_timeout_s: int          # libpq takes whole seconds
     password: str | None = field(default=None, repr=False)
 
     @property
@@ -252,7 +252,7 @@ def _metrics(s: Section) -> MetricsConfig:
 def _database(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) -> DatabaseConfig:
     cfg = DatabaseConfig(
         dsn=_checked_url(s, "dsn", ("postgresql", "postgres"), "postgresql://postgres@127.0.0.1:5432/msd"),
-        connect_timeout_s=s.number("connect_timeout_s", 5.0, lo=0.1, hi=120),
+        connect_timeout_s=s.integer("connect_timeout_s", 5, lo=1, hi=120),
         password=_secret(s, env, secrets, "password"),
     )
     s.reject_unknown()

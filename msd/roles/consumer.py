@@ -197,7 +197,7 @@ def destinations(message: Any) -> tuple[str, ...]:
 
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
-    db = Database(cfg.database.url, connect_timeout=int(cfg.database.connect_timeout_s),
+    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s,
                   application_name="msd-consumer")
     kind_of_queue = {name: kind for kind, name in cfg.consumer.queues.items()}
     processor = BatchProcessor(ctx, db, kind_of_queue)

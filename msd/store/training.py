@@ -68,3 +68,17 @@ def execution_summary(conn) -> dict[str, Any]:
             "first_executed_at": first.isoformat() if first else None,
             "last_executed_at": last.isoformat() if last else None,
             "by_asset_side": groups}
+
+
+def mark_abandoned_runs(conn) -> int:
+    """Close runs left `running` by a trainer that was killed before it could record an outcome.
+
+    The supervisor runs one trainer at a time and calls this as the next one starts, so any run
+    still marked running belongs to a process that no longer exists.
+    """
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.training_runs
+                          SET status = 'cancelled', finished_at = now(),
+                              error = 'abandoned: the trainer process ended without recording an outcome'
+                        WHERE status = 'running'""")
+        return cur.rowcount

@@ -71,10 +71,12 @@ class Arbiter:
         return self.exit_code
 
     def turn(self, timeout: float) -> None:
-        self.host.wait(self.handles.values(), [self.inbox.wakeup_fd], timeout)
+        live = list(self.handles.values()) + ([self.trainer.handle] if self.trainer.handle else [])
+        self.host.wait(live, [self.inbox.wakeup_fd], timeout)
         for name, handle in list(self.handles.items()):
-            for kind, data in self.host.receive(handle):
-                self.dispatch(Event(kind, {"child": name, "payload": data}))
+            self.pump(name, handle)
+        if self.trainer.handle is not None:
+            self.pump(TRAINER, self.trainer.handle)
         for event in self.inbox.drain():
             self.dispatch(event)
         now = self.clock()
@@ -84,6 +86,16 @@ class Arbiter:
         self.police_trainer(now)
         self.advance_stop(now)
         self.report()
+
+    def pump(self, name: str, handle: Any) -> None:
+        for kind, data in self.host.receive(handle):
+            self.dispatch(Event(kind, {"child": name, "payload": data}))
+
+    def release(self, name: str, handle: Any) -> None:
+        """A child has exited: read what it sent last (often why it died), then let go of it."""
+        self.pump(name, handle)
+        self.host.release(handle)
+        metrics.mark_process_dead(handle.pid)
 
     def dispatch(self, event: Event) -> None:
         handler = getattr(self, f"handle_{event.kind}", None)
@@ -186,7 +198,7 @@ class Arbiter:
                 continue
             del self.handles[name]
             self.term_sent_at.pop(name, None)
-            metrics.mark_process_dead(handle.pid)
+            self.release(name, handle)
             rec = ch.exited(self.records[name], describe_exit(code), now, policy)
             self.records[name] = rec
             self._log_exit(rec)
@@ -253,7 +265,7 @@ class Arbiter:
         code = self.host.exit_code(handle)
         if code is None:
             return
-        metrics.mark_process_dead(handle.pid)
+        self.release(TRAINER, handle)
         outcome = self.trainer.finished(code, describe_exit(code), now)
         metrics.TRAINING_RUNS.labels(outcome["outcome"]).inc()
         level = logging.INFO if outcome["outcome"] in ("succeeded", "cancelled") else logging.ERROR

@@ -59,8 +59,11 @@ class ProcessHost:
         code = handle.process.exitcode
         if code is not None:
             handle.process.join(0)
-            handle.conn.close()
         return code
+
+    def release(self, handle: Handle) -> None:
+        """Close the supervisor's end of a reaped child's pipe (after its last messages were read)."""
+        handle.conn.close()
 
     def wait(self, handles: Iterable[Handle], extra: Iterable[int], timeout: float) -> None:
         waitables: list[Any] = list(extra)

@@ -141,7 +141,8 @@ def test_second_training_request_cancels_the_running_job_and_starts_anew(daemon,
     assert recent[first["request_id"]] == "cancelled"
     runs = wait_for(lambda: [r for r in _runs(dsn) if r[1] == "cancelled"], 5, what="cancelled row")
     assert "SIGTERM" in runs[0][2]
-    assert [r[1] for r in _runs(dsn)][-1] == "running"
+    assert wait_for(lambda: len(_runs(dsn)) >= 2 and _runs(dsn)[-1][1] == "running", 10,
+                    what="second run recorded as running")
 
 
 def test_sigterm_stops_with_exit_0_and_ctl_then_exits_3(resources, tmp_path):

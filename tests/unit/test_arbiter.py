@@ -52,6 +52,9 @@ class FakeHost:
     def wait(self, handles, extra, timeout):
         pass
 
+    def release(self, handle):
+        handle.released = True
+
     def receive(self, handle):
         out = list(handle.inbox)
         handle.inbox.clear()
@@ -283,3 +286,16 @@ def test_unknown_control_command_gets_an_error_reply(env):
     slot = queue.SimpleQueue()
     arbiter.dispatch(Event("control", {"request": {"cmd": "dance", "args": {}}}, reply=slot))
     assert slot.get_nowait() == {"v": 1, "ok": False, "error": "unknown command 'dance'"}
+
+
+def test_last_messages_of_a_dead_child_are_read_before_its_pipe_is_closed(env, caplog):
+    """Regression: the reaper closed the pipe first, losing the crash log of a trainer."""
+    arbiter, host, _, clock = env
+    arbiter.command_retrain()
+    trainer = host.latest("trainer")
+    # The child writes its last words and exits after the loop has pumped the pipes this turn.
+    trainer.inbox.append(("event", {"kind": "train_result", "status": "failed", "error": "boom"}))
+    trainer.code = 1
+    arbiter.reap(clock.now)
+    assert arbiter.trainer.history[0]["result"]["error"] == "boom"
+    assert trainer.released
