@@ -8,6 +8,7 @@ environment or a credentials file, and never puts a secret in a repr or a log li
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,12 @@ import yaml
 
 from msd.confread import Section
 from msd.errors import ConfigError
+from msd.rules.config import ExitRules
+from msd.rules.pacing import AssetRateLimit
+from msd.strategies.conflicts import ConflictRules
+from msd.strategies.engine import SharedLimits
+from msd.strategies.params import StrategyParams
+from msd.strategies.ratelimit import TokenBucket
 
 ROLES = ("consumer", "signaller", "exits")
 TRAINER = "trainer"
@@ -89,12 +96,29 @@ class ConsumerConfig:
 class SignallerConfig:
     signals_queue: str
     max_data_age_s: float
+    global_rate: TokenBucket        # across all strategies
+    conflicts: ConflictRules
+    strategies: tuple[StrategyParams, ...]
+    republish_interval_s: float     # how often unsent outbox signals are retried
+
+    @property
+    def limits(self) -> SharedLimits:
+        return SharedLimits(global_rate=self.global_rate, conflicts=self.conflicts)
 
 
 @dataclass(frozen=True)
 class ExitsConfig:
     fallback_after_s: float         # no position update for this long -> poll the positions table
     poll_interval_s: float
+    strategy_id: str                # strategy_id carried by exit signals
+    debounce_s: float               # a burst of updates for one position is coalesced to its latest
+    debounce_max_delay_s: float     # ...but evaluated at least this often while the burst lasts
+    asset_rate: AssetRateLimit      # exit signals per asset
+    rules: ExitRules                # default rules
+    per_asset: Mapping[str, ExitRules]
+
+    def rules_for(self, asset: str) -> ExitRules:
+        return self.per_asset.get(asset, self.rules)
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,12 @@ class Config:
     def section_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in fields(self) if f.name != "source")
 
+
+# Sections a running child applies without a restart (it is sent the new config instead).
+LIVE_SECTIONS: Mapping[str, frozenset[str]] = {
+    "signaller": frozenset({"signaller"}),
+    "exits": frozenset({"exits"}),
+}
 
 # Which config sections each child reads: a change to any of them restarts that child.
 ROLE_SECTIONS: Mapping[str, frozenset[str]] = {
@@ -171,6 +201,25 @@ def changed_roles(old: Config, new: Config) -> set[str]:
     """Roles (and the trainer) whose config sections differ between `old` and `new`."""
     changed = changed_sections(old, new)
     return {role for role, sections in ROLE_SECTIONS.items() if sections & changed}
+
+
+def applies_live(role: str, old: Config, new: Config) -> bool:
+    """True when every section of `role` that changed can be applied by the running child."""
+    changed = changed_sections(old, new) & ROLE_SECTIONS[role]
+    return bool(changed) and changed <= LIVE_SECTIONS.get(role, frozenset())
+
+
+def _built(path: str, build):
+    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        match = re.match(r"^(?P<key>[^:]+): (?P<value>.*) is invalid; expected (?P<allowed>.*)$", str(exc))
+        if match:
+            raise ConfigError(match["key"], match["value"], match["allowed"]) from None
+        raise ConfigError(path, "<see message>", str(exc)) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -308,22 +357,73 @@ def _consumer(s: Section) -> ConsumerConfig:
     return cfg
 
 
+def _strategies(s: Section) -> tuple[StrategyParams, ...]:
+    raw = s.raw("strategies", [])
+    if not isinstance(raw, list):
+        raise ConfigError("signaller.strategies", raw, "a list of strategy mappings")
+    strategies = tuple(_built(f"signaller.strategies[{i}]",
+                              lambda i=i, item=item: StrategyParams.from_mapping(item, f"signaller.strategies[{i}]"))
+                       for i, item in enumerate(raw))
+    seen: set[str] = set()
+    for i, strategy in enumerate(strategies):
+        if strategy.id in seen:
+            raise ConfigError(f"signaller.strategies[{i}].id", strategy.id, "an id not used by another strategy")
+        seen.add(strategy.id)
+    return strategies
+
+
 def _signaller(s: Section) -> SignallerConfig:
     cfg = SignallerConfig(
         signals_queue=s.string("signals_queue", "model-service.trading_signals"),
         max_data_age_s=s.number("max_data_age_s", 30.0, lo=0.1, hi=86400),
+        global_rate=_built("signaller.global_rate", lambda: TokenBucket.from_mapping(
+            s.raw("global_rate", {"rate_per_s": 1.0, "burst": 10}), "signaller.global_rate")),
+        conflicts=_built("signaller.conflicts", lambda: ConflictRules.from_mapping(
+            s.raw("conflicts", {}), "signaller.conflicts")),
+        strategies=_strategies(s),
+        republish_interval_s=s.number("republish_interval_s", 1.0, lo=0.05, hi=600),
     )
     s.reject_unknown()
     return cfg
+
+
+def _exit_rules(raw: Any, path: str) -> ExitRules:
+    return _built(path, lambda: ExitRules.from_mapping(raw, path))
 
 
 def _exits(s: Section) -> ExitsConfig:
+    rate = s.section("asset_rate")
+    per_asset_raw = s.raw("per_asset", {}) or {}
+    if not isinstance(per_asset_raw, Mapping):
+        raise ConfigError("exits.per_asset", per_asset_raw, "a mapping of asset to exit rules")
     cfg = ExitsConfig(
         fallback_after_s=s.number("fallback_after_s", 30.0, lo=0.1, hi=86400),
         poll_interval_s=s.number("poll_interval_s", 5.0, lo=0.1, hi=3600),
+        strategy_id=s.string("strategy_id", "exit-engine"),
+        debounce_s=s.number("debounce_s", 0.05, lo=0.0, hi=60),
+        debounce_max_delay_s=s.number("debounce_max_delay_s", 0.25, lo=0.0, hi=600),
+        asset_rate=_built("exits.asset_rate", lambda: AssetRateLimit(
+            rate_per_second=rate.number("rate_per_s", 1.0, lo=0.0, lo_open=True), burst=rate.integer("burst", 3, lo=1))),
+        rules=_exit_rules(s.raw("rules", DEFAULT_EXIT_RULES), "exits.rules"),
+        per_asset={str(asset): _exit_rules(rules, f"exits.per_asset.{asset}") for asset, rules in per_asset_raw.items()},
     )
+    rate.reject_unknown()
+    if cfg.debounce_max_delay_s < cfg.debounce_s:
+        raise ConfigError("exits.debounce_max_delay_s", cfg.debounce_max_delay_s,
+                          f"a number >= exits.debounce_s ({cfg.debounce_s})")
     s.reject_unknown()
     return cfg
+
+
+# Applied when exits.rules is absent: protective stops plus a two-step take-profit ladder.
+DEFAULT_EXIT_RULES = {
+    "take_profit": {"steps": [{"at_pct": 3, "close": 0.5}, {"at_pct": 5, "close": 1.0}],
+                    "breakeven_after_first_step": True},
+    "stop_loss_pct": 2,
+    "trailing": {"activation_pct": 1.5, "distance_pct": 0.8},
+    "time_exit": {"max_hold_seconds": 86400},
+    "cooldown_seconds": 60,
+}
 
 
 def _trainer(s: Section) -> TrainerConfig:

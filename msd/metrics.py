@@ -52,3 +52,10 @@ CHILD_RESTARTS = Counter("msd_child_restarts_total", "Child processes respawned 
 CHILD_UP = Gauge("msd_child_running", "1 while the role is RUNNING", ["role"], multiprocess_mode="livemax")
 CONFIG_RELOADS = Counter("msd_config_reloads_total", "Configuration reloads", ["result"])
 TRAINING_RUNS = Counter("msd_training_runs_total", "Trainer processes that ended", ["outcome"])
+SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by the broker", ["strategy"])
+SIGNALS_INVALID = Counter("msd_signals_invalid_total", "Signals that failed order-manager's rules (bugs)",
+                          ["strategy"])
+SIGNALS_LOST = Counter("msd_signals_not_recorded_total", "Signals that could not be written to the outbox",
+                       ["strategy", "cause"])
+SIGNALS_DROPPED = Counter("msd_signals_dropped_total", "Evaluations that produced no signal, by reason",
+                          ["strategy", "reason"])

@@ -66,11 +66,13 @@ class MarketSnapshot:
     returns: Mapping[str, float | None]
     orderbook_depth: Mapping[str, Decimal | None]
     age_seconds: float
+    sma_60m: float | None = None        # mean close of the last hour's closed 1-minute bars
 
     def to_wire(self) -> dict:
         """The signal's `market_data_snapshot` object (JSON floats; None where unknown)."""
         indicators = {f"return_{label}": self.returns.get(label) for label, _ in RETURN_LOOKBACKS}
         indicators["mid"] = _as_float(self.mid)
+        indicators["sma_60m"] = self.sma_60m
         return {
             "price": float(self.price),
             "spread": _as_float(self.spread_pct),
@@ -261,6 +263,14 @@ def bar_returns(bars: Mapping[datetime, Bar], now: datetime) -> dict[str, float 
     return result
 
 
+def hourly_mean_close(bars: Mapping[datetime, Bar], now: datetime) -> float | None:
+    """Mean close of the closed bars that ended within the last hour; None with fewer than 30."""
+    earliest_close = now - VOLATILITY_WINDOW
+    closes = [float(b.close) for b in closed_bars(bars) if b.start + BAR_LENGTH > earliest_close]
+    # Half an hour of bars at least, so a fresh start does not present 2 minutes as an hour.
+    return sum(closes) / len(closes) if len(closes) >= 30 else None
+
+
 def build_snapshot(state: AssetState, now: datetime,
                    max_age_seconds: float) -> MarketSnapshot | Unavailable:
     """Pure: the snapshot of one asset's stored values at `now`."""
@@ -281,5 +291,5 @@ def build_snapshot(state: AssetState, now: datetime,
         spread_pct=spread_percent(state.bid, state.ask), volume_24h=state.volume_24h,
         volatility=realised_volatility(state.bars, now), returns=bar_returns(state.bars, now),
         orderbook_depth={"bid_depth": state.bid_size, "ask_depth": state.ask_size},
-        age_seconds=age,
+        age_seconds=age, sma_60m=hourly_mean_close(state.bars, now),
     )

@@ -74,6 +74,23 @@ class RoleContext:
     def status(self) -> dict[str, Any]:
         return dict(self._status)
 
+    def poll_control(self) -> Config | None:
+        """A config the supervisor sent for live application since the last call, else None.
+
+        Only the role's main loop calls this, so receiving here never races another reader.
+        """
+        latest = None
+        try:
+            while self._conn.poll():
+                kind, data = self._conn.recv()
+                if kind == "config":
+                    latest = data["config"]
+        except (EOFError, OSError):
+            self.stopping.set()
+        if latest is not None:
+            self.config = latest
+        return latest
+
     def booted(self) -> None:
         self.beat()
         self.send("booted", {})

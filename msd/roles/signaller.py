@@ -1,49 +1,234 @@
-"""The signaller role: keeps per-asset market state from the consumer's `market` queue.
+"""The signaller role: market state + strategies -> signals, published through the outbox.
 
-Strategy evaluation and signal publishing build on this loop (warm-up issue); today it keeps
-the market state current and reports what it knows per asset in `msd-ctl status`.
+Each turn: apply a live config if the supervisor sent one, drain the market queue into the
+market state, then evaluate every strategy that is due (schedule trigger) or whose assets just
+changed (market trigger). The decisions are pure (msd.strategies); this module does the I/O:
+exposure from the shared tables, the outbox, mode bookkeeping, status and metrics.
 """
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections import Counter
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
 
+from msd import metrics
+from msd.bus.publisher import ConfirmingPublisher
+from msd.config import Config
+from msd.errors import DatabaseUnavailable, MsdError
 from msd.market.state import MarketState, Unavailable
 from msd.roles.dataplane import drain
+from msd.roles.outbox import Outbox
 from msd.roles.runtime import EXIT_OK, RoleContext
+from msd.store.db import Database
+from msd.store.modes import latest_modes, record_transition
+from msd.store.neighbours import Exposure, read_open_exposure
+from msd.strategies import engine
+from msd.strategies.emit import warmup_parameters, warmup_signal
+from msd.strategies.params import StrategyParams
+from msd.strategies.warmup import ExposureUnknown
 
 log = logging.getLogger("msd.signaller")
 STATUS_EVERY_S = 1.0
+SCHEDULE_ATTEMPT_EVERY_S = 1.0   # a due-but-blocked scheduled strategy retries (and counts) once a second
 
 
-def asset_report(market: MarketState, assets: list[str], max_age_s: float) -> dict[str, str]:
-    now = datetime.now(timezone.utc)
-    report = {}
-    for asset in assets:
-        snap = market.snapshot(asset, now, max_age_s)
-        report[asset] = snap.reason if isinstance(snap, Unavailable) else f"{snap.price} age {snap.age_seconds:.1f}s"
-    return report
+def exposure_usdt(exposure: Exposure) -> Decimal | ExposureUnknown:
+    """Net signed USDT committed on the asset (long positive), or unknown when it cannot be priced."""
+    if exposure.unpriced_open_orders or exposure.unpriced_positions:
+        return ExposureUnknown(f"{exposure.unpriced_open_orders} open orders and {exposure.unpriced_positions} "
+                               f"positions of {exposure.asset} have no price")
+    sign = Decimal(-1) if exposure.position_size < 0 else Decimal(1)
+    return sign * exposure.position_notional + exposure.open_buy_notional - exposure.open_sell_notional
+
+
+class StrategyStats:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped: Counter[str] = Counter()
+        self.last_signal_at: str | None = None
+        self.degraded: str | None = None
+
+    def view(self, mode: str) -> dict[str, Any]:
+        throttled = sum(n for r, n in self.dropped.items() if r.startswith("throttled"))
+        suppressed = sum(n for r, n in self.dropped.items() if r.startswith("conflict"))
+        return {"mode": mode, "sent": self.sent, "throttled": throttled, "suppressed": suppressed,
+                "dropped": dict(self.dropped), "last_signal_at": self.last_signal_at, "degraded": self.degraded}
+
+
+class Signaller:
+    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox):
+        self.ctx, self.db, self.outbox = ctx, db, outbox
+        self.market = MarketState()
+        self.dirty: set[str] = set()
+        self.updates = 0
+        self.modes: dict[str, str] = {}
+        self.stats: dict[str, StrategyStats] = {}
+        self.runtimes: dict[str, engine.StrategyRuntime] = {}
+        self.rngs: dict[str, random.Random] = {}
+        self.last_attempt: dict[tuple[str, str], float] = {}
+        self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
+        self.config: Config = ctx.config
+        self.shared = engine.start_shared(self.config.signaller.limits)
+        self.apply_config(self.config, initial=True)
+
+    # ----- configuration --------------------------------------------------------------
+    def apply_config(self, config: Config, initial: bool = False) -> None:
+        now = datetime.now(timezone.utc)
+        self.config = config
+        strategies = {p.id: p for p in config.signaller.strategies}
+        for sid in list(self.runtimes):
+            if sid not in strategies:
+                del self.runtimes[sid]
+        for sid, params in strategies.items():
+            if sid in self.runtimes:
+                self.runtimes[sid] = engine.retune_runtime(params, self.runtimes[sid])
+            else:
+                self.runtimes[sid] = engine.start_runtime(params, now)
+                self.rngs[sid] = random.Random(params.seed)
+                self.stats.setdefault(sid, StrategyStats())
+        self.shared = engine.retune_shared(config.signaller.limits, self.shared)
+        self.record_modes(strategies.values())
+        if not initial:
+            log.info("signaller config applied live: %d strategies, global rate %s/s burst %d",
+                     len(strategies), config.signaller.global_rate.rate_per_s, config.signaller.global_rate.burst)
+
+    def record_modes(self, strategies) -> None:
+        """Every strategy starts in warm-up (no active model yet); a change of mode or of the
+        parameters in force is an audited row and a log line."""
+        try:
+            with self.db.transaction() as conn:
+                previous = latest_modes(conn)
+                for params in strategies:
+                    before = previous.get(params.id)
+                    in_force = warmup_parameters(params)
+                    if before is None or before.mode != "warmup" or before.parameters != in_force:
+                        reason = ("warm-up parameters changed" if before is not None and before.mode == "warmup"
+                                  else "no active model")
+                        record_transition(conn, params.id, before.mode if before else None, "warmup", reason,
+                                          in_force)
+                        log.info("strategy %s in warm-up mode (%s)", params.id, reason,
+                                 extra={"strategy": params.id, "parameters": str(in_force)})
+                    self.modes[params.id] = "warmup"
+        except DatabaseUnavailable as exc:
+            log.warning("mode transitions not recorded yet: %s", exc)
+            for params in strategies:
+                self.modes.setdefault(params.id, "warmup")
+
+    # ----- inputs ---------------------------------------------------------------------
+    def on_market(self, update) -> None:
+        self.market.apply(update)
+        self.dirty.add(update.asset)
+        self.updates += 1
+
+    def exposure(self, asset: str, sid: str) -> Decimal | ExposureUnknown:
+        if asset not in self.exposure_cache:
+            try:
+                with self.db.transaction() as conn:
+                    self.exposure_cache[asset] = exposure_usdt(read_open_exposure(conn, asset))
+            except (DatabaseUnavailable, MsdError) as exc:
+                self.exposure_cache[asset] = ExposureUnknown(str(exc))
+        value = self.exposure_cache[asset]
+        self.set_degraded(sid, value.why if isinstance(value, ExposureUnknown) else None)
+        return value
+
+    def set_degraded(self, sid: str, why: str | None) -> None:
+        stats = self.stats[sid]
+        if why != stats.degraded:
+            if why:
+                log.warning("strategy %s degraded: exposure unknown, no signals for now: %s", sid, why)
+            else:
+                log.info("strategy %s no longer degraded", sid)
+            stats.degraded = why
+
+    # ----- evaluation -----------------------------------------------------------------
+    def tick(self, now: datetime) -> None:
+        self.exposure_cache.clear()
+        dirty, self.dirty = self.dirty, set()
+        for params in self.config.signaller.strategies:
+            for asset in params.assets:
+                if params.trigger == "market" and asset not in dirty:
+                    continue
+                if params.trigger == "schedule" and not self._attempt_due(params, asset):
+                    continue
+                self.evaluate(params, asset, now)
+
+    def _attempt_due(self, params: StrategyParams, asset: str) -> bool:
+        last = self.last_attempt.get((params.id, asset), 0.0)
+        return time.monotonic() - last >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
+
+    def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
+        runtime = self.runtimes[params.id]
+        if not engine.is_due(params, runtime, asset, now):
+            return
+        self.last_attempt[(params.id, asset)] = time.monotonic()
+        snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
+        exposure = self.exposure(asset, params.id) if not isinstance(snapshot, Unavailable) else Decimal(0)
+        result = engine.evaluate(params, runtime, self.config.signaller.limits, self.shared, snapshot,
+                                 exposure, self.rngs[params.id], now)
+        self.runtimes[params.id], self.shared = result.runtime, result.shared
+        if isinstance(result.outcome, engine.Drop):
+            self.stats[params.id].dropped[result.outcome.reason] += 1
+            metrics.SIGNALS_DROPPED.labels(params.id, result.outcome.reason).inc()
+            return
+        self.emit(params, result.outcome, now)
+
+    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
+        signal = warmup_signal(outcome, params, now)
+        submitted = self.outbox.submit(signal, mode=self.modes.get(params.id, "warmup"))
+        stats = self.stats[params.id]
+        if submitted.recorded:
+            stats.sent += 1
+            stats.last_signal_at = now.isoformat()
+            log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
+                     signal.amount, params.id, signal.confidence,
+                     extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
+                            "published": submitted.published})
+        else:
+            stats.dropped["not_recorded"] += 1
+
+    # ----- reporting ------------------------------------------------------------------
+    def report(self) -> None:
+        now = datetime.now(timezone.utc)
+        assets = {}
+        for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | set(self.dirty)):
+            snap = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
+            assets[asset] = snap.reason if isinstance(snap, Unavailable) else f"{snap.price} ({snap.age_seconds:.1f}s)"
+        degraded = {f"strategy {sid}": s.degraded for sid, s in self.stats.items()
+                    if s.degraded and sid in self.runtimes}
+        if self.outbox.broker_error:
+            degraded["rabbitmq"] = self.outbox.broker_error
+        self.ctx.set_status(
+            market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
+            strategies={sid: self.stats[sid].view(self.modes.get(sid, "warmup")) for sid in self.runtimes},
+            published=self.outbox.published, outbox_backlog=self.outbox.backlog, degraded=degraded)
 
 
 def run(ctx: RoleContext) -> int:
-    market = MarketState()
-    seen: set[str] = set()
-    updates = 0
-
-    def apply(update) -> None:
-        nonlocal updates
-        market.apply(update)
-        seen.add(update.asset)
-        updates += 1
-
+    cfg = ctx.config
+    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller")
+    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller")
+    outbox = Outbox(db, publisher, cfg.signaller.signals_queue)
+    signaller = Signaller(ctx, db, outbox)
     ctx.booted()
-    next_status = 0.0
+    next_status = next_flush = 0.0
     while not ctx.stopping.is_set():
         ctx.beat()
-        drain(ctx.queues["market"], apply, timeout=0.2)
+        new_config = ctx.poll_control()
+        if new_config is not None:
+            signaller.apply_config(new_config)
+        drain(ctx.queues["market"], signaller.on_market, timeout=0.05)
+        signaller.tick(datetime.now(timezone.utc))
+        if time.monotonic() >= next_flush:
+            if outbox.backlog:
+                outbox.flush()
+            next_flush = time.monotonic() + signaller.config.signaller.republish_interval_s
         if time.monotonic() >= next_status:
-            ctx.set_status(market_updates=updates,
-                           assets=asset_report(market, sorted(seen), ctx.config.signaller.max_data_age_s))
+            signaller.report()
             next_status = time.monotonic() + STATUS_EVERY_S
+    publisher.close()
+    db.close()
     return EXIT_OK

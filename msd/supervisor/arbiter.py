@@ -14,7 +14,8 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from msd import logs, metrics
-from msd.config import ROLES, TRAINER, Config, ConfigError, changed_roles, changed_sections, load_config
+from msd.config import (ROLES, TRAINER, Config, ConfigError, applies_live, changed_roles, changed_sections,
+                        load_config)
 from msd.supervisor import children as ch
 from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
@@ -304,18 +305,23 @@ class Arbiter:
             self.notifier.ready(status_line(self))
             return {"applied": False, "error": str(exc)}
         sections = sorted(changed_sections(self.config, new))
-        restart = [r for r in ROLES if r in changed_roles(self.config, new)]
+        affected = [r for r in ROLES if r in changed_roles(self.config, new)]
+        live = [r for r in affected if applies_live(r, self.config, new)
+                and self.records[r].state is ch.State.RUNNING]
+        restart = [r for r in affected if r not in live]
         self.config, self.config_error, self.config_loaded_wall = new, None, self.wall()
         logging.getLogger().setLevel(new.logging.level)
+        for name in live:
+            self.host.send(self.handles[name], ("config", {"config": new}))
         for name in restart:
             self._restart_for_reload(name)
         for section in {"control", "metrics"} & set(sections):
             log.warning("config section %s changed; it takes effect when msd is restarted", section)
         metrics.CONFIG_RELOADS.labels("applied").inc()
-        log.info("config reloaded from %s: changed sections %s, restarting %s", source,
-                 sections or "none", restart or "nothing")
+        log.info("config reloaded from %s: changed sections %s, applied live in %s, restarting %s", source,
+                 sections or "none", live or "nothing", restart or "nothing")
         self.notifier.ready(status_line(self))
-        return {"applied": True, "changed_sections": sections, "restarted": restart}
+        return {"applied": True, "changed_sections": sections, "applied_live": live, "restarted": restart}
 
     def _restart_for_reload(self, name: str) -> None:
         rec = self.records[name]

@@ -71,6 +71,13 @@ class ProcessHost:
             waitables.extend((h.conn, h.sentinel))
         multiprocessing.connection.wait(waitables, timeout)
 
+    def send(self, handle: Handle, message: tuple[str, dict]) -> None:
+        """Send a control message to a child; a child that is gone is reaped on the next turn."""
+        try:
+            handle.conn.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            pass
+
     def receive(self, handle: Handle) -> list[tuple[str, dict]]:
         """All messages the child has sent so far (an ended pipe yields nothing)."""
         messages = []

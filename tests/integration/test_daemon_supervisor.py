@@ -84,18 +84,30 @@ def _edit(daemon, **section_updates):
     os.replace(tmp, daemon.config_path)
 
 
+def _reloaded_after(daemon, loaded_at):
+    return daemon.status()["daemon"]["config_loaded_at"] > loaded_at
+
+
 def test_config_edit_is_live_within_2s_and_restarts_only_the_changed_role(daemon):
     before = daemon.status()
-    _edit(daemon, signaller={"max_data_age_s": 12.5})
+    _edit(daemon, consumer={"batch_max": 150})
     edited_at = time.monotonic()
-    wait_for(lambda: daemon.status()["daemon"]["config_loaded_at"] > before["daemon"]["config_loaded_at"],
-             2.0, what="config reload")
+    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 2.0, what="config reload")
     assert time.monotonic() - edited_at <= 2.0
-    daemon.wait_running("signaller", other_than_pid=before["roles"]["signaller"]["pid"])
+    daemon.wait_running("consumer", other_than_pid=before["roles"]["consumer"]["pid"])
     now = daemon.status()["roles"]
-    assert now["consumer"]["pid"] == before["roles"]["consumer"]["pid"]
+    assert now["signaller"]["pid"] == before["roles"]["signaller"]["pid"]
     assert now["exits"]["pid"] == before["roles"]["exits"]["pid"]
     assert any(r.get("message", "").startswith("config reloaded from file change") for r in daemon.log_records())
+
+
+def test_live_section_edit_is_applied_without_restarting_the_role(daemon):
+    before = daemon.status()
+    _edit(daemon, signaller={"max_data_age_s": 12.5})
+    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 2.0, what="config reload")
+    wait_for(lambda: daemon.role("signaller")["status"].get("max_data_age_s") == 12.5, 2.0,
+             what="signaller applied the new value")
+    assert daemon.role("signaller")["pid"] == before["roles"]["signaller"]["pid"]
 
 
 def test_invalid_edit_keeps_old_config_and_says_so(daemon):

@@ -55,6 +55,9 @@ class FakeHost:
     def release(self, handle):
         handle.released = True
 
+    def send(self, handle, message):
+        handle.sent = getattr(handle, "sent", []) + [message]
+
     def receive(self, handle):
         out = list(handle.inbox)
         handle.inbox.clear()
@@ -206,7 +209,8 @@ def test_reload_restarts_only_the_changed_role(env):
     before = {n: host.latest(n) for n in ("consumer", "signaller", "exits")}
     arbiter.config_path.write_text(yaml.safe_dump({**BASE, "consumer": {"prefetch": 7}}))
     result = arbiter.command_reload()
-    assert result == {"applied": True, "changed_sections": ["consumer"], "restarted": ["consumer"]}
+    assert result == {"applied": True, "changed_sections": ["consumer"], "applied_live": [],
+                      "restarted": ["consumer"]}
     assert before["consumer"].signals == [signal.SIGTERM]
     before["consumer"].code = 0
     arbiter.turn(0)
@@ -299,3 +303,24 @@ def test_last_messages_of_a_dead_child_are_read_before_its_pipe_is_closed(env, c
     arbiter.reap(clock.now)
     assert arbiter.trainer.history[0]["result"]["error"] == "boom"
     assert trainer.released
+
+
+def test_live_sections_are_sent_to_the_running_child_instead_of_a_restart(env):
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    signaller = host.latest("signaller")
+    arbiter.config_path.write_text(yaml.safe_dump({**BASE, "signaller": {"global_rate": {"rate_per_s": 5, "burst": 2}}}))
+    result = arbiter.command_reload()
+    assert result["applied_live"] == ["signaller"] and result["restarted"] == []
+    assert not signaller.signals
+    kind, payload = signaller.sent[-1]
+    assert kind == "config" and payload["config"].signaller.global_rate.burst == 2
+
+
+def test_live_section_change_restarts_a_child_that_is_not_running(env):
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    host.latest("exits").code = 1
+    arbiter.turn(0)
+    arbiter.config_path.write_text(yaml.safe_dump({**BASE, "exits": {"poll_interval_s": 2}}))
+    assert arbiter.command_reload()["restarted"] == ["exits"]

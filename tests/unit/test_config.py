@@ -104,3 +104,13 @@ def test_reload_diff_restarts_only_roles_whose_sections_changed(tmp_path, change
     new = load_config(write(tmp_path, change, "b.yaml"), env={})
     assert changed_sections(old, new) == sections
     assert changed_roles(old, new) == roles
+
+
+def test_demo_config_differs_from_the_documented_one_only_in_where_it_runs():
+    """etc/demo.yaml is a copy for `make run`; it must not drift from model-service.yaml."""
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    demo = yaml.safe_load((SHIPPED.parent / "demo.yaml").read_text())
+    for section, key in (("database", "dsn"), ("rabbitmq", "url"), ("control", "socket")):
+        assert demo[section].pop(key) != shipped[section].pop(key)
+    assert demo == shipped
+    assert load_config(SHIPPED.parent / "demo.yaml", env={}).database.dsn.endswith("/msd_demo")

@@ -181,3 +181,16 @@ def test_returns_from_bars_and_wire_form():
 def test_returns_absent_when_bars_are_old_or_missing():
     market = state_with(kline(0, 100), kline(1, 101), trade(10 * 60, "100"))
     assert snapshot(market, 10 * 60).returns == {"1m": None, "5m": None, "15m": None}
+
+
+@pytest.mark.parametrize("bars, expected", [
+    (20, None),                                    # under half an hour of bars: no hourly average
+    (40, sum(100 + m for m in range(40)) / 40),
+    (90, sum(100 + m for m in range(30, 90)) / 60),  # only the bars that closed in the last hour
+])
+def test_sma_60m_is_the_mean_close_of_the_last_hour_and_reaches_the_wire(bars, expected):
+    """The model's ma_deviation_z feature needs technical_indicators.sma_60m in every snapshot."""
+    market = state_with(*(kline(m, 100 + m) for m in range(bars)), trade(bars * 60, "100"))
+    snap = snapshot(market, bars * 60)
+    assert snap.sma_60m == (pytest.approx(expected) if expected is not None else None)
+    assert snap.to_wire()["technical_indicators"]["sma_60m"] == snap.sma_60m

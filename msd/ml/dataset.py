@@ -1,0 +1,122 @@
+"""Executed decisions -> (X, y, forward returns, decision times): the training set (DESIGN §6).
+
+An `Outcome` is one executed signal: what was known when it was decided (its market snapshot
+and time), the side it decided, the price it was executed at and the price the horizon ended
+at. X comes from the snapshot alone (FR-003); the decided side and the execution price enter
+only the label. Neither the executed side, slippage nor the execution price is ever a column:
+the previous implementation used the executed side as both feature and label.
+
+A row whose features cannot be computed is left out and counted under the feature's name,
+never filled with 0. Pure: no clock, no I/O.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from msd.ml.features import FEATURE_NAMES, MissingFeature, features_from_snapshot, label_from_outcome
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One executed signal with the prices its label is measured from.
+
+    `entry_price` is the quantity-weighted execution price of the signal's fills; `exit_price`
+    the close of the first recorded bar ending at or after decided_at + horizon.
+    """
+    signal_id: str
+    asset: str
+    side: str                       # the decided side (the signal's signal_type)
+    decided_at: datetime            # aware; the signal's time
+    snapshot: Mapping[str, Any]     # the signal's market_data_snapshot
+    entry_price: float
+    exit_price: float
+
+    @property
+    def forward_return(self) -> float:
+        """Fractional market move from the execution to the end of the horizon."""
+        return self.exit_price / self.entry_price - 1.0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows in decision-time order. `returns` are market forward returns (not side-signed),
+    as the backtest of `msd.ml.evaluation.metrics` expects; `missing` counts excluded rows by
+    the first feature that could not be computed."""
+    X: np.ndarray
+    y: np.ndarray
+    returns: np.ndarray
+    timestamps: np.ndarray          # epoch seconds of the decisions
+    signal_ids: tuple[str, ...]
+    missing: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def side_paid(side: str, forward_return: float, round_trip_fee: float) -> bool:
+    """Did `side` make money over the horizon after paying the round trip's fees?"""
+    signed = forward_return if side == "buy" else -forward_return
+    return signed - round_trip_fee > 0
+
+
+def outcome_label(outcome: Outcome, round_trip_fee: float) -> int:
+    """The market-direction label of `msd.ml.features.LABELS` for one executed decision."""
+    side = outcome.side.lower()
+    return label_from_outcome(side, side_paid(side, outcome.forward_return, round_trip_fee))
+
+
+class DatasetBuilder:
+    """Accumulates outcomes chunk by chunk, so a million rows never sit in memory as dicts."""
+
+    def __init__(self, round_trip_fee: float) -> None:
+        if not (isinstance(round_trip_fee, (int, float)) and 0 <= round_trip_fee < 1):
+            raise ValueError(f"round_trip_fee: {round_trip_fee!r} is invalid; expected a "
+                             "fraction in [0, 1)")
+        self.round_trip_fee = float(round_trip_fee)
+        self._rows: list[np.ndarray] = []
+        self._labels: list[int] = []
+        self._returns: list[float] = []
+        self._times: list[float] = []
+        self._ids: list[str] = []
+        self.missing: Counter[str] = Counter()
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        for outcome in outcomes:
+            if not (outcome.entry_price > 0 and outcome.exit_price > 0):
+                raise ValueError(f"outcome {outcome.signal_id}: prices entry="
+                                 f"{outcome.entry_price} exit={outcome.exit_price} are invalid; "
+                                 "expected > 0")
+            vector = features_from_snapshot(outcome.snapshot, {"decided_at": outcome.decided_at})
+            if isinstance(vector, MissingFeature):
+                self.missing[vector.name] += 1
+                continue
+            self._rows.append(vector)
+            self._labels.append(outcome_label(outcome, self.round_trip_fee))
+            self._returns.append(outcome.forward_return)
+            self._times.append(outcome.decided_at.timestamp())
+            self._ids.append(outcome.signal_id)
+
+    def build(self) -> Dataset:
+        times = np.asarray(self._times, dtype=np.float64)
+        # Stable sort: the split and walk-forward assume time order, and equal times keep the
+        # order the store gave (signal_id), so a rebuild is byte-identical.
+        order = np.argsort(times, kind="stable")
+        X = (np.vstack(self._rows) if self._rows
+             else np.empty((0, len(FEATURE_NAMES)), dtype=np.float64))
+        return Dataset(X=X[order], y=np.asarray(self._labels, dtype=np.int64)[order],
+                       returns=np.asarray(self._returns, dtype=np.float64)[order],
+                       timestamps=times[order], signal_ids=tuple(self._ids[i] for i in order),
+                       missing=dict(self.missing))
+
+
+def build_dataset(outcomes: Iterable[Outcome], round_trip_fee: float) -> Dataset:
+    """The dataset of `outcomes` in one call (see DatasetBuilder for chunked building)."""
+    builder = DatasetBuilder(round_trip_fee)
+    builder.add(outcomes)
+    return builder.build()

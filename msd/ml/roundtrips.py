@@ -1,0 +1,99 @@
+"""Realised PnL: fills paired first-in-first-out into round trips per asset, fees included.
+
+This is what trading actually earned, kept beside the model's directional metrics: a model can
+be right about direction and still lose to fees. Money stays Decimal (DESIGN §5); fees are in
+the quote currency, as order-manager reports them for spot USDT pairs. Pure: no clock, no I/O.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Iterable
+
+ZERO = Decimal(0)
+_DIRECTION = {"buy": 1, "sell": -1}
+
+
+@dataclass(frozen=True)
+class Fill:
+    asset: str
+    side: str                  # executed side, "buy" / "sell"
+    quantity: Decimal          # base units, > 0
+    price: Decimal             # > 0
+    fee: Decimal               # quote currency; negative is a maker rebate
+    executed_at: datetime
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """`quantity` opened at `entry_price` and closed at `exit_price`; `pnl` is net of the
+    entry and exit fees attributable to that quantity."""
+    asset: str
+    direction: str             # "long" / "short"
+    quantity: Decimal
+    entry_price: Decimal
+    exit_price: Decimal
+    fees: Decimal
+    pnl: Decimal
+    opened_at: datetime
+    closed_at: datetime
+
+
+@dataclass
+class _Lot:
+    direction: int
+    quantity: Decimal
+    price: Decimal
+    fee_per_unit: Decimal
+    opened_at: datetime
+
+
+def _checked(fill: Fill) -> int:
+    direction = _DIRECTION.get(fill.side)
+    if direction is None:
+        raise ValueError(f"side: {fill.side!r} is invalid; expected one of {sorted(_DIRECTION)}")
+    if not (fill.quantity > ZERO and fill.price > ZERO):
+        raise ValueError(f"fill quantity={fill.quantity} price={fill.price} is invalid; "
+                         "expected both > 0")
+    return direction
+
+
+def _close(lot: _Lot, fill: Fill, quantity: Decimal, fee_per_unit: Decimal) -> RoundTrip:
+    fees = (lot.fee_per_unit + fee_per_unit) * quantity
+    gross = (fill.price - lot.price) * quantity * lot.direction
+    return RoundTrip(fill.asset, "long" if lot.direction > 0 else "short", quantity, lot.price,
+                     fill.price, fees, gross - fees, lot.opened_at, fill.executed_at)
+
+
+def fifo_round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
+    """Round trips in closing order. A fill first closes the oldest opposite lots of its asset;
+    what remains opens a new lot. Lots still open at the end are not round trips yet."""
+    books: dict[str, deque[_Lot]] = {}
+    trips: list[RoundTrip] = []
+    for fill in sorted(fills, key=lambda f: f.executed_at):
+        direction = _checked(fill)
+        fee_per_unit = fill.fee / fill.quantity
+        book = books.setdefault(fill.asset, deque())
+        remaining = fill.quantity
+        while remaining > ZERO and book and book[0].direction == -direction:
+            lot = book[0]
+            matched = min(remaining, lot.quantity)
+            trips.append(_close(lot, fill, matched, fee_per_unit))
+            lot.quantity -= matched
+            remaining -= matched
+            if lot.quantity == ZERO:
+                book.popleft()
+        if remaining > ZERO:
+            book.append(_Lot(direction, remaining, fill.price, fee_per_unit, fill.executed_at))
+    return trips
+
+
+def round_trip_summary(trips: list[RoundTrip]) -> dict[str, float]:
+    """Count, total and mean net PnL (quote currency) and the share of profitable trips."""
+    if not trips:
+        return {"round_trips": 0.0, "pnl_total": 0.0}
+    pnl = [float(t.pnl) for t in trips]
+    return {"round_trips": float(len(trips)), "pnl_total": float(sum(t.pnl for t in trips)),
+            "pnl_mean": sum(pnl) / len(pnl), "hit_rate": sum(p > 0 for p in pnl) / len(pnl)}

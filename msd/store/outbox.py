@@ -1,0 +1,60 @@
+"""The signal outbox in `msd.signals`: a signal is written here before it is published.
+
+A row is `pending` until the broker confirms it, then `sent`. Pending rows are published
+oldest first, so an outage delays signals but never reorders or loses them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from msd.bus.signal_format import TradingSignal
+from msd.store.jsonb import to_json
+
+
+@dataclass(frozen=True)
+class PendingSignal:
+    signal_id: str
+    strategy_id: str
+    body: bytes
+    trace_id: str | None
+
+
+def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> None:
+    """Record a signal as pending in the caller's transaction (its full wire JSON included)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence, mode,
+                                        model_version, body, snapshot, trace_id, created_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)""",
+            (signal.signal_id, signal.strategy_id, signal.asset, signal.signal_type, signal.amount,
+             signal.confidence, mode, signal.model_version, to_json(dict(wire)),
+             to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
+
+
+def pending_signals(conn, limit: int = 500) -> list[PendingSignal]:
+    """Unsent signals, oldest first."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT signal_id::text, strategy_id, body, trace_id FROM msd.signals
+                        WHERE outbox_state = 'pending' ORDER BY created_at, signal_id LIMIT %s""", (limit,))
+        return [PendingSignal(sid, strategy, json.dumps(body, separators=(",", ":")).encode(), trace)
+                for sid, strategy, body, trace in cur.fetchall()]
+
+
+def mark_sent(conn, signal_id: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
+                              last_error = NULL WHERE signal_id = %s""", (signal_id,))
+
+
+def record_failed_attempt(conn, signal_id: str, error: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("UPDATE msd.signals SET attempts = attempts + 1, last_error = %s WHERE signal_id = %s",
+                    (error[:1000], signal_id))
+
+
+def count_pending(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM msd.signals WHERE outbox_state = 'pending'")
+        return cur.fetchone()[0]
