@@ -59,3 +59,14 @@ SIGNALS_LOST = Counter("msd_signals_not_recorded_total", "Signals that could not
                        ["strategy", "cause"])
 SIGNALS_DROPPED = Counter("msd_signals_dropped_total", "Evaluations that produced no signal, by reason",
                           ["strategy", "reason"])
+EXIT_FALLBACK = Gauge("msd_exits_fallback", "1 while the exit role polls the positions table instead of reacting "
+                      "to position updates", multiprocess_mode="livemax")
+EXIT_EVALUATIONS = Counter("msd_exit_evaluations_total", "Exit rule evaluations, by what triggered them",
+                           ["trigger"])
+EXIT_SIGNALS = Counter("msd_exit_signals_total", "Exit signals recorded in the outbox", ["reason"])
+EXITS_SUPPRESSED = Counter("msd_exits_suppressed_total", "Exits a rule fired but pacing held back", ["reason"])
+EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Exits a rule fired that could not be recorded",
+                         ["cause"])
+EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates skipped as invalid or incomplete",
+                              ["reason"])
+EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")

@@ -7,8 +7,9 @@ ALTER TABLE msd.model_versions
     -- sha256 of manifest.json: the manifest names the features in order, so editing it would
     -- feed a model columns in the wrong order as surely as editing the arrays.
     ADD COLUMN manifest_sha256   text        CHECK (manifest_sha256 ~ '^[0-9a-f]{64}$'),
-    -- Did it pass the promotion gate when trained; the checks behind the answer, verbatim.
-    ADD COLUMN gate_passed       boolean     NOT NULL DEFAULT false,
+    -- Did it pass every promotion check when trained (gate and incumbent margin); the checks
+    -- behind the answer, verbatim.
+    ADD COLUMN promoted_when_trained  boolean NOT NULL DEFAULT false,
     ADD COLUMN gate_reasons      jsonb       NOT NULL DEFAULT '[]',
     -- Usable labelled rows it was trained and validated on: the next run compares against it
     -- to decide whether enough new data arrived (data drought).

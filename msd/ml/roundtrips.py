@@ -67,16 +67,21 @@ def _close(lot: _Lot, fill: Fill, quantity: Decimal, fee_per_unit: Decimal) -> R
                      fill.price, fees, gross - fees, lot.opened_at, fill.executed_at)
 
 
-def fifo_round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
-    """Round trips in closing order. A fill first closes the oldest opposite lots of its asset;
-    what remains opens a new lot. Lots still open at the end are not round trips yet."""
-    books: dict[str, deque[_Lot]] = {}
-    trips: list[RoundTrip] = []
-    for fill in sorted(fills, key=lambda f: f.executed_at):
+class FifoBook:
+    """Open lots per asset; `add` closes the oldest opposite lots first and opens the rest.
+
+    Incremental so a caller can stream a million fills without holding them: feed them in
+    execution order.
+    """
+
+    def __init__(self) -> None:
+        self._books: dict[str, deque[_Lot]] = {}
+
+    def add(self, fill: Fill) -> list[RoundTrip]:
         direction = _checked(fill)
         fee_per_unit = fill.fee / fill.quantity
-        book = books.setdefault(fill.asset, deque())
-        remaining = fill.quantity
+        book = self._books.setdefault(fill.asset, deque())
+        remaining, trips = fill.quantity, []
         while remaining > ZERO and book and book[0].direction == -direction:
             lot = book[0]
             matched = min(remaining, lot.quantity)
@@ -87,13 +92,32 @@ def fifo_round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
                 book.popleft()
         if remaining > ZERO:
             book.append(_Lot(direction, remaining, fill.price, fee_per_unit, fill.executed_at))
-    return trips
+        return trips
 
 
-def round_trip_summary(trips: list[RoundTrip]) -> dict[str, float]:
-    """Count, total and mean net PnL (quote currency) and the share of profitable trips."""
-    if not trips:
-        return {"round_trips": 0.0, "pnl_total": 0.0}
-    pnl = [float(t.pnl) for t in trips]
-    return {"round_trips": float(len(trips)), "pnl_total": float(sum(t.pnl for t in trips)),
-            "pnl_mean": sum(pnl) / len(pnl), "hit_rate": sum(p > 0 for p in pnl) / len(pnl)}
+def fifo_round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
+    """Round trips in closing order; lots still open at the end are not round trips yet."""
+    book = FifoBook()
+    return [trip for fill in sorted(fills, key=lambda f: f.executed_at) for trip in book.add(fill)]
+
+
+@dataclass
+class RoundTripTally:
+    """Running figures of closed round trips, in the quote currency."""
+    round_trips: int = 0
+    pnl_total: Decimal = ZERO
+    profitable: int = 0
+
+    def add(self, trips: Iterable[RoundTrip]) -> None:
+        for trip in trips:
+            self.round_trips += 1
+            self.pnl_total += trip.pnl
+            self.profitable += trip.pnl > ZERO
+
+    def summary(self) -> dict[str, float]:
+        """Count, total and mean net PnL and the share of profitable trips (None-free)."""
+        if not self.round_trips:
+            return {"round_trips": 0.0, "pnl_total": 0.0}
+        return {"round_trips": float(self.round_trips), "pnl_total": float(self.pnl_total),
+                "pnl_mean": float(self.pnl_total) / self.round_trips,
+                "hit_rate": self.profitable / self.round_trips}

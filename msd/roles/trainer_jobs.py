@@ -1,11 +1,33 @@
-"""Jobs the trainer process can run (named by `trainer.job` in the config)."""
+"""Jobs the trainer process can run (named by `trainer.job` in the config).
+
+`train_strategies` is the batch training of DESIGN §6: reconcile fills, build each strategy's
+dataset, fit and evaluate, write the version (artifact + metadata + metrics) and promote it when
+it passes the gate. It runs in the killable trainer process, never in a loop that serves
+signals; SIGTERM raises TrainingCancelled wherever it is, and every database write happens in
+a transaction that then rolls back, so a cancelled run leaves at most an orphan directory that
+the next run with the same version number clears.
+"""
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
 
+from msd.ml.dataset import Dataset, DatasetBuilder
+from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
+from msd.roles.learning import PublishPlan, publish_version, realised_figures, score_active
 from msd.roles.runtime import RoleContext
+from msd.store.artifacts import prune_plan, remove_version_files
+from msd.store.datasets import (LabelWindow, RowCounts, iter_training_rows, reconcile_executions,
+                                strategies_with_executions)
 from msd.store.db import Database
-from msd.store.training import execution_summary
+from msd.store.neighbours import SharedSchemaError
+from msd.store.training import execution_summary, running_run_of
+from msd.store.versions import (get_active, last_good, latest_version, lock_strategy,
+                                mark_files_pruned, record_training_outcome)
+
+log = logging.getLogger("msd.trainer")
 
 
 def summarise_executions(ctx: RoleContext, db: Database, request: dict[str, Any]) -> dict[str, Any]:
@@ -14,3 +36,114 @@ def summarise_executions(ctx: RoleContext, db: Database, request: dict[str, Any]
         summary = execution_summary(conn)
     ctx.beat()
     return {"request_id": request["id"], "executions": summary}
+
+
+def training_params(ctx: Any, request: Mapping[str, Any]) -> TrainingParams:
+    """`ctx.config.trainer.training` (a TrainingParams or a mapping) when the config has it,
+    else the request's `params` mapping, else the defaults of TrainingParams."""
+    configured = getattr(getattr(getattr(ctx, "config", None), "trainer", None), "training", None)
+    if isinstance(configured, TrainingParams):
+        return configured
+    if isinstance(configured, Mapping):
+        return TrainingParams.from_mapping(configured)
+    return TrainingParams.from_mapping(request.get("params") or {})
+
+
+@dataclass(frozen=True)
+class _Run:
+    ctx: Any
+    db: Database
+    params: TrainingParams
+    request_id: str | None
+    run_id: int | None
+
+
+def train_strategies(ctx: RoleContext, db: Database, request: dict[str, Any]) -> dict[str, Any]:
+    """Train the requested strategy (`request["strategy"]`) or every strategy with executions.
+
+    Returns {"request_id", "reconciled", "warnings", "strategies": {id: summary}} where a
+    summary has "outcome" ('trained'/'skipped'), "reason", and for a trained strategy
+    "version", "promoted", "gate_reasons" and "metrics".
+    """
+    params = training_params(ctx, request)
+    warnings = []
+    try:
+        with db.transaction() as conn:
+            reconciled = reconcile_executions(conn)
+    except SharedSchemaError as exc:
+        # Training on the fills we have beats not training; the gap is reported, not hidden.
+        reconciled, warnings = 0, [f"reconcile skipped: {exc}"]
+    ctx.beat()
+    with db.transaction() as conn:
+        strategies = ([request["strategy"]] if request.get("strategy")
+                      else strategies_with_executions(conn))
+        run_id = running_run_of(conn, os.getpid())
+    run = _Run(ctx, db, params, request.get("id"), run_id)
+    results = {strategy: train_strategy(run, strategy) for strategy in strategies}
+    return {"request_id": request.get("id"), "reconciled": reconciled, "warnings": warnings,
+            "strategies": results}
+
+
+def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
+    with run.db.transaction() as conn:
+        last = latest_version(conn, strategy)
+        active = get_active(conn, strategy)
+    dataset, counts = _build_dataset(run, strategy)
+    previous_rows = last.labelled_rows if last else 0
+    new_rows = dataset.n - previous_rows
+    detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
+              "missing_features": dict(dataset.missing), "new_rows": new_rows}
+    if new_rows < run.params.min_new_rows:
+        since = f"since v{last.version}" if last else "in total"
+        return _skip(run, strategy, f"data drought: {new_rows} new usable labelled rows {since}; "
+                                    f"minimum {run.params.min_new_rows}", detail)
+    try:
+        candidate = fit_and_evaluate(dataset, run.params, progress=run.ctx.beat)
+    except NotTrainable as exc:
+        return _skip(run, strategy, f"not trainable: {exc}", detail)
+    run.ctx.beat()
+    active_metrics, note = score_active(active, dataset, candidate, run.params)
+    realised = realised_figures(run.db, strategy, run.ctx.beat)
+    plan = PublishPlan(strategy, candidate, dataset, active, active_metrics, note, realised,
+                       detail, run.params, run.request_id, run.run_id)
+    summary = publish_version(run.db, plan)
+    run.ctx.beat()
+    _prune(run, strategy)
+    log.info("strategy %s: v%s %s", strategy, summary["version"],
+             "promoted" if summary["promoted"] else "not promoted",
+             extra={"reasons": "; ".join(summary["gate_reasons"])})
+    return summary
+
+
+def _build_dataset(run: _Run, strategy: str) -> tuple[Dataset, RowCounts]:
+    window = LabelWindow(run.params.horizon_s, run.params.max_bar_lag_s)
+    builder, counts = DatasetBuilder(run.params.round_trip_fee), RowCounts()
+    with run.db.transaction() as conn:
+        for chunk in iter_training_rows(conn, strategy, window):
+            builder.add(chunk.outcomes)
+            counts += chunk.counts
+            run.ctx.beat()
+    return builder.build(), counts
+
+
+def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:
+    with run.db.transaction() as conn:
+        record_training_outcome(conn, strategy, "skipped", reason, request_id=run.request_id,
+                                detail=detail, training_run_id=run.run_id)
+    log.info("strategy %s: training skipped: %s", strategy, reason)
+    return {"outcome": "skipped", "reason": reason, **detail}
+
+
+def _prune(run: _Run, strategy: str) -> None:
+    """Retention: rows are marked (and committed) before files go, so a row never claims
+    files that are gone; the active and the last good version are never candidates."""
+    models_dir = run.params.models_dir
+    with run.db.transaction() as conn:
+        lock_strategy(conn, strategy)
+        active = get_active(conn, strategy)
+        protected = {v for v in (active.version if active else None,
+                                 last_good(conn, strategy)) if v is not None}
+        doomed = prune_plan(models_dir, strategy, run.params.keep_files, protected)
+        mark_files_pruned(conn, strategy, doomed)
+    for version in doomed:
+        remove_version_files(models_dir, strategy, version)

@@ -9,6 +9,7 @@ neighbour services' own queries do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Mapping
@@ -133,3 +134,49 @@ def read_open_exposure(conn, asset: str) -> Exposure:
         raise SharedSchemaError((), describe(exc)) from exc
     return Exposure(asset, orders, buy_notional, sell_notional, unpriced_orders,
                     positions, size, position_notional, unpriced_positions)
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    """One row of the shared `positions` table; times are aware UTC (the columns are naive UTC)."""
+    position_id: str
+    asset: str
+    size: Decimal                       # signed base units, negative = short
+    average_entry_price: Decimal | None
+    current_price: Decimal | None
+    last_updated: datetime
+    created_at: datetime | None         # NULL when position-manager never set it
+    mode: str
+
+
+_POSITION_SELECT = """SELECT id::text, asset, size, average_entry_price, current_price, last_updated, created_at, mode
+                        FROM positions"""
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _position_rows(conn, sql: str, args: tuple) -> list[PositionRow]:
+    """Run a positions query; a missing table or column (the owner changed it) is SharedSchemaError."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            rows = cur.fetchall()
+    except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+        raise SharedSchemaError((), describe(exc)) from exc
+    return [PositionRow(pid, asset, size, entry, price, _utc(updated), _utc(created), mode)
+            for pid, asset, size, entry, price, updated, created, mode in rows]
+
+
+def read_positions(conn, position_ids: list[str]) -> dict[str, PositionRow]:
+    """The rows with these ids (as text, so a malformed id finds nothing instead of failing)."""
+    rows = _position_rows(conn, _POSITION_SELECT + " WHERE id::text = ANY(%s)", (list(position_ids),))
+    return {row.position_id: row for row in rows}
+
+
+def read_open_positions(conn) -> list[PositionRow]:
+    """Every open position (size != 0), as the exit engine's fallback polls them."""
+    return _position_rows(conn, _POSITION_SELECT + " WHERE size != 0 ORDER BY asset, id", ())

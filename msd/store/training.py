@@ -19,6 +19,15 @@ def start_run(conn, trigger: str, reason: str | None, pid: int | None,
         return cur.fetchone()[0]
 
 
+def running_run_of(conn, pid: int) -> int | None:
+    """The run a trainer process with `pid` recorded as running (the trainer starts one run
+    per process), so what a job writes can point at the run that produced it."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT max(id) FROM msd.training_runs WHERE status = 'running' AND pid = %s""",
+                    (pid,))
+        return cur.fetchone()[0]
+
+
 def finish_run(conn, run_id: int, status: str, summary: Mapping[str, Any] | None = None,
                error: str | None = None) -> bool:
     """Close a running run with a final status; returns False if it was already closed.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from enum import Enum
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,8 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

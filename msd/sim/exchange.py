@@ -1,0 +1,198 @@
+"""The paper exchange's edge: the order-manager and position-manager stand-ins against the DB.
+
+`PaperExchange` applies the pure decisions of `order_manager`/`position_manager` to the shared
+tables and returns the messages to publish; it never touches the broker itself, so the loop in
+`msd.sim.runner` decides when they go out (after the DB commit, as the neighbours do).
+Time is sim time: every row and event carries the market's clock, never the wall clock.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Mapping
+
+from msd.sim import order_manager as om
+from msd.sim.market import AssetSpec, AssetTick, Quote
+from msd.sim.outbound import Outbound, new_uuid
+from msd.sim.position_manager import apply_fill, mark, position_event, state_from_row
+from msd.sim.signals import Refused, Signal, read_signal, rejection_market_conditions, signal_block
+from msd.store import sim_exchange as store
+from msd.store.db import Database
+
+log = logging.getLogger("msd.sim")
+
+# How a signal delivery is settled, mirroring order-manager (CONTRACTS.md §1.3).
+ACK, DROP, RETRY = "ack", "drop", "retry"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    settle: str                       # ACK, DROP (nack without requeue) or RETRY (requeue)
+    messages: tuple[Outbound, ...] = ()
+
+
+class PaperExchange:
+    def __init__(self, db: Database, specs: Mapping[str, AssetSpec], params: om.OrderManagerParams,
+                 rng: random.Random, position_update_s: float):
+        self._db = db
+        self._specs = dict(specs)
+        self._params = params
+        self._rng = rng
+        self._position_update = timedelta(seconds=position_update_s)
+        self._quotes: dict[str, Quote] = {}
+        self._now: datetime | None = None
+        self._last_marks: datetime | None = None
+        self._working: dict[str, dict[str, Any]] = {}   # open orders by primary key: latest row
+
+    def resume(self) -> int:
+        """Pick up orders left working by a previous run; returns how many."""
+        with self._db.transaction() as conn:
+            rows = store.open_orders(conn)
+        self._working = {str(row["id"]): row for row in rows}
+        return len(rows)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def handle_signal(self, body: bytes, headers: Mapping[str, Any]) -> Verdict:
+        """One delivery of model-service.trading_signals; DB effects are committed on return."""
+        signal = read_signal(body, headers, self._rng)
+        if isinstance(signal, Refused):
+            log.warning("signal dropped (nack): %s", signal.reason)
+            return Verdict(DROP)
+        if self._now is None or signal.asset in self._specs and signal.asset not in self._quotes:
+            return Verdict(RETRY)   # no market yet: order-manager would not have a price either
+        with self._db.transaction() as conn:
+            status = store.linked_order_status(conn, signal.signal_id)
+            if status is not None and status not in om.RETRYABLE_STATUSES:
+                log.info("signal %s is a duplicate (order %s): ignored", signal.signal_id, status)
+                return Verdict(ACK)
+            if signal.asset not in self._specs:
+                return self._reject(conn, signal, f"Order execution failed: unknown symbol {signal.asset}",
+                                    DROP, "Market", self._fallback_quantity(signal), None)
+            plan = om.plan_order(signal, self._specs[signal.asset], self._quotes[signal.asset],
+                                 self._exposure(conn, signal.asset), self._params)
+            if plan.rejection_reason is not None:
+                return self._reject(conn, signal, plan.rejection_reason, ACK, plan.order_type,
+                                    plan.quantity, plan.price)
+            messages = self._cancel_older(conn, signal.asset)
+            row = store.insert_order(
+                conn, order_id=new_uuid(self._rng), signal_id=signal.signal_id, asset=signal.asset,
+                side=plan.side, order_type=plan.order_type, quantity=plan.quantity, price=plan.price,
+                status="pending", trace_id=signal.trace_id, rejection_reason=None, now=self._now)
+        self._working[str(row["id"])] = row
+        log.info("accepted %s %s %s %s%s (signal %s)", signal.asset, plan.side, plan.quantity,
+                 plan.order_type, f" @ {plan.price}" if plan.price else "", signal.signal_id)
+        return Verdict(ACK, tuple(messages))
+
+    def _fallback_quantity(self, signal: Signal) -> Decimal:
+        return max(om.EIGHT_PLACES, (signal.amount / signal.price).quantize(om.EIGHT_PLACES))
+
+    def _reject(self, conn, signal: Signal, reason: str, settle: str, order_type: str,
+                quantity: Decimal, price: Decimal | None) -> Verdict:
+        row = store.insert_order(
+            conn, order_id=f"REJECTED-{signal.signal_id}", signal_id=signal.signal_id,
+            asset=signal.asset, side=signal.side, order_type=order_type, quantity=quantity,
+            price=price, status="rejected", trace_id=signal.trace_id, rejection_reason=reason,
+            now=self._now)
+        extra = {"rejection_reason": reason, "market_conditions": rejection_market_conditions(signal),
+                 "signal": signal_block(signal)}
+        event = om.order_event(row, "rejected", trace_id=signal.trace_id, now=self._now,
+                               rng=self._rng, extra=extra)
+        log.info("rejected %s %s %s: %s (signal %s)", signal.asset, signal.side, quantity, reason,
+                 signal.signal_id)
+        return Verdict(settle, (event,))
+
+    def _exposure(self, conn, asset: str) -> om.Exposure:
+        size, total = Decimal(0), Decimal(0)
+        for row in store.open_position_rows(conn):
+            total += abs(row["size"]) * (row["current_price"] or row["average_entry_price"])
+            if row["asset"] == asset:
+                size = row["size"]
+        return om.Exposure(size, total)
+
+    def _cancel_older(self, conn, asset: str) -> list[Outbound]:
+        """order-manager cancels an asset's older working orders when a new signal arrives."""
+        return [self._cancel(conn, key) for key, row in list(self._working.items()) if row["asset"] == asset]
+
+    def _cancel(self, conn, key: str) -> Outbound:
+        before = self._working[key]
+        after = store.cancel_order(conn, key, self._now)
+        # Forgotten only once the update is in: a failed transaction leaves the order working.
+        self._working.pop(key)
+        log.info("cancelled %s %s %s, %s filled", after["asset"], after["side"], after["quantity"],
+                 after["filled_quantity"])
+        return om.order_event(after, "cancelled", trace_id=after["trace_id"] or new_uuid(self._rng),
+                              now=self._now, rng=self._rng, extra=om.modification(before, after))
+
+    # -- market ticks --------------------------------------------------------------------------
+
+    def on_tick(self, ticks: tuple[AssetTick, ...]) -> list[Outbound]:
+        """Fill working orders against the new book and re-price positions now and then."""
+        self._quotes.update({tick.symbol: tick.quote for tick in ticks})
+        self._now = max(tick.at for tick in ticks)
+        messages: list[Outbound] = []
+        for key in list(self._working):
+            messages += self._work_order(key)
+        if self._last_marks is None or self._now - self._last_marks >= self._position_update:
+            self._last_marks = self._now
+            messages += self._mark_positions()
+        return messages
+
+    def _work_order(self, key: str) -> list[Outbound]:
+        row = self._working[key]
+        spec, quote = self._specs[row["asset"]], self._quotes[row["asset"]]
+        remaining = row["quantity"] - row["filled_quantity"]
+        if row["order_type"] == "Market":
+            fill = om.market_fill(row["side"], remaining, quote, spec, self._params, self._rng)
+        else:
+            if self._now - row["created_at"] >= timedelta(seconds=self._params.limit_ttl_s):
+                with self._db.transaction() as conn:
+                    return [self._cancel(conn, key)]
+            fill = om.limit_fill(row["side"], row["price"], remaining, quote, spec, self._params, self._rng)
+        return [] if fill is None else self._apply_fill(key, fill)
+
+    def _apply_fill(self, key: str, fill: om.Fill) -> list[Outbound]:
+        before = self._working[key]
+        filled, average, fees = om.accumulate(before["filled_quantity"], before["average_price"],
+                                              before["fees"], fill)
+        status = om.status_after(filled, before["quantity"])
+        with self._db.transaction() as conn:
+            row = store.record_fill(conn, key, status=status, filled_quantity=filled,
+                                    average_price=average, fees=fees, now=self._now)
+            current = store.position_row(conn, row["asset"])
+            position = apply_fill(state_from_row(current) if current else None, row["asset"],
+                                  row["side"], fill.quantity, fill.price, fill.fee, self._now)
+            position_row = store.save_position(conn, position)
+        if status == "filled":
+            del self._working[key]
+        else:
+            self._working[key] = row
+        log.info("fill %s %s %s @ %s fee %s (%s %s/%s) position %s", row["asset"], row["side"],
+                 fill.quantity, fill.price, fill.fee, row["order_type"], filled, row["quantity"],
+                 position_row["size"])
+        messages = []
+        event_type = om.event_for_transition(before["status"], status)
+        if event_type is not None:
+            messages.append(om.order_event(row, event_type, trace_id=row["trace_id"] or new_uuid(self._rng),
+                                           now=self._now, rng=self._rng,
+                                           extra={"market_conditions": om.fill_conditions(row, self._now)}))
+        messages.append(position_event(position_row, update_source="order_execution", trace_id=None,
+                                       now=self._now))
+        return messages
+
+    def _mark_positions(self) -> list[Outbound]:
+        """websocket-sourced updates: every open position re-priced at the current mid."""
+        messages = []
+        with self._db.transaction() as conn:
+            for row in store.open_position_rows(conn):
+                quote = self._quotes.get(row["asset"])
+                if quote is None:
+                    continue
+                marked = mark(state_from_row(row), quote.mid.quantize(om.EIGHT_PLACES), self._now)
+                saved = store.save_position(conn, marked)
+                messages.append(position_event(saved, update_source="websocket",
+                                               trace_id=new_uuid(self._rng), now=self._now))
+        return messages

@@ -1,0 +1,264 @@
+"""Training data from PostgreSQL: executed signals with their decision-time snapshot and the
+price the label horizon ended at, plus reconciliation of fills from the shared `orders` table.
+
+One training row is one executed signal (its fills folded into a quantity-weighted entry
+price), because the features describe the decision, not each partial fill: counting a signal
+once per fill would weight decisions by how the exchange happened to split them. The label is
+measured from msd's own 1-minute bars: the close of the first confirmed bar that ends at or
+after decided_at + horizon, taken only if it ends within `max_bar_lag_s` of that moment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+from msd.bus.messages import OrderSnapshot
+from msd.ml.dataset import Outcome
+from msd.ml.roundtrips import Fill
+from msd.store.executions import record_order_events
+from msd.store.neighbours import SharedSchemaError, missing_columns
+
+RECONCILE_NAME = "orders"
+_ORDER_COLUMNS = ("id", "order_id", "signal_id", "asset", "side", "order_type", "quantity",
+                  "price", "status", "filled_quantity", "average_price", "fees", "created_at",
+                  "updated_at", "executed_at", "is_dry_run")
+
+# Rows whose fills a competing consumer may have taken: anything with a fill that is final or
+# still growing. Dry runs never traded; rejected orders never filled.
+_RECONCILE_SQL = f"""
+SELECT o.id::text, o.order_id, o.signal_id::text, o.asset, o.side, o.order_type, o.quantity,
+       o.price, o.status, o.filled_quantity, o.average_price, o.fees, o.created_at,
+       o.updated_at, o.executed_at, o.is_dry_run
+  FROM orders o
+ WHERE o.filled_quantity > 0 AND o.status IN ('partially_filled', 'filled', 'cancelled')
+   AND NOT o.is_dry_run
+   AND (%(since)s::timestamp IS NULL OR o.updated_at >= %(since)s::timestamp)
+   AND (%(after_at)s::timestamp IS NULL
+        OR (o.updated_at, o.order_id) > (%(after_at)s::timestamp, %(after_id)s::text))
+   -- only orders of signals msd decided: other producers' orders are not our outcomes
+   AND EXISTS (SELECT 1 FROM msd.signals s WHERE s.signal_id = o.signal_id)
+ ORDER BY o.updated_at, o.order_id
+ LIMIT %(limit)s
+"""
+
+# One row per executed signal of the selected strategies; `open` is true while bars that would
+# label it may still arrive.
+_ROWS_SQL = """
+SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.created_at,
+       {snapshot} AS snapshot, f.fills,
+       f.notional / nullif(f.priced_quantity, 0) AS entry_price,
+       bar.close AS exit_price,
+       s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now()) AS open
+  FROM msd.signals s
+  JOIN LATERAL (SELECT count(*) AS fills,
+                       sum(e.quantity * e.price) FILTER (WHERE e.price IS NOT NULL) AS notional,
+                       sum(e.quantity) FILTER (WHERE e.price IS NOT NULL) AS priced_quantity
+                  FROM msd.executions e WHERE e.signal_id = s.signal_id) f ON f.fills > 0
+  LEFT JOIN LATERAL (
+        -- a bar stamped `minute` closes one minute later
+        SELECT b.close FROM msd.market_bars b
+         WHERE b.asset = s.asset AND b.confirmed
+           AND b.minute >= s.created_at + %(horizon)s - interval '1 minute'
+           AND b.minute <= s.created_at + %(horizon)s - interval '1 minute' + %(lag)s
+         ORDER BY b.minute LIMIT 1) bar ON true
+ WHERE (%(strategy)s::text IS NULL OR s.strategy_id = %(strategy)s::text)
+   AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz)
+"""
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Executed signals by labelling state. `no_price`: no fill carried a price; `no_bars`:
+    the horizon is over but msd recorded no bar to measure it (a gap in market data)."""
+    executions: int = 0
+    signals: int = 0
+    labelled: int = 0
+    pending_label: int = 0
+    no_price: int = 0
+    no_bars: int = 0
+
+    def __add__(self, other: "RowCounts") -> "RowCounts":
+        return RowCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (self.executions, self.signals, self.labelled, self.pending_label,
+                self.no_price, self.no_bars)
+
+    def as_dict(self) -> dict[str, int]:
+        names = ("executions", "signals", "labelled", "pending_label", "no_price", "no_bars")
+        return dict(zip(names, self.as_tuple()))
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    outcomes: list[Outcome]
+    counts: RowCounts
+
+
+@dataclass(frozen=True)
+class LabelWindow:
+    """How labels are measured: horizon and tolerated bar lag in seconds; `now` (aware) is
+    the moment that decides whether a horizon is over (None = the database's clock)."""
+    horizon_s: float
+    max_bar_lag_s: float
+    now: datetime | None = None
+
+    def params(self) -> dict:
+        return {"horizon": timedelta(seconds=self.horizon_s),
+                "lag": timedelta(seconds=self.max_bar_lag_s), "now": self.now}
+
+
+def reconcile_executions(conn, *, overlap_s: float = 300.0, batch_size: int = 1000) -> int:
+    """Record fills of the shared `orders` table the event stream missed; returns how many.
+
+    Reads rows updated since the stored watermark minus `overlap_s` (a row committed late with
+    an older `updated_at` is still seen), through the same idempotent path as events, so a
+    fill is recorded once whichever source sees it first. Returns 0 when there is no `orders`
+    table; raises SharedSchemaError when it lacks a column msd reads.
+    """
+    if not _orders_table_usable(conn):
+        return 0
+    watermark = _watermark(conn)
+    since = watermark - timedelta(seconds=overlap_s) if watermark else None
+    recorded, after, newest = 0, (None, None), watermark
+    while True:
+        rows = _fetch(conn, _RECONCILE_SQL, {"since": since, "after_at": after[0],
+                                             "after_id": after[1], "limit": batch_size})
+        if not rows:
+            break
+        recorded += len(record_order_events(conn, [_order_snapshot(r) for r in rows]).executions)
+        after = (rows[-1][13], rows[-1][1])
+        newest = after[0] if newest is None else max(newest, after[0])
+        if len(rows) < batch_size:
+            break
+    if newest is not None and newest != watermark:
+        _set_watermark(conn, newest)
+    return recorded
+
+
+def iter_training_rows(conn, strategy_id: str, window: LabelWindow, *,
+                       since: datetime | None = None, chunk_size: int = 20_000
+                       ) -> Iterator[TrainingRows]:
+    """Labelled outcomes of a strategy in decision-time order, `chunk_size` at a time.
+
+    Streams through a server-side cursor so memory stays bounded whatever the history.
+    Rows not labelled (yet) are only counted.
+    """
+    sql = _ROWS_SQL.format(snapshot="s.snapshot") + " ORDER BY s.created_at, s.signal_id"
+    with conn.cursor(name="msd_training_rows") as cur:
+        cur.itersize = chunk_size
+        cur.execute(sql, {**window.params(), "strategy": strategy_id, "since": since})
+        while True:
+            rows = cur.fetchmany(chunk_size)
+            if not rows:
+                return
+            yield _chunk(rows)
+
+
+def load_training_rows(conn, strategy_id: str, window: LabelWindow, *,
+                       since: datetime | None = None) -> TrainingRows:
+    """All of iter_training_rows at once (fine for thousands of rows, not millions)."""
+    outcomes, counts = [], RowCounts()
+    for chunk in iter_training_rows(conn, strategy_id, window, since=since):
+        outcomes.extend(chunk.outcomes)
+        counts += chunk.counts
+    return TrainingRows(outcomes, counts)
+
+
+def dataset_sizes(conn, window: LabelWindow) -> dict[str, dict[str, int]]:
+    """{strategy: {"executions", "signals", "labelled", "pending_label", "no_price",
+    "no_bars"}} for `msd-ctl status`. One bar lookup per executed signal: seconds for 10^6."""
+    sql = f"""SELECT strategy_id, sum(fills)::bigint, count(*),
+                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NOT NULL),
+                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NULL AND open),
+                     count(*) FILTER (WHERE entry_price IS NULL),
+                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NULL
+                                      AND NOT open)
+                FROM ({_ROWS_SQL.format(snapshot="NULL")}) r
+               GROUP BY strategy_id ORDER BY strategy_id"""
+    rows = _fetch(conn, sql, {**window.params(), "strategy": None, "since": None})
+    return {strategy: RowCounts(*counts).as_dict() for strategy, *counts in rows}
+
+
+def strategies_with_executions(conn) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT strategy_id FROM msd.executions"
+                    " WHERE strategy_id IS NOT NULL ORDER BY strategy_id")
+        return [row[0] for row in cur.fetchall()]
+
+
+def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Fill]:
+    """The strategy's priced fills in execution order, for FIFO round trips (streamed)."""
+    with conn.cursor(name="msd_strategy_fills") as cur:
+        cur.itersize = chunk_size
+        cur.execute("""SELECT asset, side, quantity, price, fee, executed_at FROM msd.executions
+                        WHERE strategy_id = %s AND price IS NOT NULL
+                        ORDER BY executed_at, id""", (strategy_id,))
+        for row in cur:
+            yield Fill(*row)
+
+
+def _chunk(rows: list[tuple]) -> TrainingRows:
+    outcomes, counts = [], [0] * 6
+    for signal_id, _, asset, side, decided_at, snapshot, fills, entry, exit_, is_open in rows:
+        counts[0] += fills
+        counts[1] += 1
+        if entry is None:
+            counts[4] += 1
+        elif exit_ is None:
+            counts[3 if is_open else 5] += 1
+        else:
+            counts[2] += 1
+            outcomes.append(Outcome(signal_id, asset, side, decided_at, snapshot,
+                                    float(entry), float(exit_)))
+    return TrainingRows(outcomes, RowCounts(*counts))
+
+
+def _orders_table_usable(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("""SELECT a.attname FROM pg_attribute a
+                        WHERE a.attrelid = to_regclass('orders') AND a.attnum > 0
+                          AND NOT a.attisdropped""")
+        present = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT to_regclass('orders') IS NOT NULL")
+        exists = cur.fetchone()[0]
+    if not exists:
+        return False
+    missing = missing_columns({"orders": _ORDER_COLUMNS}, {"orders": present})
+    if missing:
+        raise SharedSchemaError(missing)
+    return True
+
+
+def _order_snapshot(row: tuple) -> OrderSnapshot:
+    (id_, order_id, signal_id, asset, side, order_type, quantity, price, status, filled,
+     average, fees, created_at, updated_at, executed_at, dry_run) = row
+    # The shared table keeps naive UTC times and 'Buy'/'SELL' (CONTRACTS.md §5).
+    return OrderSnapshot(id_, order_id, signal_id, asset, side.lower(), order_type, quantity,
+                         price, status, filled, average, fees, _utc(created_at),
+                         _utc(updated_at), _utc(executed_at) if executed_at else None, dry_run)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _watermark(conn) -> datetime | None:
+    rows = _fetch(conn, "SELECT watermark FROM msd.reconcile_state WHERE name = %(name)s",
+                  {"name": RECONCILE_NAME})
+    return rows[0][0] if rows else None
+
+
+def _set_watermark(conn, watermark: datetime) -> None:
+    with conn.cursor() as cur:
+        cur.execute("""INSERT INTO msd.reconcile_state (name, watermark) VALUES (%s, %s)
+                       ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark,
+                                                        updated_at = now()""",
+                    (RECONCILE_NAME, watermark))
+
+
+def _fetch(conn, sql: str, params: dict) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()

@@ -1,0 +1,111 @@
+"""The paper exchange's writes to the shared tables `orders`, `signal_order_relationships` and
+`positions` (CONTRACTS.md §5), playing order-manager and position-manager.
+
+Only the paper exchange calls this; msd itself never writes these tables. Every function runs
+inside the caller's transaction and returns rows (as dicts) read back with RETURNING, because
+the neighbours publish their events from the stored row: decimals then carry 8 places.
+Timestamps are naive UTC (sim time), as the TIMESTAMP columns hold them.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg2.extras
+
+from msd.sim.position_manager import PositionState
+
+Row = dict[str, Any]
+
+
+def _one(conn, sql: str, params: tuple) -> Row | None:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    return dict(row) if row is not None else None
+
+
+def _all(conn, sql: str, params: tuple = ()) -> list[Row]:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(sql, params)
+        return [dict(row) for row in cur.fetchall()]
+
+
+def linked_order_status(conn, signal_id: str) -> str | None:
+    """Status of the newest order linked to `signal_id`, None when there is none."""
+    row = _one(conn, """SELECT o.status FROM signal_order_relationships r
+                          JOIN orders o ON o.id = r.order_id
+                         WHERE r.signal_id = %s ORDER BY r.created_at DESC LIMIT 1""", (signal_id,))
+    return row["status"] if row else None
+
+
+def insert_order(conn, *, order_id: str, signal_id: str, asset: str, side: str, order_type: str,
+                 quantity: Decimal, price: Decimal | None, status: str, trace_id: str,
+                 rejection_reason: str | None, now: datetime) -> Row:
+    """Insert an order and link it to its signal (one_to_one); a retried rejection replaces the
+    earlier `REJECTED-{signal_id}` row, whose order_id is unique."""
+    row = _one(conn, """
+        INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, price, status,
+                            trace_id, rejection_reason, created_at, updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (order_id) DO UPDATE
+           SET quantity = EXCLUDED.quantity, price = EXCLUDED.price, status = EXCLUDED.status,
+               trace_id = EXCLUDED.trace_id, rejection_reason = EXCLUDED.rejection_reason,
+               updated_at = EXCLUDED.updated_at
+        RETURNING *""",
+        (order_id, signal_id, asset, side, order_type, quantity, price, status, trace_id,
+         rejection_reason, now, now))
+    with conn.cursor() as cur:
+        cur.execute("""INSERT INTO signal_order_relationships (signal_id, order_id, relationship_type, created_at)
+                       VALUES (%s, %s, 'one_to_one', %s) ON CONFLICT (signal_id, order_id) DO NOTHING""",
+                    (signal_id, row["id"], now))
+    return row
+
+
+def record_fill(conn, order_pk: str, *, status: str, filled_quantity: Decimal,
+                average_price: Decimal, fees: Decimal, now: datetime) -> Row:
+    """Cumulative fill state; `executed_at` is set when the order becomes filled."""
+    return _one(conn, """
+        UPDATE orders SET status = %s, filled_quantity = %s, average_price = %s, fees = %s,
+                          updated_at = %s,
+                          executed_at = CASE WHEN %s = 'filled' THEN %s ELSE executed_at END
+         WHERE id = %s RETURNING *""",
+        (status, filled_quantity, average_price, fees, now, status, now, order_pk))
+
+
+def cancel_order(conn, order_pk: str, now: datetime) -> Row:
+    return _one(conn, "UPDATE orders SET status = 'cancelled', updated_at = %s WHERE id = %s RETURNING *",
+                (now, order_pk))
+
+
+def open_orders(conn) -> list[Row]:
+    """Orders still working, oldest first (resumed after a restart)."""
+    return _all(conn, "SELECT * FROM orders WHERE status IN ('pending', 'partially_filled') "
+                      "ORDER BY created_at, order_id")
+
+
+def position_row(conn, asset: str) -> Row | None:
+    return _one(conn, "SELECT * FROM positions WHERE asset = %s AND mode = 'one-way'", (asset,))
+
+
+def open_position_rows(conn) -> list[Row]:
+    return _all(conn, "SELECT * FROM positions WHERE mode = 'one-way' AND size != 0 ORDER BY asset")
+
+
+def save_position(conn, state: PositionState) -> Row:
+    """Upsert the one-way row of `state.asset`, bumping `version`; returns the stored row."""
+    return _one(conn, """
+        INSERT INTO positions (asset, size, average_entry_price, current_price, unrealized_pnl,
+                               realized_pnl, mode, last_updated, created_at, closed_at)
+        VALUES (%s, %s, %s, %s, %s, %s, 'one-way', %s, %s, %s)
+        ON CONFLICT (asset, mode) DO UPDATE
+           SET size = EXCLUDED.size, average_entry_price = EXCLUDED.average_entry_price,
+               current_price = EXCLUDED.current_price, unrealized_pnl = EXCLUDED.unrealized_pnl,
+               realized_pnl = EXCLUDED.realized_pnl, last_updated = EXCLUDED.last_updated,
+               created_at = EXCLUDED.created_at, closed_at = EXCLUDED.closed_at,
+               version = positions.version + 1
+        RETURNING *""",
+        (state.asset, state.size, state.average_entry_price, state.current_price,
+         state.unrealized_pnl, state.realized_pnl, state.last_updated, state.created_at,
+         state.closed_at))

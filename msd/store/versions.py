@@ -1,0 +1,318 @@
+"""Model version metadata, quality metrics, activation/rollback and the mode audit trail.
+
+Rows are never deleted (SC-006): retention removes artifact files and marks the row. Every
+activation, rollback and mode change writes a `msd.mode_transitions` row in the same
+transaction as the change it records, with the figures that justified it. All functions run
+in the caller's transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from msd.errors import MsdError
+from msd.store.jsonb import to_json
+
+# Serialises version numbering and activation per strategy (second key: hash of the id).
+VERSION_LOCK_KEY = 0x6D7364_0003
+MODES = ("warmup", "model")
+
+
+class VersionError(MsdError):
+    """A version cannot be activated or compared (absent, or its files were pruned)."""
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    strategy_id: str
+    version: int
+    path: str
+    sha256: str
+    manifest_sha256: str
+    model_type: str
+    feature_version: str
+    feature_names: Sequence[str]
+    label_mapping: Mapping[str, int]
+    training_config: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    promoted_when_trained: bool
+    gate_reasons: Sequence[str]
+    labelled_rows: int
+    validation_from: datetime | None = None
+    validation_to: datetime | None = None
+    training_run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    strategy_id: str
+    version: int
+    path: str
+    sha256: str
+    manifest_sha256: str | None
+    model_type: str
+    feature_version: str
+    feature_names: list
+    label_mapping: dict
+    training_config: dict
+    metrics: dict
+    promoted_when_trained: bool
+    gate_reasons: list
+    is_active: bool
+    labelled_rows: int
+    validation_from: datetime | None
+    validation_to: datetime | None
+    created_at: datetime
+    activated_at: datetime | None
+    files_pruned_at: datetime | None
+    training_run_id: int | None
+    quality: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # window -> name -> value
+
+
+_COLUMNS = tuple(f.name for f in fields(VersionInfo) if f.name != "quality")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM msd.model_versions"
+
+
+def lock_strategy(conn, strategy_id: str) -> None:
+    """Hold the strategy's version lock until the caller's transaction ends."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (VERSION_LOCK_KEY & 0x7FFFFFFF, strategy_id))
+
+
+def reserve_version(conn, strategy_id: str) -> int:
+    """The next version number of the strategy; the lock holds it until the row is inserted
+    in the same transaction, so two trainers can never number alike."""
+    lock_strategy(conn, strategy_id)
+    with conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(version), 0) + 1 FROM msd.model_versions"
+                    " WHERE strategy_id = %s", (strategy_id,))
+        return cur.fetchone()[0]
+
+
+def insert_version(conn, new: NewVersion) -> int:
+    """Insert the version's row; returns its id."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO msd.model_versions
+                   (strategy_id, version, path, sha256, manifest_sha256, model_type,
+                    feature_version, feature_names, label_mapping, training_config, metrics,
+                    promoted_when_trained, gate_reasons, labelled_rows, validation_from,
+                    validation_to, training_run_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb,
+                       %s, %s::jsonb, %s, %s, %s, %s)
+               RETURNING id""",
+            (new.strategy_id, new.version, new.path, new.sha256, new.manifest_sha256,
+             new.model_type, new.feature_version, to_json(list(new.feature_names)),
+             to_json(dict(new.label_mapping)), to_json(dict(new.training_config)),
+             to_json(dict(new.metrics)), new.promoted_when_trained,
+             to_json(list(new.gate_reasons)), new.labelled_rows, new.validation_from,
+             new.validation_to, new.training_run_id))
+        return cur.fetchone()[0]
+
+
+def record_quality_metrics(conn, model_version_id: int, figures: Mapping[str, float],
+                           window: str, sample_count: int | None) -> int:
+    """One `msd.quality_metrics` row per figure (baselines under their `majority.`/`naive.`
+    prefixes); returns the number of rows."""
+    rows = [(model_version_id, name, float(value), window, sample_count)
+            for name, value in sorted(figures.items())]
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO msd.quality_metrics (model_version_id, metric_name, value,
+                                                 evaluation_window, sample_count)
+               VALUES (%s, %s, %s, %s, %s)""", rows)
+    return len(rows)
+
+
+def list_versions(conn, strategy_id: str, *, with_quality: bool = True) -> list[VersionInfo]:
+    """Every version of the strategy, oldest first, with its quality metrics."""
+    with conn.cursor() as cur:
+        cur.execute(f"{_SELECT} WHERE strategy_id = %s ORDER BY version", (strategy_id,))
+        versions = [VersionInfo(*row) for row in cur.fetchall()]
+    if not with_quality or not versions:
+        return versions
+    quality = _quality_of(conn, [v.id for v in versions])
+    return [_with_quality(v, quality.get(v.id, {})) for v in versions]
+
+
+def get_version(conn, strategy_id: str, version: int) -> VersionInfo | None:
+    with conn.cursor() as cur:
+        cur.execute(f"{_SELECT} WHERE strategy_id = %s AND version = %s", (strategy_id, version))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    info = VersionInfo(*row)
+    return _with_quality(info, _quality_of(conn, [info.id]).get(info.id, {}))
+
+
+def get_active(conn, strategy_id: str) -> VersionInfo | None:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT version FROM msd.model_versions"
+                    f" WHERE strategy_id = %s AND is_active", (strategy_id,))
+        row = cur.fetchone()
+    return get_version(conn, strategy_id, row[0]) if row else None
+
+
+def latest_version(conn, strategy_id: str) -> VersionInfo | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(version) FROM msd.model_versions WHERE strategy_id = %s",
+                    (strategy_id,))
+        number = cur.fetchone()[0]
+    return None if number is None else get_version(conn, strategy_id, number)
+
+
+def last_good(conn, strategy_id: str) -> int | None:
+    """The newest version that was good enough to serve (promoted when trained, or active at
+    some time), is not active now and still has its files: the version a rollback would
+    return to, which retention must therefore keep."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT max(version) FROM msd.model_versions
+                        WHERE strategy_id = %s AND NOT is_active AND files_pruned_at IS NULL
+                          AND (promoted_when_trained OR activated_at IS NOT NULL)""",
+                    (strategy_id,))
+        return cur.fetchone()[0]
+
+
+def current_mode(conn, strategy_id: str) -> str:
+    """The strategy's mode per the audit trail: a strategy never switched is warming up."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT to_mode FROM msd.mode_transitions WHERE strategy_id = %s
+                        ORDER BY at DESC, id DESC LIMIT 1""", (strategy_id,))
+        row = cur.fetchone()
+    return row[0] if row else "warmup"
+
+
+def record_mode_transition(conn, strategy_id: str, from_mode: str | None, to_mode: str,
+                           reason: str, *, event: str = "mode_change",
+                           parameters: Mapping[str, Any] | None = None,
+                           model_version: int | None = None) -> int:
+    if to_mode not in MODES or (from_mode is not None and from_mode not in MODES):
+        raise ValueError(f"mode: {from_mode!r} -> {to_mode!r} is invalid; expected {MODES}")
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO msd.mode_transitions (strategy_id, from_mode, to_mode, reason,
+                                                  parameters, model_version, event)
+               VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) RETURNING id""",
+            (strategy_id, from_mode, to_mode, reason,
+             to_json(dict(parameters)) if parameters is not None else None, model_version, event))
+        return cur.fetchone()[0]
+
+
+def activate(conn, strategy_id: str, version: int, *, reason: str,
+             evidence: Mapping[str, Any], event: str = "activation") -> int:
+    """Make `version` the strategy's only active version and audit it; returns the transition
+    id. `evidence` (the metrics and checks that justified it) goes into the audit row."""
+    lock_strategy(conn, strategy_id)
+    target = get_version(conn, strategy_id, version)
+    if target is None:
+        raise VersionError(f"version: v{version} of {strategy_id!r} does not exist")
+    if target.files_pruned_at is not None:
+        raise VersionError(f"version: v{version} of {strategy_id!r} has no files (pruned at "
+                           f"{target.files_pruned_at.isoformat()}); it cannot be activated")
+    previous = get_active(conn, strategy_id)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE msd.model_versions SET is_active = false"
+                    " WHERE strategy_id = %s AND is_active", (strategy_id,))
+        cur.execute("UPDATE msd.model_versions SET is_active = true, activated_at = now()"
+                    " WHERE strategy_id = %s AND version = %s", (strategy_id, version))
+    parameters = {**evidence, "previous_version": previous.version if previous else None}
+    return record_mode_transition(conn, strategy_id, current_mode(conn, strategy_id), "model",
+                                  reason, event=event, parameters=parameters,
+                                  model_version=version)
+
+
+def rollback(conn, strategy_id: str, to_version: int, *, reason: str) -> int:
+    """Activate an earlier version again; its stored validation figures are the evidence."""
+    target = get_version(conn, strategy_id, to_version)
+    if target is None:
+        raise VersionError(f"to_version: v{to_version} of {strategy_id!r} does not exist")
+    evidence = {"metrics": dict(target.quality.get("validation", {})),
+                "promoted_when_trained": target.promoted_when_trained}
+    return activate(conn, strategy_id, to_version, reason=reason, evidence=evidence,
+                    event="rollback")
+
+
+def deactivate(conn, strategy_id: str, *, reason: str,
+               evidence: Mapping[str, Any] | None = None) -> int | None:
+    """No active version any more: the strategy falls back to warm-up. None if none was."""
+    lock_strategy(conn, strategy_id)
+    previous = get_active(conn, strategy_id)
+    if previous is None:
+        return None
+    with conn.cursor() as cur:
+        cur.execute("UPDATE msd.model_versions SET is_active = false"
+                    " WHERE strategy_id = %s AND is_active", (strategy_id,))
+    return record_mode_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup",
+                                  reason, event="deactivation",
+                                  parameters={**(evidence or {}),
+                                              "previous_version": previous.version},
+                                  model_version=previous.version)
+
+
+def compare(conn, strategy_id: str, a: int, b: int, window: str = "validation") -> dict:
+    """Figures of two versions side by side with b - a per metric both have."""
+    first, second = get_version(conn, strategy_id, a), get_version(conn, strategy_id, b)
+    for number, info in ((a, first), (b, second)):
+        if info is None:
+            raise VersionError(f"version: v{number} of {strategy_id!r} does not exist")
+    figures_a, figures_b = first.quality.get(window, {}), second.quality.get(window, {})
+    return {"strategy_id": strategy_id, "window": window,
+            "a": {"version": a, "metrics": dict(figures_a), "is_active": first.is_active},
+            "b": {"version": b, "metrics": dict(figures_b), "is_active": second.is_active},
+            "difference": {name: figures_b[name] - figures_a[name]
+                           for name in sorted(set(figures_a) & set(figures_b))}}
+
+
+def mark_files_pruned(conn, strategy_id: str, versions: Iterable[int]) -> int:
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.model_versions SET files_pruned_at = now()
+                        WHERE strategy_id = %s AND version = ANY(%s)
+                          AND files_pruned_at IS NULL""", (strategy_id, list(versions)))
+        return cur.rowcount
+
+
+def record_training_outcome(conn, strategy_id: str, outcome: str, reason: str, *,
+                            request_id: str | None = None, model_version: int | None = None,
+                            detail: Mapping[str, Any] | None = None,
+                            training_run_id: int | None = None) -> int:
+    """Audit one strategy's training attempt: 'trained' or 'skipped' (with why)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO msd.training_outcomes (training_run_id, request_id, strategy_id,
+                                                   outcome, reason, model_version, detail)
+               VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id""",
+            (training_run_id, request_id, strategy_id, outcome, reason, model_version,
+             to_json(dict(detail or {}))))
+        return cur.fetchone()[0]
+
+
+def training_outcomes(conn, strategy_id: str) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute("""SELECT id, training_run_id, request_id, outcome, reason, model_version,
+                              detail, at
+                         FROM msd.training_outcomes WHERE strategy_id = %s ORDER BY id""",
+                    (strategy_id,))
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def _quality_of(conn, version_ids: list[int]) -> dict[int, dict[str, dict[str, float]]]:
+    """Latest value per (version, window, metric)."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT DISTINCT ON (model_version_id, evaluation_window, metric_name)
+                              model_version_id, evaluation_window, metric_name, value
+                         FROM msd.quality_metrics WHERE model_version_id = ANY(%s)
+                        ORDER BY model_version_id, evaluation_window, metric_name,
+                                 evaluated_at DESC, id DESC""", (version_ids,))
+        result: dict[int, dict[str, dict[str, float]]] = {}
+        for version_id, window, name, value in cur.fetchall():
+            result.setdefault(version_id, {}).setdefault(window, {})[name] = value
+    return result
+
+
+def _with_quality(info: VersionInfo, quality: Mapping[str, Mapping[str, float]]) -> VersionInfo:
+    return VersionInfo(**{**{name: getattr(info, name) for name in _COLUMNS},
+                          "quality": quality})
