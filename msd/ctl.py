@@ -78,9 +78,11 @@ def render_status(result: dict[str, Any]) -> str:
         lines.append(f"CONFIG ERROR (running config kept): {d['config_error']['message']}")
     lines.append(f"{'ROLE':<10} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HEARTBEAT':>9}  DETAIL")
     for name, r in result["roles"].items():
-        detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items()) if k != "degraded")
+        detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items())
+                           if k not in ("degraded", "strategies", "assets"))
         lines.append(f"{name:<10} {r['state']:<9} {r['pid'] or '-':>7} {_age(r['uptime_s']):>9} "
                      f"{r['restarts']:>8} {_age(r['heartbeat_age_s']):>9}  {detail}")
+    lines += _strategy_lines(result["roles"].get("signaller", {}).get("status", {}))
     for problem in d["problems"]:
         lines.append(f"problem: {problem}")
     t = result["trainer"]
@@ -90,6 +92,22 @@ def render_status(result: dict[str, Any]) -> str:
     for run in t["recent"][:5]:
         lines.append(f"  request {run['request_id']}: {run['outcome']} ({run['reason']})")
     return "\n".join(lines)
+
+
+def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
+    strategies = signaller.get("strategies") or {}
+    if not strategies:
+        return []
+    lines = [f"{'STRATEGY':<20} {'MODE':<7} {'SENT':>6} {'THROTTLED':>9} {'SUPPRESSED':>10}  LAST SIGNAL / DROPPED"]
+    for sid, s in sorted(strategies.items()):
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(s["dropped"].items()))
+        last = s["last_signal_at"] or "never"
+        lines.append(f"{sid:<20} {s['mode']:<7} {s['sent']:>6} {s['throttled']:>9} {s['suppressed']:>10}  "
+                     f"{last}{'; ' + dropped if dropped else ''}{'; DEGRADED: ' + s['degraded'] if s['degraded'] else ''}")
+    assets = signaller.get("assets") or {}
+    if assets:
+        lines.append("market: " + ", ".join(f"{a} {v}" for a, v in sorted(assets.items())))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

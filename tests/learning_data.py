@@ -53,8 +53,9 @@ def snapshot_of(row: np.ndarray, price: float) -> dict:
 
 def synthetic(n: int, *, strength: float, drift: float = 0.0, seed: int = 0,
               strategy: str = "momentum_v1", asset: str = "BTCUSDT", start: datetime = START,
-              shuffle_outcomes: bool = False, order_prefix: str = "o") -> Synthetic:
+              shuffle_outcomes: bool = False, order_prefix: str | None = None) -> Synthetic:
     """`n` decisions a minute apart from `start`, each filled once, with its horizon's bar."""
+    order_prefix = order_prefix or f"o{seed}-{int(start.timestamp())}"
     data = make_dataset(n, strength=strength, drift=drift, seed=seed,
                         start=start.timestamp(), step=60.0)
     rng = np.random.default_rng(seed + 1)

@@ -2,9 +2,11 @@
 
 Used by the signaller and the exit role. While the broker is down, signals stay pending in
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
-previous run left pending. A signal is marked sent only after the broker confirmed it. If the
-database fails between the confirm and that mark, the signal is sent again later: order-manager
-treats a repeated `signal_id` as a duplicate, so the loss-free direction is the one we keep.
+previous run left pending. A signal is marked sent only after the broker confirmed it; the
+marks of one loop turn are written together (`commit_marks`), off the signal's latency path,
+and always before pending rows are read again. If msd dies between a confirm and its mark, the
+signal is sent again after the restart: order-manager treats a repeated `signal_id` as a
+duplicate, so the loss-free direction is the one we keep.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Outbox:
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
         self.published = 0
+        self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
 
     def submit(self, signal: TradingSignal, mode: str) -> Submitted:
         """Record `signal` durably and publish it (after any older pending ones)."""
@@ -60,9 +63,24 @@ class Outbox:
             return Submitted(True, not self.backlog)
         return Submitted(True, self._publish(signal.signal_id, signal.strategy_id, body, headers["trace_id"]))
 
+    def commit_marks(self) -> bool:
+        """Mark the signals confirmed since the last call as sent; False while that cannot be done."""
+        if not self.unmarked:
+            return True
+        try:
+            with self.db.transaction() as conn:
+                mark_sent(conn, self.unmarked)
+        except DatabaseUnavailable as exc:
+            log.warning("%d published signals not marked sent yet: %s", len(self.unmarked), exc)
+            return False
+        self.unmarked = []
+        return True
+
     def flush(self) -> int:
         """Publish pending signals oldest first; stops at the first failure. Returns how many went."""
         sent = 0
+        if not self.commit_marks():     # unmarked rows would read as pending and go out twice
+            return sent
         try:
             while True:
                 with self.db.transaction() as conn:
@@ -71,6 +89,8 @@ class Outbox:
                     if not self._publish(item.signal_id, item.strategy_id, item.body, item.trace_id):
                         return sent
                     sent += 1
+                if not self.commit_marks():
+                    return sent
                 if len(batch) < 500:
                     self.backlog = False
                     return sent
@@ -91,14 +111,8 @@ class Outbox:
             return False
         self.broker_error = None
         self.published += 1
+        self.unmarked.append(signal_id)
         metrics.SIGNALS_PUBLISHED.labels(strategy_id).inc()
-        try:
-            with self.db.transaction() as conn:
-                mark_sent(conn, signal_id)
-        except DatabaseUnavailable as exc:
-            # Published but not marked: it will go out once more later (see module docstring).
-            log.warning("signal %s published but not marked sent: %s", signal_id, exc)
-            self.backlog = True
         return True
 
     def _failed(self, signal_id: str, error: str) -> None:

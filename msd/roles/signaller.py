@@ -36,13 +36,17 @@ STATUS_EVERY_S = 1.0
 SCHEDULE_ATTEMPT_EVERY_S = 1.0   # a due-but-blocked scheduled strategy retries (and counts) once a second
 
 
-def exposure_usdt(exposure: Exposure) -> Decimal | ExposureUnknown:
-    """Net signed USDT committed on the asset (long positive), or unknown when it cannot be priced."""
-    if exposure.unpriced_open_orders or exposure.unpriced_positions:
-        return ExposureUnknown(f"{exposure.unpriced_open_orders} open orders and {exposure.unpriced_positions} "
-                               f"positions of {exposure.asset} have no price")
-    sign = Decimal(-1) if exposure.position_size < 0 else Decimal(1)
-    return sign * exposure.position_notional + exposure.open_buy_notional - exposure.open_sell_notional
+def exposure_usdt(exposure: Exposure, market_price: Decimal) -> Decimal:
+    """Net signed USDT committed on the asset (long positive).
+
+    Orders and positions without a price in the shared tables (a pending Market order has
+    none) are valued at the current market price.
+    """
+    priced_size = exposure.position_size - exposure.unpriced_position_size
+    sign = Decimal(-1) if priced_size < 0 else Decimal(1)
+    unpriced = (exposure.unpriced_position_size + exposure.unpriced_buy_quantity
+                - exposure.unpriced_sell_quantity) * market_price
+    return sign * exposure.position_notional + exposure.open_buy_notional - exposure.open_sell_notional + unpriced
 
 
 class StrategyStats:
@@ -124,11 +128,11 @@ class Signaller:
         self.dirty.add(update.asset)
         self.updates += 1
 
-    def exposure(self, asset: str, sid: str) -> Decimal | ExposureUnknown:
+    def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
             try:
                 with self.db.transaction() as conn:
-                    self.exposure_cache[asset] = exposure_usdt(read_open_exposure(conn, asset))
+                    self.exposure_cache[asset] = exposure_usdt(read_open_exposure(conn, asset), market_price)
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
@@ -166,7 +170,8 @@ class Signaller:
             return
         self.last_attempt[(params.id, asset)] = time.monotonic()
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
-        exposure = self.exposure(asset, params.id) if not isinstance(snapshot, Unavailable) else Decimal(0)
+        exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
+                    else self.exposure(asset, params.id, snapshot.price))
         result = engine.evaluate(params, runtime, self.config.signaller.limits, self.shared, snapshot,
                                  exposure, self.rngs[params.id], now)
         self.runtimes[params.id], self.shared = result.runtime, result.shared
@@ -222,6 +227,7 @@ def run(ctx: RoleContext) -> int:
             signaller.apply_config(new_config)
         drain(ctx.queues["market"], signaller.on_market, timeout=0.05)
         signaller.tick(datetime.now(timezone.utc))
+        outbox.commit_marks()
         if time.monotonic() >= next_flush:
             if outbox.backlog:
                 outbox.flush()
@@ -229,6 +235,7 @@ def run(ctx: RoleContext) -> int:
         if time.monotonic() >= next_status:
             signaller.report()
             next_status = time.monotonic() + STATUS_EVERY_S
+    outbox.commit_marks()
     publisher.close()
     db.close()
     return EXIT_OK

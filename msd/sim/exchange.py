@@ -85,6 +85,10 @@ class PaperExchange:
         self._working[str(row["id"])] = row
         log.info("accepted %s %s %s %s%s (signal %s)", signal.asset, plan.side, plan.quantity,
                  plan.order_type, f" @ {plan.price}" if plan.price else "", signal.signal_id)
+        if plan.order_type == "Market":
+            # Bybit fills a market order within milliseconds, before any later signal can
+            # cancel it; filling it at once keeps that order of events.
+            messages += self._work_order(str(row["id"]))
         return Verdict(ACK, tuple(messages))
 
     def _fallback_quantity(self, signal: Signal) -> Decimal:

@@ -51,6 +51,11 @@ class Exposure:
     position_size: Decimal          # signed base units, negative = short
     position_notional: Decimal      # |size| × (current price, else average entry price)
     unpriced_positions: int         # open positions with neither price
+    # Base quantities that have no price in the tables (e.g. a pending Market order): the
+    # caller prices them at the market, rather than treating the exposure as unknown.
+    unpriced_buy_quantity: Decimal = Decimal(0)
+    unpriced_sell_quantity: Decimal = Decimal(0)
+    unpriced_position_size: Decimal = Decimal(0)     # signed
 
     @property
     def is_flat(self) -> bool:
@@ -96,44 +101,50 @@ def verify_shared_schema(conn) -> None:
         raise SharedSchemaError(missing)
 
 
-OPEN_ORDERS_SQL = """
-SELECT count(*),
-       coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
-                FILTER (WHERE lower(side) = 'buy'), 0),
-       coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
-                FILTER (WHERE lower(side) = 'sell'), 0),
-       count(*) FILTER (WHERE coalesce(price, average_price) IS NULL)
-  FROM orders
- WHERE asset = %s AND status IN ('pending', 'partially_filled')
-"""
-
-OPEN_POSITIONS_SQL = """
-SELECT count(*),
-       coalesce(sum(size), 0),
-       coalesce(sum(abs(size) * coalesce(current_price, average_entry_price)), 0),
-       count(*) FILTER (WHERE coalesce(current_price, average_entry_price) IS NULL)
-  FROM positions
- WHERE asset = %s AND size != 0
+# One round trip: open orders and open positions of an asset, side by side (each one row).
+OPEN_EXPOSURE_SQL = """
+SELECT o.*, p.* FROM (
+  SELECT count(*),
+         coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
+                  FILTER (WHERE lower(side) = 'buy'), 0),
+         coalesce(sum((quantity - filled_quantity) * coalesce(price, average_price))
+                  FILTER (WHERE lower(side) = 'sell'), 0),
+         count(*) FILTER (WHERE coalesce(price, average_price) IS NULL),
+         coalesce(sum(quantity - filled_quantity)
+                  FILTER (WHERE coalesce(price, average_price) IS NULL AND lower(side) = 'buy'), 0),
+         coalesce(sum(quantity - filled_quantity)
+                  FILTER (WHERE coalesce(price, average_price) IS NULL AND lower(side) = 'sell'), 0)
+    FROM orders
+   WHERE asset = %(asset)s AND status IN ('pending', 'partially_filled')) AS o,
+ (SELECT count(*),
+         coalesce(sum(size), 0),
+         coalesce(sum(abs(size) * coalesce(current_price, average_entry_price)), 0),
+         count(*) FILTER (WHERE coalesce(current_price, average_entry_price) IS NULL),
+         coalesce(sum(size) FILTER (WHERE coalesce(current_price, average_entry_price) IS NULL), 0)
+    FROM positions
+   WHERE asset = %(asset)s AND size != 0) AS p
 """
 
 
 def read_open_exposure(conn, asset: str) -> Exposure:
     """Open orders and positions of `asset` from the shared tables.
 
-    Raises SharedSchemaError when they are missing or malformed; if the failure came from the
-    server (e.g. a column of the wrong type, no privilege) the caller's transaction is aborted.
+    Raises SharedSchemaError when they are missing or malformed (the schema is inspected only
+    after a failure, to name what is missing); the caller's transaction is then aborted.
     """
-    verify_shared_schema(conn)
     try:
         with conn.cursor() as cur:
-            cur.execute(OPEN_ORDERS_SQL, (asset,))
-            orders, buy_notional, sell_notional, unpriced_orders = cur.fetchone()
-            cur.execute(OPEN_POSITIONS_SQL, (asset,))
-            positions, size, position_notional, unpriced_positions = cur.fetchone()
+            cur.execute(OPEN_EXPOSURE_SQL, {"asset": asset})
+            (orders, buy_notional, sell_notional, unpriced_orders, unpriced_buy, unpriced_sell,
+             positions, size, position_notional, unpriced_positions, unpriced_size) = cur.fetchone()
     except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+        conn.rollback()
+        verify_shared_schema(conn)
         raise SharedSchemaError((), describe(exc)) from exc
     return Exposure(asset, orders, buy_notional, sell_notional, unpriced_orders,
-                    positions, size, position_notional, unpriced_positions)
+                    positions, size, position_notional, unpriced_positions,
+                    unpriced_buy_quantity=unpriced_buy, unpriced_sell_quantity=unpriced_sell,
+                    unpriced_position_size=unpriced_size)
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,11 @@ def pending_signals(conn, limit: int = 500) -> list[PendingSignal]:
                 for sid, strategy, body, trace in cur.fetchall()]
 
 
-def mark_sent(conn, signal_id: str) -> None:
+def mark_sent(conn, signal_ids: list[str]) -> None:
+    """Record that the broker confirmed these signals."""
     with conn.cursor() as cur:
         cur.execute("""UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
-                              last_error = NULL WHERE signal_id = %s""", (signal_id,))
+                              last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (signal_ids,))
 
 
 def record_failed_attempt(conn, signal_id: str, error: str) -> None:

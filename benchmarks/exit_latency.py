@@ -1,0 +1,169 @@
+"""Exit latency benchmark: position update published -> exit signal received, through the real
+broker and the daemon (consumer -> exits role -> PostgreSQL -> outbox -> broker).
+
+Starts the real daemon (own database and vhost) with `positions` rows for `--positions`
+background positions, whose updates never fire a rule, and one fresh position per exit, whose
+first update fires a stop loss. Updates are published at `--rate` per second for `--seconds`;
+every `--exit-every`-th one is an exit. Prints the latency percentiles of the exits (publish ->
+signal delivered to this process, one clock) and the sustained rate at which the exits role
+evaluated updates (from `msd_exit_evaluations_total`, polled every 20 ms).
+Usage: python benchmarks/exit_latency.py [--rate 1000] [--seconds 10] [--exit-every 20] [--debounce-s 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pika
+import psycopg2
+from psycopg2.extras import execute_values
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from msd.store.neighbours import create_neighbour_tables  # noqa: E402
+from tests.fixtures.pg import create_database, drop_database  # noqa: E402
+from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost  # noqa: E402
+from tests.integration.daemon import Daemon, base_config, wait_for  # noqa: E402
+from tests.integration.exit_helpers import POSITIONS_QUEUE, SIGNALS_QUEUE, position_update  # noqa: E402
+
+EVALUATIONS = re.compile(r'^msd_exit_evaluations_total\{trigger="event"\} ([0-9.e+]+)$', re.M)
+
+
+def insert_positions(dsn: str, prefix: str, count: int, current: str) -> list[tuple[str, str]]:
+    """`count` open longs entered at 100 and marked at `current`; returns (position id, asset)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = [(str(uuid.uuid4()), f"{prefix}{i:06d}USDT", "1.00000000", "100", current, now, now) for i in range(count)]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        execute_values(cur, "INSERT INTO positions (id, asset, size, average_entry_price, current_price,"
+                            " last_updated, created_at) VALUES %s", rows)
+    return [(pid, asset) for pid, asset, *_ in rows]
+
+
+class SignalTimes(threading.Thread):
+    """Records when each exit signal (by position id) reaches this process."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.times, self.stop = url, {}, threading.Event()
+
+    def run(self) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(self.url))
+        channel = conn.channel()
+        channel.queue_declare(SIGNALS_QUEUE, durable=True)
+
+        def on_message(ch, method, _props, body):
+            self.times.setdefault(json.loads(body)["metadata"]["position_id"], time.time())
+            ch.basic_ack(method.delivery_tag)
+
+        channel.basic_consume(SIGNALS_QUEUE, on_message)
+        while not self.stop.is_set():
+            conn.process_data_events(time_limit=0.05)
+        conn.close()
+
+
+def evaluations(port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    match = EVALUATIONS.search(body)
+    return float(match.group(1)) if match else 0.0
+
+
+def publish_paced(url: str, rate: float, seconds: float, background, exits, exit_every: int) -> dict[str, float]:
+    """Publish evenly spaced updates; returns position id -> publish time of each exit's update."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    channel = conn.channel()
+    sent: dict[str, float] = {}
+    exits = iter(exits)
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        while (lag := due - time.perf_counter()) > 0:
+            time.sleep(min(lag, 0.0005))
+        pid, asset = next(exits) if i % exit_every == 0 else background[i % len(background)]
+        body = position_update(pid, asset, "1.00000000")
+        if i % exit_every == 0:
+            sent[pid] = time.time()
+        channel.basic_publish("", POSITIONS_QUEUE, body, pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    return sent
+
+
+def settled_at(port: int, target: float, timeout: float) -> float:
+    """Wall time at which the exits role had evaluated `target` updates in total."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if evaluations(port) >= target:
+            return time.time()
+        time.sleep(0.02)
+    raise AssertionError(f"exits role did not evaluate {target:.0f} updates within {timeout}s")
+
+
+def run(args, dsn: str, vhost: str, tmp: Path) -> None:
+    with psycopg2.connect(dsn) as conn:
+        create_neighbour_tables(conn)
+    total = int(args.rate * args.seconds)
+    background = insert_positions(dsn, "B", args.positions, "100")
+    exits = insert_positions(dsn, "X", total // args.exit_every + 2, "97")
+    exits_cfg = {"debounce_s": args.debounce_s, "debounce_max_delay_s": max(args.debounce_s, 0.25),
+                 "fallback_after_s": 3600, "asset_rate": {"rate_per_s": 10, "burst": 10},
+                 "rules": {"stop_loss_pct": 2, "cooldown_seconds": 60}}
+    daemon = Daemon(tmp, base_config(tmp, dsn, amqp_url(vhost), logging={"level": "WARNING"}, exits=exits_cfg))
+    try:
+        daemon.start()
+        daemon.wait_running("exits")
+        port = daemon.config["metrics"]["port"]
+        receiver = SignalTimes(amqp_url(vhost))
+        receiver.start()
+        warm = publish_paced(amqp_url(vhost), 200, 1, background, exits[-2:], 100)
+        wait_for(lambda: all(pid in receiver.times for pid in warm), 30, what="warm-up exits")
+        before = evaluations(port)
+        print(f"machine: {len(os.sched_getaffinity(0))} cores; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+              f"{args.rate:.0f} updates/s for {args.seconds:.0f}s, 1 in {args.exit_every} fires an exit; "
+              f"debounce_s {args.debounce_s}")
+        started = time.time()
+        sent = publish_paced(amqp_url(vhost), args.rate, args.seconds, background, exits[:-2], args.exit_every)
+        published = time.time()
+        done = settled_at(port, before + total, 120)
+        wait_for(lambda: all(pid in receiver.times for pid in sent), 60, what="all exit signals")
+        receiver.stop.set()
+        latency = np.array([(receiver.times[p] - sent[p]) * 1000 for p in sent])
+        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+        print(f"published {total} updates in {published - started:.2f}s; evaluated all {done - started:.2f}s after "
+              f"the first: sustained {total / (done - started):,.0f} updates/s")
+        print(f"{len(latency)} exits: update published -> exit signal received p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+              f"p99 {p99:.1f} ms, max {latency.max():.1f} ms")
+    finally:
+        daemon.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=1000.0, help="position updates per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--exit-every", type=int, default=20, help="every n-th update fires an exit")
+    parser.add_argument("--positions", type=int, default=200, help="background positions (never exit)")
+    parser.add_argument("--debounce-s", type=float, default=0.0)
+    args = parser.parse_args()
+    dsn, vhost = create_database("msd_bench"), create_vhost("msd_bench")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(args, dsn, vhost, Path(tmp))
+    finally:
+        drop_database(dsn)
+        delete_vhost(vhost)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

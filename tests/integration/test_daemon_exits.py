@@ -1,0 +1,214 @@
+"""The exit engine end to end: real broker, real database, the daemon as a subprocess.
+
+Position updates go in exactly as position-manager publishes them (CONTRACTS §3), prices come
+from the shared `positions` table and ws-gateway tickers, and exit signals are read off the
+signals queue and checked by the test suite's own reading of order-manager's rules (§1.2).
+"""
+import os
+import signal
+import urllib.request
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pika
+import psycopg2
+import pytest
+import yaml
+
+from msd.store.neighbours import create_neighbour_tables
+from tests.fixtures.pg import create_database, drop_database
+from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
+from tests.integration.daemon import Daemon, base_config, wait_for
+from tests.integration.exit_helpers import (
+    POSITIONS_QUEUE, SignalReader, execute, mark_price, open_position, position_update, publish, stored_state,
+    utc_now,
+)
+from tests.integration.market_feed import ticker_event
+
+pytestmark = pytest.mark.integration
+
+EXITS = {
+    "fallback_after_s": 3600, "poll_interval_s": 0.2, "debounce_s": 0.3, "debounce_max_delay_s": 1.0,
+    "asset_rate": {"rate_per_s": 1, "burst": 3},
+    "rules": {"stop_loss_pct": 2, "take_profit": {"pct": 50}, "cooldown_seconds": 60,
+              "trailing": {"activation_pct": 1.5, "distance_pct": 0.8}},
+}
+
+
+@pytest.fixture(scope="module")
+def resources():
+    dsn, vhost = create_database(), create_vhost()
+    with psycopg2.connect(dsn) as conn:
+        create_neighbour_tables(conn)
+    yield dsn, vhost
+    drop_database(dsn)
+    delete_vhost(vhost)
+
+
+@pytest.fixture(scope="module")
+def daemon(resources, tmp_path_factory):
+    dsn, vhost = resources
+    tmp = tmp_path_factory.mktemp("exits")
+    d = Daemon(tmp, base_config(tmp, dsn, amqp_url(vhost), exits=EXITS))
+    d.start()
+    d.wait_running("exits")
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def channel(resources):
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(resources[1])))
+    yield conn.channel()
+    conn.close()
+
+
+@pytest.fixture
+def signals(resources):
+    reader = SignalReader(amqp_url(resources[1]))
+    yield reader
+    reader.close()
+
+
+def one_signal(signals, position_id, what):
+    return wait_for(lambda: signals.for_position(position_id), 15, what=what)
+
+
+def exits_status(daemon):
+    return daemon.role("exits")["status"]
+
+
+def test_contract_updates_produce_closing_signals_in_usdt(daemon, resources, channel, signals):
+    dsn, _ = resources
+    long_id = open_position(dsn, "SLOSSUSDT", "2.00000000", "100", "97.00000000")
+    short_id = open_position(dsn, "TPSHORTUSDT", "-3.00000000", "100", "40.00000000")
+    # The mark in the table is older than the ticker, so the ticker's price must win.
+    market_id = open_position(dsn, "MKTUSDT", "1.50000000", "100", "100.00000000",
+                              last_updated=utc_now() - timedelta(seconds=30))
+    publish(channel, "ws-gateway.ticker", ticker_event("MKTUSDT", 97.0))
+    wait_for(lambda: exits_status(daemon).get("priced_assets", 0) >= 1, 10, what="ticker reached exits")
+    publish(channel, POSITIONS_QUEUE, position_update(long_id, "SLOSSUSDT", "2.00000000", "t-long",
+                                                      unrealized_pnl_pct=None, time_held_minutes=-3))
+    publish(channel, POSITIONS_QUEUE, position_update(short_id, "TPSHORTUSDT", "-3.00000000", "t-short",
+                                                      unrealized_pnl="0E-8", unrealized_pnl_pct="0E+8"))
+    publish(channel, POSITIONS_QUEUE, position_update(market_id, "MKTUSDT", "1.50000000"))
+
+    [(long_exit, headers)] = one_signal(signals, long_id, "stop-loss exit")
+    assert (long_exit["signal_type"], long_exit["asset"], long_exit["amount"]) == ("sell", "SLOSSUSDT", 194.0)
+    assert headers["trace_id"] == long_exit["trace_id"] == "t-long"
+    meta = long_exit["metadata"]
+    assert meta["exit_reason"] == "stop_loss" and meta["price_source"] == "positions_table"
+    assert (Decimal(meta["entry_price"]), Decimal(meta["trigger_price"]), Decimal(meta["fraction"])) == (100, 97, 1)
+    assert Decimal(meta["pnl_pct"]) == -3 and meta["rule_params"]["stop_loss_pct"] == "2"
+    assert long_exit["market_data_snapshot"]["price"] == 97.0 and long_exit["strategy_id"] == "exit-engine"
+
+    [(short_exit, _)] = one_signal(signals, short_id, "take-profit exit of the short")
+    assert (short_exit["signal_type"], short_exit["amount"]) == ("buy", 120.0)
+    assert short_exit["metadata"]["exit_reason"] == "take_profit"
+    assert short_exit["metadata"]["position_side"] == "short"
+
+    [(market_exit, _)] = one_signal(signals, market_id, "exit priced by the ticker")
+    assert market_exit["metadata"]["price_source"] == "market_last_price"
+    assert (market_exit["amount"], Decimal(market_exit["metadata"]["trigger_price"])) == (145.5, 97)
+    modes = execute(dsn, "SELECT DISTINCT mode FROM msd.signals WHERE strategy_id = 'exit-engine'")
+    assert modes == [("exit",)]
+
+
+def test_burst_of_20_updates_is_decided_on_the_latest_and_respects_the_cooldown(daemon, resources, channel,
+                                                                                 signals):
+    dsn, _ = resources
+    pid = open_position(dsn, "BURSTUSDT", "20.00000000", "100", "97.00000000")
+    for size in range(1, 21):
+        publish(channel, POSITIONS_QUEUE, position_update(pid, "BURSTUSDT", f"{size}.00000000", f"t-burst-{size}"))
+    [(exit_signal, _)] = one_signal(signals, pid, "one exit for the burst")
+    # 20 x 97: the newest update's size, never an older one of the burst.
+    assert (exit_signal["amount"], exit_signal["trace_id"]) == (1940.0, "t-burst-20")
+    held_before = exits_status(daemon).get("exits_suppressed", {}).get("cooldown", 0)
+    for size in range(1, 6):
+        publish(channel, POSITIONS_QUEUE, position_update(pid, "BURSTUSDT", f"{size}.00000000"))
+    wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("cooldown", 0) > held_before, 15,
+             what="the later updates held back by the cooldown")
+    assert len(signals.for_position(pid)) == 1
+
+
+def test_trailing_peak_survives_killing_the_exits_role(daemon, resources, channel, signals):
+    dsn, _ = resources
+    pid = open_position(dsn, "TRAILUSDT", "1.00000000", "100", "110.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "TRAILUSDT", "1.00000000"))
+    wait_for(lambda: (stored_state(dsn, pid) or {}).get("extreme_price") == "110.00000000", 15,
+             what="peak 110 stored")
+    before = daemon.role("exits")
+    os.kill(before["pid"], signal.SIGKILL)
+    daemon.wait_running("exits", timeout=30, other_than_pid=before["pid"])
+    # 109 is below the trailing stop under the 110 peak (109.12) but far above one under a
+    # peak rebuilt from the entry price: only the restored peak fires.
+    mark_price(dsn, "TRAILUSDT", "109.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "TRAILUSDT", "1.00000000"))
+    [(exit_signal, _)] = one_signal(signals, pid, "trailing stop after the restart")
+    meta = exit_signal["metadata"]
+    assert meta["exit_reason"] == "trailing_stop" and Decimal(meta["rule_params"]["extreme_price"]) == 110
+    assert exit_signal["signal_type"] == "sell" and exit_signal["amount"] == 109.0
+
+
+def test_new_position_on_an_asset_whose_old_one_closed_does_not_inherit_its_peak(daemon, resources, channel,
+                                                                                 signals):
+    dsn, _ = resources
+    pid = open_position(dsn, "REOPENUSDT", "1.00000000", "100", "110.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "REOPENUSDT", "1.00000000"))
+    wait_for(lambda: (stored_state(dsn, pid) or {}).get("extreme_price") == "110.00000000", 15, what="old peak")
+    mark_price(dsn, "REOPENUSDT", "110.00000000", size="0E-8")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "REOPENUSDT", "0E-8"))
+    wait_for(lambda: stored_state(dsn, pid) is None, 15, what="state dropped on close")
+    # position-manager keeps one row per asset and mode: the new position reuses the id.
+    open_position(dsn, "REOPENUSDT", "1.00000000", "100", "109.00000000", position_id=pid,
+                  created_at=utc_now())
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "REOPENUSDT", "1.00000000"))
+    # A later stop loss on another asset is decided after the reopened position was evaluated.
+    barrier = open_position(dsn, "BARRIERUSDT", "1.00000000", "100", "90.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(barrier, "BARRIERUSDT", "1.00000000"))
+    one_signal(signals, barrier, "barrier exit")
+    assert (stored_state(dsn, pid) or {}).get("extreme_price") == "109.00000000"
+    assert signals.for_position(pid) == []
+
+
+def test_invalid_or_incomplete_updates_are_logged_counted_and_skipped(daemon, resources, channel, signals):
+    dsn, _ = resources
+    no_entry = open_position(dsn, "NOENTRYUSDT", "1.00000000", None, "50.00000000")
+    valid = open_position(dsn, "VALIDUSDT", "1.00000000", "100", "95.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(str(uuid.uuid4()), "GHOSTUSDT", "1.00000000", "t-ghost"))
+    publish(channel, POSITIONS_QUEUE, position_update(no_entry, "NOENTRYUSDT", "1.00000000", "t-no-entry"))
+    publish(channel, POSITIONS_QUEUE, position_update(valid, "VALIDUSDT", "1.00000000"))
+    one_signal(signals, valid, "the valid position's exit")
+    skipped = wait_for(lambda: [r for r in daemon.log_records()
+                                if r.get("message", "").startswith("position not evaluated")
+                                and r.get("trace_id") in ("t-ghost", "t-no-entry")], 10, what="skip log lines")
+    reasons = {r["trace_id"]: r["reason"] for r in skipped}
+    assert reasons == {"t-ghost": "position_not_in_table", "t-no-entry": "incomplete_position"}
+    assert {"position_id", "asset", "size", "update_source", "event_timestamp"} <= set(skipped[0])
+    counted = wait_for(lambda: (lambda c: c if {"position_not_in_table", "incomplete_position"} <= set(c) else None)(
+        exits_status(daemon).get("invalid_updates", {})), 10, what="skips counted in status")
+    assert min(counted.values()) >= 1 and exits_status(daemon)["evaluation_errors"] == 0
+
+
+def test_fallback_polls_the_positions_table_and_returns_to_events(daemon, resources, channel, signals):
+    dsn, _ = resources
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["exits"] = {**EXITS, "fallback_after_s": 0.5, "poll_interval_s": 0.3}
+    daemon.write_config(config)
+    assert daemon.ctl("reload")[0] == 0
+    wait_for(lambda: exits_status(daemon).get("mode") == "fallback", 15, what="fallback mode")
+    port = daemon.config["metrics"]["port"]
+    wait_for(lambda: "msd_exits_fallback 1.0" in urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode(), 10, what="fallback metric")
+    # No update is ever published for this position: only the poll can find it.
+    pid = open_position(dsn, "POLLEDUSDT", "4.00000000", "100", "97.50000000")
+    [(exit_signal, _)] = one_signal(signals, pid, "exit from the poll")
+    assert exit_signal["metadata"]["trigger"] == "poll" and exit_signal["amount"] == 390.0
+    # Back to a long quiet period first, so the switch back is not undone before it is seen.
+    config["exits"] = EXITS
+    daemon.write_config(config)
+    assert daemon.ctl("reload")[0] == 0
+    other = open_position(dsn, "BACKUSDT", "1.00000000", "100", "100.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(other, "BACKUSDT", "1.00000000"))
+    wait_for(lambda: exits_status(daemon).get("mode") == "event", 10, what="back to event mode")

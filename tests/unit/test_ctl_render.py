@@ -1,0 +1,30 @@
+"""msd-ctl's human table, from a status reply as the daemon sends it."""
+from msd.ctl import render_status
+
+STATUS = {
+    "daemon": {"pid": 7, "uptime_s": 3.2, "state": "ready", "config_file": "/etc/msd.yaml",
+               "config_loaded_at": 1_700_000_000.0, "config_error": None, "healthy": False,
+               "problems": ["signaller: strategy capped degraded: exposure unknown"]},
+    "roles": {"consumer": {"state": "RUNNING", "pid": 8, "uptime_s": 3.0, "restarts": 1, "heartbeat_age_s": 0.1,
+                           "last_exit": None, "status": {"consumed": 5, "degraded": {}}},
+              "signaller": {"state": "RUNNING", "pid": 9, "uptime_s": 3.0, "restarts": 0, "heartbeat_age_s": 0.2,
+                            "last_exit": None, "status": {
+                                "assets": {"BTCUSDT": "95000 (0.1s)", "XRPUSDT": "stale"},
+                                "strategies": {"capped": {"mode": "warmup", "sent": 3, "throttled": 2, "suppressed": 1,
+                                                          "dropped": {"exposure_limit": 4, "throttled_strategy": 2},
+                                                          "last_signal_at": "2026-11-24T01:00:00+00:00",
+                                                          "degraded": "exposure unknown"}}}}},
+    "trainer": {"running": None, "pending": None, "recent": [{"request_id": 1, "outcome": "cancelled",
+                                                              "reason": "manual"}]},
+}
+
+
+def test_table_shows_roles_strategies_market_problems_and_trainer():
+    text = render_status(STATUS)
+    assert "DEGRADED" in text.splitlines()[0]
+    assert "consumer   RUNNING" in text and "consumed=5" in text
+    line = next(l for l in text.splitlines() if l.startswith("capped"))
+    assert "warmup" in line and "exposure_limit 4" in line and "DEGRADED: exposure unknown" in line
+    assert "market: BTCUSDT 95000 (0.1s), XRPUSDT stale" in text
+    assert "problem: signaller: strategy capped degraded" in text
+    assert "request 1: cancelled (manual)" in text
