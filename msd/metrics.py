@@ -70,3 +70,4 @@ EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Exits a rule fired th
 EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates skipped as invalid or incomplete",
                               ["reason"])
 EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")
+EXIT_UPDATES = Counter("msd_exit_position_updates_total", "Position updates taken by the exit role")

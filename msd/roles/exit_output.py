@@ -33,6 +33,7 @@ SNAPSHOT_MAX_AGE_S = 60.0
 
 @dataclass
 class ExitStats:
+    updates: int = 0
     evaluations: int = 0
     sent: Counter = field(default_factory=Counter)         # by exit reason
     suppressed: Counter = field(default_factory=Counter)   # by pacing reason

@@ -93,6 +93,8 @@ class ExitRole:
 
     def on_update(self, update: PositionUpdate) -> None:
         self.last_update = time.monotonic()
+        self.stats.updates += 1
+        metrics.EXIT_UPDATES.inc()
         if self.mode != "event":
             self.set_mode("event", "a position update arrived")
         pid = (update.asset, update.position_id.lower())
@@ -283,7 +285,7 @@ class ExitRole:
         self.ctx.set_status(
             mode=self.mode, open_positions=len(self.open_announced), positions_tracked=len(self.engine.states),
             priced_assets=len(self.priced),
-            evaluations=s.evaluations, exits_sent=dict(s.sent), exits_suppressed=dict(s.suppressed),
+            updates=s.updates, evaluations=s.evaluations, exits_sent=dict(s.sent), exits_suppressed=dict(s.suppressed),
             exits_failed=dict(s.failed), invalid_updates=dict(s.invalid), evaluation_errors=s.errors,
             last_error=s.last_error, last_exit=s.last_exit, outbox_backlog=self.outbox.backlog, degraded=degraded)
 
@@ -303,6 +305,8 @@ def run(ctx: RoleContext) -> int:
         drain(ctx.queues["positions"], role.on_update, timeout=MAX_WAIT_S)
         drain(ctx.queues["exit_prices"], role.on_price, timeout=0)
         role.step()
+        # Confirmed exits are marked sent once per turn, after they went out (see Outbox).
+        role.outbox.commit_marks()
         if time.monotonic() >= next_flush:
             if role.outbox.backlog and role.restored:
                 role.outbox.flush()
@@ -310,6 +314,7 @@ def run(ctx: RoleContext) -> int:
         if time.monotonic() >= next_status:
             role.report()
             next_status = time.monotonic() + STATUS_EVERY_S
+    role.outbox.commit_marks()
     publisher.close()
     db.close()
     return EXIT_OK

@@ -1,0 +1,140 @@
+"""Training benchmark (SC-004: 10^6 records within 30 minutes) on the real PostgreSQL server.
+
+Inserts N labelled executions (signals with snapshots, fills, horizon bars; COPY) into a fresh
+database, then runs the training job end to end as the trainer process does, then repeats each
+stage on its own to print where the time goes: dataset (query + features), realised PnL (FIFO),
+fit and evaluation (walk-forward choice of l2 included), version write. Finally fits
+scikit-learn's LogisticRegression on the same standardised training matrix with the same
+penalty and prints the time ratio and the validation accuracy difference.
+scikit-learn is a benchmark-only dependency (benchmarks/requirements.txt), never a runtime one.
+Usage: python benchmarks/train.py [--rows 1000000] [--chunk 100000]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from msd.ml.dataset import DatasetBuilder  # noqa: E402
+from msd.ml.models import LogisticConfig, LogisticModel  # noqa: E402
+from msd.ml.training import TrainingParams, fit_and_evaluate  # noqa: E402
+from msd.roles.learning import PublishPlan, publish_version, realised_figures  # noqa: E402
+from msd.roles.trainer_jobs import train_strategies  # noqa: E402
+from msd.store.datasets import LabelWindow, RowCounts, iter_training_rows  # noqa: E402
+from msd.store.db import Database  # noqa: E402
+from msd.store.migrate import apply_migrations  # noqa: E402
+from tests import learning_data  # noqa: E402
+from tests.fixtures.pg import create_database, drop_database  # noqa: E402
+
+STRATEGY = "momentum_v1"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Stages:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, float]] = []
+
+    def timed(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.rows.append((name, time.perf_counter() - start, peak_rss_mb()))
+        print(f"  {name:<34} {self.rows[-1][1]:9.2f} s   peak RSS {self.rows[-1][2]:8.0f} MB",
+              flush=True)
+        return result
+
+
+def populate(db: Database, rows: int, chunk: int) -> None:
+    for index, offset in enumerate(range(0, rows, chunk)):
+        n = min(chunk, rows - offset)
+        data = learning_data.synthetic(n, strength=2.0, seed=index,
+                                       start=learning_data.START + timedelta(minutes=offset))
+        with db.transaction() as conn:
+            learning_data.insert(conn, data)
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("ANALYZE msd.signals; ANALYZE msd.executions; ANALYZE msd.market_bars")
+
+
+def build(db: Database, params: TrainingParams):
+    window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
+    builder, counts = DatasetBuilder(params.round_trip_fee), RowCounts()
+    with db.transaction() as conn:
+        for part in iter_training_rows(conn, STRATEGY, window):
+            builder.add(part.outcomes)
+            counts += part.counts
+    return builder.build(), counts
+
+
+def sklearn_comparison(dataset, candidate) -> None:
+    from sklearn.linear_model import LogisticRegression
+    X_train, y_train = dataset.X[candidate.train_idx], dataset.y[candidate.train_idx]
+    X_val, y_val = dataset.X[candidate.val_idx], dataset.y[candidate.val_idx]
+    mean, scale = X_train.mean(axis=0), X_train.std(axis=0)
+    scale[scale == 0] = 1.0
+    start = time.perf_counter()
+    ours = LogisticModel(LogisticConfig(l2=candidate.l2)).fit(X_train, y_train)
+    ours_s = time.perf_counter() - start
+    # Same objective: summed log-loss + l2/2 |w|^2 on standardised features <=> C = 1 / l2.
+    start = time.perf_counter()
+    theirs = LogisticRegression(C=1.0 / candidate.l2, max_iter=1000, tol=1e-8)
+    theirs.fit((X_train - mean) / scale, y_train)
+    theirs_s = time.perf_counter() - start
+    ours_acc = float(np.mean(ours.predict(X_val) == y_val))
+    theirs_acc = float(np.mean(theirs.predict((X_val - mean) / scale) == y_val))
+    print(f"\nfit on {len(y_train):,} rows x {X_train.shape[1]} features (l2={candidate.l2:g}):")
+    print(f"  msd LogisticModel          {ours_s:8.2f} s   validation accuracy {ours_acc:.5f}")
+    print(f"  sklearn LogisticRegression {theirs_s:8.2f} s   validation accuracy {theirs_acc:.5f}")
+    print(f"  time ratio msd/sklearn {ours_s / theirs_s:.2f}; accuracy difference "
+          f"{ours_acc - theirs_acc:+.5f}; max |coef diff| "
+          f"{np.max(np.abs(ours.coef - theirs.coef_[0])):.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=100_000)
+    args = parser.parse_args()
+    dsn = create_database("msd_bench")
+    models_dir = tempfile.mkdtemp(prefix="msd-bench-models-")
+    params = learning_data.params(models_dir=models_dir, min_new_rows=1)
+    try:
+        apply_migrations(dsn)
+        db = Database(dsn)
+        stages = Stages()
+        print(f"{args.rows:,} labelled executions; models in {models_dir}")
+        stages.timed("insert (COPY, not training)", populate, db, args.rows, args.chunk)
+        ctx = SimpleNamespace(config=None, beat=lambda: None)
+        summary = stages.timed("training job end to end", train_strategies, ctx, db,
+                               {"id": "bench", "params": params})
+        job = summary["strategies"][STRATEGY]
+        print(f"  -> v{job['version']} promoted={job['promoted']} "
+              f"accuracy={job['metrics']['accuracy']:.4f} usable rows={job['usable_rows']:,}")
+        print("stages on their own:")
+        p = TrainingParams.from_mapping(params)
+        dataset, counts = stages.timed("dataset (query + features)", build, db, p)
+        realised = stages.timed("realised PnL (FIFO)", realised_figures, db, STRATEGY,
+                                lambda: None)
+        candidate = stages.timed("fit + evaluation (walk-forward)", fit_and_evaluate, dataset, p)
+        plan = PublishPlan(STRATEGY, candidate, dataset, None, None, None, realised,
+                           counts.as_dict(), p, "bench", None)
+        stages.timed("version write (artifact + rows)", publish_version, db, plan)
+        sklearn_comparison(dataset, candidate)
+        db.close()
+    finally:
+        drop_database(dsn)
+
+
+if __name__ == "__main__":
+    main()
