@@ -12,6 +12,7 @@ Usage: python benchmarks/train.py [--rows 1000000] [--chunk 100000]
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import sys
 import tempfile
@@ -30,7 +31,8 @@ from msd.ml.models import LogisticConfig, LogisticModel  # noqa: E402
 from msd.ml.training import TrainingParams, fit_and_evaluate  # noqa: E402
 from msd.roles.learning import PublishPlan, publish_version, realised_figures  # noqa: E402
 from msd.roles.trainer_jobs import train_strategies  # noqa: E402
-from msd.store.datasets import LabelWindow, RowCounts, iter_training_rows  # noqa: E402
+from msd.store.datasets import (LabelWindow, RowCounts, dataset_sizes,  # noqa: E402
+                                iter_training_rows)
 from msd.store.db import Database  # noqa: E402
 from msd.store.migrate import apply_migrations  # noqa: E402
 from tests import learning_data  # noqa: E402
@@ -56,7 +58,17 @@ class Stages:
         return result
 
 
-def populate(db: Database, rows: int, chunk: int) -> None:
+def populate(dsn: str, rows: int, chunk: int) -> None:
+    """In a child process, so the peak RSS printed for the stages is the training's own."""
+    child = multiprocessing.get_context("fork").Process(target=_populate, args=(dsn, rows, chunk))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"populating the database failed (exit code {child.exitcode})")
+
+
+def _populate(dsn: str, rows: int, chunk: int) -> None:
+    db = Database(dsn)
     for index, offset in enumerate(range(0, rows, chunk)):
         n = min(chunk, rows - offset)
         data = learning_data.synthetic(n, strength=2.0, seed=index,
@@ -114,7 +126,7 @@ def main() -> None:
         db = Database(dsn)
         stages = Stages()
         print(f"{args.rows:,} labelled executions; models in {models_dir}")
-        stages.timed("insert (COPY, not training)", populate, db, args.rows, args.chunk)
+        stages.timed("insert (COPY, child process)", populate, dsn, args.rows, args.chunk)
         ctx = SimpleNamespace(config=None, beat=lambda: None)
         summary = stages.timed("training job end to end", train_strategies, ctx, db,
                                {"id": "bench", "params": params})
@@ -123,6 +135,9 @@ def main() -> None:
               f"accuracy={job['metrics']['accuracy']:.4f} usable rows={job['usable_rows']:,}")
         print("stages on their own:")
         p = TrainingParams.from_mapping(params)
+        window = LabelWindow(p.horizon_s, p.max_bar_lag_s)
+        with db.transaction() as conn:
+            stages.timed("dataset_sizes (msd-ctl status)", dataset_sizes, conn, window)
         dataset, counts = stages.timed("dataset (query + features)", build, db, p)
         realised = stages.timed("realised PnL (FIFO)", realised_figures, db, STRATEGY,
                                 lambda: None)
