@@ -84,12 +84,22 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class SubscriptionsConfig:
+    """Optional: ask ws-gateway's REST API to stream the strategies' assets (FR-026)."""
+    url: str | None                 # e.g. http://ws-gateway:4400; None = do not subscribe
+    requesting_service: str
+    retry_s: float
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class ConsumerConfig:
     queues: Mapping[str, str]       # kind -> queue name
     ws_gateway_declare: str
     prefetch: int
     batch_max: int
     batch_wait_ms: float
+    subscriptions: SubscriptionsConfig
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         database=_database(root.section("database"), env, secrets),
         rabbitmq=_rabbitmq(root.section("rabbitmq"), env, secrets),
         supervisor=_supervisor(root.section("supervisor")),
-        consumer=_consumer(root.section("consumer")),
+        consumer=_consumer(root.section("consumer"), env, secrets),
         signaller=_signaller(root.section("signaller")),
         exits=_exits(root.section("exits")),
         trainer=_trainer(root.section("trainer")),
@@ -340,7 +350,21 @@ def _supervisor(s: Section) -> SupervisorConfig:
     return cfg
 
 
-def _consumer(s: Section) -> ConsumerConfig:
+def _subscriptions(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) -> SubscriptionsConfig:
+    url = s.optional_string("url")
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError("consumer.subscriptions.url", url, "an http(s) URL of ws-gateway, or null")
+    cfg = SubscriptionsConfig(url=url, requesting_service=s.string("requesting_service", "model-service"),
+                              retry_s=s.number("retry_s", 60.0, lo=1, hi=86400),
+                              api_key=_secret(s, env, secrets, "api_key"))
+    if url is not None and not cfg.api_key:
+        raise ConfigError("consumer.subscriptions.api_key_env", None,
+                          "an environment variable (or api_key_key) holding ws-gateway's API key")
+    s.reject_unknown()
+    return cfg
+
+
+def _consumer(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) -> ConsumerConfig:
     queues = {**DEFAULT_QUEUES, **s.string_map("queues", {})}
     unknown = sorted(set(queues) - set(CONSUMER_QUEUE_KINDS))
     if unknown:
@@ -352,6 +376,7 @@ def _consumer(s: Section) -> ConsumerConfig:
         prefetch=s.integer("prefetch", 500, lo=1, hi=65535),
         batch_max=s.integer("batch_max", 200, lo=1, hi=10000),
         batch_wait_ms=s.number("batch_wait_ms", 5.0, lo=0, hi=10000),
+        subscriptions=_subscriptions(s.section("subscriptions"), env, secrets),
     )
     s.reject_unknown()
     return cfg

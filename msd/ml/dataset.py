@@ -46,13 +46,14 @@ class Outcome:
 class Dataset:
     """Rows in decision-time order. `returns` are market forward returns (not side-signed),
     as the backtest of `msd.ml.evaluation.metrics` expects; `missing` counts excluded rows by
-    the first feature that could not be computed."""
+    the first feature that could not be computed, `bad_prices` those with a price <= 0."""
     X: np.ndarray
     y: np.ndarray
     returns: np.ndarray
     timestamps: np.ndarray          # epoch seconds of the decisions
     signal_ids: tuple[str, ...]
     missing: Mapping[str, int] = field(default_factory=dict)
+    bad_prices: int = 0             # rows left out because an entry or exit price was <= 0
 
     @property
     def n(self) -> int:
@@ -85,13 +86,14 @@ class DatasetBuilder:
         self._times: list[float] = []
         self._ids: list[str] = []
         self.missing: Counter[str] = Counter()
+        self.bad_prices = 0
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
             if not (outcome.entry_price > 0 and outcome.exit_price > 0):
-                raise ValueError(f"outcome {outcome.signal_id}: prices entry="
-                                 f"{outcome.entry_price} exit={outcome.exit_price} are invalid; "
-                                 "expected > 0")
+                # One corrupt bar must not fail every future training run; it is counted.
+                self.bad_prices += 1
+                continue
             vector = features_from_snapshot(outcome.snapshot, {"decided_at": outcome.decided_at})
             if isinstance(vector, MissingFeature):
                 self.missing[vector.name] += 1
@@ -112,7 +114,7 @@ class DatasetBuilder:
         return Dataset(X=X[order], y=np.asarray(self._labels, dtype=np.int64)[order],
                        returns=np.asarray(self._returns, dtype=np.float64)[order],
                        timestamps=times[order], signal_ids=tuple(self._ids[i] for i in order),
-                       missing=dict(self.missing))
+                       missing=dict(self.missing), bad_prices=self.bad_prices)
 
 
 def build_dataset(outcomes: Iterable[Outcome], round_trip_fee: float) -> Dataset:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -18,6 +19,7 @@ from msd.bus.codecs import parse_market_event, parse_order_event, parse_position
 from msd.bus.consumer import BatchConsumer, Delivery
 from msd.bus.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec
+from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.store.db import Database
@@ -99,10 +101,10 @@ class BatchProcessor:
             self._ensure_schema()
             self._persist_or_isolate(parsed, rejected)
         except DatabaseUnavailable as exc:
-            self.ctx.set_status(degraded={"database": str(exc)})
+            self.ctx.degrade("database", str(exc))
             metrics.DEGRADED.labels("database").set(1)
             raise
-        self.ctx.set_status(degraded={})
+        self.ctx.recover("database")
         metrics.DEGRADED.labels("database").set(0)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         for item in rejected:
@@ -195,6 +197,24 @@ def destinations(message: Any) -> tuple[str, ...]:
     return ()
 
 
+def keep_subscribed(ctx: RoleContext) -> None:
+    """Subscribe the strategies' assets at ws-gateway; on failure say so and try again later."""
+    sub = ctx.config.consumer.subscriptions
+    assets = {asset for strategy in ctx.config.signaller.strategies for asset in strategy.assets}
+    while not ctx.stopping.is_set():
+        try:
+            done = subscribe_all(sub.url, sub.api_key, sub.requesting_service, assets)
+        except SubscriptionFailed as exc:
+            ctx.degrade("ws-gateway subscriptions", str(exc))
+            log.warning("ws-gateway subscription failed, retrying in %gs: %s", sub.retry_s, exc)
+            ctx.stopping.wait(sub.retry_s)
+            continue
+        ctx.recover("ws-gateway subscriptions")
+        ctx.set_status(subscriptions=len(done))
+        log.info("subscribed %d ws-gateway channels for %s", len(done), ", ".join(sorted(assets)))
+        return
+
+
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s,
@@ -204,19 +224,20 @@ def run(ctx: RoleContext) -> int:
 
     def on_state(up: bool, reason: str | None) -> None:
         metrics.DEGRADED.labels("rabbitmq").set(0 if up else 1)
-        status = ctx.status().get("degraded") or {}
         if up:
-            status.pop("rabbitmq", None)
+            ctx.recover("rabbitmq")
         else:
-            status["rabbitmq"] = reason
+            ctx.degrade("rabbitmq", reason or "unavailable")
             log.warning("consumer not consuming: %s", reason)
-        ctx.set_status(degraded=status, broker="up" if up else "down")
+        ctx.set_status(broker="up" if up else "down")
 
     consumer = BatchConsumer(cfg.rabbitmq.url, queue_specs(cfg), processor,
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,
                              max_wait_s=cfg.consumer.batch_wait_ms / 1000.0,
                              connection_name="msd-consumer", on_state=on_state, on_tick=ctx.beat)
     ctx.booted()
+    if cfg.consumer.subscriptions.url:
+        threading.Thread(target=keep_subscribed, args=(ctx,), name="subscriptions", daemon=True).start()
     consumer.run(ctx.stopping)
     db.close()
     return EXIT_OK

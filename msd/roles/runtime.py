@@ -74,6 +74,17 @@ class RoleContext:
     def status(self) -> dict[str, Any]:
         return dict(self._status)
 
+    def degrade(self, component: str, reason: str) -> None:
+        """Report one component as degraded (shown in status, /healthz and systemd STATUS)."""
+        degraded = dict(self._status.get("degraded") or {})
+        degraded[component] = reason
+        self._status["degraded"] = degraded
+
+    def recover(self, component: str) -> None:
+        degraded = dict(self._status.get("degraded") or {})
+        if degraded.pop(component, None) is not None:
+            self._status["degraded"] = degraded
+
     def poll_control(self) -> Config | None:
         """A config the supervisor sent for live application since the last call, else None.
 

@@ -92,7 +92,8 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     previous_rows = last.labelled_rows if last else 0
     new_rows = dataset.n - previous_rows
     detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
-              "missing_features": dict(dataset.missing), "new_rows": new_rows}
+              "missing_features": dict(dataset.missing), "bad_prices": dataset.bad_prices,
+              "new_rows": new_rows}
     if new_rows < run.params.min_new_rows:
         since = f"since v{last.version}" if last else "in total"
         return _skip(run, strategy, f"data drought: {new_rows} new usable labelled rows {since}; "

@@ -26,7 +26,7 @@ _ORDER_COLUMNS = ("id", "order_id", "signal_id", "asset", "side", "order_type", 
 
 # Rows whose fills a competing consumer may have taken: anything with a fill that is final or
 # still growing. Dry runs never traded; rejected orders never filled.
-_RECONCILE_SQL = f"""
+_RECONCILE_SQL = """
 SELECT o.id::text, o.order_id, o.signal_id::text, o.asset, o.side, o.order_type, o.quantity,
        o.price, o.status, o.filled_quantity, o.average_price, o.fees, o.created_at,
        o.updated_at, o.executed_at, o.is_dry_run

@@ -44,7 +44,7 @@ def save_states(conn, states: Iterable[Mapping[str, Any]]) -> int:
     return len(rows)
 
 
-def delete_states(conn, keys: Iterable[tuple[str, str, str]]) -> None:
+def delete_states(conn, keys: Iterable[tuple[str, str | None, str]]) -> None:
     """Delete rows by (asset, side, position_key); a side of None deletes every side of that position."""
     with conn.cursor() as cur:
         for asset, side, position_key in keys:

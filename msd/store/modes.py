@@ -23,12 +23,17 @@ def latest_modes(conn) -> dict[str, ModeRecord]:
 
 
 def record_transition(conn, strategy_id: str, from_mode: str | None, to_mode: str, reason: str,
-                      parameters: Mapping[str, Any] | None = None, model_version: int | None = None) -> int:
-    """Append one audited mode change (or a restatement at start-up) in the caller's transaction."""
+                      parameters: Mapping[str, Any] | None = None, model_version: int | None = None,
+                      event: str | None = None) -> int:
+    """Append one audited mode change (or a restatement at start-up) in the caller's transaction.
+
+    `event` (sql/002) says what kind of row it is: 'activation', 'rollback', 'deactivation' or
+    'mode_change'; NULL for rows that predate it.
+    """
     with conn.cursor() as cur:
         cur.execute("""INSERT INTO msd.mode_transitions (strategy_id, from_mode, to_mode, reason, parameters,
-                                                         model_version)
-                       VALUES (%s, %s, %s, %s, %s::jsonb, %s) RETURNING id""",
+                                                         model_version, event)
+                       VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) RETURNING id""",
                     (strategy_id, from_mode, to_mode, reason,
-                     to_json(dict(parameters)) if parameters is not None else None, model_version))
+                     to_json(dict(parameters)) if parameters is not None else None, model_version, event))
         return cur.fetchone()[0]

@@ -2,8 +2,9 @@
 
 Rows are never deleted (SC-006): retention removes artifact files and marks the row. Every
 activation, rollback and mode change writes a `msd.mode_transitions` row in the same
-transaction as the change it records, with the figures that justified it. All functions run
-in the caller's transaction.
+transaction as the change it records, with the figures that justified it, through
+`msd.store.modes.record_transition` (the signaller's warm-up rows go the same way). All
+functions run in the caller's transaction.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from msd.errors import MsdError
 from msd.store.jsonb import to_json
+from msd.store.modes import latest_modes, record_transition
 
 # Serialises version numbering and activation per strategy (second key: hash of the id).
 VERSION_LOCK_KEY = 0x6D7364_0003
-MODES = ("warmup", "model")
 
 
 class VersionError(MsdError):
@@ -178,27 +179,8 @@ def last_good(conn, strategy_id: str) -> int | None:
 
 def current_mode(conn, strategy_id: str) -> str:
     """The strategy's mode per the audit trail: a strategy never switched is warming up."""
-    with conn.cursor() as cur:
-        cur.execute("""SELECT to_mode FROM msd.mode_transitions WHERE strategy_id = %s
-                        ORDER BY at DESC, id DESC LIMIT 1""", (strategy_id,))
-        row = cur.fetchone()
-    return row[0] if row else "warmup"
-
-
-def record_mode_transition(conn, strategy_id: str, from_mode: str | None, to_mode: str,
-                           reason: str, *, event: str = "mode_change",
-                           parameters: Mapping[str, Any] | None = None,
-                           model_version: int | None = None) -> int:
-    if to_mode not in MODES or (from_mode is not None and from_mode not in MODES):
-        raise ValueError(f"mode: {from_mode!r} -> {to_mode!r} is invalid; expected {MODES}")
-    with conn.cursor() as cur:
-        cur.execute(
-            """INSERT INTO msd.mode_transitions (strategy_id, from_mode, to_mode, reason,
-                                                  parameters, model_version, event)
-               VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) RETURNING id""",
-            (strategy_id, from_mode, to_mode, reason,
-             to_json(dict(parameters)) if parameters is not None else None, model_version, event))
-        return cur.fetchone()[0]
+    record = latest_modes(conn).get(strategy_id)
+    return record.mode if record else "warmup"
 
 
 def activate(conn, strategy_id: str, version: int, *, reason: str,
@@ -219,9 +201,8 @@ def activate(conn, strategy_id: str, version: int, *, reason: str,
         cur.execute("UPDATE msd.model_versions SET is_active = true, activated_at = now()"
                     " WHERE strategy_id = %s AND version = %s", (strategy_id, version))
     parameters = {**evidence, "previous_version": previous.version if previous else None}
-    return record_mode_transition(conn, strategy_id, current_mode(conn, strategy_id), "model",
-                                  reason, event=event, parameters=parameters,
-                                  model_version=version)
+    return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "model", reason,
+                             parameters, version, event=event)
 
 
 def rollback(conn, strategy_id: str, to_version: int, *, reason: str) -> int:
@@ -245,11 +226,9 @@ def deactivate(conn, strategy_id: str, *, reason: str,
     with conn.cursor() as cur:
         cur.execute("UPDATE msd.model_versions SET is_active = false"
                     " WHERE strategy_id = %s AND is_active", (strategy_id,))
-    return record_mode_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup",
-                                  reason, event="deactivation",
-                                  parameters={**(evidence or {}),
-                                              "previous_version": previous.version},
-                                  model_version=previous.version)
+    return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup", reason,
+                             {**(evidence or {}), "previous_version": previous.version},
+                             previous.version, event="deactivation")
 
 
 def compare(conn, strategy_id: str, a: int, b: int, window: str = "validation") -> dict:

@@ -72,6 +72,11 @@ def test_missing_feature_rows_are_excluded_and_counted_by_name():
     assert np.isfinite(dataset.X).all()
 
 
+def test_rows_with_an_unusable_price_are_counted_not_fatal():
+    dataset = build_dataset([outcome(0), outcome(1, exit_=0.0)], 0.002)
+    assert (dataset.n, dataset.bad_prices, dataset.signal_ids) == (1, 1, ("s-0",))
+
+
 def test_rows_come_out_in_decision_time_order():
     rows = [outcome(i) for i in (5, 1, 3)]
     dataset = build_dataset(rows, 0.002)

@@ -1,0 +1,98 @@
+"""The optional ws-gateway REST subscription, against a local HTTP server that behaves like
+ws-gateway's /api/v1/subscriptions (CONTRACTS.md §4.4): X-API-Key auth, idempotent 200."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
+from tests.fixtures.pg import create_database, drop_database
+from tests.fixtures.rabbit import amqp_url
+from tests.integration.daemon import Daemon, base_config, wait_for
+
+KEY = "test-key"
+
+
+class Gateway:
+    def __init__(self):
+        self.requests, self.healthy, self.active = [], True, {}
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                gateway.requests.append((self.headers.get("X-API-Key"), body))
+                if self.headers.get("X-API-Key") != KEY:
+                    return self._reply(401, {"error": "Invalid API key", "code": "AUTHENTICATION_FAILED"})
+                if not gateway.healthy:
+                    return self._reply(500, {"detail": "database unavailable"})
+                prefix = {"ticker": "tickers", "orderbook": "orderbook.1", "trades": "publicTrade",
+                          "kline": "kline.1"}[body["channel_type"]]
+                topic = f"{prefix}.{body['symbol']}"
+                row = gateway.active.setdefault((body["requesting_service"], topic), {
+                    "id": f"sub-{len(gateway.active)}", "channel_type": body["channel_type"], "symbol": body["symbol"],
+                    "topic": topic, "requesting_service": body["requesting_service"], "is_active": True})
+                self._reply(200, row)
+
+            def _reply(self, code, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def gateway():
+    g = Gateway()
+    yield g
+    g.server.shutdown()
+
+
+def test_subscribes_every_channel_of_every_asset_idempotently(gateway):
+    first = subscribe_all(gateway.url, KEY, "model-service", ["ETHUSDT", "BTCUSDT"])
+    again = subscribe_all(gateway.url, KEY, "model-service", ["BTCUSDT", "ETHUSDT"])
+    assert [s.topic for s in first] == [s.topic for s in again]
+    assert {s.topic for s in first} == {"tickers.BTCUSDT", "orderbook.1.BTCUSDT", "publicTrade.BTCUSDT",
+                                        "kline.1.BTCUSDT", "tickers.ETHUSDT", "orderbook.1.ETHUSDT",
+                                        "publicTrade.ETHUSDT", "kline.1.ETHUSDT"}
+    assert len(gateway.active) == 8
+    assert all(key == KEY and body["requesting_service"] == "model-service" for key, body in gateway.requests)
+
+
+def test_bad_key_is_a_clear_failure(gateway):
+    with pytest.raises(SubscriptionFailed, match="HTTP 401.*AUTHENTICATION_FAILED"):
+        subscribe_all(gateway.url, "wrong", "model-service", ["BTCUSDT"])
+
+
+@pytest.mark.integration
+def test_daemon_reports_a_failing_gateway_as_degraded_and_recovers(gateway, tmp_path, fresh_vhost, monkeypatch):
+    gateway.healthy = False
+    monkeypatch.setenv("WS_GATEWAY_API_KEY", KEY)
+    dsn = create_database()
+    strategies = [{"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+                   "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}]
+    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": strategies},
+                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
+                                                  "retry_s": 1}})
+    d = Daemon(tmp_path, cfg)
+    try:
+        d.start()
+        degraded = wait_for(lambda: d.role("consumer")["status"].get("degraded", {}).get("ws-gateway subscriptions"),
+                            10, what="degraded subscriptions")
+        assert "HTTP 500" in degraded
+        assert d.role("consumer")["state"] == "RUNNING"
+        gateway.healthy = True
+        wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 4, 10, what="subscribed")
+        assert "ws-gateway subscriptions" not in d.role("consumer")["status"].get("degraded", {})
+    finally:
+        d.close()
+        drop_database(dsn)
