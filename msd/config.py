@@ -158,14 +158,14 @@ class Config:
 # Sections a running child applies without a restart (it is sent the new config instead).
 LIVE_SECTIONS: Mapping[str, frozenset[str]] = {
     "signaller": frozenset({"signaller"}),
-    "exits": frozenset({"exits"}),
+    "exits": frozenset({"exits", "signaller"}),     # exits reads signaller.signals_queue
 }
 
 # Which config sections each child reads: a change to any of them restarts that child.
 ROLE_SECTIONS: Mapping[str, frozenset[str]] = {
     "consumer": frozenset({"database", "rabbitmq", "consumer", "supervisor"}),
     "signaller": frozenset({"database", "rabbitmq", "signaller", "supervisor"}),
-    "exits": frozenset({"database", "rabbitmq", "exits", "supervisor"}),
+    "exits": frozenset({"database", "rabbitmq", "exits", "signaller", "supervisor"}),
     TRAINER: frozenset({"database", "trainer"}),
 }
 

@@ -88,6 +88,7 @@ class ExitRole:
             for pid in pending:
                 self.debouncer.offer(pid, pid, now)
         self.engine.apply_config(new)
+        self.outbox.retarget(config.signaller.signals_queue)
         self.config = new
         log.info("exits config applied live; %d position states kept", len(self.engine.states))
 
@@ -294,7 +295,7 @@ def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-exits")
     publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-exits")
-    role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue))
+    role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("exit",)))
     ctx.booted()
     next_status = next_flush = 0.0
     while not ctx.stopping.is_set():

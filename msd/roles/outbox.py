@@ -32,16 +32,24 @@ class Submitted:
 
 
 class Outbox:
-    def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str):
-        self.db, self.publisher, self.queue = db, publisher, queue
+    def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...]):
+        """`modes`: the msd.signals modes this outbox writes and is the only one to republish."""
+        self.db, self.publisher, self.queue, self.modes = db, publisher, queue, modes
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
         self.published = 0
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
 
+    def retarget(self, queue: str) -> None:
+        """Publish to another queue from now on (a live config change)."""
+        if queue != self.queue:
+            self.queue, self.queue_declared = queue, False
+
     def submit(self, signal: TradingSignal, mode: str) -> Submitted:
         """Record `signal` durably and publish it (after any older pending ones)."""
+        if mode not in self.modes:
+            raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
         try:
             body, headers = encode_signal(signal)
         except ValueError as exc:
@@ -84,7 +92,7 @@ class Outbox:
         try:
             while True:
                 with self.db.transaction() as conn:
-                    batch = pending_signals(conn)
+                    batch = pending_signals(conn, self.modes)
                 for item in batch:
                     if not self._publish(item.signal_id, item.strategy_id, item.body, item.trace_id):
                         return sent

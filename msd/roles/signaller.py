@@ -68,6 +68,7 @@ class Signaller:
         self.ctx, self.db, self.outbox = ctx, db, outbox
         self.market = MarketState()
         self.dirty: set[str] = set()
+        self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
         self.modes: dict[str, str] = {}
         self.stats: dict[str, StrategyStats] = {}
@@ -95,6 +96,7 @@ class Signaller:
                 self.rngs[sid] = random.Random(params.seed)
                 self.stats.setdefault(sid, StrategyStats())
         self.shared = engine.retune_shared(config.signaller.limits, self.shared)
+        self.outbox.retarget(config.signaller.signals_queue)
         self.record_modes(strategies.values())
         if not initial:
             log.info("signaller config applied live: %d strategies, global rate %s/s burst %d",
@@ -126,6 +128,7 @@ class Signaller:
     def on_market(self, update) -> None:
         self.market.apply(update)
         self.dirty.add(update.asset)
+        self.seen.add(update.asset)
         self.updates += 1
 
     def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
@@ -199,7 +202,7 @@ class Signaller:
     def report(self) -> None:
         now = datetime.now(timezone.utc)
         assets = {}
-        for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | set(self.dirty)):
+        for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | self.seen):
             snap = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
             assets[asset] = snap.reason if isinstance(snap, Unavailable) else f"{snap.price} ({snap.age_seconds:.1f}s)"
         degraded = {f"strategy {sid}": s.degraded for sid, s in self.stats.items()
@@ -216,7 +219,7 @@ def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller")
     publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller")
-    outbox = Outbox(db, publisher, cfg.signaller.signals_queue)
+    outbox = Outbox(db, publisher, cfg.signaller.signals_queue, modes=("warmup", "model"))
     signaller = Signaller(ctx, db, outbox)
     ctx.booted()
     next_status = next_flush = 0.0

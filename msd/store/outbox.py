@@ -33,11 +33,16 @@ def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: st
              to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
 
 
-def pending_signals(conn, limit: int = 500) -> list[PendingSignal]:
-    """Unsent signals, oldest first."""
+def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[PendingSignal]:
+    """Unsent signals of the given modes, oldest first.
+
+    Each publishing role owns the modes it writes (the signaller warm-up and model signals, the
+    exit role exits), so two roles never send the same pending row.
+    """
     with conn.cursor() as cur:
         cur.execute("""SELECT signal_id::text, strategy_id, body, trace_id FROM msd.signals
-                        WHERE outbox_state = 'pending' ORDER BY created_at, signal_id LIMIT %s""", (limit,))
+                        WHERE outbox_state = 'pending' AND mode = ANY(%s)
+                        ORDER BY created_at, signal_id LIMIT %s""", (list(modes), limit))
         return [PendingSignal(sid, strategy, json.dumps(body, separators=(",", ":")).encode(), trace)
                 for sid, strategy, body, trace in cur.fetchall()]
 

@@ -311,7 +311,8 @@ def test_live_sections_are_sent_to_the_running_child_instead_of_a_restart(env):
     signaller = host.latest("signaller")
     arbiter.config_path.write_text(yaml.safe_dump({**BASE, "signaller": {"global_rate": {"rate_per_s": 5, "burst": 2}}}))
     result = arbiter.command_reload()
-    assert result["applied_live"] == ["signaller"] and result["restarted"] == []
+    # exits reads signaller.signals_queue, so it is sent the new config too
+    assert result["applied_live"] == ["signaller", "exits"] and result["restarted"] == []
     assert not signaller.signals
     kind, payload = signaller.sent[-1]
     assert kind == "config" and payload["config"].signaller.global_rate.burst == 2

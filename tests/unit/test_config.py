@@ -92,7 +92,7 @@ def test_password_inside_url_is_refused_without_echoing_it(tmp_path):
 
 @pytest.mark.parametrize("change, sections, roles", [
     ({"consumer": {"prefetch": 10}}, {"consumer"}, {"consumer"}),
-    ({"signaller": {"max_data_age_s": 3}}, {"signaller"}, {"signaller"}),
+    ({"signaller": {"max_data_age_s": 3}}, {"signaller"}, {"signaller", "exits"}),
     ({"exits": {"poll_interval_s": 1}}, {"exits"}, {"exits"}),
     ({"logging": {"level": "DEBUG"}}, {"logging"}, set()),
     ({"database": {"connect_timeout_s": 9}}, {"database"}, {"consumer", "signaller", "exits", "trainer"}),

@@ -1,0 +1,78 @@
+"""The outbox shared by the signaller and the exit role, on the real database and broker."""
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pika
+import pytest
+
+from msd.bus.publisher import ConfirmingPublisher
+from msd.bus.signal_format import MarketDataSnapshot, TradingSignal, signal_to_wire
+from msd.roles.outbox import Outbox
+from msd.store.db import Database
+from msd.store.migrate import apply_migrations
+from msd.store.outbox import insert_signal
+from tests.fixtures.rabbit import amqp_url
+
+QUEUE = "model-service.trading_signals"
+
+
+def signal(strategy="s1"):
+    return TradingSignal(signal_id=str(uuid.uuid4()), signal_type="sell", asset="BTCUSDT", amount=Decimal("25"),
+                         confidence=0.7, timestamp=datetime.now(timezone.utc), strategy_id=strategy,
+                         model_version=None, is_warmup=True,
+                         market_data_snapshot=MarketDataSnapshot(Decimal("95000"), None, None, None),
+                         metadata={}, trace_id=str(uuid.uuid4()))
+
+
+@pytest.fixture
+def setup(fresh_pg_dsn, fresh_vhost):
+    apply_migrations(fresh_pg_dsn)
+    db = Database(fresh_pg_dsn)
+    publisher = ConfirmingPublisher(amqp_url(fresh_vhost))
+    yield db, publisher, amqp_url(fresh_vhost)
+    publisher.close()
+    db.close()
+
+
+def queued_ids(url):
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    channel, ids = conn.channel(), []
+    while (message := channel.basic_get(QUEUE, auto_ack=True))[0] is not None:
+        ids.append(message[1].message_id)
+    conn.close()
+    return ids
+
+
+def test_two_outboxes_never_publish_each_others_pending_rows(setup):
+    """Regression: the signaller and the exit role both flushed every pending row, so a signal
+    waiting in the outbox could be published twice, once by each role."""
+    db, publisher, url = setup
+    warmup, exit_ = signal("warm"), signal("exit-engine")
+    with db.transaction() as conn:
+        insert_signal(conn, warmup, signal_to_wire(warmup), "warmup")
+        insert_signal(conn, exit_, signal_to_wire(exit_), "exit")
+    signaller = Outbox(db, publisher, QUEUE, modes=("warmup", "model"))
+    exits = Outbox(db, publisher, QUEUE, modes=("exit",))
+    assert signaller.flush() == 1 and exits.flush() == 1
+    assert signaller.flush() == 0 and exits.flush() == 0
+    assert sorted(queued_ids(url)) == sorted([warmup.signal_id, exit_.signal_id])
+
+
+def test_a_signal_goes_out_once_and_is_marked_sent(setup):
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    first = signal()
+    assert outbox.submit(first, "warmup").recorded
+    assert outbox.commit_marks()
+    assert outbox.flush() == 0
+    assert queued_ids(url) == [first.signal_id]
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT outbox_state FROM msd.signals WHERE signal_id = %s", (first.signal_id,))
+        assert cur.fetchone() == ("sent",)
+
+
+def test_an_outbox_refuses_a_mode_it_does_not_own(setup):
+    db, publisher, _ = setup
+    with pytest.raises(ValueError, match="modes"):
+        Outbox(db, publisher, QUEUE, modes=("exit",)).submit(signal(), "warmup")
