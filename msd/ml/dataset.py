@@ -73,22 +73,24 @@ def outcome_label(outcome: Outcome, round_trip_fee: float) -> int:
 
 
 class DatasetBuilder:
-    """Accumulates outcomes chunk by chunk, so a million rows never sit in memory as dicts."""
+    """Accumulates outcomes chunk by chunk, so a million rows never sit in memory as dicts.
+
+    Each chunk is packed into arrays as it arrives: a million per-row vectors would cost more
+    in object headers than in numbers.
+    """
 
     def __init__(self, round_trip_fee: float) -> None:
         if not (isinstance(round_trip_fee, (int, float)) and 0 <= round_trip_fee < 1):
             raise ValueError(f"round_trip_fee: {round_trip_fee!r} is invalid; expected a "
                              "fraction in [0, 1)")
         self.round_trip_fee = float(round_trip_fee)
-        self._rows: list[np.ndarray] = []
-        self._labels: list[int] = []
-        self._returns: list[float] = []
-        self._times: list[float] = []
+        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._ids: list[str] = []
         self.missing: Counter[str] = Counter()
         self.bad_prices = 0
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
+        rows, labels, returns, times = [], [], [], []
         for outcome in outcomes:
             if not (outcome.entry_price > 0 and outcome.exit_price > 0):
                 # One corrupt bar must not fail every future training run; it is counted.
@@ -98,22 +100,27 @@ class DatasetBuilder:
             if isinstance(vector, MissingFeature):
                 self.missing[vector.name] += 1
                 continue
-            self._rows.append(vector)
-            self._labels.append(outcome_label(outcome, self.round_trip_fee))
-            self._returns.append(outcome.forward_return)
-            self._times.append(outcome.decided_at.timestamp())
+            rows.append(vector)
+            labels.append(outcome_label(outcome, self.round_trip_fee))
+            returns.append(outcome.forward_return)
+            times.append(outcome.decided_at.timestamp())
             self._ids.append(outcome.signal_id)
+        if rows:
+            self._blocks.append((np.vstack(rows), np.asarray(labels, dtype=np.int64),
+                                 np.asarray(returns, dtype=np.float64),
+                                 np.asarray(times, dtype=np.float64)))
 
     def build(self) -> Dataset:
-        times = np.asarray(self._times, dtype=np.float64)
+        if self._blocks:
+            X, y, returns, times = (np.concatenate(parts) for parts in zip(*self._blocks))
+        else:
+            X = np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+            y, returns, times = (np.empty(0, dtype=t) for t in (np.int64, np.float64, np.float64))
         # Stable sort: the split and walk-forward assume time order, and equal times keep the
         # order the store gave (signal_id), so a rebuild is byte-identical.
         order = np.argsort(times, kind="stable")
-        X = (np.vstack(self._rows) if self._rows
-             else np.empty((0, len(FEATURE_NAMES)), dtype=np.float64))
-        return Dataset(X=X[order], y=np.asarray(self._labels, dtype=np.int64)[order],
-                       returns=np.asarray(self._returns, dtype=np.float64)[order],
-                       timestamps=times[order], signal_ids=tuple(self._ids[i] for i in order),
+        return Dataset(X=X[order], y=y[order], returns=returns[order], timestamps=times[order],
+                       signal_ids=tuple(self._ids[i] for i in order),
                        missing=dict(self.missing), bad_prices=self.bad_prices)
 
 

@@ -31,6 +31,7 @@ from msd.roles.exit_engine import ExitEngine, PositionId, Watched
 from msd.roles.exit_inputs import freshest, market_quotes, position_view, table_quote
 from msd.roles.exit_output import ExitOutput, ExitStats
 from msd.roles.outbox import Outbox
+from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.rules import Debouncer, ExitState, InvalidPositionData
 from msd.store.db import Database, retry_backoff
@@ -39,7 +40,6 @@ from msd.store.migrate import apply_migrations
 from msd.store.neighbours import PositionRow, SharedSchemaError, read_open_positions, read_positions
 
 log = logging.getLogger("msd.exits")
-STATUS_EVERY_S = 1.0
 # Longest wait on the positions queue per turn: bounds how late a price tick or a debounced
 # position is looked at, without spinning when nothing happens.
 MAX_WAIT_S = 0.01
@@ -123,6 +123,19 @@ class ExitRole:
     # --- one turn ---------------------------------------------------------------------------
 
     def step(self) -> None:
+        """One turn of msd.roles.publishing: take the inputs, then evaluate what is due."""
+        drain(self.ctx.queues["positions"], self.on_update, timeout=MAX_WAIT_S)
+        drain(self.ctx.queues["exit_prices"], self.on_price, timeout=0)
+        self.advance()
+
+    def may_flush(self) -> bool:
+        return self.restored     # never publish before the stored states are back (module doc)
+
+    def flush_interval_s(self) -> float:
+        return OUTBOX_RETRY_S
+
+    def advance(self) -> None:
+        """Restore state once, switch event/fallback mode, evaluate debounced positions, poll."""
         mono = time.monotonic()
         if mono < self.db_retry_at:
             return
@@ -297,25 +310,7 @@ def run(ctx: RoleContext) -> int:
     publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-exits")
     role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("exit",)))
     ctx.booted()
-    next_status = next_flush = 0.0
-    while not ctx.stopping.is_set():
-        ctx.beat()
-        new_config = ctx.poll_control()
-        if new_config is not None:
-            role.apply_config(new_config)
-        drain(ctx.queues["positions"], role.on_update, timeout=MAX_WAIT_S)
-        drain(ctx.queues["exit_prices"], role.on_price, timeout=0)
-        role.step()
-        # Confirmed exits are marked sent once per turn, after they went out (see Outbox).
-        role.outbox.commit_marks()
-        if time.monotonic() >= next_flush:
-            if role.outbox.backlog and role.restored:
-                role.outbox.flush()
-            next_flush = time.monotonic() + OUTBOX_RETRY_S
-        if time.monotonic() >= next_status:
-            role.report()
-            next_status = time.monotonic() + STATUS_EVERY_S
-    role.outbox.commit_marks()
+    run_publishing_role(ctx, role)
     publisher.close()
     db.close()
     return EXIT_OK

@@ -22,6 +22,7 @@ from msd.errors import DatabaseUnavailable, MsdError
 from msd.market.state import MarketState, Unavailable
 from msd.roles.dataplane import drain
 from msd.roles.outbox import Outbox
+from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.store.db import Database
 from msd.store.modes import latest_modes, record_transition
@@ -32,7 +33,6 @@ from msd.strategies.params import StrategyParams
 from msd.strategies.warmup import ExposureUnknown
 
 log = logging.getLogger("msd.signaller")
-STATUS_EVERY_S = 1.0
 SCHEDULE_ATTEMPT_EVERY_S = 1.0   # a due-but-blocked scheduled strategy retries (and counts) once a second
 
 
@@ -198,6 +198,17 @@ class Signaller:
         else:
             stats.dropped["not_recorded"] += 1
 
+    # ----- the loop (msd.roles.publishing) -------------------------------------------------
+    def step(self) -> None:
+        drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
+        self.tick(datetime.now(timezone.utc))
+
+    def may_flush(self) -> bool:
+        return True
+
+    def flush_interval_s(self) -> float:
+        return self.config.signaller.republish_interval_s
+
     # ----- reporting ------------------------------------------------------------------
     def report(self) -> None:
         now = datetime.now(timezone.utc)
@@ -219,26 +230,9 @@ def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller")
     publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller")
-    outbox = Outbox(db, publisher, cfg.signaller.signals_queue, modes=("warmup", "model"))
-    signaller = Signaller(ctx, db, outbox)
+    signaller = Signaller(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("warmup", "model")))
     ctx.booted()
-    next_status = next_flush = 0.0
-    while not ctx.stopping.is_set():
-        ctx.beat()
-        new_config = ctx.poll_control()
-        if new_config is not None:
-            signaller.apply_config(new_config)
-        drain(ctx.queues["market"], signaller.on_market, timeout=0.05)
-        signaller.tick(datetime.now(timezone.utc))
-        outbox.commit_marks()
-        if time.monotonic() >= next_flush:
-            if outbox.backlog:
-                outbox.flush()
-            next_flush = time.monotonic() + signaller.config.signaller.republish_interval_s
-        if time.monotonic() >= next_status:
-            signaller.report()
-            next_status = time.monotonic() + STATUS_EVERY_S
-    outbox.commit_marks()
+    run_publishing_role(ctx, signaller)
     publisher.close()
     db.close()
     return EXIT_OK
