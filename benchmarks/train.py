@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -149,6 +150,7 @@ def main() -> None:
         db.close()
     finally:
         drop_database(dsn)
+        shutil.rmtree(models_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
