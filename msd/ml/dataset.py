@@ -54,6 +54,7 @@ class Dataset:
     signal_ids: tuple[str, ...]
     missing: Mapping[str, int] = field(default_factory=dict)
     bad_prices: int = 0             # rows left out because an entry or exit price was <= 0
+    inside_fee_band: int = 0        # rows left out because neither side would have paid
 
     @property
     def n(self) -> int:
@@ -88,6 +89,7 @@ class DatasetBuilder:
         self._ids: list[str] = []
         self.missing: Counter[str] = Counter()
         self.bad_prices = 0
+        self.inside_fee_band = 0
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         rows, labels, returns, times = [], [], [], []
@@ -95,6 +97,12 @@ class DatasetBuilder:
             if not (outcome.entry_price > 0 and outcome.exit_price > 0):
                 # One corrupt bar must not fail every future training run; it is counted.
                 self.bad_prices += 1
+                continue
+            if abs(outcome.forward_return) <= self.round_trip_fee:
+                # Neither direction would have paid after fees: there is no right answer to
+                # learn. Labelling it "the other side" would teach a model to bet against
+                # whatever feature the warm-up heuristic used, and pass the gate doing so.
+                self.inside_fee_band += 1
                 continue
             vector = features_from_snapshot(outcome.snapshot, {"decided_at": outcome.decided_at})
             if isinstance(vector, MissingFeature):
@@ -121,7 +129,8 @@ class DatasetBuilder:
         order = np.argsort(times, kind="stable")
         return Dataset(X=X[order], y=y[order], returns=returns[order], timestamps=times[order],
                        signal_ids=tuple(self._ids[i] for i in order),
-                       missing=dict(self.missing), bad_prices=self.bad_prices)
+                       missing=dict(self.missing), bad_prices=self.bad_prices,
+                       inside_fee_band=self.inside_fee_band)
 
 
 def build_dataset(outcomes: Iterable[Outcome], round_trip_fee: float) -> Dataset:

@@ -142,3 +142,14 @@ def test_single_class_training_window_is_not_trainable():
     with pytest.raises(NotTrainable, match="single class"):
         fit_and_evaluate(build_dataset(rows, 0.002),
                          TrainingParams(horizon_s=60, l2_grid=(1.0,)))
+
+
+def test_moves_inside_the_fee_band_are_left_out_not_labelled_as_the_opposite_side():
+    """Regression: a move smaller than the fees was labelled "the other side would have paid",
+    so a model could learn to bet against the warm-up heuristic's own feature and pass the gate."""
+    rows = [outcome(0, side="buy", exit_=100.05),      # +0.05 %: inside a 0.2 % round-trip fee
+            outcome(1, side="sell", exit_=99.9),       # -0.1 %: inside
+            outcome(2, side="buy", exit_=101.0)]       # +1 %: the buy paid
+    data = build_dataset(rows, round_trip_fee=0.002)
+    assert data.signal_ids == ("s-2",)
+    assert data.inside_fee_band == 2
