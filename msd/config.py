@@ -18,6 +18,8 @@ import yaml
 
 from msd.confread import Section
 from msd.errors import ConfigError
+from msd.learning.triggers import Schedule
+from msd.ml.params import TrainingParams
 from msd.rules.config import ExitRules
 from msd.rules.pacing import AssetRateLimit
 from msd.strategies.conflicts import ConflictRules
@@ -132,9 +134,24 @@ class ExitsConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """Live quality watch of model-mode strategies (FR-021): rolling directional accuracy of
+    the last `window` labelled model signals; below `threshold` -> alert and retrain."""
+    threshold: float
+    hysteresis: float
+    min_samples: int
+    window: int
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     job: str                        # "module:function" run inside the trainer process
     timeout_s: float
+    training: TrainingParams        # what a training run does (models_dir is absolute)
+    schedule: Schedule | None       # periodic retraining, None = off
+    data_threshold: int | None      # N new labelled executions since the last training, None = off
+    quality: QualityConfig
+    check_interval_s: float         # how often the signaller checks the triggers
 
 
 @dataclass(frozen=True)
@@ -157,14 +174,14 @@ class Config:
 
 # Sections a running child applies without a restart (it is sent the new config instead).
 LIVE_SECTIONS: Mapping[str, frozenset[str]] = {
-    "signaller": frozenset({"signaller"}),
+    "signaller": frozenset({"signaller", "trainer"}),   # it runs the retraining triggers
     "exits": frozenset({"exits", "signaller"}),     # exits reads signaller.signals_queue
 }
 
 # Which config sections each child reads: a change to any of them restarts that child.
 ROLE_SECTIONS: Mapping[str, frozenset[str]] = {
     "consumer": frozenset({"database", "rabbitmq", "consumer", "supervisor"}),
-    "signaller": frozenset({"database", "rabbitmq", "signaller", "supervisor"}),
+    "signaller": frozenset({"database", "rabbitmq", "signaller", "trainer", "supervisor"}),
     "exits": frozenset({"database", "rabbitmq", "exits", "signaller", "supervisor"}),
     TRAINER: frozenset({"database", "trainer"}),
 }
@@ -197,7 +214,7 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         consumer=_consumer(root.section("consumer"), env, secrets),
         signaller=_signaller(root.section("signaller")),
         exits=_exits(root.section("exits")),
-        trainer=_trainer(root.section("trainer")),
+        trainer=_trainer(root.section("trainer"), path.parent),
     )
     root.reject_unknown()
     return cfg
@@ -451,10 +468,43 @@ DEFAULT_EXIT_RULES = {
 }
 
 
-def _trainer(s: Section) -> TrainerConfig:
-    job = s.string("job", "msd.roles.trainer_jobs:summarise_executions")
+def _training(raw: Any, base: Path) -> TrainingParams:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("trainer.training", raw, "a mapping of training parameters")
+    values = dict(raw)
+    models_dir = Path(str(values.get("models_dir", "../var/models")))
+    values["models_dir"] = str(models_dir if models_dir.is_absolute() else (base / models_dir).resolve())
+    return _built("trainer.training", lambda: TrainingParams.from_mapping(values))
+
+
+def _schedule(raw: Any) -> Schedule | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"every_s", "daily_at"}:
+        raise ConfigError("trainer.schedule", raw, "null, {every_s: N} or {daily_at: 'HH:MM'} (UTC)")
+    return _built("trainer.schedule", lambda: Schedule(every_s=raw.get("every_s"), daily_at=raw.get("daily_at")))
+
+
+def _quality(s: Section) -> QualityConfig:
+    cfg = QualityConfig(threshold=s.number("threshold", 0.6, lo=0, hi=1),
+                        hysteresis=s.number("hysteresis", 0.05, lo=0, hi=0.5),
+                        min_samples=s.integer("min_samples", 30, lo=1),
+                        window=s.integer("window", 200, lo=1, hi=100_000))
+    s.reject_unknown()
+    return cfg
+
+
+def _trainer(s: Section, base: Path) -> TrainerConfig:
+    job = s.string("job", "msd.roles.trainer_jobs:train_strategies")
     if job.count(":") != 1 or not all(job.split(":")):
         raise ConfigError("trainer.job", job, "a 'package.module:function' reference")
-    cfg = TrainerConfig(job=job, timeout_s=s.number("timeout_s", 1800.0, lo=1, hi=86400))
+    threshold = s.raw("data_threshold", 500)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1):
+        raise ConfigError("trainer.data_threshold", threshold, "an integer >= 1, or null")
+    cfg = TrainerConfig(job=job, timeout_s=s.number("timeout_s", 1800.0, lo=1, hi=86400),
+                        training=_training(s.raw("training", {}), base),
+                        schedule=_schedule(s.raw("schedule", {"daily_at": "02:00"})),
+                        data_threshold=threshold, quality=_quality(s.section("quality")),
+                        check_interval_s=s.number("check_interval_s", 10.0, lo=0.1, hi=3600))
     s.reject_unknown()
     return cfg

@@ -11,33 +11,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from msd.ml.evaluation import Metrics
+from msd.ml.params import GateConfig, _fraction  # noqa: F401  (GateConfig re-exported)
 
 REQUIRED_BASELINES = ("majority", "naive")
-
-
-def _fraction(name: str, value: object, low: float, high: float) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and low <= value <= high):
-        raise ValueError(f"{name}: {value!r} is invalid; expected a number in [{low}, {high}]")
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Margins are absolute accuracy differences (0.02 = two percentage points)."""
-    min_accuracy: float = 0.75
-    min_samples: int = 200
-    min_margin_over_baselines: float = 0.02
-    min_margin_over_active: float = 0.01
-
-    def __post_init__(self) -> None:
-        _fraction("min_accuracy", self.min_accuracy, 0.5, 1.0)
-        if not (isinstance(self.min_samples, int) and not isinstance(self.min_samples, bool)
-                and self.min_samples >= 1):
-            raise ValueError(f"min_samples: {self.min_samples!r} is invalid; "
-                             "expected an int >= 1")
-        # A zero margin over the baselines would let a constant predictor tie its way through.
-        _fraction("min_margin_over_baselines", self.min_margin_over_baselines, 1e-9, 0.5)
-        _fraction("min_margin_over_active", self.min_margin_over_active, 0.0, 0.5)
 
 
 @dataclass(frozen=True)

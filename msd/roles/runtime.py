@@ -54,6 +54,7 @@ class RoleContext:
         self._send_lock = threading.Lock()
         self._status: dict[str, Any] = {}
         self.last_progress = time.monotonic()
+        self.notices: list[tuple[str, dict]] = []    # other supervisor messages, for the role
 
     def send(self, kind: str, data: Mapping[str, Any]) -> None:
         """Send one message to the supervisor; a broken pipe means the supervisor is gone."""
@@ -96,11 +97,18 @@ class RoleContext:
                 kind, data = self._conn.recv()
                 if kind == "config":
                     latest = data["config"]
+                else:
+                    self.notices.append((kind, data))
         except (EOFError, OSError):
             self.stopping.set()
         if latest is not None:
             self.config = latest
         return latest
+
+    def take_notices(self) -> list[tuple[str, dict]]:
+        """Messages other than config received by `poll_control`, oldest first."""
+        notices, self.notices = self.notices, []
+        return notices
 
     def booted(self) -> None:
         self.beat()

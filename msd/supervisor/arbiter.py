@@ -167,6 +167,17 @@ class Arbiter:
     def command_retrain(self, strategy: str | None = None, reason: str | None = None) -> dict[str, Any]:
         return self.request_training(reason or "manual (msd-ctl retrain)", strategy, source="msd-ctl")
 
+    def command_models_changed(self, strategy: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Someone changed the active model versions (e.g. `msd-ctl rollback`): switch the signaller now."""
+        return {"notified": self.notify_models_changed(strategy, reason or "msd-ctl")}
+
+    def notify_models_changed(self, strategy: str | None, reason: str) -> bool:
+        handle = self.handles.get("signaller")
+        if handle is None or self.records["signaller"].state is not ch.State.RUNNING:
+            return False   # a signaller that starts later reads the active versions anyway
+        self.host.send(handle, ("models_changed", {"strategy": strategy, "reason": reason}))
+        return True
+
     def command_stop(self) -> dict[str, Any]:
         self.begin_stop("msd-ctl stop")
         return {"stopping": True, "deadline_s": self.config.supervisor.stop_deadline_s}
@@ -272,6 +283,8 @@ class Arbiter:
         level = logging.INFO if outcome["outcome"] in ("succeeded", "cancelled") else logging.ERROR
         log.log(level, "training request %d ended: %s (%s)", outcome["request_id"], outcome["outcome"],
                 outcome["exit"], extra={"training": outcome})
+        if outcome["outcome"] == "succeeded":
+            self.notify_models_changed(None, f"training request {outcome['request_id']} finished")
         pending = self.trainer.take_pending()
         if pending is not None and self.stop_deadline is None:
             self._start_trainer(pending)

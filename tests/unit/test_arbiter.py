@@ -325,3 +325,20 @@ def test_live_section_change_restarts_a_child_that_is_not_running(env):
     arbiter.turn(0)
     arbiter.config_path.write_text(yaml.safe_dump({**BASE, "exits": {"poll_interval_s": 2}}))
     assert arbiter.command_reload()["restarted"] == ["exits"]
+
+
+def test_a_finished_training_run_tells_the_running_signaller_to_reload_its_models(env):
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    arbiter.command_retrain()
+    host.latest("trainer").code = EXIT_OK
+    arbiter.turn(0)
+    assert host.latest("signaller").sent[-1][0] == "models_changed"
+
+
+def test_models_changed_command_is_forwarded_and_says_when_nobody_listens(env):
+    arbiter, host, _, _ = env
+    assert arbiter.command_models_changed("s1") == {"notified": False}     # signaller not booted yet
+    boot_all(arbiter, host)
+    assert arbiter.command_models_changed("s1", "rollback to v3") == {"notified": True}
+    assert host.latest("signaller").sent[-1] == ("models_changed", {"strategy": "s1", "reason": "rollback to v3"})

@@ -96,7 +96,7 @@ def test_password_inside_url_is_refused_without_echoing_it(tmp_path):
     ({"exits": {"poll_interval_s": 1}}, {"exits"}, {"exits"}),
     ({"logging": {"level": "DEBUG"}}, {"logging"}, set()),
     ({"database": {"connect_timeout_s": 9}}, {"database"}, {"consumer", "signaller", "exits", "trainer"}),
-    ({"trainer": {"timeout_s": 60}}, {"trainer"}, {"trainer"}),
+    ({"trainer": {"timeout_s": 60}}, {"trainer"}, {"trainer", "signaller"}),   # signaller runs the triggers
     ({}, set(), set()),
 ])
 def test_reload_diff_restarts_only_roles_whose_sections_changed(tmp_path, change, sections, roles):
