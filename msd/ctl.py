@@ -1,7 +1,8 @@
 """`msd-ctl`: talk to a running msd over its control socket.
 
 Exit codes: 0 success, 1 the daemon answered with an error, 2 bad arguments, 3 the daemon is
-not running (no socket, or nobody answering on it).
+not running (no socket, or nobody answering on it). The model commands (versions, compare,
+rollback: msd.ctl_models) read PostgreSQL instead and exit 1 when it cannot be reached.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from msd import ctl_models
 from msd.errors import ProtocolError
 from msd.supervisor import protocol
 
@@ -29,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msd-ctl", description="control a running msd")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-s", "--socket", help="control socket path (default: from the config file)")
-    where.add_argument("-c", "--config", help=f"config file naming control.socket (default: {DEFAULT_CONFIG})")
+    where.add_argument("-c", "--config", help=f"config file naming control.socket and, for versions/compare/rollback, "
+                            f"database.dsn (default: {DEFAULT_CONFIG})")
     parser.add_argument("--json", action="store_true", help="print the raw JSON reply")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the daemon")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain = sub.add_parser("retrain", help="start a training run (cancels a running one)")
     retrain.add_argument("--strategy")
     sub.add_parser("stop", help="stop the daemon gracefully")
+    ctl_models.add_parsers(sub)
     return parser
 
 
@@ -62,6 +66,18 @@ def call(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         return protocol.read_frame(sock)
     finally:
         sock.close()
+
+
+def ask_daemon(args: argparse.Namespace, request: dict[str, Any]) -> tuple[str, Any]:
+    """("ok", reply), ("not_running", why) or ("unreachable" | "error", why)."""
+    try:
+        return "ok", call(socket_path(args), request, args.timeout)
+    except NotRunning as exc:
+        return "not_running", str(exc)
+    except (ProtocolError, OSError) as exc:
+        # A timeout or a dropped connection: something holds the socket but does not answer.
+        hung = isinstance(exc, (socket.timeout, ConnectionError))
+        return ("unreachable" if hung else "error"), str(exc) or type(exc).__name__
 
 
 def _age(seconds: float | None) -> str:
@@ -116,18 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else 0
+    if args.command in ctl_models.COMMANDS:
+        return ctl_models.run(args, lambda request: ask_daemon(args, request), DEFAULT_CONFIG)
     args_for_request = {"strategy": args.strategy} if args.command == "retrain" and args.strategy else {}
     try:
-        reply = call(socket_path(args), protocol.request(args.command, **args_for_request), args.timeout)
-    except NotRunning as exc:
-        print(f"msd-ctl: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except (ProtocolError, OSError) as exc:
-        print(f"msd-ctl: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING if isinstance(exc, (socket.timeout, ConnectionError)) else EXIT_ERROR
+        kind, reply = ask_daemon(args, protocol.request(args.command, **args_for_request))
     except Exception as exc:   # e.g. the config file named by -c is invalid
         print(f"msd-ctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if kind != "ok":
+        print(f"msd-ctl: {reply}", file=sys.stderr)
+        return EXIT_ERROR if kind == "error" else EXIT_NOT_RUNNING
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True))
     elif reply.get("ok") and args.command == "status":

@@ -71,3 +71,8 @@ EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates
                               ["reason"])
 EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")
 EXIT_UPDATES = Counter("msd_exit_position_updates_total", "Position updates taken by the exit role")
+TRAINING_TRIGGERS = Counter("msd_training_triggers_total", "Training requests sent, by trigger", ["trigger"])
+MODEL_QUALITY_DEGRADED = Gauge("msd_model_quality_degraded", "1 while a strategy's live model quality is degraded",
+                               ["strategy"], multiprocess_mode="livemax")
+MODEL_LIVE_ACCURACY = Gauge("msd_model_live_accuracy", "Rolling live directional accuracy of the active model",
+                            ["strategy"], multiprocess_mode="livemax")

@@ -47,6 +47,19 @@ class PublishPlan:
     run_id: int | None
 
 
+def load_model(info: VersionInfo) -> LogisticModel:
+    """A version's model after checking its hashes and that it uses today's features.
+
+    Raises TamperedArtifact (an MsdError), MsdError for other features, OSError for missing
+    files and ValueError for malformed arrays; the caller decides what refusal means.
+    """
+    arrays, manifest = load_version(info.path, info.sha256, info.manifest_sha256)
+    if manifest.get("feature_names") != list(FEATURE_NAMES):
+        raise MsdError(f"v{info.version}: feature names {manifest.get('feature_names')} differ from "
+                       f"{list(FEATURE_NAMES)}")
+    return LogisticModel.from_arrays(arrays)
+
+
 def score_active(active: VersionInfo | None, dataset: Dataset, candidate: Candidate,
                  params: TrainingParams) -> tuple[Metrics | None, str | None]:
     """The active version's figures on the candidate's validation window, or why not.
@@ -58,11 +71,7 @@ def score_active(active: VersionInfo | None, dataset: Dataset, candidate: Candid
     if active is None:
         return None, None
     try:
-        arrays, manifest = load_version(active.path, active.sha256, active.manifest_sha256)
-        if manifest.get("feature_names") != list(FEATURE_NAMES):
-            raise MsdError(f"feature names {manifest.get('feature_names')} differ from "
-                           f"{list(FEATURE_NAMES)}")
-        model = LogisticModel.from_arrays(arrays)
+        model = load_model(active)
     except (MsdError, OSError, ValueError) as exc:
         return None, f"active v{active.version} not comparable: {exc}"
     return score(model, dataset, candidate.val_idx, params), None

@@ -25,15 +25,20 @@ from msd.roles.outbox import Outbox
 from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.store.db import Database
-from msd.store.modes import latest_modes, record_transition
 from msd.store.neighbours import Exposure, read_open_exposure
 from msd.strategies import engine
-from msd.strategies.emit import warmup_parameters, warmup_signal
+from msd.ml.features import FEATURE_VERSION
+from msd.roles.learning_loop import LearningLoop
+from msd.roles.models import ModelBook, sync_modes
+from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
+from msd.strategies.model_plan import plan_model_signal
+from msd.strategies.warmup import frequency_allows
 from msd.strategies.params import StrategyParams
 from msd.strategies.warmup import ExposureUnknown
 
 log = logging.getLogger("msd.signaller")
-SCHEDULE_ATTEMPT_EVERY_S = 1.0   # a due-but-blocked scheduled strategy retries (and counts) once a second
+SCHEDULE_ATTEMPT_EVERY_S = 1.0
+MODELS_RETRY_S = 2.0             # while the active models could not be read (database down)   # a due-but-blocked scheduled strategy retries (and counts) once a second
 
 
 def exposure_usdt(exposure: Exposure, market_price: Decimal) -> Decimal:
@@ -70,14 +75,18 @@ class Signaller:
         self.dirty: set[str] = set()
         self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
-        self.modes: dict[str, str] = {}
+        self.book = ModelBook(db)
+        self.learning = LearningLoop(ctx, db, self.book)
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.rngs: dict[str, random.Random] = {}
         self.last_attempt: dict[tuple[str, str], float] = {}
+        self.calls: dict[str, object] = {}     # the model call behind a planned model signal
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
         self.shared = engine.start_shared(self.config.signaller.limits)
+        self.models_loaded = False
+        self.models_retry_at = 0.0
         self.apply_config(self.config, initial=True)
 
     # ----- configuration --------------------------------------------------------------
@@ -97,32 +106,26 @@ class Signaller:
                 self.stats.setdefault(sid, StrategyStats())
         self.shared = engine.retune_shared(config.signaller.limits, self.shared)
         self.outbox.retarget(config.signaller.signals_queue)
-        self.record_modes(strategies.values())
+        self.refresh_models("configuration applied")
         if not initial:
             log.info("signaller config applied live: %d strategies, global rate %s/s burst %d",
                      len(strategies), config.signaller.global_rate.rate_per_s, config.signaller.global_rate.burst)
 
-    def record_modes(self, strategies) -> None:
-        """Every strategy starts in warm-up (no active model yet); a change of mode or of the
-        parameters in force is an audited row and a log line."""
+    def refresh_models(self, why: str) -> None:
+        """Load the active versions and audit the modes; retried each turn while the DB is down."""
+        strategies = self.config.signaller.strategies
         try:
-            with self.db.transaction() as conn:
-                previous = latest_modes(conn)
-                for params in strategies:
-                    before = previous.get(params.id)
-                    in_force = warmup_parameters(params)
-                    if before is None or before.mode != "warmup" or before.parameters != in_force:
-                        reason = ("warm-up parameters changed" if before is not None and before.mode == "warmup"
-                                  else "no active model")
-                        record_transition(conn, params.id, before.mode if before else None, "warmup", reason,
-                                          in_force)
-                        log.info("strategy %s in warm-up mode (%s)", params.id, reason,
-                                 extra={"strategy": params.id, "parameters": str(in_force)})
-                    self.modes[params.id] = "warmup"
+            changes = self.book.reload(p.id for p in strategies)
+            sync_modes(self.db, self.book, strategies, warmup_parameters)
         except DatabaseUnavailable as exc:
-            log.warning("mode transitions not recorded yet: %s", exc)
-            for params in strategies:
-                self.modes.setdefault(params.id, "warmup")
+            if self.models_loaded or not getattr(self, "_warned_models", False):
+                log.warning("active models not loaded yet: %s", exc)
+            self._warned_models, self.models_loaded = True, False
+            return
+        self.models_loaded = True
+        for sid, (old, new) in changes.items():
+            log.info("strategy %s switched from %s to %s (%s)", sid, f"v{old}" if old else "warm-up",
+                     f"v{new}" if new else "warm-up", why, extra={"strategy": sid})
 
     # ----- inputs ---------------------------------------------------------------------
     def on_market(self, update) -> None:
@@ -169,14 +172,18 @@ class Signaller:
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
         runtime = self.runtimes[params.id]
-        if not engine.is_due(params, runtime, asset, now):
+        in_model_mode = self.book.mode(params.id) == "model"
+        due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
+               else engine.is_due(params, runtime, asset, now))
+        if not due:
             return
         self.last_attempt[(params.id, asset)] = time.monotonic()
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
                     else self.exposure(asset, params.id, snapshot.price))
+        planner = self.model_planner(params, now) if in_model_mode else None
         result = engine.evaluate(params, runtime, self.config.signaller.limits, self.shared, snapshot,
-                                 exposure, self.rngs[params.id], now)
+                                 exposure, self.rngs[params.id], now, planner=planner)
         self.runtimes[params.id], self.shared = result.runtime, result.shared
         if isinstance(result.outcome, engine.Drop):
             self.stats[params.id].dropped[result.outcome.reason] += 1
@@ -184,9 +191,20 @@ class Signaller:
             return
         self.emit(params, result.outcome, now)
 
+    def model_planner(self, params: StrategyParams, now: datetime):
+        threshold = self.config.trainer.training.confidence_threshold
+
+        def plan(snapshot, exposure, last_signal_at):
+            call = self.book.call(params.id, snapshot.to_wire(), now)
+            self.calls[params.id] = call
+            return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
+        return plan
+
     def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
-        signal = warmup_signal(outcome, params, now)
-        submitted = self.outbox.submit(signal, mode=self.modes.get(params.id, "warmup"))
+        mode = self.book.mode(params.id)
+        signal = (model_signal(outcome, params, now, self.calls.pop(params.id), FEATURE_VERSION) if mode == "model"
+                  else warmup_signal(outcome, params, now))
+        submitted = self.outbox.submit(signal, mode=mode)
         stats = self.stats[params.id]
         if submitted.recorded:
             stats.sent += 1
@@ -200,8 +218,15 @@ class Signaller:
 
     # ----- the loop (msd.roles.publishing) -------------------------------------------------
     def step(self) -> None:
+        notices = self.ctx.take_notices()
+        changed = [d.get("reason", "models changed") for kind, d in notices if kind == "models_changed"]
+        if changed or (not self.models_loaded and time.monotonic() >= self.models_retry_at):
+            self.models_retry_at = time.monotonic() + MODELS_RETRY_S
+            self.refresh_models(changed[-1] if changed else "start-up")
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
-        self.tick(datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
+        self.tick(now)
+        self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:
         return True
@@ -210,6 +235,13 @@ class Signaller:
         return self.config.signaller.republish_interval_s
 
     # ----- reporting ------------------------------------------------------------------
+    def _strategy_view(self, sid: str) -> dict[str, Any]:
+        view = self.stats[sid].view(self.book.mode(sid))
+        view["model_version"] = self.book.version(sid)
+        if sid in self.book.refused:
+            view["model_refused"] = self.book.refused[sid]
+        return view
+
     def report(self) -> None:
         now = datetime.now(timezone.utc)
         assets = {}
@@ -220,9 +252,12 @@ class Signaller:
                     if s.degraded and sid in self.runtimes}
         if self.outbox.broker_error:
             degraded["rabbitmq"] = self.outbox.broker_error
+        degraded.update({f"model {sid}": why for sid, why in self.book.refused.items()})
+        degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
+                         if k.startswith("model quality")})
         self.ctx.set_status(
             market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
-            strategies={sid: self.stats[sid].view(self.modes.get(sid, "warmup")) for sid in self.runtimes},
+            strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
             published=self.outbox.published, outbox_backlog=self.outbox.backlog, degraded=degraded)
 
 

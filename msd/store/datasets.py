@@ -262,3 +262,27 @@ def _fetch(conn, sql: str, params: dict) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
+
+
+def recent_model_outcomes(conn, strategy_id: str, window: LabelWindow, limit: int) -> list[Outcome]:
+    """Labelled outcomes among the strategy's last `limit` model-mode signals, oldest first:
+    the live (prequential) record of how the active model's calls turned out."""
+    sql = (_ROWS_SQL.format(snapshot="s.snapshot")
+           + " AND s.mode = 'model' ORDER BY s.created_at DESC, s.signal_id DESC LIMIT %(limit)s")
+    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": None, "limit": limit})
+    return list(reversed(_chunk(rows).outcomes))
+
+
+def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
+    """Per strategy: executed signals whose label horizon ended since its last training
+    attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT s.strategy_id, count(*) FROM msd.signals s
+                LEFT JOIN (SELECT strategy_id, max(at) AS at FROM msd.training_outcomes
+                            GROUP BY strategy_id) t ON t.strategy_id = s.strategy_id
+                WHERE s.created_at + %(horizon)s <= now()
+                  AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
+                  AND EXISTS (SELECT 1 FROM msd.executions e WHERE e.signal_id = s.signal_id)
+                GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})
+        return dict(cur.fetchall())

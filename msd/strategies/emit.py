@@ -50,3 +50,18 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def model_signal(emit: Emit, params: StrategyParams, now: datetime, call, feature_version: str) -> TradingSignal:
+    """A model-mode signal: the model's probability is the confidence; its version is named."""
+    plan, version = emit.planned, f"v{call.version}"
+    return TradingSignal(
+        signal_id=str(uuid.uuid4()), signal_type=plan.side, asset=emit.asset, amount=plan.amount_usdt,
+        confidence=plan.confidence, timestamp=now, strategy_id=params.id, model_version=version,
+        is_warmup=False, market_data_snapshot=signal_snapshot(emit.snapshot),
+        metadata={"reasoning": plan.reasoning, "model_version": version, "feature_registry_version": feature_version,
+                  "prediction_result": {"prediction": 1 if plan.side == "buy" else 0,
+                                        "buy_probability": call.buy_probability,
+                                        "sell_probability": 1.0 - call.buy_probability},
+                  "inference_timestamp": now.isoformat()},
+        trace_id=str(uuid.uuid4()))

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping
+from typing import Callable, Mapping
 
 from msd.market.state import MarketSnapshot, Unavailable
 from msd.strategies import conflicts, ratelimit
@@ -98,16 +98,25 @@ def is_due(params: StrategyParams, runtime: StrategyRuntime, asset: str, now: da
             and frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now))
 
 
+Planner = Callable[[MarketSnapshot, "Decimal | ExposureUnknown", "datetime | None"], "Planned | Skip"]
+
+
 def evaluate(params: StrategyParams, runtime: StrategyRuntime, limits: SharedLimits,
              shared: SharedState, market: MarketSnapshot | Unavailable,
              exposure_usdt: Decimal | ExposureUnknown, rng: random.Random,
-             now: datetime) -> Evaluation:
-    """Plan, then conflict check, then strategy bucket, then global bucket; emit if all pass."""
+             now: datetime, planner: Planner | None = None) -> Evaluation:
+    """Plan, then conflict check, then strategy bucket, then global bucket; emit if all pass.
+
+    `planner(snapshot, exposure, last_signal_at)` replaces the warm-up plan (model mode), so
+    both modes share the conflict and rate-limit checks.
+    """
     if isinstance(market, Unavailable):
         return Evaluation(Drop(params.id, market.asset, market.reason), runtime, shared)
     asset = market.asset
-    plan = plan_signal(params.warmup, market, exposure_usdt, rng, now,
-                       runtime.last_signal_at.get(asset), warmup_started_at=runtime.started_at)
+    last = runtime.last_signal_at.get(asset)
+    plan = (planner(market, exposure_usdt, last) if planner is not None else
+            plan_signal(params.warmup, market, exposure_usdt, rng, now, last,
+                        warmup_started_at=runtime.started_at))
     if isinstance(plan, Skip):
         return Evaluation(Drop(params.id, asset, plan.reason), runtime, shared)
     rules = limits.conflicts

@@ -1,0 +1,112 @@
+"""Retraining triggers, checked by the signaller (FR-019 … FR-022).
+
+Every `trainer.check_interval_s`: the schedule (next run persisted, a missed run runs once),
+the data threshold (executions labelled since the strategy's last training) and the live
+quality of model-mode strategies (labelled outcomes of their own signals, prequentially). A
+trigger becomes a `train_request` event to the supervisor, where the newest request wins.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from msd import metrics
+from msd.config import Config
+from msd.errors import DatabaseUnavailable
+from msd.learning.quality import live_accuracy
+from msd.learning.triggers import data_threshold_reached, schedule_decision
+from msd.ml.gate import degradation_check
+from msd.roles.models import ModelBook
+from msd.roles.runtime import RoleContext
+from msd.store.datasets import LabelWindow, labelled_since_last_training, recent_model_outcomes
+from msd.store.db import Database
+from msd.store.schedule import next_run_at, set_next_run
+
+log = logging.getLogger("msd.learning")
+SCHEDULE_NAME = "training"
+REQUEST_AGAIN_AFTER_S = 300.0    # a data-threshold request that produced no training is repeated
+
+
+class LearningLoop:
+    def __init__(self, ctx: RoleContext, db: Database, book: ModelBook):
+        self.ctx, self.db, self.book = ctx, db, book
+        self.next_check = 0.0
+        self.degraded: dict[str, bool] = {}
+        self.requested_at: dict[str, float] = {}
+        self.view: dict[str, Any] = {}
+
+    def maybe_check(self, config: Config, now: datetime) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + config.trainer.check_interval_s
+        try:
+            with self.db.transaction() as conn:
+                self._check_schedule(conn, config, now)
+                counts = labelled_since_last_training(conn, config.trainer.training.horizon_s)
+                window = LabelWindow(config.trainer.training.horizon_s, config.trainer.training.max_bar_lag_s)
+                outcomes = {sid: recent_model_outcomes(conn, sid, window, config.trainer.quality.window)
+                            for sid in self.book.models}
+        except DatabaseUnavailable as exc:
+            log.warning("retraining triggers not checked: %s", exc)
+            return
+        self._check_data(config, counts)
+        self._check_quality(config, outcomes)
+        self.view["labelled_since_training"] = counts
+
+    def _check_schedule(self, conn, config: Config, now: datetime) -> None:
+        schedule = config.trainer.schedule
+        if schedule is None:
+            self.view.pop("next_scheduled_training", None)
+            return
+        decision = schedule_decision(schedule, next_run_at(conn, SCHEDULE_NAME), now)
+        set_next_run(conn, SCHEDULE_NAME, decision.next_run_at, ran_at=now if decision.due else None)
+        self.view["next_scheduled_training"] = decision.next_run_at.isoformat()
+        if decision.due:
+            self.request("schedule", "scheduled retraining" + (" (missed while msd was down)" if decision.missed else ""))
+
+    def _check_data(self, config: Config, counts: dict[str, int]) -> None:
+        for sid, count in sorted(counts.items()):
+            if not data_threshold_reached(count, config.trainer.data_threshold):
+                continue
+            if time.monotonic() - self.requested_at.get(sid, -1e9) < REQUEST_AGAIN_AFTER_S:
+                continue
+            self.requested_at[sid] = time.monotonic()
+            self.request("data_threshold", f"data threshold: {count} new labelled executions "
+                                           f"(threshold {config.trainer.data_threshold})", sid)
+
+    def _check_quality(self, config: Config, outcomes: dict) -> None:
+        quality, fee = config.trainer.quality, config.trainer.training.round_trip_fee
+        live = {}
+        for sid, rows in outcomes.items():
+            accuracy, samples = live_accuracy(rows, fee)
+            was = self.degraded.get(sid, False)
+            now_degraded = degradation_check(accuracy, samples, quality.threshold, quality.hysteresis,
+                                             min_samples=quality.min_samples, was_degraded=was)
+            self.degraded[sid] = now_degraded
+            live[sid] = {"accuracy": accuracy, "samples": samples, "degraded": now_degraded,
+                         "version": self.book.version(sid)}
+            if accuracy is not None:
+                metrics.MODEL_LIVE_ACCURACY.labels(sid).set(accuracy)
+            if now_degraded != was:
+                self._quality_changed(sid, now_degraded, accuracy, samples, quality.threshold)
+        self.view["live_quality"] = live
+
+    def _quality_changed(self, sid: str, degraded: bool, accuracy, samples: int, threshold: float) -> None:
+        metrics.MODEL_QUALITY_DEGRADED.labels(sid).set(1 if degraded else 0)
+        component = f"model quality {sid}"
+        if degraded:
+            why = f"live accuracy {accuracy:.3f} over {samples} calls is below {threshold}"
+            log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid,
+                      self.book.version(sid), why, extra={"strategy": sid, "alert": "model_quality_degraded"})
+            self.ctx.degrade(component, why)
+            self.request("quality_degradation", f"quality degradation: {why}", sid)
+        else:
+            log.info("strategy %s model quality recovered (live accuracy %.3f)", sid, accuracy)
+            self.ctx.recover(component)
+
+    def request(self, trigger: str, reason: str, strategy: str | None = None) -> None:
+        metrics.TRAINING_TRIGGERS.labels(trigger).inc()
+        log.info("training trigger %s: %s", trigger, reason, extra={"strategy": strategy, "trigger": trigger})
+        self.ctx.event("train_request", reason=reason, strategy=strategy)

@@ -1,0 +1,245 @@
+"""`msd-ctl versions | compare | rollback` against the real PostgreSQL, run in-process.
+
+Versions are written the way the trainer writes them (number, artifact files, row, quality
+metrics, activation of the promoted ones) with a real fitted model's arrays. No daemon runs:
+the control socket of the config file does not exist, except where a stand-in answers on it.
+"""
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from msd import ctl
+from msd.ml.features import FEATURE_NAMES, LABELS
+from msd.ml.models import LogisticModel
+from msd.ml.synthetic import make_dataset
+from msd.store.artifacts import MODEL_FILE, write_version
+from msd.store.db import Database
+from msd.store.migrate import apply_migrations
+from msd.store.versions import (NewVersion, activate, get_active, insert_version,
+                                record_quality_metrics, reserve_version)
+from msd.supervisor import protocol
+
+pytestmark = pytest.mark.integration
+
+STRATEGY = "momentum_v1"
+N_VERSIONS = 120
+METRICS = ("accuracy", "balanced_accuracy", "log_loss", "brier", "majority.accuracy",
+           "naive.accuracy")
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    data = make_dataset(400, seed=3)
+    return LogisticModel().fit(data.X, data.y).to_arrays()
+
+
+@pytest.fixture
+def db(fresh_pg_dsn):
+    apply_migrations(fresh_pg_dsn)
+    database = Database(fresh_pg_dsn)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def config(fresh_pg_dsn, tmp_path) -> Path:
+    path = tmp_path / "model-service.yaml"
+    path.write_text(yaml.safe_dump({"control": {"socket": str(tmp_path / "msd.sock")},
+                                    "database": {"dsn": fresh_pg_dsn}}))
+    return path
+
+
+def figures(version: int) -> dict[str, float]:
+    accuracy = 0.70 + version / 1000
+    return {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.01,
+            "log_loss": 0.60 - version / 2000, "brier": 0.20 - version / 5000,
+            "majority.accuracy": 0.52, "naive.accuracy": 0.55, "n": 250.0}
+
+
+def publish(db, models_dir: Path, arrays, *, promoted: bool) -> int:
+    """One version as msd.roles.learning.publish_version writes it, in one transaction."""
+    with db.transaction() as conn:
+        version = reserve_version(conn, STRATEGY)
+        ref = write_version(models_dir, STRATEGY, version, arrays,
+                            {"strategy_id": STRATEGY, "version": version,
+                             "feature_names": list(FEATURE_NAMES)})
+        reasons = ["pass: accuracy vs minimum 0.75"] if promoted else ["fail: accuracy vs minimum 0.75"]
+        version_id = insert_version(conn, NewVersion(
+            STRATEGY, version, str(ref.path.resolve()), ref.sha256, ref.manifest_sha256,
+            "logistic_regression", "1", list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900},
+            {"validation": figures(version)}, promoted, reasons, 1000 + version))
+        record_quality_metrics(conn, version_id, figures(version), "validation", 250)
+        if promoted:
+            activate(conn, STRATEGY, version, reason=f"v{version} passed the promotion gate",
+                     evidence={"metrics": figures(version)})
+    return version
+
+
+@pytest.fixture
+def versions(db, tmp_path, arrays) -> Path:
+    models_dir = tmp_path / "models"
+    for i in range(1, N_VERSIONS + 1):
+        publish(db, models_dir, arrays, promoted=i % 3 != 2)   # v120 ends up active
+    return models_dir
+
+
+def run_ctl(capsys, *argv) -> tuple[int, str, str]:
+    code = ctl.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def rollback_rows(db) -> list[tuple]:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("""SELECT event, model_version, reason, parameters FROM msd.mode_transitions
+                        WHERE strategy_id = %s AND event = 'rollback' ORDER BY id""", (STRATEGY,))
+        return cur.fetchall()
+
+
+def active_version(db) -> int | None:
+    with db.transaction() as conn:
+        active = get_active(conn, STRATEGY)
+    return active.version if active else None
+
+
+def test_versions_json_lists_all_120_with_complete_metadata(capsys, config, versions):
+    code, out, err = run_ctl(capsys, "-c", config, "versions", "--json", "--strategy", STRATEGY)
+
+    assert (code, err) == (0, "")
+    listed = json.loads(out)["strategies"][STRATEGY]
+    assert [v["version"] for v in listed] == list(range(1, N_VERSIONS + 1))
+    assert [v["version"] for v in listed if v["is_active"]] == [N_VERSIONS]
+    for v in listed:
+        assert v["created_at"] and v["labelled_rows"] == 1000 + v["version"]
+        assert set(METRICS) <= set(v["quality"]["validation"])
+        assert v["quality"]["validation"]["accuracy"] == pytest.approx(figures(v["version"])["accuracy"])
+        assert v["promoted_when_trained"] == (v["version"] % 3 != 2) and v["gate_reasons"]
+        assert v["files"] == "present" and len(v["sha256"]) == 64 and v["manifest_sha256"]
+        assert v["feature_names"] == list(FEATURE_NAMES) and v["label_mapping"] == dict(LABELS)
+
+
+def test_versions_table_without_strategy_finds_the_strategy(capsys, config, versions):
+    code, out, _ = run_ctl(capsys, "-c", config, "versions")
+
+    assert code == 0
+    assert f"strategy {STRATEGY}: {N_VERSIONS} version(s), active v{N_VERSIONS}" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("v120 "))
+    assert " * " in row and "0.8200" in row and "present" in row and "pass: accuracy" in row
+
+
+def test_compare_shows_both_versions_and_the_difference(capsys, config, versions):
+    code, out, _ = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "v3", "120")
+
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.strip().startswith("accuracy "))
+    assert line.split()[1:] == ["0.7030", "0.8200", "+0.1170"]
+    code, out, _ = run_ctl(capsys, "-c", config, "--json", "compare", "--strategy", STRATEGY, "3", "120")
+    result = json.loads(out)
+    assert result["difference"]["log_loss"] == pytest.approx(-117 / 2000)
+    assert (result["a"]["is_active"], result["b"]["is_active"]) == (False, True)
+
+
+def test_compare_names_an_unknown_version(capsys, config, versions):
+    code, _, err = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "v3", "v121")
+
+    assert code == 1 and "v121" in err and STRATEGY in err
+
+
+def test_rollback_switches_at_once_and_audits_it(capsys, config, versions, db):
+    code, out, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "v3",
+                             "--reason", "v120 degraded live")
+
+    assert (code, err) == (0, "")
+    assert active_version(db) == 3
+    [(event, version, reason, parameters)] = rollback_rows(db)
+    assert (event, version) == ("rollback", 3) and "v120 degraded live" in reason
+    assert parameters["previous_version"] == N_VERSIONS
+    assert "msd is not running; the database change is done" in out
+
+
+def test_rollback_to_a_tampered_artifact_is_refused(capsys, config, versions, db):
+    model = versions / STRATEGY / "v5" / MODEL_FILE
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+
+    code, out, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "v5")
+
+    assert code == 1 and out == ""
+    assert "refused" in err and str(model.resolve()) in err and "nothing changed" in err
+    assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
+
+
+def test_rollback_to_a_missing_artifact_is_refused(capsys, config, versions, db):
+    (versions / STRATEGY / "v7" / MODEL_FILE).unlink()
+
+    code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "7")
+
+    assert code == 1 and "refused" in err and MODEL_FILE in err
+    assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
+
+
+class FakeDaemon:
+    """Answers one control request on the config's socket the way the arbiter does."""
+
+    def __init__(self, path: Path, reply: dict):
+        self.requests: list[dict] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            self.requests.append(protocol.read_frame(conn))
+            protocol.write_frame(conn, self.reply)
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.server.close()
+
+
+def test_rollback_tells_a_running_daemon(capsys, config, versions, db, tmp_path):
+    daemon = FakeDaemon(tmp_path / "msd.sock", protocol.ok({"notified": True}))
+    try:
+        code, out, _ = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "v4")
+    finally:
+        daemon.close()
+
+    assert code == 0 and "signaller switches to v4 now" in out
+    assert daemon.requests == [protocol.request("models_changed", strategy=STRATEGY,
+                                                reason="rollback to v4")]
+    assert active_version(db) == 4
+
+
+def test_rollback_reports_a_daemon_that_refuses(capsys, config, versions, db, tmp_path):
+    daemon = FakeDaemon(tmp_path / "msd.sock", protocol.error("unknown command 'models_changed'"))
+    try:
+        code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "v4")
+    finally:
+        daemon.close()
+
+    assert code == 1 and "database change is done" in err and "unknown command" in err
+    assert active_version(db) == 4
+
+
+def test_unreachable_database_names_the_host_not_the_password(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MSD_TEST_DB_PASSWORD", "s3cret-pw")
+    path = tmp_path / "model-service.yaml"
+    path.write_text(yaml.safe_dump({"control": {"socket": str(tmp_path / "msd.sock")},
+                                    "database": {"dsn": "postgresql://msd@127.0.0.1:1/msd",
+                                                 "password_env": "MSD_TEST_DB_PASSWORD",
+                                                 "connect_timeout_s": 2}}))
+
+    code, out, err = run_ctl(capsys, "-c", path, "versions")
+
+    assert code == 1 and out == ""
+    assert "127.0.0.1:1/msd" in err and "s3cret-pw" not in err
