@@ -74,6 +74,10 @@ def classify(batch: Sequence[Delivery], kind_of_queue: Mapping[str, str]) -> tup
             message = PARSERS[kind_of_queue[delivery.queue]](delivery.body, delivery.headers)
         except InvalidMessage as exc:
             rejected.append(Rejected(delivery, exc))
+        except Exception as exc:
+            # A parser bug on odd input (e.g. a date overflow) must park that message, not
+            # requeue it forever at the head of the queue and block everything behind it.
+            rejected.append(Rejected(delivery, InvalidMessage("parser_error", f"{type(exc).__name__}: {exc}"[:300])))
         else:
             parsed.append(Parsed(delivery, message))
     return parsed, rejected

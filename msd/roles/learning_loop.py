@@ -1,6 +1,6 @@
 """Retraining triggers, checked by the signaller (FR-019 … FR-022).
 
-Every `trainer.check_interval_s`: the schedule (next run persisted, a missed run runs once),
+Every `trainer.check_interval_s`: fills reconciled from the shared `orders` table, the schedule (next run persisted, a missed run runs once),
 the data threshold (executions labelled since the strategy's last training) and the live
 quality of model-mode strategies (labelled outcomes of their own signals, prequentially). A
 trigger becomes a `train_request` event to the supervisor, where the newest request wins.
@@ -14,13 +14,14 @@ from typing import Any
 
 from msd import metrics
 from msd.config import Config
-from msd.errors import DatabaseUnavailable
+from msd.errors import DatabaseUnavailable, MsdError
 from msd.learning.quality import live_accuracy
 from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
 from msd.roles.models import ModelBook
 from msd.roles.runtime import RoleContext
-from msd.store.datasets import LabelWindow, labelled_since_last_training, recent_model_outcomes
+from msd.store.datasets import (LabelWindow, labelled_since_last_training, recent_model_outcomes,
+                                reconcile_executions)
 from msd.store.db import Database
 from msd.store.schedule import next_run_at, set_next_run
 
@@ -36,11 +37,13 @@ class LearningLoop:
         self.degraded: dict[str, bool] = {}
         self.requested_at: dict[str, float] = {}
         self.view: dict[str, Any] = {}
+        self.reconciled = 0
 
     def maybe_check(self, config: Config, now: datetime) -> None:
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + config.trainer.check_interval_s
+        self._reconcile()
         try:
             with self.db.transaction() as conn:
                 self._check_schedule(conn, config, now)
@@ -54,6 +57,19 @@ class LearningLoop:
         self._check_data(config, counts)
         self._check_quality(config, outcomes)
         self.view["labelled_since_training"] = counts
+
+    def _reconcile(self) -> None:
+        """Fills a competing consumer took from our queue are read back from `orders` (the
+        README's promise): every check, not only when a training run happens to start."""
+        try:
+            with self.db.transaction() as conn:
+                added = reconcile_executions(conn)
+        except (DatabaseUnavailable, MsdError) as exc:
+            self.view["reconcile"] = f"not possible: {exc}"
+            return
+        self.view["reconcile"] = "ok"
+        self.reconciled += added
+        self.view["reconciled_fills"] = self.reconciled
 
     def _check_schedule(self, conn, config: Config, now: datetime) -> None:
         schedule = config.trainer.schedule

@@ -158,11 +158,17 @@ def _setup_logging(ctx: RoleContext) -> None:
     logging.getLogger("pika").setLevel(logging.WARNING)
 
 
+def _stop_soon(ctx: RoleContext) -> None:
+    """SIGTERM handler. Event.set() takes the Event's lock, which the interrupted main thread may
+    be holding inside Event.wait(); setting it from another thread cannot deadlock."""
+    threading.Thread(target=ctx.stopping.set, name="sigterm", daemon=True).start()
+
+
 def child_main(spec: ChildSpec) -> None:
     ctx = RoleContext(spec)
     # Until the role installs its own, SIGTERM only asks the role to stop; SIGINT (a terminal's
     # Ctrl-C reaching the whole process group) is left to the supervisor to turn into a stop.
-    signal.signal(signal.SIGTERM, lambda *_: ctx.stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: _stop_soon(ctx))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _setup_logging(ctx)
     threading.Thread(target=_heartbeat_loop, args=(ctx, spec.config.supervisor.heartbeat_interval_s),

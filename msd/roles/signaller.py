@@ -26,6 +26,7 @@ from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.store.db import Database
 from msd.store.neighbours import Exposure, read_open_exposure
+from msd.store.outbox import in_flight_notional
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
 from msd.roles.learning_loop import LearningLoop
@@ -38,7 +39,8 @@ from msd.strategies.warmup import ExposureUnknown
 
 log = logging.getLogger("msd.signaller")
 SCHEDULE_ATTEMPT_EVERY_S = 1.0
-MODELS_RETRY_S = 2.0             # while the active models could not be read (database down)   # a due-but-blocked scheduled strategy retries (and counts) once a second
+MODELS_RETRY_S = 2.0
+IN_FLIGHT_S = 120.0              # a sent signal with no order row after this long no longer counts             # while the active models could not be read (database down)   # a due-but-blocked scheduled strategy retries (and counts) once a second
 
 
 def exposure_usdt(exposure: Exposure, market_price: Decimal) -> Decimal:
@@ -138,7 +140,8 @@ class Signaller:
         if asset not in self.exposure_cache:
             try:
                 with self.db.transaction() as conn:
-                    self.exposure_cache[asset] = exposure_usdt(read_open_exposure(conn, asset), market_price)
+                    self.exposure_cache[asset] = (exposure_usdt(read_open_exposure(conn, asset), market_price)
+                                                  + in_flight_notional(conn, asset, IN_FLIGHT_S))
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
@@ -205,6 +208,10 @@ class Signaller:
         signal = (model_signal(outcome, params, now, self.calls.pop(params.id), FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
         submitted = self.outbox.submit(signal, mode=mode)
+        if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
+            # the next strategy evaluated this turn must see this signal's share of the cap
+            signed = signal.amount if signal.signal_type == "buy" else -signal.amount
+            self.exposure_cache[signal.asset] += signed
         stats = self.stats[params.id]
         if submitted.recorded:
             stats.sent += 1

@@ -42,7 +42,7 @@ def connect(dsn: str, *, connect_timeout: int = 5,
     try:
         return psycopg2.connect(
             dsn, connect_timeout=connect_timeout, application_name=application_name,
-            options=options, keepalives=1, keepalives_idle=30, keepalives_interval=10,
+            options=options, keepalives=1, keepalives_idle=5, keepalives_interval=2, tcp_user_timeout=10_000,
             keepalives_count=3)
     except CONNECTION_LOST_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe(exc)}") from exc
@@ -58,7 +58,7 @@ class Database:
     """Lazily connected holder of one connection; reconnects on the first use after a loss."""
 
     def __init__(self, dsn: str, *, connect_timeout: int = 5,
-                 statement_timeout_ms: int | None = 30_000, application_name: str = "msd"):
+                 statement_timeout_ms: int | None = 10_000, application_name: str = "msd"):
         self._dsn = dsn
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms

@@ -103,7 +103,9 @@ def fill_delta(previous: FillState | None, order: OrderSnapshot) -> FillDelta | 
     quantity = order.filled_quantity - previous.filled_quantity
     if quantity <= ZERO:
         return None
-    fee = (order.fees or ZERO) - (previous.fees or ZERO)
+    # order-manager sends null for a zero *or unknown* cumulative fee: null means "no news",
+    # never "the fees went back to zero" (which would book a negative fee for this delta).
+    fee = ZERO if order.fees is None else order.fees - (previous.fees or ZERO)
     return FillDelta(quantity, delta_price(previous, order, quantity), fee, order.filled_quantity)
 
 
@@ -204,7 +206,8 @@ def _record_fills(cur, observations: list[_Observation]) -> list[Execution]:
         if delta is not None:
             pending.append((observation, delta))
             changed.add(order.order_id)
-            states[order.order_id] = FillState(order.filled_quantity, order.average_price, order.fees)
+            states[order.order_id] = FillState(order.filled_quantity, order.average_price,
+                                               order.fees if order.fees is not None else states[order.order_id].fees)
     if not pending:
         return []
     executions = _insert_executions(cur, pending)

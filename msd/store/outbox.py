@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Mapping
 
 from msd.bus.signal_format import TradingSignal
@@ -63,4 +65,20 @@ def record_failed_attempt(conn, signal_id: str, error: str) -> None:
 def count_pending(conn) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM msd.signals WHERE outbox_state = 'pending'")
+        return cur.fetchone()[0]
+
+
+def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
+    """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
+    waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
+    taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
+                 FROM msd.signals s
+                WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model')
+                  AND s.created_at > now() - %(window)s
+                  AND (s.outbox_state = 'pending'
+                       OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
+            {"asset": asset, "window": timedelta(seconds=recent_s)})
         return cur.fetchone()[0]

@@ -308,6 +308,9 @@ class Arbiter:
 
     # ----- reload -----------------------------------------------------------------------
     def reload(self, source: str) -> dict[str, Any]:
+        if self.stop_deadline is not None:
+            log.warning("config reload from %s ignored: msd is stopping", source)
+            return {"applied": False, "error": "msd is stopping"}
         self.notifier.reloading()
         try:
             new = load_config(self.config.source)
@@ -315,7 +318,7 @@ class Arbiter:
             self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
             metrics.CONFIG_RELOADS.labels("invalid").inc()
             log.error("config reload from %s failed, keeping the running config: %s", source, exc)
-            self.notifier.ready(status_line(self))
+            self._reloaded()
             return {"applied": False, "error": str(exc)}
         sections = sorted(changed_sections(self.config, new))
         affected = [r for r in ROLES if r in changed_roles(self.config, new)]
@@ -333,8 +336,15 @@ class Arbiter:
         metrics.CONFIG_RELOADS.labels("applied").inc()
         log.info("config reloaded from %s: changed sections %s, applied live in %s, restarting %s", source,
                  sections or "none", live or "nothing", restart or "nothing")
-        self.notifier.ready(status_line(self))
+        self._reloaded()
         return {"applied": True, "changed_sections": sections, "applied_live": live, "restarted": restart}
+
+    def _reloaded(self) -> None:
+        # READY=1 ends RELOADING=1; before the first READY it would claim a start-up not yet done.
+        if self.ready_sent:
+            self.notifier.ready(status_line(self))
+        else:
+            self.notifier.status(status_line(self))
 
     def _restart_for_reload(self, name: str) -> None:
         rec = self.records[name]

@@ -42,9 +42,12 @@ class ControlServer:
         threading.Thread(target=self._accept_loop, name="control", daemon=True).start()
 
     def close(self) -> None:
+        """Stop serving; the socket file is removed only by the instance that bound it, so a
+        second msd refused at start never deletes the running daemon's socket."""
         self._closed.set()
-        if self._sock is not None:
-            self._sock.close()
+        if self._sock is None:
+            return
+        self._sock.close()
         try:
             self.path.unlink()
         except FileNotFoundError:

@@ -76,3 +76,31 @@ def test_an_outbox_refuses_a_mode_it_does_not_own(setup):
     db, publisher, _ = setup
     with pytest.raises(ValueError, match="modes"):
         Outbox(db, publisher, QUEUE, modes=("exit",)).submit(signal(), "warmup")
+
+
+def test_in_flight_signals_count_towards_exposure_until_they_become_orders(setup):
+    """Regression: the exposure cap read only the shared tables, so during a broker outage the
+    strategies kept buying against a cap the queued signals had already used up."""
+    from msd.store.neighbours import create_neighbour_tables
+    from msd.store.outbox import in_flight_notional, mark_sent
+    db, _, _ = setup
+    buy, sell, taken = signal(), signal(), signal()
+    buy = buy.__class__(**{**buy.__dict__, "signal_type": "buy"})
+    taken = taken.__class__(**{**taken.__dict__, "signal_type": "buy", "amount": Decimal("40")})
+    with db.transaction() as conn:
+        create_neighbour_tables(conn)
+        for item in (buy, sell, taken):
+            insert_signal(conn, item, signal_to_wire(item), "warmup")
+        mark_sent(conn, [sell.signal_id, taken.signal_id])
+        with conn.cursor() as cur:   # order-manager already turned `taken` into an order
+            cur.execute("""INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, status)
+                           VALUES ('o-1', %s, 'BTCUSDT', 'Buy', 'Market', 0.001, 'pending')""", (taken.signal_id,))
+    with db.transaction() as conn:
+        # pending buy 25 and sent-but-not-yet-an-order sell 25; the order-backed buy is in `orders`
+        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
+        assert in_flight_notional(conn, "ETHUSDT", 120) == Decimal(0)
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE msd.signals SET outbox_state = 'sent' WHERE signal_id = %s", (buy.signal_id,))
+        cur.execute("DELETE FROM msd.signals WHERE signal_id = %s", (sell.signal_id,))
+    with db.transaction() as conn:
+        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(25)

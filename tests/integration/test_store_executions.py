@@ -190,3 +190,17 @@ def test_reconciled_order_rows_fill_what_the_stream_missed_once(db):
     with db.transaction() as conn:
         assert count_executions(conn, order_id=PARTIAL.order.order_id, source="event") == 1
         assert count_executions(conn, order_id=PARTIAL.order.order_id, source="reconcile") == 1
+
+
+def test_a_null_cumulative_fee_is_not_read_as_a_refund(db):
+    """Regression: fees 0.05 recorded, then an observation with fees null (order-manager's
+    'zero or unknown') booked a -0.05 fee and forgot the 0.05 already paid."""
+    first = event("partially_filled", snapshot(fees=D("0.05")), at="2025-11-20T10:15:32")
+    later = event("partially_filled", snapshot(filled_quantity=D("0.00800000"), fees=None,
+                                               status="partially_filled", order_type="Market"),
+                  at="2025-11-20T10:15:33")
+    with db.transaction() as conn:
+        record_order_events(conn, [first])
+        record_order_events(conn, [replace(later, event_id=str(uuid.uuid4()))])
+        fees = [e.fee for e in executions_of_order(conn, first.order.order_id)]
+    assert fees == [D("0.05"), D(0)]

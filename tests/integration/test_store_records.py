@@ -136,3 +136,14 @@ def test_execution_summary_counts_per_asset_and_side(db):
             for g in summary["by_asset_side"]] == [
         ("BTCUSDT", "buy", 2, D("0.003"), D("285.2")),
         ("ETHUSDT", "sell", 1, D("0.05"), D("152.5"))]
+
+
+def test_dead_letter_with_nul_in_headers_and_trace_id_is_still_parked(db):
+    """Regression: a NUL in a header made the dead-letter insert itself fail, so the message
+    could neither be processed nor parked."""
+    from msd.store.deadletters import count_dead_letters, record_dead_letter
+    with db.transaction() as conn:
+        record_dead_letter(conn, "q", "bad_json", "detail\x00", b"\x00raw", {"trace_id": "t\x00", "x": b"a\x00b"},
+                           "t\x00")
+    with db.transaction() as conn:
+        assert count_dead_letters(conn, source="q") == 1
