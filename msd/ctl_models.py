@@ -2,7 +2,8 @@
 
 These commands talk to the database named by the config file (`-c`), not to the daemon: they
 work whether msd runs or not. A rollback verifies the target's artifact against its recorded
-sha256 first (a tampered or missing file is refused and nothing changes), switches the active
+sha256 and loads it as the signaller will (a tampered, missing or unusable artifact is refused
+and nothing changes), switches the active
 version in one audited transaction, then asks a running daemon to reload its active versions
 so the signaller switches at once. The store and config modules are imported inside the
 commands so that `msd-ctl status` never loads numpy or psycopg2.
@@ -236,21 +237,24 @@ def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
 
 
 def verify_artifact(target) -> None:
-    """Load the version's files with their recorded hashes; refuse the rollback otherwise."""
-    from msd.store.artifacts import TamperedArtifact, load_version
+    """Load the version as the signaller will (recorded hashes, today's features, arrays of
+    the model class); refuse the rollback if that fails."""
+    from msd.errors import MsdError
+    from msd.roles.learning import load_model
+    from msd.store.artifacts import TamperedArtifact
     refused = f"rollback to v{target.version} of {target.strategy_id!r} refused, nothing changed"
     if target.files_pruned_at is not None:
         raise CtlFailure(f"{refused}: its files were pruned at {target.files_pruned_at.isoformat()}")
     try:
-        load_version(target.path, target.sha256, target.manifest_sha256)
+        load_model(target)
     except TamperedArtifact as exc:
         raise CtlFailure(f"{refused}: tampered artifact {exc.path}: sha256 is {exc.actual}, "
                          f"recorded {exc.expected}") from None
     except OSError as exc:
         raise CtlFailure(f"{refused}: cannot read {exc.filename or target.path}: "
                          f"{exc.strerror or exc}") from None
-    except ValueError as exc:   # the hashes match but the content does not parse
-        raise CtlFailure(f"{refused}: artifact {target.path} is unreadable: {exc}") from None
+    except (MsdError, ValueError) as exc:   # other features, or arrays the model cannot use
+        raise CtlFailure(f"{refused}: the signaller could not serve {target.path}: {exc}") from None
 
 
 def _tell_daemon(ask: Ask, strategy: str, number: int) -> int:

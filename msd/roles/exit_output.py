@@ -24,6 +24,7 @@ from msd.roles.outbox import Outbox
 from msd.rules import InvalidPositionData
 from msd.store.db import Database
 from msd.store.exit_state import delete_states, save_states
+from msd.store.outbox import pending_exit_exists
 
 log = logging.getLogger("msd.exits")
 # The spread/volume/volatility put into an exit signal's snapshot must be this recent; older
@@ -85,6 +86,13 @@ class ExitOutput:
 
     def send(self, evaluation: Evaluation, watched: Watched, trigger: str) -> None:
         decision = evaluation.decision
+        if self.outbox.backlog and self._exit_waiting(decision.key.position_id):
+            # The broker is (or was) down and an earlier exit of this position is still queued:
+            # another one would close the position twice and open the reverse side.
+            self.engine.keep(evaluation, sent=False)
+            self.stats.suppressed["exit_pending"] += 1
+            metrics.EXITS_SUPPRESSED.labels("exit_pending").inc()
+            return
         self.engine.keep(evaluation, sent=True)
         try:
             self.save()
@@ -109,6 +117,10 @@ class ExitOutput:
                  signal.asset, signal.amount, decision.reason.value, decision.trigger_price, evaluation.quote.source,
                  extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id,
                         "position_id": decision.key.position_id, "published": submitted.published})
+
+    def _exit_waiting(self, position_id: str) -> bool:
+        with self.db.transaction() as conn:
+            return pending_exit_exists(conn, position_id)
 
     def _not_sent(self, evaluation: Evaluation, cause: str, error: str, watched: Watched) -> None:
         decision = evaluation.decision

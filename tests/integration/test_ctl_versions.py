@@ -61,13 +61,14 @@ def figures(version: int) -> dict[str, float]:
             "majority.accuracy": 0.52, "naive.accuracy": 0.55, "n": 250.0}
 
 
-def publish(db, models_dir: Path, arrays, *, promoted: bool) -> int:
+def publish(db, models_dir: Path, arrays, *, promoted: bool,
+            feature_names=tuple(FEATURE_NAMES)) -> int:
     """One version as msd.roles.learning.publish_version writes it, in one transaction."""
     with db.transaction() as conn:
         version = reserve_version(conn, STRATEGY)
         ref = write_version(models_dir, STRATEGY, version, arrays,
                             {"strategy_id": STRATEGY, "version": version,
-                             "feature_names": list(FEATURE_NAMES)})
+                             "feature_names": list(feature_names)})
         reasons = ["pass: accuracy vs minimum 0.75"] if promoted else ["fail: accuracy vs minimum 0.75"]
         version_id = insert_version(conn, NewVersion(
             STRATEGY, version, str(ref.path.resolve()), ref.sha256, ref.manifest_sha256,
@@ -181,6 +182,16 @@ def test_rollback_to_a_missing_artifact_is_refused(capsys, config, versions, db)
     code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "7")
 
     assert code == 1 and "refused" in err and MODEL_FILE in err
+    assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
+
+
+def test_rollback_to_a_version_the_signaller_cannot_serve_is_refused(capsys, config, versions,
+                                                                     db, arrays):
+    other = publish(db, versions, arrays, promoted=False, feature_names=("spread_pct", "rsi"))
+
+    code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", other)
+
+    assert code == 1 and "refused" in err and "feature names" in err
     assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
 
 

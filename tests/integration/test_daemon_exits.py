@@ -212,3 +212,29 @@ def test_fallback_polls_the_positions_table_and_returns_to_events(daemon, resour
     other = open_position(dsn, "BACKUSDT", "1.00000000", "100", "100.00000000")
     publish(channel, POSITIONS_QUEUE, position_update(other, "BACKUSDT", "1.00000000"))
     wait_for(lambda: exits_status(daemon).get("mode") == "event", 10, what="back to event mode")
+
+
+def test_exits_do_not_pile_up_in_the_outbox_while_the_broker_is_down(daemon, resources):
+    """Regression: during an outage each cooldown produced another full-size exit for the same
+    position; sent together on recovery, the second one would have opened the reverse side."""
+    import yaml
+    from tests.fixtures.rabbit import close_vhost_connections, rabbitmqctl
+    dsn, vhost = resources
+    cfg = yaml.safe_load(daemon.config_path.read_text())
+    cfg["exits"].update(fallback_after_s=1, poll_interval_s=0.2)
+    cfg["exits"]["rules"]["cooldown_seconds"] = 1
+    daemon.write_config(cfg)
+    wait_for(lambda: exits_status(daemon).get("mode") == "fallback", 10, what="fallback polling")
+    position_id = open_position(dsn, "OUTAGEUSDT", "2.00000000", "100", "100.00000000")
+    rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+    close_vhost_connections(vhost)
+    try:
+        mark_price(dsn, "OUTAGEUSDT", "97.00000000")             # stop loss, seen by the poll
+        rows = "SELECT outbox_state FROM msd.signals WHERE body->'metadata'->>'position_id' = %s"
+        wait_for(lambda: execute(dsn, rows, (position_id,)), 10, what="exit recorded")
+        wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("exit_pending", 0) >= 2, 10,
+                 what="later exits held back")
+        assert execute(dsn, rows, (position_id,)) == [("pending",)]
+    finally:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    wait_for(lambda: execute(dsn, rows, (position_id,)) == [("sent",)], 20, what="the one exit sent")
