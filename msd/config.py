@@ -69,7 +69,11 @@ class RabbitConfig:
 
     @property
     def url(self) -> str:
-        return _with_password(self.url_without_secret, self.password)
+        """The AMQP URL with the secret and `heartbeat` filled in: pass to pika, never log it."""
+        parts = urlsplit(_with_password(self.url_without_secret, self.password))
+        query = "&".join(q for q in parts.query.split("&") if q and not q.startswith("heartbeat="))
+        query = f"{query}&heartbeat={self.heartbeat_s}" if query else f"heartbeat={self.heartbeat_s}"
+        return urlunsplit(parts._replace(query=query))
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,8 @@ def _figure(value: Any, width: int) -> str:
 
 def render_versions(report: dict[str, list[dict[str, Any]]]) -> str:
     """One block per strategy: a header line, then one row per version, oldest first."""
+    if not report:
+        return "no strategies: none is configured, has executions or has ever switched mode"
     lines: list[str] = []
     for strategy, versions in report.items():
         active = next((v["version"] for v in versions if v["is_active"]), None)

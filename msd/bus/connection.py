@@ -19,11 +19,15 @@ SOCKET_TIMEOUT_S = 10.0
 STACK_TIMEOUT_S = 15.0
 
 
-def connect(url: str, *, connection_name: str, heartbeat: int = 30,
+def connect(url: str, *, connection_name: str, heartbeat: int | None = None,
             blocked_timeout: float = 30) -> pika.BlockingConnection:
-    """Open a blocking connection; raises BrokerUnavailable if the broker cannot be reached."""
+    """Open a blocking connection; raises BrokerUnavailable if the broker cannot be reached.
+
+    The heartbeat is the URL's `?heartbeat=N` (msd's config puts rabbitmq.heartbeat_s there)
+    unless `heartbeat` is given."""
     params = pika.URLParameters(url)
-    params.heartbeat = heartbeat
+    if heartbeat is not None:
+        params.heartbeat = heartbeat
     # A broker under a resource alarm blocks publishers silently; time out instead of waiting forever.
     params.blocked_connection_timeout = blocked_timeout
     params.socket_timeout = SOCKET_TIMEOUT_S

@@ -239,6 +239,11 @@ def run(ctx: RoleContext) -> int:
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,
                              max_wait_s=cfg.consumer.batch_wait_ms / 1000.0,
                              connection_name="msd-consumer", on_state=on_state, on_tick=ctx.beat)
+    for data_plane in ctx.queues.values():
+        # On exit, items not yet taken by a reader are dropped instead of holding this process
+        # until they are flushed (the readers may be gone): they are market data and position
+        # updates, which the next tick and the exit role's table polling make good.
+        data_plane.cancel_join_thread()
     ctx.booted()
     if cfg.consumer.subscriptions.url:
         threading.Thread(target=keep_subscribed, args=(ctx,), name="subscriptions", daemon=True).start()

@@ -71,7 +71,7 @@ def test_password_from_credentials_file(tmp_path):
     path = write(tmp_path, {"credentials_file": "creds.yaml",
                             "rabbitmq": {"url": "amqp://msd@mq:5672/v", "password_key": "rabbit"}})
     cfg = load_config(path, env={})
-    assert cfg.rabbitmq.url == "amqp://msd:hunter2@mq:5672/v"
+    assert cfg.rabbitmq.url == "amqp://msd:hunter2@mq:5672/v?heartbeat=30"
     assert "hunter2" not in repr(cfg)
 
 
@@ -114,3 +114,12 @@ def test_demo_config_differs_from_the_documented_one_only_in_where_it_runs():
         assert demo[section].pop(key) != shipped[section].pop(key)
     assert demo == shipped
     assert load_config(SHIPPED.parent / "demo.yaml", env={}).database.dsn.endswith("/msd_demo")
+
+
+def test_rabbitmq_heartbeat_reaches_the_connection_url(tmp_path):
+    """Regression: rabbitmq.heartbeat_s was parsed but never used (pika got a fixed 30 s)."""
+    import pika
+    cfg = load_config(write(tmp_path, {"rabbitmq": {"url": "amqp://msd@mq:5672/v?connection_attempts=2", "heartbeat_s": 7,
+                                                    "password_env": "PW"}}), env={"PW": "pw"})
+    params = pika.URLParameters(cfg.rabbitmq.url)
+    assert (params.heartbeat, params.credentials.password, params.virtual_host) == (7, "pw", "v")

@@ -102,6 +102,10 @@ def test_versions_table_has_metrics_flags_files_and_gate():
     assert lines[4] == "strategy s2: 0 version(s), active none (warm-up)"
 
 
+def test_versions_table_without_strategies_says_so():
+    assert render_versions({}).startswith("no strategies")
+
+
 def test_compare_table_has_both_columns_and_the_difference():
     result = {"strategy_id": "s", "window": "validation",
               "a": {"version": 3, "metrics": {"accuracy": 0.7, "brier": 0.2}, "is_active": False},
