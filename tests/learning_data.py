@@ -79,7 +79,7 @@ def synthetic(n: int, *, strength: float, drift: float = 0.0, seed: int = 0,
         body = {"signal_id": signal_id, "signal_type": str(sides[i]), "asset": asset,
                 "strategy_id": strategy, "market_data_snapshot": snapshot}
         signals.append((signal_id, strategy, asset, str(sides[i]), 100, 0.5, "warmup",
-                        json.dumps(body), json.dumps(snapshot), decided.isoformat()))
+                        json.dumps(body), json.dumps(snapshot), decided.isoformat(), "sent"))
         executions.append((f"{order_prefix}-{i}", signal_id, strategy, asset, str(sides[i]),
                            0.01, entry, entry * 0.01 * 0.001, 0.01,
                            (decided + timedelta(seconds=2)).isoformat(), "event"))
@@ -88,8 +88,9 @@ def synthetic(n: int, *, strength: float, drift: float = 0.0, seed: int = 0,
     return Synthetic(signals, executions, bars, [str(s) for s in sides], returns)
 
 
+# History: these signals went out long ago (a pending row would be published again).
 SIGNAL_COLUMNS = ("signal_id, strategy_id, asset, signal_type, amount, confidence, mode, body, "
-                  "snapshot, created_at")
+                  "snapshot, created_at, outbox_state")
 EXECUTION_COLUMNS = ("order_id, signal_id, strategy_id, asset, side, quantity, price, fee, "
                      "cumulative_quantity, executed_at, source")
 BAR_COLUMNS = "asset, minute, open, high, low, close, volume, turnover, confirmed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pika
 
@@ -120,3 +120,27 @@ def drain_queue(url: str, queue: str = "model-service.trading_signals") -> list[
         taken.append((json.loads(body), dict(props.headers or {})))
     conn.close()
     return taken
+
+
+def kline_event(asset: str, start: datetime, close: float, confirmed: bool = True) -> bytes:
+    start_ms = int(start.timestamp() * 1000)
+    return json.dumps({
+        "event_id": str(uuid.uuid4()), "event_type": "kline", "topic": f"kline.1.{asset}",
+        "timestamp": _naive_now(), "received_at": _naive_now(), "trace_id": str(uuid.uuid4()),
+        "payload": {"start": start_ms, "end": start_ms + 59_999, "interval": "1", "open": f"{close:.4f}",
+                    "close": f"{close:.4f}", "high": f"{close * 1.0005:.4f}", "low": f"{close * 0.9995:.4f}",
+                    "volume": "10", "turnover": f"{close * 10:.2f}", "confirm": confirmed,
+                    "timestamp": start_ms + 59_000, "topic": f"kline.1.{asset}"}}).encode()
+
+
+def publish_history(url: str, asset: str, minutes: int = 62) -> None:
+    """The last `minutes` closed 1-minute bars of `asset` (a gentle wave around its price), so
+    returns, volatility and the hourly average are known at once."""
+    import math
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    channel = conn.channel()
+    for back in range(minutes, 0, -1):
+        close = PRICES[asset] * (1 + 0.001 * math.sin(back / 3))
+        channel.basic_publish("", "ws-gateway.kline", kline_event(asset, now - timedelta(minutes=back), close))
+    conn.close()
