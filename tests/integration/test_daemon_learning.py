@@ -1,6 +1,7 @@
 """Learning end to end with the real daemon: a learnable execution history makes the data
 threshold trigger a training run; the promoted version switches the live signaller to model
 mode; a rollback switches it again; bad live outcomes trip the quality alert and a retrain."""
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -121,3 +122,34 @@ def test_warmup_to_model_mode_rollback_and_quality_alert(dsn, fresh_vhost, tmp_p
             assert_accepted(body)
     finally:
         d.close()
+
+
+def test_a_schedule_missed_while_down_runs_once_at_start_and_survives_a_restart(tmp_path, fresh_vhost):
+    dsn = create_database()
+    apply_migrations(dsn)
+    rows(dsn, "INSERT INTO msd.schedule_state (name, next_run_at) VALUES ('training', now() - interval '3 hours') "
+              "RETURNING name")
+    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost),
+                      trainer={"schedule": {"every_s": 3600}, "check_interval_s": 0.2, "data_threshold": None,
+                               "training": learning_data.params(models_dir=str(tmp_path / "models"))})
+    d = Daemon(tmp_path, cfg)
+    try:
+        d.start()
+        wait_for(lambda: any("missed while msd was down" in (r.get("message") or "") for r in d.log_records()),
+                 10, what="the missed run requested")
+        [(next_run,)] = rows(dsn, "SELECT next_run_at - now() FROM msd.schedule_state WHERE name = 'training'")
+        assert timedelta(minutes=55) < next_run <= timedelta(hours=1)
+        # Nothing to learn from: the run is recorded as skipped (data drought), not as a failure.
+        wait_for(lambda: d.status()["trainer"]["recent"], 20, what="the run finished")
+        assert d.status()["trainer"]["recent"][0]["outcome"] == "succeeded"
+        assert d.stop() == 0
+        triggers = lambda: len([r for r in d.log_records()  # noqa: E731
+                                if (r.get("message") or "").startswith("training trigger schedule")])
+        runs_before = triggers()
+        d.start()
+        time.sleep(1.5)
+        runs_after = triggers()
+        assert runs_after == runs_before == 1          # the persisted next run is an hour away
+    finally:
+        d.close()
+        drop_database(dsn)
