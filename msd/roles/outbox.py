@@ -59,7 +59,7 @@ class Outbox:
                       extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
             return Submitted(False, False, f"invalid: {exc}")
         try:
-            with self.db.transaction() as conn:
+            with self.db.autocommit() as conn:      # one INSERT: atomic without BEGIN/COMMIT
                 insert_signal(conn, signal, signal_to_wire(signal), mode)
         except DatabaseUnavailable as exc:
             metrics.SIGNALS_LOST.labels(signal.strategy_id, "database").inc()
@@ -76,7 +76,7 @@ class Outbox:
         if not self.unmarked:
             return True
         try:
-            with self.db.transaction() as conn:
+            with self.db.autocommit() as conn:      # one UPDATE
                 mark_sent(conn, self.unmarked)
         except DatabaseUnavailable as exc:
             log.warning("%d published signals not marked sent yet: %s", len(self.unmarked), exc)

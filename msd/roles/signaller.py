@@ -139,7 +139,7 @@ class Signaller:
     def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
             try:
-                with self.db.transaction() as conn:
+                with self.db.autocommit() as conn:
                     self.exposure_cache[asset] = (exposure_usdt(read_open_exposure(conn, asset), market_price)
                                                   + in_flight_notional(conn, asset, IN_FLIGHT_S))
             except (DatabaseUnavailable, MsdError) as exc:

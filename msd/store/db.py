@@ -102,6 +102,26 @@ class Database:
             raise
         self._degraded_reason = None
 
+    @contextmanager
+    def autocommit(self) -> Iterator[psycopg2.extensions.connection]:
+        """Yield the connection with each statement committed on its own.
+
+        For reads and single-statement writes on a latency path: psycopg2 sends BEGIN and
+        COMMIT as round trips of their own, which a lone statement does not need (it is atomic
+        by itself). Errors are translated as in `transaction`.
+        """
+        conn = self.connection()
+        conn.autocommit = True
+        try:
+            yield conn
+        except CONNECTION_LOST_ERRORS as exc:
+            self._discard(exc)
+            raise DatabaseUnavailable(f"PostgreSQL connection lost: {describe(exc)}") from exc
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+        self._degraded_reason = None
+
     def close(self) -> None:
         """Close the connection if open; a later use reconnects."""
         conn, self._conn = self._conn, None
