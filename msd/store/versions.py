@@ -151,8 +151,8 @@ def get_version(conn, strategy_id: str, version: int) -> VersionInfo | None:
 
 def get_active(conn, strategy_id: str) -> VersionInfo | None:
     with conn.cursor() as cur:
-        cur.execute(f"SELECT version FROM msd.model_versions"
-                    f" WHERE strategy_id = %s AND is_active", (strategy_id,))
+        cur.execute("SELECT version FROM msd.model_versions"
+                    " WHERE strategy_id = %s AND is_active", (strategy_id,))
         row = cur.fetchone()
     return get_version(conn, strategy_id, row[0]) if row else None
 

@@ -9,7 +9,6 @@ import socket
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -18,8 +17,6 @@ from msd.ml.features import FEATURE_NAMES, LABELS
 from msd.ml.models import LogisticModel
 from msd.ml.synthetic import make_dataset
 from msd.store.artifacts import MODEL_FILE, write_version
-from msd.store.db import Database
-from msd.store.migrate import apply_migrations
 from msd.store.versions import (NewVersion, activate, get_active, insert_version,
                                 record_quality_metrics, reserve_version)
 from msd.supervisor import protocol
@@ -36,14 +33,6 @@ METRICS = ("accuracy", "balanced_accuracy", "log_loss", "brier", "majority.accur
 def arrays():
     data = make_dataset(400, seed=3)
     return LogisticModel().fit(data.X, data.y).to_arrays()
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 @pytest.fixture

@@ -12,13 +12,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pika
-import psycopg2
 import pytest
 import yaml
 
-from msd.store.neighbours import create_neighbour_tables
-from tests.fixtures.pg import create_database, drop_database
-from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
+from tests.fixtures.rabbit import amqp_url
 from tests.integration.daemon import Daemon, base_config, wait_for
 from tests.integration.exit_helpers import (
     POSITIONS_QUEUE, SignalReader, execute, mark_price, open_position, position_update, publish, stored_state,
@@ -34,16 +31,6 @@ EXITS = {
     "rules": {"stop_loss_pct": 2, "take_profit": {"pct": 50}, "cooldown_seconds": 60,
               "trailing": {"activation_pct": 1.5, "distance_pct": 0.8}},
 }
-
-
-@pytest.fixture(scope="module")
-def resources():
-    dsn, vhost = create_database(), create_vhost()
-    with psycopg2.connect(dsn) as conn:
-        create_neighbour_tables(conn)
-    yield dsn, vhost
-    drop_database(dsn)
-    delete_vhost(vhost)
 
 
 @pytest.fixture(scope="module")

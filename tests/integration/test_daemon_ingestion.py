@@ -10,20 +10,11 @@ import psycopg2
 import pytest
 
 from tests import examples
-from tests.fixtures.pg import create_database, drop_database
-from tests.fixtures.rabbit import amqp_url, close_vhost_connections, create_vhost, delete_vhost
+from tests.fixtures.rabbit import amqp_url, close_vhost_connections
 from tests.integration.daemon import Daemon, base_config, wait_for
 
 pytestmark = pytest.mark.integration
 ORDER_QUEUE = "order-manager.order_events"
-
-
-@pytest.fixture(scope="module")
-def resources():
-    dsn, vhost = create_database(), create_vhost()
-    yield dsn, vhost
-    drop_database(dsn)
-    delete_vhost(vhost)
 
 
 @pytest.fixture(scope="module")

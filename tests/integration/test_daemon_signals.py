@@ -3,7 +3,6 @@
 Every signal a test receives is checked by the independent order-manager rules in
 tests/contract (not msd's own validator). Timings are read from the signals' own timestamps.
 """
-import os
 import time
 from collections import Counter
 from datetime import datetime

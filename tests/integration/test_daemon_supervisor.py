@@ -7,20 +7,11 @@ import psycopg2
 import pytest
 import yaml
 
-from tests.fixtures.pg import create_database, drop_database
-from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
+from tests.fixtures.rabbit import amqp_url
 from tests.integration.daemon import Daemon, base_config, wait_for
 
 pytestmark = pytest.mark.integration
 ROLES = ("consumer", "signaller", "exits")
-
-
-@pytest.fixture(scope="module")
-def resources():
-    dsn, vhost = create_database(), create_vhost()
-    yield dsn, vhost
-    drop_database(dsn)
-    delete_vhost(vhost)
 
 
 @pytest.fixture(scope="module")

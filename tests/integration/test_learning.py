@@ -6,8 +6,6 @@ import pytest
 
 from msd.roles.trainer_jobs import train_strategies
 from msd.store.artifacts import MODEL_FILE, load_version
-from msd.store.db import Database
-from msd.store.migrate import apply_migrations
 from msd.store.versions import get_active, list_versions, training_outcomes
 from tests import learning_data
 from tests.learning_data import START, insert, synthetic
@@ -25,14 +23,6 @@ class Ctx(SimpleNamespace):
 
     def beat(self):
         self.beats += 1
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 def seed(db, n=1200, **kwargs):

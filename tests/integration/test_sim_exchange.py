@@ -2,7 +2,6 @@
 order-manager does, and everything it publishes parses with msd's own codecs."""
 import json
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal

@@ -8,9 +8,7 @@ import pytest
 
 from msd.store.datasets import (LabelWindow, dataset_sizes, load_training_rows,
                                 reconcile_executions)
-from msd.store.db import Database
 from msd.store.executions import count_executions, executions_of_order
-from msd.store.migrate import apply_migrations
 from msd.store.neighbours import create_neighbour_tables
 
 pytestmark = pytest.mark.integration
@@ -22,14 +20,6 @@ SNAPSHOT = {"price": 100.0, "spread": 0.01, "volatility": 0.001,
             "orderbook_depth": {"bid_depth": 1.0, "ask_depth": 1.0},
             "technical_indicators": {"return_1m": 0.0, "return_5m": 0.0, "return_15m": 0.0,
                                      "sma_60m": 100.0}}
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 def add_signal(conn, side="buy", at=T0, strategy="momentum_v1", asset="BTCUSDT") -> str:

@@ -10,7 +10,6 @@ from msd.bus.messages import OrderEvent, OrderSnapshot
 from msd.store.db import Database
 from msd.store.executions import (count_executions, count_order_events, executions_of_order,
                                   record_order_events)
-from msd.store.migrate import apply_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +18,6 @@ D = Decimal
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 def snapshot(**fields) -> OrderSnapshot:

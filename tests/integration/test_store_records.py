@@ -9,21 +9,12 @@ from msd.store.db import Database
 from msd.store.deadletters import count_dead_letters, record_dead_letter
 from msd.store.executions import record_order_events
 from msd.store.market import upsert_bars
-from msd.store.migrate import apply_migrations
 from msd.store.training import execution_summary, finish_run, get_run, start_run
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
 MINUTE = datetime(2025, 11, 20, 10, 15, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 def kline(close: str, *, confirmed: bool, start: datetime = MINUTE,

@@ -5,8 +5,6 @@ import pytest
 from msd.ml.features import FEATURE_NAMES, LABELS
 from msd.store.artifacts import (prune_plan, remove_version_files, stored_versions,
                                  write_version)
-from msd.store.db import Database
-from msd.store.migrate import apply_migrations
 from msd.store.versions import (NewVersion, VersionError, activate, compare, current_mode,
                                 deactivate, get_active, insert_version, last_good,
                                 list_versions, mark_files_pruned, record_quality_metrics,
@@ -15,14 +13,6 @@ from msd.store.versions import (NewVersion, VersionError, activate, compare, cur
 pytestmark = pytest.mark.integration
 
 STRATEGY = "momentum_v1"
-
-
-@pytest.fixture
-def db(fresh_pg_dsn):
-    apply_migrations(fresh_pg_dsn)
-    database = Database(fresh_pg_dsn)
-    yield database
-    database.close()
 
 
 def create(db, models_dir, *, accuracy=0.8, promoted=True) -> int:

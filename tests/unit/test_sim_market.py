@@ -1,5 +1,4 @@
 """The synthetic market: reproducible, sane microstructure, and a learnable edge only when asked."""
-import math
 import random
 from datetime import datetime, timedelta
 
