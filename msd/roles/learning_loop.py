@@ -24,6 +24,7 @@ from msd.store.datasets import (LabelWindow, labelled_since_last_training, recen
                                 reconcile_executions)
 from msd.store.db import Database
 from msd.store.schedule import next_run_at, set_next_run
+from msd.store.versions import deactivate, last_good, rollback
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -34,7 +35,7 @@ class LearningLoop:
     def __init__(self, ctx: RoleContext, db: Database, book: ModelBook):
         self.ctx, self.db, self.book = ctx, db, book
         self.next_check = 0.0
-        self.degraded: dict[str, bool] = {}
+        self.degraded: dict[tuple[str, int | None], bool] = {}
         self.requested_at: dict[str, float] = {}
         self.view: dict[str, Any] = {}
         self.reconciled = 0
@@ -49,7 +50,8 @@ class LearningLoop:
                 self._check_schedule(conn, config, now)
                 counts = labelled_since_last_training(conn, config.trainer.training.horizon_s)
                 window = LabelWindow(config.trainer.training.horizon_s, config.trainer.training.max_bar_lag_s)
-                outcomes = {sid: recent_model_outcomes(conn, sid, window, config.trainer.quality.window)
+                outcomes = {sid: recent_model_outcomes(conn, sid, f"v{self.book.version(sid)}", window,
+                                                       config.trainer.quality.window)
                             for sid in self.book.models}
         except DatabaseUnavailable as exc:
             log.warning("retraining triggers not checked: %s", exc)
@@ -97,16 +99,19 @@ class LearningLoop:
         live = {}
         for sid, rows in outcomes.items():
             accuracy, samples = live_accuracy(rows, fee)
-            was = self.degraded.get(sid, False)
+            # Quality is judged per version: a new or rolled-back version starts with a clean record.
+            was = self.degraded.get((sid, self.book.version(sid)), False)
             now_degraded = degradation_check(accuracy, samples, quality.threshold, quality.hysteresis,
                                              min_samples=quality.min_samples, was_degraded=was)
-            self.degraded[sid] = now_degraded
+            self.degraded[(sid, self.book.version(sid))] = now_degraded
             live[sid] = {"accuracy": accuracy, "samples": samples, "degraded": now_degraded,
                          "version": self.book.version(sid)}
             if accuracy is not None:
                 metrics.MODEL_LIVE_ACCURACY.labels(sid).set(accuracy)
             if now_degraded != was:
                 self._quality_changed(sid, now_degraded, accuracy, samples, quality.threshold)
+            elif not now_degraded and samples >= quality.min_samples:
+                self.ctx.recover(f"model quality {sid}")    # e.g. the version served after a fall-back
         self.view["live_quality"] = live
 
     def _quality_changed(self, sid: str, degraded: bool, accuracy, samples: int, threshold: float) -> None:
@@ -117,10 +122,28 @@ class LearningLoop:
             log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid,
                       self.book.version(sid), why, extra={"strategy": sid, "alert": "model_quality_degraded"})
             self.ctx.degrade(component, why)
+            self.fall_back(sid, why)
             self.request("quality_degradation", f"quality degradation: {why}", sid)
         else:
             log.info("strategy %s model quality recovered (live accuracy %.3f)", sid, accuracy)
             self.ctx.recover(component)
+
+    def fall_back(self, sid: str, why: str) -> None:
+        """Stop serving a degraded version: the last good one if there is one, else warm-up."""
+        bad = self.book.version(sid)
+        try:
+            with self.db.transaction() as conn:
+                target = last_good(conn, sid)
+                if target is not None and target != bad:
+                    rollback(conn, sid, target, reason=f"v{bad} degraded: {why}")
+                else:
+                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}", evidence={"live": why})
+            self.book.reload([sid])
+        except (DatabaseUnavailable, MsdError) as exc:
+            log.error("strategy %s: could not stop serving degraded v%s: %s", sid, bad, exc)
+            return
+        now_serving = f"v{self.book.version(sid)}" if self.book.version(sid) else "warm-up"
+        log.error("strategy %s: degraded v%s replaced by %s", sid, bad, now_serving, extra={"strategy": sid})
 
     def request(self, trigger: str, reason: str, strategy: str | None = None) -> None:
         metrics.TRAINING_TRIGGERS.labels(trigger).inc()

@@ -264,12 +264,15 @@ def _fetch(conn, sql: str, params: dict) -> list[tuple]:
         return cur.fetchall()
 
 
-def recent_model_outcomes(conn, strategy_id: str, window: LabelWindow, limit: int) -> list[Outcome]:
-    """Labelled outcomes among the strategy's last `limit` model-mode signals, oldest first:
-    the live (prequential) record of how the active model's calls turned out."""
+def recent_model_outcomes(conn, strategy_id: str, model_version: str, window: LabelWindow,
+                          limit: int) -> list[Outcome]:
+    """Labelled outcomes among the last `limit` signals of one model version, oldest first:
+    the live (prequential) record of how that version's calls turned out."""
     sql = (_ROWS_SQL.format(snapshot="s.snapshot")
-           + " AND s.mode = 'model' ORDER BY s.created_at DESC, s.signal_id DESC LIMIT %(limit)s")
-    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": None, "limit": limit})
+           + " AND s.mode = 'model' AND s.model_version = %(version)s"
+             " ORDER BY s.created_at DESC, s.signal_id DESC LIMIT %(limit)s")
+    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": None, "limit": limit,
+                              "version": model_version})
     return list(reversed(_chunk(rows).outcomes))
 
 

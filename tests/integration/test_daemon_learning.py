@@ -114,10 +114,17 @@ def test_warmup_to_model_mode_rollback_and_quality_alert(dsn, fresh_vhost, tmp_p
             degraded = wait_for(lambda: d.role("signaller")["status"].get("degraded", {}).get(
                 f"model quality {STRATEGY}"), 20, what="quality degraded")
             assert "live accuracy 0.000" in degraded
-            assert any(line.startswith("STATUS=") and "model quality" in line for line in d.notify.lines())
+            wait_for(lambda: any(line.startswith("STATUS=") and "model quality" in line for line in d.notify.lines()),
+                     5, what="systemd STATUS line with the alert")
             records = d.log_records()
             assert any(r.get("level") == "ERROR" and r.get("alert") == "model_quality_degraded" for r in records)
             assert any("quality degradation" in (r.get("message") or "") for r in records)
+            # The degraded version is no longer served: the last good one (v1) is back at once.
+            seen = len(tap.bodies())
+            wait_for(lambda: any(b.get("model_version") == "v1" for b in tap.bodies()[seen:]), 20,
+                     what="the last good version serving again")
+            assert rows(dsn, "SELECT event, model_version FROM msd.mode_transitions WHERE strategy_id = %s "
+                             "ORDER BY id DESC LIMIT 1", (STRATEGY,))[0] == ("rollback", 1)
         for body in tap.bodies():
             assert_accepted(body)
     finally:
