@@ -19,6 +19,7 @@ from msd.learning.quality import live_accuracy
 from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
 from msd.roles.models import ModelBook
+from msd.roles.online import OnlineTracker
 from msd.roles.runtime import RoleContext
 from msd.store.datasets import (LabelWindow, labelled_since_last_training, recent_model_outcomes,
                                 reconcile_executions)
@@ -39,6 +40,7 @@ class LearningLoop:
         self.requested_at: dict[str, float] = {}
         self.view: dict[str, Any] = {}
         self.reconciled = 0
+        self.online: OnlineTracker | None = None
 
     def maybe_check(self, config: Config, now: datetime) -> None:
         if time.monotonic() < self.next_check:
@@ -97,7 +99,13 @@ class LearningLoop:
     def _check_quality(self, config: Config, outcomes: dict) -> None:
         quality, fee = config.trainer.quality, config.trainer.training.round_trip_fee
         live = {}
+        if self.online is None or self.online.models_dir != config.trainer.training.models_dir:
+            self.online = OnlineTracker(config.trainer.training.models_dir)
         for sid, rows in outcomes.items():
+            try:
+                self.online.update(sid, rows, fee)
+            except OSError as exc:
+                log.error("online learner of %s not saved: %s", sid, exc)
             accuracy, samples = live_accuracy(rows, fee)
             # Quality is judged per version: a new or rolled-back version starts with a clean record.
             was = self.degraded.get((sid, self.book.version(sid)), False)
@@ -105,7 +113,7 @@ class LearningLoop:
                                              min_samples=quality.min_samples, was_degraded=was)
             self.degraded[(sid, self.book.version(sid))] = now_degraded
             live[sid] = {"accuracy": accuracy, "samples": samples, "degraded": now_degraded,
-                         "version": self.book.version(sid)}
+                         "version": self.book.version(sid), "online": self.online.record(sid).view()}
             if accuracy is not None:
                 metrics.MODEL_LIVE_ACCURACY.labels(sid).set(accuracy)
             if now_degraded != was:

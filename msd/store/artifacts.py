@@ -183,3 +183,30 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+ONLINE_DIR = "online"
+
+
+def save_online_state(models_dir: Path | str, strategy: str, arrays: Mapping[str, np.ndarray],
+                      meta: Mapping[str, Any]) -> None:
+    """The online learner of a strategy, replaced atomically (write to temp files, fsync, rename)."""
+    directory = strategy_dir(models_dir, strategy) / ONLINE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in ((MODEL_FILE, npz_bytes(arrays)), (MANIFEST_FILE, json.dumps(dict(meta)).encode())):
+        temporary = directory / f".{name}.tmp"
+        _write_synced(temporary, data)
+        os.replace(temporary, directory / name)
+    _fsync_dir(directory)
+
+
+def load_online_state(models_dir: Path | str, strategy: str) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The saved online learner, or None when there is none yet."""
+    directory = strategy_dir(models_dir, strategy) / ONLINE_DIR
+    try:
+        data = (directory / MODEL_FILE).read_bytes()
+        meta = json.loads((directory / MANIFEST_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}, meta
