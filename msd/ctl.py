@@ -123,6 +123,14 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
     assets = signaller.get("assets") or {}
     if assets:
         lines.append("market: " + ", ".join(f"{a} {v}" for a, v in sorted(assets.items())))
+    learning = signaller.get("learning") or {}
+    for sid, last in sorted((learning.get("last_training") or {}).items()):
+        lines.append(f"training {sid}: last {last['outcome']} at {last['at']} ({last['reason']}); "
+                     f"{(learning.get('labelled_since_training') or {}).get(sid, 0)} labelled since")
+    for sid, live in sorted((learning.get("live_quality") or {}).items()):
+        accuracy = "-" if live["accuracy"] is None else f"{live['accuracy']:.3f}"
+        lines.append(f"live {sid} v{live['version']}: accuracy {accuracy} over {live['samples']} calls"
+                     f"{' DEGRADED' if live['degraded'] else ''}; online learner {live['online']}")
     return lines
 
 

@@ -76,3 +76,5 @@ MODEL_QUALITY_DEGRADED = Gauge("msd_model_quality_degraded", "1 while a strategy
                                ["strategy"], multiprocess_mode="livemax")
 MODEL_LIVE_ACCURACY = Gauge("msd_model_live_accuracy", "Rolling live directional accuracy of the active model",
                             ["strategy"], multiprocess_mode="livemax")
+TRAINING_SKIPPED = Counter("msd_training_skipped_total", "Strategy training attempts skipped, by cause "
+                           "(e.g. data drought)", ["strategy", "cause"])

@@ -25,7 +25,7 @@ from msd.store.datasets import (LabelWindow, labelled_since_last_training, recen
                                 reconcile_executions)
 from msd.store.db import Database
 from msd.store.schedule import next_run_at, set_next_run
-from msd.store.versions import deactivate, last_good, rollback
+from msd.store.versions import deactivate, last_good, latest_training_outcomes, rollback
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -51,6 +51,7 @@ class LearningLoop:
             with self.db.transaction() as conn:
                 self._check_schedule(conn, config, now)
                 counts = labelled_since_last_training(conn, config.trainer.training.horizon_s)
+                self.view["last_training"] = latest_training_outcomes(conn)
                 window = LabelWindow(config.trainer.training.horizon_s, config.trainer.training.max_bar_lag_s)
                 outcomes = {sid: recent_model_outcomes(conn, sid, f"v{self.book.version(sid)}", window,
                                                        config.trainer.quality.window)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from msd import metrics
 from msd.ml.dataset import Dataset, DatasetBuilder
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
 from msd.roles.learning import PublishPlan, publish_version, realised_figures, score_active
@@ -132,6 +133,7 @@ def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict
         record_training_outcome(conn, strategy, "skipped", reason, request_id=run.request_id,
                                 detail=detail, training_run_id=run.run_id)
     log.info("strategy %s: training skipped: %s", strategy, reason)
+    metrics.TRAINING_SKIPPED.labels(strategy, reason.split(":")[0]).inc()
     return {"outcome": "skipped", "reason": reason, **detail}
 
 

@@ -295,3 +295,12 @@ def _quality_of(conn, version_ids: list[int]) -> dict[int, dict[str, dict[str, f
 def _with_quality(info: VersionInfo, quality: Mapping[str, Mapping[str, float]]) -> VersionInfo:
     return VersionInfo(**{**{name: getattr(info, name) for name in _COLUMNS},
                           "quality": quality})
+
+
+def latest_training_outcomes(conn) -> dict[str, dict[str, Any]]:
+    """Each strategy's most recent training attempt: {"outcome", "reason", "at", "model_version"}."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT DISTINCT ON (strategy_id) strategy_id, outcome, reason, at, model_version
+                         FROM msd.training_outcomes ORDER BY strategy_id, at DESC, id DESC""")
+        return {sid: {"outcome": outcome, "reason": reason, "at": at.isoformat(), "model_version": version}
+                for sid, outcome, reason, at, version in cur.fetchall()}

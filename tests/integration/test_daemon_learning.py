@@ -2,6 +2,7 @@
 threshold trigger a training run; the promoted version switches the live signaller to model
 mode; a rollback switches it again; bad live outcomes trip the quality alert and a retrain."""
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -100,6 +101,16 @@ def test_warmup_to_model_mode_rollback_and_quality_alert(dsn, fresh_vhost, tmp_p
             assert rows(dsn, "SELECT from_mode, to_mode, model_version FROM msd.mode_transitions "
                              "WHERE strategy_id = %s AND to_mode = 'model' ORDER BY id LIMIT 1",
                         (STRATEGY,)) == [("warmup", "model", 1)]
+            # No new data: a retrain is skipped as a data drought, visibly (status and metric).
+            d.call("retrain", strategy=STRATEGY)
+            last = wait_for(lambda: (d.role("signaller")["status"].get("learning", {}).get("last_training") or {}
+                                     ).get(STRATEGY, {}).get("outcome") == "skipped" and
+                            d.role("signaller")["status"]["learning"]["last_training"][STRATEGY], 20,
+                            what="the drought in status")
+            assert last["reason"].startswith("data drought")
+            port = d.config["metrics"]["port"]
+            metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            assert 'msd_training_skipped_total{cause="data drought"' in metrics_text
             # New history arrives, a manual retrain writes v2, and a rollback switches to it.
             with psycopg2.connect(dsn) as conn:
                 learning_data.insert(conn, learning_data.synthetic(300, strength=4.0, seed=7, start=minutes_ago(480),
@@ -146,7 +157,7 @@ def test_a_schedule_missed_while_down_runs_once_at_start_and_survives_a_restart(
                  10, what="the missed run requested")
         [(next_run,)] = rows(dsn, "SELECT next_run_at - now() FROM msd.schedule_state WHERE name = 'training'")
         assert timedelta(minutes=55) < next_run <= timedelta(hours=1)
-        # Nothing to learn from: the run is recorded as skipped (data drought), not as a failure.
+        # Nothing to learn from: the run is not a failure, and the drought shows in status/metrics.
         wait_for(lambda: d.status()["trainer"]["recent"], 20, what="the run finished")
         assert d.status()["trainer"]["recent"][0]["outcome"] == "succeeded"
         assert d.stop() == 0
