@@ -127,6 +127,8 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
     for sid, last in sorted((learning.get("last_training") or {}).items()):
         lines.append(f"training {sid}: last {last['outcome']} at {last['at']} ({last['reason']}); "
                      f"{(learning.get('labelled_since_training') or {}).get(sid, 0)} labelled since")
+    for sid, size in sorted((learning.get("datasets") or {}).items()):
+        lines.append(f"dataset {sid}: " + ", ".join(f"{k} {v}" for k, v in size.items()))
     for sid, live in sorted((learning.get("live_quality") or {}).items()):
         accuracy = "-" if live["accuracy"] is None else f"{live['accuracy']:.3f}"
         lines.append(f"live {sid} v{live['version']}: accuracy {accuracy} over {live['samples']} calls"

@@ -98,6 +98,9 @@ def test_warmup_to_model_mode_rollback_and_quality_alert(dsn, fresh_vhost, tmp_p
             assert body["is_warmup"] is False and 0.5 <= body["confidence"] <= 1
             assert body["metadata"]["prediction_result"]["buy_probability"] >= 0
             assert any("data threshold" in (r.get("message") or "") for r in d.log_records())
+            sizes = wait_for(lambda: d.role("signaller")["status"].get("learning", {}).get("datasets", {}).get(STRATEGY),
+                             10, what="dataset sizes in status")
+            assert sizes["labelled"] >= 1200 and sizes["executions"] >= 1200
             assert rows(dsn, "SELECT from_mode, to_mode, model_version FROM msd.mode_transitions "
                              "WHERE strategy_id = %s AND to_mode = 'model' ORDER BY id LIMIT 1",
                         (STRATEGY,)) == [("warmup", "model", 1)]
