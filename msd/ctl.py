@@ -95,7 +95,7 @@ def render_status(result: dict[str, Any]) -> str:
     lines.append(f"{'ROLE':<10} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HEARTBEAT':>9}  DETAIL")
     for name, r in result["roles"].items():
         detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items())
-                           if k not in ("degraded", "strategies", "assets"))
+                           if k not in ("degraded", "strategies", "assets", "learning"))
         lines.append(f"{name:<10} {r['state']:<9} {r['pid'] or '-':>7} {_age(r['uptime_s']):>9} "
                      f"{r['restarts']:>8} {_age(r['heartbeat_age_s']):>9}  {detail}")
     lines += _strategy_lines(result["roles"].get("signaller", {}).get("status", {}))
