@@ -106,3 +106,9 @@ def exit_signal(decision: ExitDecision, quote: PriceQuote, market: MarketSnapsho
         amount=decision.amount_usdt, confidence=EXIT_CONFIDENCE, timestamp=decision.decided_at,
         strategy_id=strategy_id, model_version=None, is_warmup=False, market_data_snapshot=snapshot,
         metadata=metadata, trace_id=trace_id or str(uuid.uuid4()))
+
+
+def current_size(update, row: PositionRow) -> Decimal:
+    """The position's signed size now: the table's when its row is at least as new as the event
+    (position-manager writes the row, then publishes), else the event's."""
+    return row.size if row.last_updated >= update.timestamp else update.size

@@ -28,7 +28,7 @@ from msd.errors import DatabaseUnavailable
 from msd.market.state import MarketState
 from msd.roles.dataplane import drain
 from msd.roles.exit_engine import ExitEngine, PositionId, Watched
-from msd.roles.exit_inputs import freshest, market_quotes, position_view, table_quote
+from msd.roles.exit_inputs import current_size, freshest, market_quotes, position_view, table_quote
 from msd.roles.exit_output import ExitOutput, ExitStats
 from msd.roles.outbox import Outbox
 from msd.roles.publishing import run_publishing_role
@@ -44,6 +44,7 @@ log = logging.getLogger("msd.exits")
 # position is looked at, without spinning when nothing happens.
 MAX_WAIT_S = 0.01
 OUTBOX_RETRY_S = 1.0
+VERIFY_EVERY_S = 5.0    # in event mode, watched positions are checked against the table this often
 
 
 def update_context(update: PositionUpdate) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class ExitRole:
         self.mode = "event"
         self.last_update = time.monotonic()
         self.next_poll = 0.0
+        self.next_verify = 0.0
         self.restored = False
         self.db_failures = 0
         self.db_retry_at = 0.0
@@ -150,6 +152,9 @@ class ExitRole:
             if self.mode == "fallback" and mono >= self.next_poll:
                 self.next_poll = mono + self.config.poll_interval_s
                 self.poll(now)
+            elif self.mode == "event" and mono >= self.next_verify:
+                self.next_verify = mono + VERIFY_EVERY_S
+                self.forget_closed()
             self.output.save()
         except DatabaseUnavailable as exc:
             self._database_down(exc)
@@ -240,14 +245,41 @@ class ExitRole:
             reason = "positions_table_unusable" if rows is None else "position_not_in_table"
             self.output.skip(reason, f"no positions row for position {update.position_id}", update_context(update))
             return
+        size = current_size(update, row)
+        if size == 0:
+            # A late or redelivered update of a position the table already shows flat: an exit
+            # now would open the reverse side.
+            self.engine.close(pid)
+            self.output.skip("stale_update", f"position {update.position_id} is flat in the positions table",
+                             update_context(update))
+            return
         try:
-            view = position_view(update.asset, pid[1], update.size, row, self.engine.known_opened_at(pid), now)
+            view = position_view(update.asset, pid[1], size, row, self.engine.known_opened_at(pid), now)
         except InvalidPositionData as exc:
             self.output.skip("incomplete_position", str(exc), update_context(update))
             return
         watched = Watched(view, table_quote(row), update.trace_id, update.update_source)
         self.engine.watch(pid, watched)
         self._evaluate(watched, now, "event", update_context(update))
+
+    def forget_closed(self) -> None:
+        """Stop watching positions the table shows flat or gone: their close event may be lost,
+        and price ticks alone would keep evaluating (and exiting) a position that is no more."""
+        watched = sorted(self.engine.watched)
+        if not watched:
+            return
+        try:
+            with self.db.transaction() as conn:
+                rows = read_positions(conn, [pid[1] for pid in watched])
+        except SharedSchemaError as exc:
+            self.stats.error(str(exc))
+            return
+        for pid in watched:
+            row = rows.get(pid[1])
+            if row is None or row.size == 0:
+                log.info("position %s %s is no longer open in the positions table; no longer watched",
+                         pid[0], pid[1], extra={"position_id": pid[1], "asset": pid[0]})
+                self.engine.close(pid)
 
     def _from_tick(self, pid: PositionId, now: datetime) -> None:
         watched = self.engine.watched.get(pid)

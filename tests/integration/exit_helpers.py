@@ -27,7 +27,8 @@ def utc_now() -> datetime:
 def position_update(position_id: str, asset: str, size: str, trace_id: str | None = None, **fields) -> bytes:
     body = json.loads(examples.POSITION_SHORT)
     body.update(position_id=position_id, asset=asset, size=size, trace_id=trace_id,
-                timestamp=datetime.now(timezone.utc).isoformat(), **fields)
+                timestamp=datetime.now(timezone.utc).isoformat())
+    body.update(fields)
     return json.dumps(body).encode()
 
 

@@ -12,6 +12,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pika
+import time
+
 import pytest
 import yaml
 
@@ -199,6 +201,22 @@ def test_fallback_polls_the_positions_table_and_returns_to_events(daemon, resour
     other = open_position(dsn, "BACKUSDT", "1.00000000", "100", "100.00000000")
     publish(channel, POSITIONS_QUEUE, position_update(other, "BACKUSDT", "1.00000000"))
     wait_for(lambda: exits_status(daemon).get("mode") == "event", 10, what="back to event mode")
+
+
+def test_late_update_of_a_position_the_table_shows_flat_sends_no_exit(daemon, resources, channel, signals):
+    """Regression: the size came from the event alone, so a late or redelivered update re-opened
+    a closed position and a stop loss on it would have opened the reverse side."""
+    dsn, _ = resources
+    position_id = open_position(dsn, "STALEUSDT", "2.00000000", "100", "90.00000000")   # at a stop loss
+    execute(dsn, "UPDATE positions SET size = 0, last_updated = now() AT TIME ZONE 'utc' WHERE id = %s "
+                 "RETURNING id", (position_id,))
+    late = (utc_now() - timedelta(seconds=30)).isoformat()
+    publish(channel, POSITIONS_QUEUE, position_update(position_id, "STALEUSDT", "2.00000000", "t-late",
+                                                      timestamp=late))
+    wait_for(lambda: exits_status(daemon).get("invalid_updates", {}).get("stale_update"), 10,
+             what="the late update recognised")
+    time.sleep(0.5)
+    assert signals.for_position(position_id) == []
 
 
 def test_exits_do_not_pile_up_in_the_outbox_while_the_broker_is_down(daemon, resources):

@@ -161,3 +161,14 @@ def test_price_ticks_reach_only_watched_positions_of_their_asset():
     engine = ExitEngine(config())
     engine.watch(("BTCUSDT", "p-1"), Watched(view(), quote("100"), None, "websocket"))
     assert engine.positions_of("BTCUSDT") == [("BTCUSDT", "p-1")] and engine.positions_of("ETHUSDT") == []
+
+
+def test_current_size_prefers_the_table_when_its_row_is_not_older_than_the_event():
+    from datetime import datetime, timedelta, timezone
+    from decimal import Decimal
+    from types import SimpleNamespace
+    from msd.roles.exit_inputs import current_size
+    t = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    row = SimpleNamespace(size=Decimal(0), last_updated=t)
+    assert current_size(SimpleNamespace(size=Decimal(2), timestamp=t - timedelta(seconds=5)), row) == 0
+    assert current_size(SimpleNamespace(size=Decimal(2), timestamp=t + timedelta(seconds=5)), row) == 2
