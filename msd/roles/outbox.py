@@ -2,11 +2,11 @@
 
 Used by the signaller and the exit role. While the broker is down, signals stay pending in
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
-previous run left pending. A signal is marked sent only after the broker confirmed it; the
-marks of one loop turn are written together (`commit_marks`), off the signal's latency path,
-and always before pending rows are read again. If msd dies between a confirm and its mark, the
-signal is sent again after the restart: order-manager treats a repeated `signal_id` as a
-duplicate, so the loss-free direction is the one we keep.
+previous run left pending. A signal is marked sent right after the broker confirmed it (a mark
+that fails while the database is down is retried by `commit_marks`, always before pending rows
+are read again). Only if msd dies between a confirm and that one UPDATE is the signal sent again
+after the restart: order-manager treats a repeated `signal_id` as a duplicate, so the loss-free
+direction is the one we keep.
 """
 from __future__ import annotations
 
@@ -119,8 +119,11 @@ class Outbox:
             return False
         self.broker_error = None
         self.published += 1
-        self.unmarked.append(signal_id)
         metrics.SIGNALS_PUBLISHED.labels(strategy_id).inc()
+        # Marked at once (the receiver already has it, so this costs it nothing), which keeps
+        # the crash-between-confirm-and-mark window to one statement; a failed mark is retried.
+        self.unmarked.append(signal_id)
+        self.commit_marks()
         return True
 
     def _failed(self, signal_id: str, error: str) -> None:

@@ -34,7 +34,7 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
         if new_config is not None:
             role.apply_config(new_config)
         role.step()
-        # Confirmed signals are marked sent once per turn, after they went out (see Outbox).
+        # Marks that failed while the database was down are retried every turn (see Outbox).
         role.outbox.commit_marks()
         now = time.monotonic()
         if now >= next_flush:
