@@ -1,4 +1,20 @@
 """Example payloads copied verbatim from CONTRACTS.md (shared by codec, store and daemon tests)."""
+import json
+
+ABSENT = object()
+
+
+def with_value(example: str | bytes, path: tuple, value) -> dict:
+    """The decoded example with the value at `path` replaced (or removed when `value` is ABSENT)."""
+    document = json.loads(example)
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is ABSENT:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return document
 
 FILLED_EVENT = b'''{"event_id": "2c5152f3-c55f-4c22-97be-7eea47f2a538", "event_type": "filled", "timestamp": "2025-11-20T10:15:31.422890",
  "trace_id": "a1b2c3", "order": {"id": "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "order_id": "1c9a7e52-7c1b-4f0e-9d2a-3b4c5d6e7f80",

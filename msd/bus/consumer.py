@@ -96,7 +96,7 @@ class BatchConsumer:
                 except BrokerUnavailable as exc:
                     self._report(False, str(exc))
                     self._drop()
-                    self._wait(stop, self._next_delay())
+                    self._wait(stop, self._next_delay(), connected=False)
         finally:
             self._drop()
 
@@ -181,27 +181,20 @@ class BatchConsumer:
         log.warning("on_batch failed for %d deliveries; requeued: %s", len(batch), exc,
                     exc_info=not expected)
         self._report(False, f"on_batch failed: {type(exc).__name__}: {exc}")
-        self._pause(stop, self._next_delay())
+        self._wait(stop, self._next_delay(), connected=True)
 
-    def _pause(self, stop: threading.Event, seconds: float) -> None:
-        """Wait while still answering heartbeats (and buffering the redeliveries)."""
+    def _wait(self, stop: threading.Event, seconds: float, *, connected: bool) -> None:
+        """Wait, still ticking; while connected also answer heartbeats (and buffer redeliveries)."""
         deadline = time.monotonic() + seconds
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._tick()
-            self._process(min(IDLE_POLL_S, remaining))
-
-    def _wait(self, stop: threading.Event, seconds: float) -> None:
-        """Wait without a connection, still ticking."""
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._tick()
-            stop.wait(min(IDLE_POLL_S, remaining))
+            if connected:
+                self._process(min(IDLE_POLL_S, remaining))
+            else:
+                stop.wait(min(IDLE_POLL_S, remaining))
 
     # -- pika callbacks and helpers ---------------------------------------------------------
 

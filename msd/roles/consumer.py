@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from msd import metrics
@@ -58,7 +58,6 @@ class Counters:
     executions: int = 0
     duplicates: int = 0
     dropped: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def queue_specs(config) -> list[QueueSpec]:

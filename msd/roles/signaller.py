@@ -120,9 +120,8 @@ class Signaller:
             changes = self.book.reload(p.id for p in strategies)
             sync_modes(self.db, self.book, strategies, warmup_parameters)
         except DatabaseUnavailable as exc:
-            if self.models_loaded or not getattr(self, "_warned_models", False):
-                log.warning("active models not loaded yet: %s", exc)
-            self._warned_models, self.models_loaded = True, False
+            log.warning("active models not loaded (retried every %gs): %s", MODELS_RETRY_S, exc)
+            self.models_loaded = False
             return
         self.models_loaded = True
         for sid, (old, new) in changes.items():

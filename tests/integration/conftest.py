@@ -1,10 +1,11 @@
 """Fixtures of the integration tests that run the real daemon."""
+import pika
 import psycopg2
 import pytest
 
 from msd.store.neighbours import create_neighbour_tables
 from tests.fixtures.pg import create_database, drop_database
-from tests.fixtures.rabbit import create_vhost, delete_vhost
+from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +18,15 @@ def resources():
     yield dsn, vhost
     drop_database(dsn)
     delete_vhost(vhost)
+
+
+@pytest.fixture
+def channel(resources):
+    """A channel on the module's vhost, for publishing as the neighbour services do."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(resources[1])))
+    yield conn.channel()
+    if conn.is_open:     # a test may have had the server close it
+        try:
+            conn.close()
+        except pika.exceptions.AMQPError:
+            pass

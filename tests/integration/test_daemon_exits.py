@@ -11,7 +11,6 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-import pika
 import time
 
 import pytest
@@ -44,13 +43,6 @@ def daemon(resources, tmp_path_factory):
     d.wait_running("exits")
     yield d
     d.close()
-
-
-@pytest.fixture
-def channel(resources):
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(resources[1])))
-    yield conn.channel()
-    conn.close()
 
 
 @pytest.fixture

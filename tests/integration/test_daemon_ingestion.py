@@ -28,17 +28,6 @@ def daemon(resources, tmp_path_factory):
     d.close()
 
 
-@pytest.fixture
-def channel(resources):
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(resources[1])))
-    yield conn.channel()
-    if conn.is_open:     # a test may have had the server close it
-        try:
-            conn.close()
-        except pika.exceptions.AMQPError:
-            pass
-
-
 def publish(channel, queue, body: bytes, trace_id: str | None = None):
     headers = {"trace_id": trace_id} if trace_id else None
     channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers, content_type="application/json"))

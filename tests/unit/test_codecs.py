@@ -12,7 +12,7 @@ from msd.bus.messages import BookTop, Kline, OrderEvent, OrderSnapshot, Position
 from msd.errors import InvalidMessage
 
 NOW = datetime(2025, 11, 20, 12, 0, tzinfo=timezone.utc)
-ABSENT = object()
+from tests.examples import ABSENT, with_value  # noqa: E402
 
 
 def utc(*parts: int) -> datetime:
@@ -21,15 +21,7 @@ def utc(*parts: int) -> datetime:
 
 def variant(example: bytes, path: tuple, value) -> bytes:
     """The example with the value at `path` replaced (or removed when `value` is ABSENT)."""
-    document = json.loads(example)
-    parent = document
-    for key in path[:-1]:
-        parent = parent[key]
-    if value is ABSENT:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    return json.dumps(document).encode()
+    return json.dumps(with_value(example, path, value)).encode()
 
 
 def rejection(parse, body: bytes, headers=None) -> InvalidMessage:

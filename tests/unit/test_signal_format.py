@@ -9,7 +9,7 @@ from msd.bus.signal_format import (
     MarketDataSnapshot, TradingSignal, encode_signal, format_timestamp, signal_to_wire, validate_wire_signal,
 )
 
-ABSENT = object()
+from tests.examples import ABSENT, with_value  # noqa: E402
 
 # --- examples copied verbatim from CONTRACTS.md §1.5 ------------------------------------------------------
 
@@ -33,16 +33,7 @@ MINIMAL_ACCEPTED = '''{"signal_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "sig
 
 
 def variant(example: str, path: tuple, value) -> dict:
-    """The decoded example with the value at `path` replaced (or removed when `value` is ABSENT)."""
-    document = json.loads(example)
-    parent = document
-    for key in path[:-1]:
-        parent = parent[key]
-    if value is ABSENT:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    return document
+    return with_value(example, path, value)
 
 
 def model_buy_signal(**changes) -> TradingSignal:
