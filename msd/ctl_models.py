@@ -242,7 +242,7 @@ def verify_artifact(target) -> None:
     """Load the version as the signaller will (recorded hashes, today's features, arrays of
     the model class); refuse the rollback if that fails."""
     from msd.errors import MsdError
-    from msd.roles.learning import load_model
+    from msd.learning.versions import load_model
     from msd.store.artifacts import TamperedArtifact
     refused = f"rollback to v{target.version} of {target.strategy_id!r} refused, nothing changed"
     if target.files_pruned_at is not None:
