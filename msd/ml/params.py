@@ -90,7 +90,7 @@ class TrainingParams:
     min_margin_over_active: float = 0.01
     min_balanced_accuracy: float = 0.6
     min_emitted_calls: int = 50
-    l2_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    l2_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
     walk_forward_folds: int = 3
     models_dir: str = "var/models"
     keep_files: int = 20

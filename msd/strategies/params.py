@@ -113,12 +113,14 @@ class WarmupParams:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: str = "warmup") -> "WarmupParams":
         """Build from a config mapping; errors name keys under `path`."""
-        data = dict(data)
-        for old, new in _WARMUP_ALIASES.items():
-            if old in data and new in data:
-                raise invalid(f"{path}.{old}", data[old], f"absent when {new} is given (alias)")
-            if old in data:
-                data[new] = data.pop(old)
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for old, new in _WARMUP_ALIASES.items():
+                if old in data and new in data:
+                    raise invalid(f"{path}.{old}", data[old], f"absent when {new} is given (alias)")
+                if old in data:
+                    _positive_float(data[old], f"{path}.{old}")
+                    data[new] = data.pop(old)
         check_keys(data, path, _WARMUP_REQUIRED, _WARMUP_OPTIONAL)
         money = {key: to_decimal(data[key], f"{path}.{key}", "a number (USDT)")
                  for key in _WARMUP_REQUIRED + ("budget_usdt",) if key in data}
