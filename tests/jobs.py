@@ -1,7 +1,7 @@
 """Trainer jobs used by the integration tests (named in a test config's trainer.job)."""
 import time
 
-from msd.roles.trainer_jobs import summarise_executions
+from msd.learning.job import summarise_executions
 
 
 def slow_summary(ctx, db, request):

@@ -149,12 +149,15 @@ def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
     window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
     counts = RowCounts()
     with db.transaction() as conn:
-        builder = DatasetBuilder(params, iter_cost_fills(conn, strategy,
-                                                         until=bounds.get("until")))
-        for chunk in iter_training_rows(conn, strategy, window, **bounds):
-            builder.add(chunk.decisions)
-            counts += chunk.counts
-            beat()
+        fills = iter_cost_fills(conn, strategy, until=bounds.get("until"))
+        try:
+            builder = DatasetBuilder(params, fills)
+            for chunk in iter_training_rows(conn, strategy, window, **bounds):
+                builder.add(chunk.decisions)
+                counts += chunk.counts
+                beat()
+        finally:
+            fills.close()     # its server-side cursor must close inside the transaction
         return builder.build(), counts
 
 
