@@ -262,20 +262,6 @@ def deactivate(conn, strategy_id: str, *, reason: str,
                              previous.version, event="deactivation")
 
 
-def compare(conn, strategy_id: str, a: int, b: int, window: str = "validation") -> dict:
-    """Figures of two versions side by side with b - a per metric both have."""
-    first, second = get_version(conn, strategy_id, a), get_version(conn, strategy_id, b)
-    for number, info in ((a, first), (b, second)):
-        if info is None:
-            raise VersionError(f"version: v{number} of {strategy_id!r} does not exist")
-    figures_a, figures_b = first.quality.get(window, {}), second.quality.get(window, {})
-    return {"strategy_id": strategy_id, "window": window,
-            "a": {"version": a, "metrics": dict(figures_a), "is_active": first.is_active},
-            "b": {"version": b, "metrics": dict(figures_b), "is_active": second.is_active},
-            "difference": {name: figures_b[name] - figures_a[name]
-                           for name in sorted(set(figures_a) & set(figures_b))}}
-
-
 def mark_files_pruned(conn, strategy_id: str, versions: Iterable[int]) -> int:
     with conn.cursor() as cur:
         cur.execute("""UPDATE msd.model_versions SET files_pruned_at = now()
