@@ -34,8 +34,8 @@ from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_
 from msd.store.db import Database
 from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
-from msd.store.versions import (active_versions, deactivate, last_good, latest_retirements,
-                                latest_training_outcomes, retire, rollback)
+from msd.store.versions import (active_versions, deactivate, get_version, last_good,
+                                latest_retirements, latest_training_outcomes, retire, rollback)
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -133,8 +133,8 @@ class LearningLoop:
                 calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window)
                 g.quality[sid] = _labelled(conn, sid, calls, config)
                 if trainer.online.enabled:
-                    since = now - timedelta(seconds=trainer.online.lookback_s)
-                    g.recent[sid] = _labelled(conn, sid, recent_decisions(conn, sid, window, since=since), config)
+                    g.recent[sid] = _labelled(conn, sid, recent_decisions(
+                        conn, sid, window, since=self._online_since(conn, sid, version, now, config)), config)
             if slow:
                 starts = budget_starts(conn)
                 for sid in warming & set(starts):
@@ -142,6 +142,15 @@ class LearningLoop:
                     g.spend[sid] = warmup_spend(_labelled(conn, sid, rows, config), starts[sid], now)
                 g.sizes = dataset_sizes(conn, window)
         return g
+
+    @staticmethod
+    def _online_since(conn, sid: str, version: int, now: datetime, config: Config) -> datetime:
+        """The challenger learns decisions the incumbent never saw: those after the last one of
+        its own data (and no older than the late-label lookback)."""
+        since = now - timedelta(seconds=config.trainer.online.lookback_s)
+        info = get_version(conn, sid, version)
+        seen_until = info.validation_to if info is not None else None
+        return max(since, seen_until + timedelta(microseconds=1)) if seen_until else since
 
     def _apply(self, config: Config, g: Gathered, now: datetime) -> None:
         """Main loop: act on what the worker read."""
