@@ -40,7 +40,8 @@ from msd.store.versions import (active_versions, deactivate, get_version, last_g
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
 REQUEST_AGAIN_AFTER_S = 300.0    # a condition still holding asks again this often (never cancelling)
-SLOW_READS_EVERY_S = 60.0        # dataset sizes and warm-up spend this often
+SLOW_READS_EVERY_S = 60.0        # dataset sizes and warm-up spend at most this often...
+SLOW_READS_CHECKS = 10           # ...or every this many checks when checks are more frequent
 
 
 @dataclass
@@ -102,7 +103,8 @@ class LearningLoop:
         self.next_check = time.monotonic() + config.trainer.check_interval_s
         slow = time.monotonic() >= self.next_slow
         if slow:
-            self.next_slow = time.monotonic() + SLOW_READS_EVERY_S
+            self.next_slow = time.monotonic() + min(SLOW_READS_EVERY_S,
+                                                    SLOW_READS_CHECKS * config.trainer.check_interval_s)
         plan = (dict(self.book.versions()), {p.id for p in config.signaller.strategies if self.book.mode(p.id) == "warmup"})
         self._worker = threading.Thread(target=self._gather_safely, args=(config, now, plan, slow),
                                         name="learning", daemon=True)
