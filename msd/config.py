@@ -244,8 +244,9 @@ def applies_live(role: str, old: Config, new: Config) -> bool:
     return bool(changed) and changed <= LIVE_SECTIONS.get(role, frozenset())
 
 
-def _built(path: str, build):
-    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key."""
+def _built(path: str, build, prefix: str = ""):
+    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key
+    (under `prefix` when the class names its fields bare)."""
     try:
         return build()
     except ConfigError:
@@ -253,7 +254,7 @@ def _built(path: str, build):
     except ValueError as exc:
         match = re.match(r"^(?P<key>[^:]+): (?P<value>.*) is invalid; expected (?P<allowed>.*)$", str(exc))
         if match:
-            raise ConfigError(match["key"], match["value"], match["allowed"]) from None
+            raise ConfigError(prefix + match["key"], match["value"], match["allowed"]) from None
         raise ConfigError(path, "<see message>", str(exc)) from None
 
 
@@ -512,7 +513,7 @@ JOB_ALIASES = {"msd.roles.trainer_jobs:train_strategies": DEFAULT_JOB,
 def _online(raw: Any) -> OnlineParams:
     if not isinstance(raw, Mapping):
         raise ConfigError("trainer.online", raw, "a mapping of online challenger parameters")
-    return _built("trainer.online", lambda: OnlineParams.from_mapping(raw))
+    return _built("trainer.online", lambda: OnlineParams.from_mapping(raw), prefix="trainer.online.")
 
 
 def _trainer(s: Section, base: Path) -> TrainerConfig:
