@@ -180,3 +180,17 @@ def test_embargo_covers_the_horizon_and_the_bar_lag():
 def test_configs_name_the_bad_field(factory, field):
     with pytest.raises(ValueError, match=f"^{field}: "):
         factory()
+
+
+def test_confidence_is_the_probability_that_the_call_pays():
+    """Regression (issue 9, defect 4): confidence was max(p, 1 - p) of an uncalibrated model of
+    P(up | the move cleared the fee): mean confidence 0.81 on calls of which 0.57 paid."""
+    data = make_dataset(6000, strength=1.0, seed=12)
+    y = _three_class(data, 0.002)
+    dataset = Dataset(data.X, y, data.returns, np.full(6000, 0.002), data.timestamps)
+    candidate = fit_and_evaluate(dataset, TrainingParams(horizon_s=600, max_bar_lag_s=120,
+                                                         confidence_threshold=0.5))
+    v = candidate.validation
+    assert v.n_calls > 200
+    assert abs(v.mean_confidence - v.precision) < 0.05, (v.mean_confidence, v.precision)
+    assert v.calibration_error < 0.06
