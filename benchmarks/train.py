@@ -27,13 +27,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from msd.ml.dataset import DatasetBuilder  # noqa: E402
+from msd.learning.job import build_strategy_dataset, train_strategies  # noqa: E402
+from msd.learning.promotion import (batch_publication, publish_version,  # noqa: E402
+                                    realised_figures)
 from msd.ml.models import LogisticConfig, LogisticModel  # noqa: E402
 from msd.ml.training import TrainingParams, fit_and_evaluate  # noqa: E402
-from msd.roles.learning import PublishPlan, publish_version, realised_figures  # noqa: E402
-from msd.roles.trainer_jobs import train_strategies  # noqa: E402
-from msd.store.datasets import (LabelWindow, RowCounts, dataset_sizes,  # noqa: E402
-                                iter_training_rows)
+from msd.store.datasets import LabelWindow, dataset_sizes  # noqa: E402
 from msd.store.db import Database  # noqa: E402
 from msd.store.migrate import apply_migrations  # noqa: E402
 from tests import learning_data  # noqa: E402
@@ -81,37 +80,39 @@ def _populate(dsn: str, rows: int, chunk: int) -> None:
 
 
 def build(db: Database, params: TrainingParams):
-    window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
-    builder, counts = DatasetBuilder(params.round_trip_fee), RowCounts()
-    with db.transaction() as conn:
-        for part in iter_training_rows(conn, STRATEGY, window):
-            builder.add(part.outcomes)
-            counts += part.counts
-    return builder.build(), counts
+    return build_strategy_dataset(db, STRATEGY, params)
 
 
 def sklearn_comparison(dataset, candidate) -> None:
-    from sklearn.linear_model import LogisticRegression
-    X_train, y_train = dataset.X[candidate.train_idx], dataset.y[candidate.train_idx]
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        print(f"\nscikit-learn is not installed ({exc}); pip install -r benchmarks/requirements.txt "
+              "for the comparison.")
+        return
+    X_train, y_train = dataset.X[candidate.fit_idx], dataset.y[candidate.fit_idx]
     X_val, y_val = dataset.X[candidate.val_idx], dataset.y[candidate.val_idx]
     mean, scale = X_train.mean(axis=0), X_train.std(axis=0)
     scale[scale == 0] = 1.0
     start = time.perf_counter()
     ours = LogisticModel(LogisticConfig(l2=candidate.l2)).fit(X_train, y_train)
     ours_s = time.perf_counter() - start
-    # Same objective: summed log-loss + l2/2 |w|^2 on standardised features <=> C = 1 / l2.
+    # Same objective: mean log-loss + l2/2 |W|^2 on standardised features (multinomial, free
+    # intercepts) <=> summed log-loss + n l2/2 |W|^2 <=> C = 1 / (n l2).
     start = time.perf_counter()
-    theirs = LogisticRegression(C=1.0 / candidate.l2, max_iter=1000, tol=1e-8)
+    theirs = LogisticRegression(C=1.0 / (candidate.l2 * len(y_train)), max_iter=1000, tol=1e-8)
     theirs.fit((X_train - mean) / scale, y_train)
     theirs_s = time.perf_counter() - start
-    ours_acc = float(np.mean(ours.predict(X_val) == y_val))
+    # agreement on the most likely outcome class (the call rule is msd's own, sklearn has none)
+    ours_acc = float(np.mean(ours.predict_proba(X_val).argmax(axis=1) == y_val))
     theirs_acc = float(np.mean(theirs.predict((X_val - mean) / scale) == y_val))
-    print(f"\nfit on {len(y_train):,} rows x {X_train.shape[1]} features (l2={candidate.l2:g}):")
-    print(f"  msd LogisticModel          {ours_s:8.2f} s   validation accuracy {ours_acc:.5f}")
-    print(f"  sklearn LogisticRegression {theirs_s:8.2f} s   validation accuracy {theirs_acc:.5f}")
+    print(f"\nfit on {len(y_train):,} rows x {X_train.shape[1]} features, 3 classes (l2={candidate.l2:g}):")
+    print(f"  msd LogisticModel          {ours_s:8.2f} s   most-likely-class agreement {ours_acc:.5f}")
+    print(f"  sklearn LogisticRegression {theirs_s:8.2f} s   most-likely-class agreement {theirs_acc:.5f}")
     print(f"  time ratio msd/sklearn {ours_s / theirs_s:.2f}; accuracy difference "
           f"{ours_acc - theirs_acc:+.5f}; max |coef diff| "
-          f"{np.max(np.abs(ours.coef - theirs.coef_[0])):.2e}")
+          f"{np.max(np.abs(ours.predict_proba(X_val) - theirs.predict_proba((X_val - mean) / scale))):.2e} "
+          "(max |probability diff|)")
 
 
 def main() -> None:
@@ -143,8 +144,8 @@ def main() -> None:
         realised = stages.timed("realised PnL (FIFO)", realised_figures, db, STRATEGY,
                                 lambda: None)
         candidate = stages.timed("fit + evaluation (walk-forward)", fit_and_evaluate, dataset, p)
-        plan = PublishPlan(STRATEGY, candidate, dataset, None, None, None, realised,
-                           counts.as_dict(), p, "bench", None)
+        plan = batch_publication(STRATEGY, candidate, dataset, None, None, None, realised,
+                                 counts.as_dict(), p, "bench", None)
         stages.timed("version write (artifact + rows)", publish_version, db, plan)
         sklearn_comparison(dataset, candidate)
         db.close()

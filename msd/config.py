@@ -19,7 +19,7 @@ import yaml
 from msd.confread import Section
 from msd.errors import ConfigError
 from msd.learning.triggers import Schedule
-from msd.ml.params import TrainingParams
+from msd.ml.params import OnlineParams, TrainingParams
 from msd.rules.config import ExitRules
 from msd.rules.pacing import AssetRateLimit
 from msd.strategies.conflicts import ConflictRules
@@ -139,12 +139,15 @@ class ExitsConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Live quality watch of model-mode strategies (FR-021): rolling directional accuracy of
-    the last `window` labelled model signals; below `threshold` -> alert and retrain."""
+    """Live quality watch of model-mode strategies (FR-021): the share of the last `window`
+    labelled model signals whose call paid after costs; below `threshold` -> alert, retire the
+    version, fall back and retrain. Calibration (mean confidence vs that pay rate) is tracked
+    beside it."""
     threshold: float
     hysteresis: float
     min_samples: int
     window: int
+    max_calibration_gap: float      # |mean confidence - pay rate| beyond this: miscalibrated
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class TrainerConfig:
     data_threshold: int | None      # N new labelled executions since the last training, None = off
     quality: QualityConfig
     check_interval_s: float         # how often the signaller checks the triggers
+    online: OnlineParams = OnlineParams()   # the online challenger
 
 
 @dataclass(frozen=True)
@@ -240,8 +244,9 @@ def applies_live(role: str, old: Config, new: Config) -> bool:
     return bool(changed) and changed <= LIVE_SECTIONS.get(role, frozenset())
 
 
-def _built(path: str, build):
-    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key."""
+def _built(path: str, build, prefix: str = ""):
+    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key
+    (under `prefix` when the class names its fields bare)."""
     try:
         return build()
     except ConfigError:
@@ -249,7 +254,7 @@ def _built(path: str, build):
     except ValueError as exc:
         match = re.match(r"^(?P<key>[^:]+): (?P<value>.*) is invalid; expected (?P<allowed>.*)$", str(exc))
         if match:
-            raise ConfigError(match["key"], match["value"], match["allowed"]) from None
+            raise ConfigError(prefix + match["key"], match["value"], match["allowed"]) from None
         raise ConfigError(path, "<see message>", str(exc)) from None
 
 
@@ -493,15 +498,29 @@ def _quality(s: Section) -> QualityConfig:
     cfg = QualityConfig(threshold=s.number("threshold", 0.6, lo=0, hi=1),
                         hysteresis=s.number("hysteresis", 0.05, lo=0, hi=0.5),
                         min_samples=s.integer("min_samples", 30, lo=1),
-                        window=s.integer("window", 200, lo=1, hi=100_000))
+                        window=s.integer("window", 200, lo=1, hi=100_000),
+                        max_calibration_gap=s.number("max_calibration_gap", 0.1, lo=0, hi=1))
     s.reject_unknown()
     return cfg
 
 
+DEFAULT_JOB = "msd.learning.job:train_strategies"
+# Job paths of earlier versions, still accepted in existing configs.
+JOB_ALIASES = {"msd.roles.trainer_jobs:train_strategies": DEFAULT_JOB,
+               "msd.roles.trainer_jobs:summarise_executions": "msd.learning.job:summarise_executions"}
+
+
+def _online(raw: Any) -> OnlineParams:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("trainer.online", raw, "a mapping of online challenger parameters")
+    return _built("trainer.online", lambda: OnlineParams.from_mapping(raw), prefix="trainer.online.")
+
+
 def _trainer(s: Section, base: Path) -> TrainerConfig:
-    job = s.string("job", "msd.roles.trainer_jobs:train_strategies")
+    job = s.string("job", DEFAULT_JOB)
     if job.count(":") != 1 or not all(job.split(":")):
         raise ConfigError("trainer.job", job, "a 'package.module:function' reference")
+    job = JOB_ALIASES.get(job, job)
     threshold = s.raw("data_threshold", 500)
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1):
         raise ConfigError("trainer.data_threshold", threshold, "an integer >= 1, or null")
@@ -509,6 +528,7 @@ def _trainer(s: Section, base: Path) -> TrainerConfig:
                         training=_training(s.raw("training", {}), base),
                         schedule=_schedule(s.raw("schedule", {"daily_at": "02:00"})),
                         data_threshold=threshold, quality=_quality(s.section("quality")),
-                        check_interval_s=s.number("check_interval_s", 10.0, lo=0.1, hi=3600))
+                        check_interval_s=s.number("check_interval_s", 10.0, lo=0.1, hi=3600),
+                        online=_online(s.raw("online", {})))
     s.reject_unknown()
     return cfg

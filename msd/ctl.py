@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from msd import ctl_models
+from msd import ctl_models, ctl_modes
 from msd.errors import ProtocolError
 from msd.supervisor import protocol
 
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--strategy")
     sub.add_parser("stop", help="stop the daemon gracefully")
     ctl_models.add_parsers(sub)
+    ctl_modes.add_parsers(sub)
     return parser
 
 
@@ -119,7 +120,8 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
         dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(s["dropped"].items()))
         last = s["last_signal_at"] or "never"
         lines.append(f"{sid:<20} {s['mode']:<7} {s['sent']:>6} {s['throttled']:>9} {s['suppressed']:>10}  "
-                     f"{last}{'; ' + dropped if dropped else ''}{'; DEGRADED: ' + s['degraded'] if s['degraded'] else ''}")
+                     f"{last}{'; ' + dropped if dropped else ''}{'; DEGRADED: ' + s['degraded'] if s['degraded'] else ''}"
+                     f"{'; PAUSED ' + s['paused'] if s.get('paused') else ''}")
     assets = signaller.get("assets") or {}
     if assets:
         lines.append("market: " + ", ".join(f"{a} {v}" for a, v in sorted(assets.items())))
@@ -129,10 +131,20 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
                      f"{(learning.get('labelled_since_training') or {}).get(sid, 0)} labelled since")
     for sid, size in sorted((learning.get("datasets") or {}).items()):
         lines.append(f"dataset {sid}: " + ", ".join(f"{k} {v}" for k, v in size.items()))
+    for sid, spend in sorted((learning.get("warmup") or {}).items()):
+        lines.append(f"warm-up {sid}: spent {spend['spend_usdt']:.2f} of {spend['budget_usdt']:g} USDT over "
+                     f"{spend['calls']} labelled calls, {spend['elapsed_s'] / 3600:.1f} h of "
+                     f"{spend['max_duration_s'] / 3600:g} h (budget since {spend['started_at']})"
+                     f"{'; PAUSED' if spend.get('mode') == 'paused' else ''}")
     for sid, live in sorted((learning.get("live_quality") or {}).items()):
         accuracy = "-" if live["accuracy"] is None else f"{live['accuracy']:.3f}"
-        lines.append(f"live {sid} v{live['version']}: accuracy {accuracy} over {live['samples']} calls"
-                     f"{' DEGRADED' if live['degraded'] else ''}; online learner {live['online']}")
+        confidence = "-" if live.get("mean_confidence") is None else f"{live['mean_confidence']:.3f}"
+        lines.append(f"live {sid} v{live['version']}: {accuracy} of {live['samples']} calls paid after costs"
+                     f"{' DEGRADED' if live['degraded'] else ''}; mean confidence {confidence} "
+                     f"({live.get('calibration', '-')})")
+    for sid, online in sorted((learning.get("online") or {}).items()):
+        lines.append(f"online {sid}: challenger from v{online['from_version']}, {online['learned']} outcomes "
+                     f"learned, record {online['record']}; last gate: {online['last_verdict'] or 'not yet'}")
     return lines
 
 
@@ -144,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if exc.code else 0
     if args.command in ctl_models.COMMANDS:
         return ctl_models.run(args, lambda request: ask_daemon(args, request), DEFAULT_CONFIG)
+    if args.command in ctl_modes.COMMANDS:
+        return ctl_modes.run(args, lambda request: ask_daemon(args, request), DEFAULT_CONFIG)
     args_for_request = {"strategy": args.strategy} if args.command == "retrain" and args.strategy else {}
     try:
         kind, reply = ask_daemon(args, protocol.request(args.command, **args_for_request))

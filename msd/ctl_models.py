@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("versions", "compare", "rollback")
-WINDOWS = ("validation", "training", "realised")
 # (column title, quality metric name, width) of the human versions table.
 METRIC_COLUMNS = (("ACC", "accuracy", 6), ("BAL_ACC", "balanced_accuracy", 7),
                   ("LOGLOSS", "log_loss", 7), ("BRIER", "brier", 6),
@@ -55,10 +54,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     versions = sub.add_parser("versions", help="model versions with metrics (reads PostgreSQL)")
     versions.add_argument("--strategy", help="only this strategy (default: every known strategy)")
     versions.add_argument("--json", **json_flag)
-    compare = sub.add_parser("compare", help="two versions' metrics side by side")
+    compare = sub.add_parser("compare", help="two versions rescored on one window, side by side")
     compare.add_argument("--strategy", required=True)
-    compare.add_argument("--window", choices=WINDOWS, default="validation",
-                         help="which evaluation's figures (default: validation)")
+    compare.add_argument("--on", type=version_number, dest="on",
+                         help="whose validation window both are scored on (default: b's)")
     compare.add_argument("a", type=version_number, help="version, e.g. v3 or 3")
     compare.add_argument("b", type=version_number, help="version, e.g. v120 or 120")
     compare.add_argument("--json", **json_flag)
@@ -88,7 +87,7 @@ def _dispatch(args: argparse.Namespace, cfg, db, ask: Ask) -> int:
         if args.command == "versions":
             return _versions(args, cfg, db)
         if args.command == "compare":
-            return _compare(args, db)
+            return _compare(args, cfg, db)
         return _rollback(args, db, ask)
     except CtlFailure:
         raise
@@ -190,10 +189,10 @@ def _version_line(v: dict[str, Any]) -> str:
 
 
 # ----- compare -----------------------------------------------------------------------------
-def _compare(args: argparse.Namespace, db) -> int:
-    from msd.store.versions import compare
-    with db.transaction() as conn:
-        result = compare(conn, args.strategy, args.a, args.b, args.window)
+def _compare(args: argparse.Namespace, cfg, db) -> int:
+    from msd.learning.evaluation import rescore_versions
+    result = rescore_versions(db, cfg.trainer.training, args.strategy, args.a, args.b,
+                              args.on or args.b)
     print(json.dumps(result, indent=2, sort_keys=True) if getattr(args, "json", False)
           else render_compare(result))
     return EXIT_OK
@@ -204,16 +203,16 @@ def render_compare(result: dict[str, Any]) -> str:
     a, b = result["a"], result["b"]
     names = sorted(set(a["metrics"]) | set(b["metrics"]))
     label_a, label_b = (f"v{side['version']}{' *' if side['is_active'] else ''}" for side in (a, b))
-    lines = [f"strategy {result['strategy_id']}: v{a['version']} vs v{b['version']} "
-             f"({result['window']} figures; * = active)",
+    window = result["window"]
+    lines = [f"strategy {result['strategy_id']}: v{a['version']} vs v{b['version']} rescored on the "
+             f"same {window['decisions']} decisions, v{window['of_version']}'s validation window "
+             f"{window['from']} .. {window['to']} (* = active)",
              f"  {'METRIC':<32} {label_a:>12} {label_b:>12} {'DIFFERENCE':>12}"]
     for name in names:
         diff = result["difference"].get(name)
         shown = f"{'-':>12}" if diff is None else f"{diff:>+12.4f}"
         lines.append(f"  {name:<32} {_figure(a['metrics'].get(name), 12)} "
                      f"{_figure(b['metrics'].get(name), 12)} {shown}")
-    if not names:
-        lines.append(f"  (neither version has {result['window']} figures)")
     return "\n".join(lines)
 
 
@@ -242,7 +241,7 @@ def verify_artifact(target) -> None:
     """Load the version as the signaller will (recorded hashes, today's features, arrays of
     the model class); refuse the rollback if that fails."""
     from msd.errors import MsdError
-    from msd.roles.learning import load_model
+    from msd.learning.versions import load_model
     from msd.store.artifacts import TamperedArtifact
     refused = f"rollback to v{target.version} of {target.strategy_id!r} refused, nothing changed"
     if target.files_pruned_at is not None:

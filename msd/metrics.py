@@ -74,7 +74,16 @@ EXIT_UPDATES = Counter("msd_exit_position_updates_total", "Position updates take
 TRAINING_TRIGGERS = Counter("msd_training_triggers_total", "Training requests sent, by trigger", ["trigger"])
 MODEL_QUALITY_DEGRADED = Gauge("msd_model_quality_degraded", "1 while a strategy's live model quality is degraded",
                                ["strategy"], multiprocess_mode="livemax")
-MODEL_LIVE_ACCURACY = Gauge("msd_model_live_accuracy", "Rolling live directional accuracy of the active model",
+MODEL_LIVE_ACCURACY = Gauge("msd_model_live_accuracy", "Share of the active model's recent labelled calls that paid after costs",
                             ["strategy"], multiprocess_mode="livemax")
 TRAINING_SKIPPED = Counter("msd_training_skipped_total", "Strategy training attempts skipped, by cause "
                            "(e.g. data drought)", ["strategy", "cause"])
+MODEL_CALIBRATION_GAP = Gauge("msd_model_live_calibration_gap", "Mean confidence minus pay rate of the active "
+                              "model's labelled calls (positive = overconfident)", ["strategy"],
+                              multiprocess_mode="livemax")
+MODEL_MISCALIBRATED = Gauge("msd_model_miscalibrated", "1 while |calibration gap| exceeds "
+                            "trainer.quality.max_calibration_gap", ["strategy"], multiprocess_mode="livemax")
+WARMUP_SPEND = Gauge("msd_warmup_spend_usdt", "Warm-up spend of the current budget: minus the sum of the "
+                     "labelled warm-up calls' results after costs", ["strategy"], multiprocess_mode="livemax")
+WARMUP_PAUSED = Gauge("msd_warmup_paused", "1 while the strategy is paused (no new entries)", ["strategy"],
+                      multiprocess_mode="livemax")

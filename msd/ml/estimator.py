@@ -1,9 +1,11 @@
-"""The interface every msd estimator shares, and the input checks they all apply.
+"""The interface every msd estimator shares, the one tie rule, and the input checks they apply.
 
-    fit(X, y) -> self                       batch fit on a time window
-    predict_proba(X) -> ndarray (n, 2)      column j is P(label == j), labels of features.LABELS
-    predict_proba_one(x) -> {0: p0, 1: p1}
-    predict(X) -> ndarray of labels         1 where P(1) > 0.5
+    fit(X, y) -> self                       batch fit on a time window; y in LABELS (0, 1, 2)
+    predict_proba(X) -> ndarray (n, 3)      column k is P(outcome == k): sell pays, buy pays,
+                                            neither
+    predict_proba_one(x) -> {0: p, 1: p, 2: p}
+    predict(X) -> ndarray of calls          1 buy, 0 sell, -1 no call (tie), see call_direction
+    calls(X) -> Calls                       the call and its confidence = P(the call pays)
     to_arrays() -> dict[str, ndarray]       plain numeric arrays; `from_arrays` rebuilds the model
 
 State is numeric arrays only, so the store can write `.npz` and load it with
@@ -12,12 +14,17 @@ recorded by the store's manifest, not here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from msd.ml.features import BUY, N_CLASSES, NO_CALL, SELL
+
 # Bumped when the meaning of any stored array changes, so old artifacts are refused, not misread.
-FORMAT_VERSION = 1
+# 2: three outcome classes measured from the decision price (1 was P(up | the move cleared the
+# fee), a different question).
+FORMAT_VERSION = 2
 
 
 class Estimator(Protocol):
@@ -25,9 +32,33 @@ class Estimator(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
     def predict_proba_one(self, x: Sequence[float]) -> dict[int, float]: ...
     def predict(self, X: np.ndarray) -> np.ndarray: ...
+    def calls(self, X: np.ndarray) -> "Calls": ...
     def to_arrays(self) -> dict[str, np.ndarray]: ...
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Estimator": ...
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Per row: the called direction (BUY, SELL or NO_CALL) and the model's probability that
+    this call pays after costs (0 where there is no call)."""
+    direction: np.ndarray
+    confidence: np.ndarray
+
+
+def call_direction(proba: np.ndarray) -> np.ndarray:
+    """The one tie rule of msd: buy where P(buy pays) > P(sell pays), sell where it is lower,
+    no call where they are equal (a tie is evidence for neither side)."""
+    buy, sell = proba[:, BUY], proba[:, SELL]
+    return np.where(buy > sell, BUY, np.where(sell > buy, SELL, NO_CALL)).astype(np.int64)
+
+
+def calls_of(proba: np.ndarray) -> Calls:
+    """Direction and confidence from (n, 3) probabilities."""
+    direction = call_direction(proba)
+    rows = np.arange(len(proba))
+    confidence = np.where(direction == NO_CALL, 0.0, proba[rows, np.maximum(direction, 0)])
+    return Calls(direction, confidence)
 
 
 def as_matrix(X: object, n_features: int | None = None) -> np.ndarray:
@@ -43,19 +74,30 @@ def as_matrix(X: object, n_features: int | None = None) -> np.ndarray:
 
 
 def as_labels(y: object, n_samples: int) -> np.ndarray:
-    """y as int64 labels in {0, 1}; anything else (strings, -1/+1 encodings) is refused."""
+    """y as int64 outcome classes in {0, 1, 2}; anything else (strings, -1/+1) is refused."""
     labels = np.asarray(y)
     if labels.shape != (n_samples,):
         raise ValueError(f"y: shape {labels.shape} is invalid; expected ({n_samples},)")
-    if labels.dtype.kind not in "biu" or not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"y: values {np.unique(labels)[:5]!r} are invalid; expected labels 0/1")
+    if labels.dtype.kind not in "biu" or not np.isin(labels, range(N_CLASSES)).all():
+        raise ValueError(f"y: values {np.unique(labels)[:5]!r} are invalid; expected labels "
+                         f"0..{N_CLASSES - 1}")
     return labels.astype(np.int64)
 
 
-def two_columns(p1: np.ndarray) -> np.ndarray:
-    """(n, 2) probabilities [P(0), P(1)] from P(1), clipped so rounding never leaves [0, 1]."""
-    p1 = np.clip(p1, 0.0, 1.0)
-    return np.column_stack([1.0 - p1, p1])
+def as_proba(proba: object, n: int) -> np.ndarray:
+    """(n, 3) probabilities in [0, 1] whose rows sum to 1, or ValueError."""
+    matrix = as_matrix(proba, N_CLASSES)
+    if matrix.shape[0] != n:
+        raise ValueError(f"proba: {matrix.shape[0]} rows is invalid; expected {n}")
+    if (matrix < 0).any() or (matrix > 1).any() or not np.allclose(matrix.sum(axis=1), 1.0):
+        raise ValueError("proba: rows are invalid; expected P(sell), P(buy), P(neither) in "
+                         "[0, 1] summing to 1")
+    return matrix
+
+
+def class_frequencies(labels: np.ndarray) -> np.ndarray:
+    """Share of each outcome class (length N_CLASSES)."""
+    return np.bincount(labels, minlength=N_CLASSES)[:N_CLASSES] / max(len(labels), 1)
 
 
 def require_arrays(arrays: Mapping[str, np.ndarray], keys: Sequence[str], owner: str) -> None:
@@ -70,18 +112,16 @@ def require_arrays(arrays: Mapping[str, np.ndarray], keys: Sequence[str], owner:
 
 
 class EstimatorBase:
-    """Shared single-row and label helpers; subclasses provide predict_proba."""
+    """Shared single-row and call helpers; subclasses provide predict_proba."""
 
     predict_proba: Callable[[np.ndarray], np.ndarray]  # provided by each subclass
 
     def predict_proba_one(self, x: Sequence[float]) -> dict[int, float]:
         row = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        p0, p1 = self.predict_proba(row)[0]
-        return {0: float(p0), 1: float(p1)}
+        return {k: float(p) for k, p in enumerate(self.predict_proba(row)[0])}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        # A tie (p == 0.5) is not evidence for "buy", so it maps to label 0; callers that act
-        # on predictions apply a confidence threshold anyway.
-        return (self.predict_proba(X)[:, 1] > 0.5).astype(np.int64)
+        return call_direction(self.predict_proba(X))
 
-
+    def calls(self, X: np.ndarray) -> Calls:
+        return calls_of(self.predict_proba(X))

@@ -1,13 +1,14 @@
-"""Time-ordered splits and the quality metrics the promotion gate reads.
+"""Time-ordered splits and the quality figures the promotion gate reads (DESIGN §6).
 
 Splits never shuffle: validation always lies after training, separated by an embargo at least
-as long as the label horizon, because a training label at time t looks at prices up to
-t + horizon; without the gap those prices are the validation period's and the score leaks.
+as long as the label horizon plus the bar lag, because a training label at time t reads a bar
+up to t + horizon + lag; without the gap those prices are the validation period's and the
+score leaks.
 
-All metrics take labels in the one encoding of `msd.ml.features.LABELS` (0 = sell/down,
-1 = buy/up) and probabilities as (n, 2) columns in that order; anything else is refused rather
-than silently compared across encodings (the previous implementation compared encoded
-predictions with raw labels).
+Every validation decision counts. Labels are the outcome classes of `msd.ml.features.LABELS`
+(sell pays, buy pays, neither, measured against each decision's round-trip cost), calls follow
+the one tie rule of `msd.ml.estimator.call_direction`, and a decision whose outcome was
+"neither" is a wrong call whatever was called. The formulas are in the README.
 """
 from __future__ import annotations
 
@@ -17,51 +18,45 @@ from datetime import timedelta
 from typing import Iterator
 
 import numpy as np
+from scipy.stats import t as student_t
 
-from msd.ml.estimator import as_labels, as_matrix
+from msd.ml.estimator import as_labels, as_proba, calls_of
+from msd.ml.features import BUY, NO_CALL, SELL
 from msd.ml.models import MajorityClass, Naive
 
-# Bybit spot charges 0.1% per side to non-VIP takers; a round trip therefore costs 0.2%.
-DEFAULT_ROUND_TRIP_FEE = 0.002
 CALIBRATION_BINS = 10
-_PROBA_EPS = 1e-15  # log-loss of a confident miss is large but finite
-
-
-@dataclass(frozen=True)
-class Backtest:
-    """Each call is one round trip over the label horizon: long on 1, short on 0, net of fee.
-
-    `sharpe` is per trade (mean / std of net trade returns), not annualised: trades overlap in
-    time at arbitrary spacing, so no annualisation factor would be honest. `turnover` is the
-    fraction of opportunities traded (each trade opens and closes once).
-    """
-    n_trades: int
-    hit_rate: float | None
-    mean_net_return: float | None
-    total_net_return: float
-    sharpe: float | None
-    turnover: float
+NET_RETURN_CI = 0.95               # two-sided level of the net-return interval
+_PROBA_EPS = 1e-15                 # log-loss of a confident miss is large but finite
 
 
 @dataclass(frozen=True)
 class Metrics:
-    """Quality of probabilistic buy/sell calls on one evaluation window.
+    """Quality of calls on one evaluation window; fractions unless named otherwise.
 
-    `accuracy` is directional accuracy of argmax calls on every sample; `call_precision` is the
-    accuracy of the calls whose confidence max(p, 1 - p) reaches the threshold, i.e. the calls
-    that would actually be emitted (None when there are none). `ece` is the expected calibration
-    error of P(1) over 10 equal-width bins.
+    `accuracy`: share of all decisions whose called direction paid after costs (SC-005).
+    `base_rate`: max(P(buy pays), P(sell pays)) in this window, the best constant call's accuracy.
+    `coverage`, `n_calls`, `precision`: the calls that reach `threshold` (emitted) and the share
+    of them that paid. `net_return_*`: mean net return per emitted call after its cost, and its
+    two-sided 95 % Student-t interval (None with fewer than 2 calls). `calibration_error`: the
+    expected calibration error of confidence vs "the call paid" over 10 equal-width bins.
     """
     n: int
-    accuracy: float
-    balanced_accuracy: float
     threshold: float
+    accuracy: float
+    base_rate: float
+    up_rate: float
+    down_rate: float
+    balanced_accuracy: float
+    coverage: float
     n_calls: int
-    call_precision: float | None
+    precision: float | None
+    net_return_mean: float | None
+    net_return_lower: float | None
+    net_return_upper: float | None
+    mean_confidence: float | None
     log_loss: float
     brier: float
-    ece: float
-    backtest: Backtest | None = None
+    calibration_error: float
 
 
 def _as_seconds(timestamps: object, embargo: object) -> tuple[np.ndarray, float]:
@@ -135,84 +130,96 @@ def walk_forward(timestamps: object, n_folds: int,
         yield _split_at(seconds, order, bounds[k], bounds[k + 1], gap)
 
 
-def _proba(proba: object, n: int) -> np.ndarray:
-    matrix = as_matrix(proba, 2)
-    if matrix.shape[0] != n:
-        raise ValueError(f"proba: {matrix.shape[0]} rows is invalid; expected {n}")
-    if (matrix < 0).any() or (matrix > 1).any() or not np.allclose(matrix.sum(axis=1), 1.0):
-        raise ValueError("proba: rows are invalid; expected [P(0), P(1)] in [0, 1] summing to 1")
-    return matrix
-
-
-def _calibration_error(p1: np.ndarray, y: np.ndarray) -> float:
-    bins = np.minimum((p1 * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+def _calibration_error(confidence: np.ndarray, paid: np.ndarray) -> float:
+    if confidence.size == 0:
+        return 0.0
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
     error = 0.0
     for b in np.unique(bins):
         mask = bins == b
-        error += mask.mean() * abs(p1[mask].mean() - y[mask].mean())
+        error += mask.mean() * abs(confidence[mask].mean() - paid[mask].mean())
     return float(error)
 
 
-def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
-    # Only classes present in the window count; a one-class window scores that class's recall.
-    recalls = [np.mean(predicted[y == c] == c) for c in (0, 1) if (y == c).any()]
-    return float(np.mean(recalls))
+def _recall(y: np.ndarray, direction: np.ndarray, side: int) -> float | None:
+    mask = y == side
+    return float(np.mean(direction[mask] == side)) if mask.any() else None
 
 
-def _backtest(returns: object, predicted: np.ndarray, called: np.ndarray,
-              fee: float) -> Backtest:
-    forward = np.asarray(returns, dtype=np.float64)
-    if forward.shape != predicted.shape or not np.isfinite(forward).all():
-        raise ValueError(f"returns: shape {forward.shape} or values invalid; expected "
-                         f"{predicted.shape} finite forward returns")
-    position = np.where(called, np.where(predicted == 1, 1.0, -1.0), 0.0)
-    net = (position * forward - fee * np.abs(position))[called]
-    spread = float(net.std()) if net.size > 1 else 0.0
-    return Backtest(n_trades=int(net.size),
-                    hit_rate=float((net > 0).mean()) if net.size else None,
-                    mean_net_return=float(net.mean()) if net.size else None,
-                    total_net_return=float(net.sum()),
-                    sharpe=float(net.mean() / spread) if spread > 0 else None,
-                    turnover=float(called.mean()))
+def _balanced_accuracy(y: np.ndarray, direction: np.ndarray) -> float:
+    """Mean recall on "buy pays" and on "sell pays" (over the ones present; 0 when neither is:
+    then no call could have paid)."""
+    recalls = [r for r in (_recall(y, direction, BUY), _recall(y, direction, SELL)) if r is not None]
+    return float(np.mean(recalls)) if recalls else 0.0
 
 
-def metrics(y_true: object, proba: object, *, threshold: float, returns: object = None,
-            fee: float = DEFAULT_ROUND_TRIP_FEE) -> Metrics:
-    """All quality figures of `proba` against `y_true`; with `returns` (forward fractional
-    returns over the label horizon, per sample) also a net-of-fee backtest of the calls."""
-    if not 0.5 <= threshold <= 1:
-        raise ValueError(f"threshold: {threshold!r} is invalid; expected 0.5 <= threshold <= 1")
-    if not 0 <= fee < 1:
-        raise ValueError(f"fee: {fee!r} is invalid; expected a round-trip fraction in [0, 1)")
+def _interval(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    if values.size == 0:
+        return None, None, None
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, None, None
+    half = float(student_t.ppf(0.5 + NET_RETURN_CI / 2, values.size - 1)
+                 * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
+def _vector(name: str, values: object, n: int) -> np.ndarray:
+    array = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: values are invalid; expected {n} finite numbers")
+    return array
+
+
+def net_returns(direction: np.ndarray, moves: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Net return of each call after its cost: +move for a buy, -move for a sell, minus cost."""
+    signed = np.where(direction == BUY, 1.0, np.where(direction == SELL, -1.0, 0.0))
+    return signed * moves - costs
+
+
+def metrics(y_true: object, proba: object, *, threshold: float, moves: object,
+            costs: object) -> Metrics:
+    """Every figure of `proba` (n, 3) against outcome classes `y_true`; `moves` are the
+    fractional market moves from each decision's price to the horizon close and `costs` the
+    round-trip cost each outcome was judged against (a scalar applies to all)."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold: {threshold!r} is invalid; expected 0 < threshold <= 1")
     n = len(np.asarray(y_true))
+    if n == 0:
+        raise ValueError("y_true: no decisions is invalid; expected at least one")
     y = as_labels(y_true, n)
-    matrix = _proba(proba, n)
-    p1 = matrix[:, 1]
-    predicted = (p1 > 0.5).astype(np.int64)
-    called = matrix.max(axis=1) >= threshold
-    clipped = np.clip(p1, _PROBA_EPS, 1 - _PROBA_EPS)
+    matrix = as_proba(proba, n)
+    move, cost = _vector("moves", moves, n), _vector("costs", costs, n)
+    calls = calls_of(matrix)
+    paid = (calls.direction != NO_CALL) & (calls.direction == y)
+    emitted = (calls.direction != NO_CALL) & (calls.confidence >= threshold)
+    net = net_returns(calls.direction, move, cost)[emitted]
+    mean, lower, upper = _interval(net)
+    called = calls.direction != NO_CALL
+    truth = np.eye(matrix.shape[1])[y]
+    up_rate, down_rate = float(np.mean(y == BUY)), float(np.mean(y == SELL))
     return Metrics(
-        n=n,
-        accuracy=float(np.mean(predicted == y)),
-        balanced_accuracy=_balanced_accuracy(y, predicted),
-        threshold=float(threshold),
-        n_calls=int(called.sum()),
-        call_precision=float(np.mean(predicted[called] == y[called])) if called.any() else None,
-        log_loss=float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
-        brier=float(np.mean((p1 - y) ** 2)),
-        ece=_calibration_error(p1, y),
-        backtest=None if returns is None else _backtest(returns, predicted, called, fee),
+        n=n, threshold=float(threshold),
+        accuracy=float(paid.mean()), base_rate=max(up_rate, down_rate),
+        up_rate=up_rate, down_rate=down_rate,
+        balanced_accuracy=_balanced_accuracy(y, calls.direction),
+        coverage=float(emitted.mean()), n_calls=int(emitted.sum()),
+        precision=float(paid[emitted].mean()) if emitted.any() else None,
+        net_return_mean=mean, net_return_lower=lower, net_return_upper=upper,
+        mean_confidence=float(calls.confidence[emitted].mean()) if emitted.any() else None,
+        log_loss=float(-np.mean(np.log(np.clip(matrix[np.arange(n), y], _PROBA_EPS, 1.0)))),
+        brier=float(np.mean(np.sum((matrix - truth) ** 2, axis=1))),
+        calibration_error=_calibration_error(calls.confidence[called], paid[called]),
     )
 
 
 def baseline_metrics(X_train: object, y_train: object, X_val: object, y_val: object, *,
-                     threshold: float, returns: object = None,
-                     fee: float = DEFAULT_ROUND_TRIP_FEE) -> dict[str, Metrics]:
-    """Metrics of the majority-class and naive baselines, fitted on the training window and
-    scored on the validation window the candidate is scored on."""
+                     threshold: float, moves: object, costs: object) -> dict[str, "Metrics"]:
+    """Metrics of the constant (training frequencies) and naive baselines, fitted on the
+    training window and scored on the validation window the candidate is scored on."""
     result = {}
     for name, baseline in (("majority", MajorityClass()), ("naive", Naive())):
         baseline.fit(X_train, y_train)
         result[name] = metrics(y_val, baseline.predict_proba(X_val), threshold=threshold,
-                               returns=returns, fee=fee)
+                               moves=moves, costs=costs)
     return result

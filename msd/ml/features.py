@@ -5,10 +5,10 @@ plus context known at that moment. They are scale-free so that one model can ser
 prices differ by orders of magnitude. A feature that cannot be computed yields `MissingFeature`
 naming it: the caller then falls back to heuristics instead of feeding the model a made-up 0.
 
-The model answers one question, "will the price be higher after the horizon, net of fees?", so
-its classes are market directions, not "did our trade pay". The decided side enters only through
-`label_from_outcome`, never as a feature: the previous implementation used the executed side as
-both feature and label and learned nothing but the identity.
+The model answers one question about each decision: which side, if any, would have paid after
+costs over the horizon (`LABELS`: sell pays, buy pays, neither). The decided side never enters a
+feature or a label: the outcome is measured from the decision-time price (msd.learning.outcomes),
+so the same market move gets the same label whatever was decided.
 """
 from __future__ import annotations
 
@@ -48,10 +48,13 @@ MOVING_AVERAGE_KEY = "sma_60m"
 VOLATILITY_FLOOR = 1e-6
 MINUTES_PER_HOUR_WINDOW = 60
 
-# The single label encoding used by features, models, metrics and the gate. Class 1 means "the
-# price went up by more than fees over the horizon", i.e. buying would have paid.
-LABELS: Mapping[str, int] = {"sell": 0, "buy": 1}
-SIDES: Mapping[int, str] = {code: side for side, code in LABELS.items()}
+# The single label encoding used by features, models, metrics and the gate. An outcome class says
+# which side would have paid after costs over the horizon; a call is one of the first two.
+SELL, BUY, NEITHER = 0, 1, 2
+NO_CALL = -1                      # the one tie rule: P(buy pays) == P(sell pays) calls nothing
+LABELS: Mapping[str, int] = {"sell": SELL, "buy": BUY, "neither": NEITHER}
+N_CLASSES = len(LABELS)
+SIDES: Mapping[int, str] = {SELL: "sell", BUY: "buy"}
 
 
 @dataclass(frozen=True)
@@ -73,23 +76,8 @@ class _Missing(Exception):
         self.missing = missing
 
 
-def label_from_outcome(side: str, paid: bool) -> int:
-    """Map "the decided side paid after fees over the horizon" to the market-direction label.
-
-    buy & paid -> 1 (price rose), buy & not paid -> 0, sell & paid -> 0, sell & not paid -> 1.
-    Approximation, documented on purpose: when the move is smaller than the fees neither side
-    paid, and such a row is labelled as if the opposite side would have been right.
-    """
-    if not isinstance(paid, (bool, np.bool_)):
-        raise ValueError(f"paid: {paid!r} is invalid; expected a bool")
-    code = LABELS.get(side.lower()) if isinstance(side, str) else None
-    if code is None:
-        raise ValueError(f"side: {side!r} is invalid; expected one of {sorted(LABELS)}")
-    return code if paid else 1 - code
-
-
 def side_from_label(label: int) -> str:
-    """Inverse of the label encoding: 1 -> "buy", 0 -> "sell"."""
+    """A call's direction as a side: 1 -> "buy", 0 -> "sell" ("neither" is not a side)."""
     side = SIDES.get(int(label)) if isinstance(label, (int, np.integer)) else None
     if side is None:
         raise ValueError(f"label: {label!r} is invalid; expected one of {sorted(SIDES)}")

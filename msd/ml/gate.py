@@ -1,9 +1,12 @@
 """The promotion gate and the live degradation check: pure decisions over metrics.
 
-The spec's 75% accuracy threshold (SC-005) alone was passable by a constant predictor on
-imbalanced labels (80/20 data -> 80% accuracy). So the gate also demands enough validation
-samples and a margin over BOTH baselines scored on the same window, and a margin over the
-active version when there is one.
+A plain 75 % accuracy gate (SC-005) was passable by a constant predictor, by a model that
+called a handful of rows, and by a model right about direction whose calls did not clear their
+cost. So on top of `min_accuracy` and `min_samples`, a candidate must beat the validation
+window's own base rate max(P(buy pays), P(sell pays)) and the naive rule scored on the same
+window by a margin, reach a balanced-accuracy floor, emit enough calls, and have the lower
+confidence bound of its net return per emitted call above zero; an incumbent, rescored on the
+candidate's window, must be beaten by its own margin. Every figure must come from one window.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from typing import Mapping
 from msd.ml.evaluation import Metrics
 from msd.ml.params import GateConfig, _fraction  # noqa: F401  (GateConfig re-exported)
 
-REQUIRED_BASELINES = ("majority", "naive")
+REQUIRED_BASELINES = ("naive",)
+_TOLERANCE = 1e-12   # "exactly the margin" must not be lost to rounding
 
 
 @dataclass(frozen=True)
@@ -26,17 +30,29 @@ class Decision:
 def promotion_decision(candidate: Metrics, baselines: Mapping[str, Metrics],
                        active: Metrics | None, n_val: int, config: GateConfig) -> Decision:
     """Promote only if every check passes; all metrics must come from the same window."""
+    margin = config.min_margin_over_baselines
+    lower = candidate.net_return_lower
     checks = [
         (n_val >= config.min_samples,
-         f"validation samples {n_val} vs minimum {config.min_samples}"),
+         f"validation decisions {n_val} vs minimum {config.min_samples}"),
         (candidate.n == n_val,
-         f"candidate scored on {candidate.n} samples vs validation window {n_val}"),
-        (candidate.accuracy >= config.min_accuracy,
+         f"candidate scored on {candidate.n} decisions vs validation window {n_val}"),
+        (candidate.accuracy >= config.min_accuracy - _TOLERANCE,
          f"accuracy {candidate.accuracy:.4f} vs minimum {config.min_accuracy:.4f}"),
+        (candidate.accuracy >= candidate.base_rate + margin - _TOLERANCE,
+         f"accuracy {candidate.accuracy:.4f} vs window base rate {candidate.base_rate:.4f} "
+         f"+ margin {margin:.4f}"),
+        (candidate.balanced_accuracy >= config.min_balanced_accuracy - _TOLERANCE,
+         f"balanced accuracy {candidate.balanced_accuracy:.4f} vs minimum "
+         f"{config.min_balanced_accuracy:.4f}"),
+        (candidate.n_calls >= config.min_emitted_calls,
+         f"emitted calls {candidate.n_calls} vs minimum {config.min_emitted_calls}"),
+        (lower is not None and lower > 0,
+         f"net return per emitted call lower bound "
+         f"{'n/a' if lower is None else f'{lower * 1e4:+.2f} bps'} vs > 0"),
     ]
     for name in REQUIRED_BASELINES:
-        checks.append(_margin_check(candidate, baselines.get(name), f"baseline {name}",
-                                    config.min_margin_over_baselines))
+        checks.append(_margin_check(candidate, baselines.get(name), f"baseline {name}", margin))
     if active is not None:
         checks.append(_margin_check(candidate, active, "active version",
                                     config.min_margin_over_active))
@@ -51,10 +67,8 @@ def _margin_check(candidate: Metrics, other: Metrics | None, label: str,
     if other is None:
         return False, f"{label} metrics missing"
     if other.n != candidate.n:
-        return False, f"{label} scored on {other.n} samples, candidate on {candidate.n}"
-    needed = other.accuracy + margin
-    # Compared with a hair of tolerance so that "exactly the margin" is not lost to rounding.
-    ok = candidate.accuracy >= needed - 1e-12
+        return False, f"{label} scored on {other.n} decisions, candidate on {candidate.n}"
+    ok = candidate.accuracy >= other.accuracy + margin - _TOLERANCE
     return ok, (f"accuracy {candidate.accuracy:.4f} vs {label} {other.accuracy:.4f} "
                 f"+ margin {margin:.4f}")
 
@@ -62,9 +76,10 @@ def _margin_check(candidate: Metrics, other: Metrics | None, label: str,
 def degradation_check(live_accuracy: float | None, n: int, threshold: float,
                       hysteresis: float, *, min_samples: int = 30,
                       was_degraded: bool = False) -> bool:
-    """Is the live model degraded? A Schmitt trigger over rolling live accuracy.
+    """Is the live model degraded? A Schmitt trigger over the rolling share of the active
+    version's emitted calls that paid after costs.
 
-    Trips when accuracy falls below `threshold` (FR-021), and once tripped stays degraded until
+    Trips when it falls below `threshold` (FR-021), and once tripped stays degraded until
     accuracy is back to at least `threshold + hysteresis`, so a model hovering at the threshold
     does not trigger a retrain on every labelled outcome. With fewer than `min_samples` labelled
     outcomes the evidence is too thin to change state, so the previous state is kept.

@@ -1,21 +1,22 @@
-"""Estimators: L2 logistic regression (batch and online) and the two baselines it must beat.
+"""Estimators: L2 multinomial logistic regression (batch and online) and the baselines.
 
-All predict the market-direction label of `msd.ml.features.LABELS` and share the interface of
-`msd.ml.estimator` (fit / predict_proba / predict_proba_one / predict / to_arrays / from_arrays).
+All predict the three outcome classes of `msd.ml.features.LABELS` (sell pays, buy pays,
+neither) and share the interface of `msd.ml.estimator` (fit / predict_proba / calls / predict /
+to_arrays / from_arrays).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit
+from scipy.special import log_softmax, softmax
 
 from msd.ml.baselines import MajorityClass, Naive
 from msd.ml.estimator import (FORMAT_VERSION, EstimatorBase, as_labels, as_matrix,
-                              require_arrays, two_columns)
+                              require_arrays)
+from msd.ml.features import N_CLASSES
 
 # The baselines live in their own module but belong to this public set of estimators.
 __all__ = ["LogisticConfig", "LogisticModel", "MajorityClass", "Naive", "OnlineConfig",
@@ -24,10 +25,10 @@ __all__ = ["LogisticConfig", "LogisticModel", "MajorityClass", "Naive", "OnlineC
 
 @dataclass(frozen=True)
 class LogisticConfig:
-    """`l2` penalises the squared norm of the standardised coefficients (not the intercept) in
-    the summed log-loss, like 1/C in scikit-learn; it must be > 0 so separable data still has a
-    finite optimum."""
-    l2: float = 1.0
+    """`l2` is the penalty per sample: the fit minimises mean log-loss + l2/2 * |W|^2 over the
+    standardised weights (intercepts are free), so l2 = 0.1 shrinks a lot and 1e-4 barely,
+    whatever the number of rows. It must be > 0 so separable data still has a finite optimum."""
+    l2: float = 0.01
     max_iter: int = 1000
     gtol: float = 1e-8
 
@@ -47,135 +48,112 @@ def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X.mean(axis=0), np.where(scale > 0, scale, 1.0)
 
 
-def _logistic_loss_grad(theta: np.ndarray, Z: np.ndarray, y: np.ndarray,
-                        alpha: float) -> tuple[float, np.ndarray]:
-    """Mean log-loss + alpha/2 * |w|^2 and its exact gradient; theta = (w, intercept).
+def _one_hot(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return (labels[:, None] == classes[None, :]).astype(np.float64)
 
-    The mean (with alpha = l2 / n) has the same minimiser as the summed loss but keeps the
-    gradient tolerance meaningful whatever the sample count.
+
+def _softmax_loss_grad(theta: np.ndarray, Z: np.ndarray, Y: np.ndarray,
+                       alpha: float) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy + alpha/2 * |W|^2 and its exact gradient.
+
+    theta = (W flattened (d, k), intercepts of classes 1..k-1); the first class's intercept is
+    fixed at 0 so the optimum is unique.
     """
-    w, intercept = theta[:-1], theta[-1]
-    z = Z @ w + intercept
-    loss = float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * alpha * (w @ w))
-    residual = (expit(z) - y) / len(y)
-    grad = np.empty_like(theta)
-    grad[:-1] = Z.T @ residual + alpha * w
-    grad[-1] = residual.sum()
-    return loss, grad
+    d, k = Z.shape[1], Y.shape[1]
+    W = theta[:d * k].reshape(d, k)
+    b = np.concatenate([[0.0], theta[d * k:]])
+    logits = Z @ W + b
+    log_p = log_softmax(logits, axis=1)
+    loss = float(-np.mean(np.sum(Y * log_p, axis=1)) + 0.5 * alpha * np.sum(W * W))
+    residual = (np.exp(log_p) - Y) / len(Y)
+    grad_W = Z.T @ residual + alpha * W
+    return loss, np.concatenate([grad_W.ravel(), residual.sum(axis=0)[1:]])
 
 
-def _unpenalised_logit(labels: np.ndarray, Z: np.ndarray):
-    """statsmodels Logit results on [1, Z], or a message when the MLE is not usable."""
-    # statsmodels is heavy and only needed here, for a human-facing report.
-    import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import (ConvergenceWarning, PerfectSeparationError,
-                                                 PerfectSeparationWarning)
-    design = sm.add_constant(Z, has_constant="add")
-    try:
-        with warnings.catch_warnings():
-            # statsmodels only warns on separation; p-values from such a fit are nonsense.
-            warnings.simplefilter("error", PerfectSeparationWarning)
-            warnings.simplefilter("error", ConvergenceWarning)
-            result = sm.Logit(labels, design).fit(disp=0, maxiter=200)
-    except (PerfectSeparationError, PerfectSeparationWarning, ConvergenceWarning,
-            np.linalg.LinAlgError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if not result.mle_retvals.get("converged", False):
-        return "statsmodels Logit did not converge"
-    return result
+def _expand(p_present: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(n, k present) probabilities to (n, 3): a class never seen in training gets 0."""
+    full = np.zeros((len(p_present), N_CLASSES))
+    full[:, classes] = p_present
+    return full
 
 
 class LogisticModel(EstimatorBase):
-    """L2-regularised logistic regression fitted by L-BFGS on the exact loss and gradient.
+    """L2-regularised multinomial logistic regression fitted by L-BFGS on the exact loss.
 
     Standardisation (training mean and std) is part of the model, so callers feed raw features.
+    Only the outcome classes present in training are modelled; an absent class has P = 0.
     """
 
     def __init__(self, config: LogisticConfig = LogisticConfig()) -> None:
         self.config = config
         self.mean: np.ndarray | None = None
         self.scale: np.ndarray | None = None
-        self.coef: np.ndarray | None = None      # on standardised features
-        self.intercept = 0.0
+        self.classes: np.ndarray | None = None
+        self.coef: np.ndarray | None = None      # (d, k) on standardised features
+        self.intercept: np.ndarray | None = None  # (k,)
         self.converged = False
         self.n_iter = 0
+        self.n_train = 0
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "LogisticModel":
         matrix = as_matrix(X)
         labels = as_labels(y, len(matrix))
-        if np.unique(labels).size < 2:
-            # With an unpenalised intercept one class has no finite optimum; the trainer must
-            # not get here (the majority baseline describes such data completely).
-            raise ValueError("y: a single class is invalid; expected both labels 0 and 1")
+        classes = np.unique(labels)
+        if classes.size < 2:
+            # One class has no finite optimum with free intercepts; the trainer must not get
+            # here (a constant describes such data completely).
+            raise ValueError("y: a single class is invalid; expected at least two outcome classes")
         self.mean, self.scale = _standardiser(matrix)
         Z = (matrix - self.mean) / self.scale
-        result = minimize(_logistic_loss_grad, np.zeros(matrix.shape[1] + 1), jac=True,
-                          args=(Z, labels.astype(np.float64), self.config.l2 / len(labels)),
+        d, k = Z.shape[1], classes.size
+        result = minimize(_softmax_loss_grad, np.zeros(d * k + k - 1), jac=True,
+                          args=(Z, _one_hot(labels, classes), float(self.config.l2)),
                           method="L-BFGS-B",
                           options={"maxiter": self.config.max_iter, "gtol": self.config.gtol,
                                    "ftol": 1e-15})
-        self.coef, self.intercept = result.x[:-1].copy(), float(result.x[-1])
-        self.converged, self.n_iter = bool(result.success), int(result.nit)
+        self.classes = classes
+        self.coef = result.x[:d * k].reshape(d, k).copy()
+        self.intercept = np.concatenate([[0.0], result.x[d * k:]])
+        self.converged, self.n_iter, self.n_train = bool(result.success), int(result.nit), len(labels)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if self.coef is None:
             raise RuntimeError("LogisticModel: predict before fit")
-        Z = (as_matrix(X, self.coef.size) - self.mean) / self.scale
-        return two_columns(expit(Z @ self.coef + self.intercept))
-
-    def raw_coefficients(self) -> tuple[np.ndarray, float]:
-        """Coefficients and intercept on the unstandardised features (for comparisons)."""
-        if self.coef is None:
-            raise RuntimeError("LogisticModel: raw_coefficients before fit")
-        coef = self.coef / self.scale
-        return coef, float(self.intercept - coef @ self.mean)
-
-    def coefficient_report(self, X: np.ndarray, y: np.ndarray,
-                           feature_names: Sequence[str] | None = None) -> dict:
-        """Unpenalised statsmodels Logit on this model's standardisation, for human reading.
-
-        Returns JSON-friendly lists (coefficients, standard errors, p-values) or, when the MLE
-        does not exist or cannot be computed (perfect separation, singular design), `error`.
-        """
-        if self.coef is None:
-            raise RuntimeError("LogisticModel: coefficient_report before fit")
-        matrix = as_matrix(X, self.coef.size)
-        labels = as_labels(y, len(matrix))
-        names = list(feature_names or [f"x{i}" for i in range(self.coef.size)])
-        result = _unpenalised_logit(labels, (matrix - self.mean) / self.scale)
-        if isinstance(result, str):
-            return {"error": result}
-        return {"names": ["intercept", *names], "coef": result.params.tolist(),
-                "std_err": result.bse.tolist(), "p_values": result.pvalues.tolist(),
-                "model_coef": [self.intercept, *self.coef.tolist()],
-                "log_likelihood": float(result.llf), "pseudo_r2": float(result.prsquared),
-                "n": int(len(labels))}
+        Z = (as_matrix(X, self.coef.shape[0]) - self.mean) / self.scale
+        return _expand(softmax(Z @ self.coef + self.intercept, axis=1), self.classes)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         if self.coef is None:
             raise RuntimeError("LogisticModel: to_arrays before fit")
         return {"format_version": np.array(FORMAT_VERSION), "l2": np.array(self.config.l2),
                 "max_iter": np.array(self.config.max_iter), "gtol": np.array(self.config.gtol),
-                "mean": self.mean.copy(), "scale": self.scale.copy(), "coef": self.coef.copy(),
-                "intercept": np.array(self.intercept), "converged": np.array(int(self.converged)),
-                "n_iter": np.array(self.n_iter)}
+                "mean": self.mean.copy(), "scale": self.scale.copy(),
+                "classes": self.classes.copy(), "coef": self.coef.copy(),
+                "intercept": self.intercept.copy(), "converged": np.array(int(self.converged)),
+                "n_iter": np.array(self.n_iter), "n_train": np.array(self.n_train)}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "LogisticModel":
-        keys = ("format_version", "l2", "max_iter", "gtol", "mean", "scale", "coef",
-                "intercept", "converged", "n_iter")
+        keys = ("format_version", "l2", "max_iter", "gtol", "mean", "scale", "classes", "coef",
+                "intercept", "converged", "n_iter", "n_train")
         require_arrays(arrays, keys, cls.__name__)
         model = cls(LogisticConfig(l2=float(arrays["l2"]), max_iter=int(arrays["max_iter"]),
                                    gtol=float(arrays["gtol"])))
         model.mean = np.array(arrays["mean"], dtype=np.float64)
         model.scale = np.array(arrays["scale"], dtype=np.float64)
+        model.classes = np.array(arrays["classes"], dtype=np.int64)
         model.coef = np.array(arrays["coef"], dtype=np.float64)
-        if not model.mean.shape == model.scale.shape == model.coef.shape == (model.coef.size,):
-            raise ValueError("LogisticModel arrays: mean/scale/coef shapes differ; expected "
-                             "equal 1-D shapes")
-        model.intercept = float(arrays["intercept"])
+        model.intercept = np.array(arrays["intercept"], dtype=np.float64)
+        d = model.mean.size
+        k = model.classes.size
+        if not (model.mean.shape == model.scale.shape == (d,) and model.coef.shape == (d, k)
+                and model.intercept.shape == (k,) and 2 <= k <= N_CLASSES
+                and np.isin(model.classes, range(N_CLASSES)).all()):
+            raise ValueError("LogisticModel arrays: mean/scale/coef/intercept/classes shapes "
+                             "differ; expected (d,), (d,), (d, k), (k,), k classes in 0..2")
         model.converged, model.n_iter = bool(arrays["converged"]), int(arrays["n_iter"])
+        model.n_train = int(arrays["n_train"])
         return model
 
 
@@ -206,17 +184,20 @@ class OnlineConfig:
 
 # Guards the AdaGrad division on the very first step, before any gradient has accumulated.
 _ADAGRAD_EPS = 1e-8
+# Logit given to an outcome class the warm-start model never saw: near 0 probability, learnable.
+_ABSENT_CLASS_LOGIT = -10.0
 _ONLINE_CONFIG_KEYS = ("l2", "learning_rate", "batch_size", "epochs", "seed")
 _ONLINE_STATE_KEYS = ("count", "mean", "m2", "coef", "intercept", "g2_coef", "g2_intercept")
 
 
 class OnlineLogistic(EstimatorBase):
-    """Logistic regression updated one labelled outcome (or mini-batch) at a time.
+    """Multinomial logistic regression updated one labelled outcome (or mini-batch) at a time.
 
     Features are standardised with running mean/variance (Chan/Welford), updated before each
     step; steps are AdaGrad, whose per-coordinate rates shrink as evidence accumulates, so the
     weights settle near the batch optimum on a stationary stream while still following drift.
-    Before any learning it predicts 0.5.
+    Before any learning it predicts 1/3 for each class. `warm_started` starts from a batch
+    model instead (its weights, and its standardisation weighted by its training rows).
     """
 
     def __init__(self, n_features: int, config: OnlineConfig = OnlineConfig()) -> None:
@@ -230,8 +211,23 @@ class OnlineLogistic(EstimatorBase):
         d = self.n_features
         self.count = 0
         self.mean, self.m2 = np.zeros(d), np.zeros(d)
-        self.coef, self.intercept = np.zeros(d), 0.0
-        self.g2_coef, self.g2_intercept = np.zeros(d), 0.0
+        self.coef, self.intercept = np.zeros((d, N_CLASSES)), np.zeros(N_CLASSES)
+        self.g2_coef, self.g2_intercept = np.zeros((d, N_CLASSES)), np.zeros(N_CLASSES)
+
+    @classmethod
+    def warm_started(cls, batch: LogisticModel,
+                     config: OnlineConfig = OnlineConfig()) -> "OnlineLogistic":
+        """An online learner that predicts exactly what `batch` predicts, then learns on."""
+        if batch.coef is None:
+            raise RuntimeError("OnlineLogistic.warm_started: the batch model is not fitted")
+        model = cls(batch.coef.shape[0], config)
+        model.count = max(int(batch.n_train), 1)
+        model.mean = batch.mean.copy()
+        model.m2 = batch.scale ** 2 * model.count
+        model.intercept[:] = _ABSENT_CLASS_LOGIT
+        model.coef[:, batch.classes] = batch.coef
+        model.intercept[batch.classes] = batch.intercept
+        return model
 
     def learn_one(self, x: Sequence[float], y: int) -> None:
         """One prequential update: call after the label of a prediction on `x` has arrived."""
@@ -262,7 +258,7 @@ class OnlineLogistic(EstimatorBase):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         Z = self._standardise(as_matrix(X, self.n_features))
-        return two_columns(expit(Z @ self.coef + self.intercept))
+        return softmax(Z @ self.coef + self.intercept, axis=1)
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         variance = self.m2 / self.count if self.count else np.zeros(self.n_features)
@@ -272,9 +268,10 @@ class OnlineLogistic(EstimatorBase):
     def _step(self, X: np.ndarray, y: np.ndarray) -> None:
         self._update_moments(X)
         Z = self._standardise(X)
-        residual = expit(Z @ self.coef + self.intercept) - y
+        residual = softmax(Z @ self.coef + self.intercept, axis=1)
+        residual[np.arange(len(y)), y] -= 1.0
         grad_coef = Z.T @ residual / len(y) + self.config.l2 * self.coef
-        grad_intercept = float(residual.mean())
+        grad_intercept = residual.mean(axis=0)
         self.g2_coef += grad_coef ** 2
         self.g2_intercept += grad_intercept ** 2
         rate = self.config.learning_rate
@@ -307,14 +304,15 @@ class OnlineLogistic(EstimatorBase):
                               learning_rate=float(arrays["learning_rate"]),
                               batch_size=int(arrays["batch_size"]), epochs=int(arrays["epochs"]),
                               seed=int(arrays["seed"]))
-        model = cls(int(np.asarray(arrays["coef"]).size), config)
-        for key in ("mean", "m2", "coef", "g2_coef"):
+        model = cls(int(np.asarray(arrays["mean"]).size), config)
+        d = model.n_features
+        shapes = {"mean": (d,), "m2": (d,), "coef": (d, N_CLASSES), "g2_coef": (d, N_CLASSES),
+                  "intercept": (N_CLASSES,), "g2_intercept": (N_CLASSES,)}
+        for key, shape in shapes.items():
             value = np.array(arrays[key], dtype=np.float64)
-            if value.shape != (model.n_features,):
+            if value.shape != shape:
                 raise ValueError(f"OnlineLogistic arrays: {key} shape {value.shape} is invalid; "
-                                 f"expected ({model.n_features},)")
+                                 f"expected {shape}")
             setattr(model, key, value)
         model.count = int(arrays["count"])
-        model.intercept = float(arrays["intercept"])
-        model.g2_intercept = float(arrays["g2_intercept"])
         return model

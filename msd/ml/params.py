@@ -17,11 +17,14 @@ def _fraction(name: str, value: object, low: float, high: float) -> None:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Margins are absolute accuracy differences (0.02 = two percentage points)."""
+    """Margins are absolute accuracy differences (0.02 = two percentage points);
+    `min_margin_over_baselines` applies to the window's base rate and to the naive rule."""
     min_accuracy: float = 0.75
     min_samples: int = 200
     min_margin_over_baselines: float = 0.02
     min_margin_over_active: float = 0.01
+    min_balanced_accuracy: float = 0.6
+    min_emitted_calls: int = 50
 
     def __post_init__(self) -> None:
         _fraction("min_accuracy", self.min_accuracy, 0.5, 1.0)
@@ -32,10 +35,16 @@ class GateConfig:
         # A zero margin over the baselines would let a constant predictor tie its way through.
         _fraction("min_margin_over_baselines", self.min_margin_over_baselines, 1e-9, 0.5)
         _fraction("min_margin_over_active", self.min_margin_over_active, 0.0, 0.5)
+        # A constant call scores 0.5 here; the floor must be above it.
+        _fraction("min_balanced_accuracy", self.min_balanced_accuracy, 0.5, 1.0)
+        if not (isinstance(self.min_emitted_calls, int) and not isinstance(self.min_emitted_calls, bool)
+                and self.min_emitted_calls >= 2):
+            raise ValueError(f"min_emitted_calls: {self.min_emitted_calls!r} is invalid; "
+                             "expected an int >= 2")
 
 
 _GATE_FIELDS = ("min_accuracy", "min_samples", "min_margin_over_baselines",
-                "min_margin_over_active")
+                "min_margin_over_active", "min_balanced_accuracy", "min_emitted_calls")
 
 
 def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
@@ -55,24 +64,33 @@ def _whole(name: str, value: Any, low: int) -> None:
 class TrainingParams:
     """Units are in the names: seconds (`_s`), percent (`_pct`), fractions otherwise.
 
-    `embargo_s` defaults to the horizon and may not be shorter: a training label looks
-    `horizon_s` past its decision, into what would otherwise be the validation period.
-    `l2_grid` is tried by walk-forward on the training window; with one value there is no
-    choice to make. `keep_files` artifact directories are kept per strategy besides the active
-    and the last good version.
+    `embargo_s` defaults to horizon + bar lag and may not be shorter: a training label reads a
+    bar up to `horizon_s + max_bar_lag_s` after its decision, inside what would otherwise be
+    the validation period. `round_trip_fee_pct` is the floor of the round-trip cost and its
+    value until `cost_min_fills` of the strategy's own fills exist within `cost_window_s`
+    before a decision. `calibration_fraction` of the training window (its newest part, after
+    an embargo) fits the confidence calibration instead of the model. `l2_grid` (penalty per
+    sample) is tried by walk-forward on the model's part of the training window; with one value
+    there is no choice to make. `keep_files` artifact directories are kept per strategy
+    besides the active and the last good version.
     """
     horizon_s: float = 900.0
     max_bar_lag_s: float = 300.0
     round_trip_fee_pct: float = 0.2
+    cost_window_s: float = 86400.0
+    cost_min_fills: int = 20
     min_new_rows: int = 200
     validation_fraction: float = 0.25
+    calibration_fraction: float = 0.25
     embargo_s: float | None = None
     confidence_threshold: float = 0.6
     min_accuracy: float = 0.75
     min_samples: int = 200
     min_margin_over_baselines: float = 0.02
     min_margin_over_active: float = 0.01
-    l2_grid: tuple[float, ...] = (0.1, 1.0, 10.0)
+    min_balanced_accuracy: float = 0.6
+    min_emitted_calls: int = 50
+    l2_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
     walk_forward_folds: int = 3
     models_dir: str = "var/models"
     keep_files: int = 20
@@ -81,11 +99,14 @@ class TrainingParams:
         _number("horizon_s", self.horizon_s, 0, 30 * 86400, low_open=True)
         _number("max_bar_lag_s", self.max_bar_lag_s, 0, 86400)
         _number("round_trip_fee_pct", self.round_trip_fee_pct, 0, 10)
+        _number("cost_window_s", self.cost_window_s, 0, 365 * 86400, low_open=True)
+        _whole("cost_min_fills", self.cost_min_fills, 1)
         _whole("min_new_rows", self.min_new_rows, 1)
         _number("validation_fraction", self.validation_fraction, 0, 0.9, low_open=True)
+        _number("calibration_fraction", self.calibration_fraction, 0, 0.5)
         if self.embargo_s is not None:
-            _number("embargo_s", self.embargo_s, self.horizon_s, 365 * 86400)
-        _number("confidence_threshold", self.confidence_threshold, 0.5, 1.0)
+            _number("embargo_s", self.embargo_s, self.horizon_s + self.max_bar_lag_s, 365 * 86400)
+        _number("confidence_threshold", self.confidence_threshold, 0, 1.0, low_open=True)
         self.gate()  # GateConfig validates its own fields with the same style of message
         if not (isinstance(self.l2_grid, tuple) and self.l2_grid):
             raise ValueError(f"l2_grid: {self.l2_grid!r} is invalid; expected a non-empty list")
@@ -111,7 +132,7 @@ class TrainingParams:
 
     @property
     def embargo(self) -> float:
-        return self.horizon_s if self.embargo_s is None else float(self.embargo_s)
+        return self.horizon_s + self.max_bar_lag_s if self.embargo_s is None else float(self.embargo_s)
 
     @property
     def round_trip_fee(self) -> float:
@@ -126,3 +147,34 @@ class TrainingParams:
         return data
 
 
+
+
+@dataclass(frozen=True)
+class OnlineParams:
+    """The online challenger (DESIGN §6): warm-started from the active version, it learns every
+    labelled decision of the strategy (late labels too, up to `lookback_s` after the decision)
+    and keeps a prequential record of its last `window` predictions, each made before the
+    outcome was learned. The first `calibration_fraction` (of TrainingParams) of that record
+    fits its calibration; the rest is the window the gate scores it and the incumbent on."""
+    enabled: bool = True
+    window: int = 800
+    lookback_s: float = 2 * 86400.0
+    learning_rate: float = 0.05
+    l2: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled: {self.enabled!r} is invalid; expected true or false")
+        _whole("window", self.window, 20)
+        _number("lookback_s", self.lookback_s, 60, 365 * 86400)
+        _number("learning_rate", self.learning_rate, 0, 10, low_open=True)
+        _number("l2", self.l2, 0, 1e3)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "OnlineParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"online params: {unknown} are invalid; expected keys among "
+                             f"{sorted(known)}")
+        return cls(**dict(data))

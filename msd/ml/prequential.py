@@ -1,98 +1,76 @@
-"""Prequential (test-then-train) tracking of live quality with delayed labels.
+"""Prequential (test-then-train) records: what each contender predicted for a decision before
+its outcome was learned, kept with the outcome, the move and the cost (DESIGN §6).
 
-A prediction is made when a signal is emitted; its label ("did the price move past fees over
-the horizon") is known only after the horizon and after the execution arrives. The tracker
-keeps each prediction under its signal_id until then, scores it when the label comes, and hands
-the stored features back so the caller can learn from them: each outcome is therefore scored
-by a model that had not yet learned from it. Pure state: no clock, no I/O.
+The online challenger and the incumbent are scored on the very same rows of such a record, so
+their figures are comparable and honest: every row was predicted by a model that had not yet
+learned it. A rolling window keeps the newest `window` rows. Pure state: no clock, no I/O.
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import deque
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from msd.ml.features import SIDES
+from msd.ml.features import N_CLASSES
 
 
-@dataclass(frozen=True)
-class PendingPrediction:
-    """What was predicted for one signal, kept until its label arrives."""
-    signal_id: str
-    p1: float                      # P(label 1 = "buy pays") as predicted
-    x: np.ndarray | None           # the feature vector, for the online update
+class PrequentialRecord:
+    def __init__(self, window: int, contenders: Sequence[str]) -> None:
+        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 1):
+            raise ValueError(f"window: {window!r} is invalid; expected an int >= 1")
+        self.window, self.contenders = window, tuple(contenders)
+        self._rows: deque[tuple] = deque(maxlen=window)
 
-    @property
-    def predicted(self) -> int:
-        return 1 if self.p1 > 0.5 else 0  # same tie rule as EstimatorBase.predict
+    def __len__(self) -> int:
+        return len(self._rows)
 
+    def add(self, label: int, move: float, cost: float, decided_at: float, x: Sequence[float],
+            proba: Mapping[str, Sequence[float]]) -> None:
+        """One scored row: the decision's features `x` and `proba[name]`, contender `name`'s
+        (3,) prediction for it."""
+        if set(proba) != set(self.contenders):
+            raise ValueError(f"proba: contenders {sorted(proba)} are invalid; expected "
+                             f"{sorted(self.contenders)}")
+        stacked = np.vstack([np.asarray(proba[name], dtype=np.float64)
+                             for name in self.contenders])
+        if stacked.shape != (len(self.contenders), N_CLASSES) or not np.isfinite(stacked).all():
+            raise ValueError(f"proba: shape {stacked.shape} is invalid; expected "
+                             f"({len(self.contenders)}, {N_CLASSES}) finite probabilities")
+        if int(label) not in range(N_CLASSES):
+            raise ValueError(f"label: {label!r} is invalid; expected 0..{N_CLASSES - 1}")
+        features = np.asarray(x, dtype=np.float64).ravel()
+        if self._rows and features.shape != self._rows[0][4].shape:
+            raise ValueError(f"x: shape {features.shape} is invalid; expected "
+                             f"{self._rows[0][4].shape}")
+        self._rows.append((int(label), float(move), float(cost), float(decided_at), features,
+                           stacked))
 
-@dataclass(frozen=True)
-class LiveMetrics:
-    """Rolling quality over the last `window` labelled predictions (None before any)."""
-    n: int
-    accuracy: float | None
-    brier: float | None
-    pending: int
-    evicted: int
+    def arrays(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Rows start..stop as arrays: y, moves, costs, decided_at, X and one proba per
+        contender."""
+        rows = list(self._rows)[start:stop]
+        if not rows:
+            empty = {name: np.empty((0, N_CLASSES)) for name in self.contenders}
+            return {"y": np.empty(0, dtype=np.int64), "moves": np.empty(0),
+                    "costs": np.empty(0), "decided_at": np.empty(0), "X": np.empty((0, 0)),
+                    **empty}
+        y, moves, costs, stamps, features, proba = zip(*rows)
+        stacked = np.stack(proba)
+        result = {"y": np.asarray(y, dtype=np.int64), "moves": np.asarray(moves),
+                  "costs": np.asarray(costs), "decided_at": np.asarray(stamps),
+                  "X": np.vstack(features)}
+        result.update({name: stacked[:, i] for i, name in enumerate(self.contenders)})
+        return result
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        data = self.arrays()
+        return {"record." + key: value for key, value in data.items()}
 
-class Prequential:
-    """Rolling live accuracy over the last `window` labelled predictions.
-
-    Predictions whose label never comes (rejected orders, lost executions) would pile up, so at
-    most `max_pending` are kept; the oldest is dropped first and counted in `evicted`.
-    """
-
-    def __init__(self, window: int = 200, max_pending: int = 10_000) -> None:
-        for name, value in (("window", window), ("max_pending", max_pending)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"{name}: {value!r} is invalid; expected an int >= 1")
-        self.window, self.max_pending = window, max_pending
-        self._pending: OrderedDict[str, PendingPrediction] = OrderedDict()
-        self._correct: deque[bool] = deque(maxlen=window)
-        self._squared_error: deque[float] = deque(maxlen=window)
-        self.evicted = 0
-
-    def record_prediction(self, signal_id: str, proba: Mapping[int, float],
-                          x: Sequence[float] | None = None) -> None:
-        """Remember the prediction `proba` ({0: p0, 1: p1}) made for `signal_id`."""
-        if signal_id in self._pending:
-            raise ValueError(f"signal_id: {signal_id!r} is invalid; a prediction for it is "
-                             "already pending")
-        if set(proba) != set(SIDES) or not 0.0 <= proba[1] <= 1.0:
-            raise ValueError(f"proba: {dict(proba)!r} is invalid; expected {{0: p0, 1: p1}}")
-        features = None if x is None else np.array(x, dtype=np.float64)
-        self._pending[signal_id] = PendingPrediction(signal_id, float(proba[1]), features)
-        while len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
-            self.evicted += 1
-
-    def record_label(self, signal_id: str, label: int) -> PendingPrediction | None:
-        """Score the pending prediction for `signal_id` against `label` and return it.
-
-        Returns None when nothing is pending for the id (never predicted, evicted, or already
-        labelled: a redelivered outcome must not be counted twice).
-        """
-        if not (isinstance(label, (int, np.integer)) and not isinstance(label, bool)
-                and int(label) in SIDES):
-            raise ValueError(f"label: {label!r} is invalid; expected one of {sorted(SIDES)}")
-        pending = self._pending.pop(signal_id, None)
-        if pending is None:
-            return None
-        self._correct.append(pending.predicted == int(label))
-        self._squared_error.append((pending.p1 - int(label)) ** 2)
-        return pending
-
-    def discard(self, signal_id: str) -> bool:
-        """Forget a prediction whose label will never come (e.g. the order was rejected)."""
-        return self._pending.pop(signal_id, None) is not None
-
-    def live_metrics(self) -> LiveMetrics:
-        n = len(self._correct)
-        return LiveMetrics(n=n,
-                           accuracy=float(np.mean(self._correct)) if n else None,
-                           brier=float(np.mean(self._squared_error)) if n else None,
-                           pending=len(self._pending), evicted=self.evicted)
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Refill from `to_arrays` output (oldest first); foreign shapes raise ValueError."""
+        y = np.asarray(arrays["record.y"])
+        for i in range(len(y)):
+            self.add(int(y[i]), float(arrays["record.moves"][i]), float(arrays["record.costs"][i]),
+                     float(arrays["record.decided_at"][i]), arrays["record.X"][i],
+                     {name: arrays[f"record.{name}"][i] for name in self.contenders})

@@ -1,71 +1,93 @@
-"""Retraining triggers, checked by the signaller (FR-019 … FR-022).
+"""The learning lifecycle as the signaller runs it (FR-004, FR-019 … FR-022): wiring only.
 
-Every `trainer.check_interval_s`: fills reconciled from the shared `orders` table, the schedule (next run persisted, a missed run runs once),
-the data threshold (executions labelled since the strategy's last training) and the live
-quality of model-mode strategies (labelled outcomes of their own signals, prequentially). A
-trigger becomes a `train_request` event to the supervisor, where the newest request wins.
+Every `trainer.check_interval_s` a worker thread reads, on its own connection: fills
+reconciled from the shared `orders` table, the schedule, the data-threshold counts, the active
+versions and pauses in the database, the labelled outcomes of each model-mode strategy (live
+quality and the online challenger) and, once a minute, each warm-up strategy's spend and the
+dataset sizes. The signaller's main loop then acts on it with the pure decisions of
+msd.learning: it switches its model book when the database's active versions differ from it
+(whatever the trainer's exit), requests training (the newest request wins in the supervisor;
+repeated asks never cancel a run that covers them), retires and replaces a degraded version,
+promotes the online challenger, and pauses a warm-up strategy whose budget is spent.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
 from msd import metrics
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
-from msd.learning.quality import live_accuracy
+from msd.learning.dataset import label_all
+from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
 from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
+from msd.roles.learning_online import OnlineChallengers
 from msd.roles.models import ModelBook
-from msd.roles.online import OnlineTracker
 from msd.roles.runtime import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
-                                recent_model_outcomes, reconcile_executions)
+                                load_cost_fills, reconcile_executions, recent_decisions)
 from msd.store.db import Database
+from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
-from msd.store.versions import deactivate, last_good, latest_training_outcomes, rollback
+from msd.store.versions import (active_versions, deactivate, get_version, last_good,
+                                latest_retirements, latest_training_outcomes, retire, rollback)
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
-REQUEST_AGAIN_AFTER_S = 300.0    # a data-threshold request that produced no training is repeated
-SIZES_EVERY_S = 60.0             # full dataset sizes (one bar lookup per executed signal) this often
+REQUEST_AGAIN_AFTER_S = 300.0    # a condition still holding asks again this often (never cancelling)
+SLOW_READS_EVERY_S = 60.0        # dataset sizes and warm-up spend at most this often...
+SLOW_READS_CHECKS = 10           # ...or every this many checks when checks are more frequent
 
 
-@dataclass(frozen=True)
+@dataclass
 class Gathered:
     """What the worker read for one check; the main loop acts on it."""
-    versions: dict[str, str]                    # strategy -> version the outcomes belong to
-    schedule_due: bool
-    schedule_missed: bool
-    next_scheduled: str | None
-    counts: dict[str, int]
-    last_training: dict[str, dict]
-    outcomes: dict[str, list]
-    reconcile: str
-    reconciled: int
-    sizes: dict[str, dict] | None
+    versions: dict[str, int]                    # served versions when the read started
+    schedule_due: bool = False
+    schedule_missed: bool = False
+    next_scheduled: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    last_training: dict[str, dict] = field(default_factory=dict)
+    db_versions: dict[str, int] = field(default_factory=dict)
+    db_paused: set[str] = field(default_factory=set)
+    retired: dict[str, datetime] = field(default_factory=dict)
+    quality: dict[str, list] = field(default_factory=dict)       # sid -> labelled model calls
+    recent: dict[str, list] = field(default_factory=dict)        # sid -> labelled decisions
+    spend: dict[str, Any] = field(default_factory=dict)          # sid -> WarmupSpend
+    reconcile: str = "ok"
+    reconciled: int = 0
+    sizes: dict[str, dict] | None = None
+
+
+def _labelled(conn, sid: str, decisions: list, config: Config) -> list:
+    """Decisions labelled by the one outcome function, costs from the strategy's own fills."""
+    if not decisions:
+        return []
+    training = config.trainer.training
+    fills = load_cost_fills(conn, sid, since=decisions[0].decided_at - timedelta(seconds=training.cost_window_s),
+                            until=decisions[-1].decided_at)
+    return label_all(decisions, fills, training)
 
 
 class LearningLoop:
-    """Reading is done by a worker thread on its own connection (dataset sizes take seconds on
-    a large history, and the signaller's turn must not wait for them); deciding, requesting
-    and switching models stay on the signaller's main loop."""
-
-    def __init__(self, ctx: RoleContext, db: Database, book: ModelBook):
+    def __init__(self, ctx: RoleContext, db: Database, book: ModelBook,
+                 on_versions_changed: Callable[[str], None]):
         self.ctx, self.db, self.book = ctx, db, book
+        self.on_versions_changed = on_versions_changed
         cfg = ctx.config.database
         self.worker_db = Database(cfg.url, connect_timeout=cfg.connect_timeout_s, application_name="msd-learning")
         self.next_check = 0.0
-        self.next_sizes = 0.0
+        self.next_slow = 0.0
         self.degraded: dict[tuple[str, int | None], bool] = {}
-        self.requested_at: dict[str, float] = {}
+        self.requested_at: dict[tuple[str, str | None], float] = {}
         self.view: dict[str, Any] = {}
         self.reconciled = 0
-        self.online: OnlineTracker | None = None
+        self.online = OnlineChallengers(db)
         self._worker: threading.Thread | None = None
         self._gathered: Gathered | None = None
 
@@ -75,56 +97,91 @@ class LearningLoop:
                 return
             self._worker, gathered, self._gathered = None, self._gathered, None
             if gathered is not None:
-                self._apply(config, gathered)
+                self._apply(config, gathered, now)
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + config.trainer.check_interval_s
-        with_sizes = time.monotonic() >= self.next_sizes
-        if with_sizes:
-            self.next_sizes = time.monotonic() + SIZES_EVERY_S
-        versions = {sid: f"v{self.book.version(sid)}" for sid in self.book.models}
-        self._worker = threading.Thread(target=self._gather_safely, args=(config, now, versions, with_sizes),
+        slow = time.monotonic() >= self.next_slow
+        if slow:
+            self.next_slow = time.monotonic() + min(SLOW_READS_EVERY_S,
+                                                    SLOW_READS_CHECKS * config.trainer.check_interval_s)
+        plan = (dict(self.book.versions()), {p.id for p in config.signaller.strategies if self.book.mode(p.id) == "warmup"})
+        self._worker = threading.Thread(target=self._gather_safely, args=(config, now, plan, slow),
                                         name="learning", daemon=True)
         self._worker.start()
 
-    def _gather_safely(self, config: Config, now: datetime, versions: dict[str, str], with_sizes: bool) -> None:
+    def _gather_safely(self, config: Config, now: datetime, plan, slow: bool) -> None:
         try:
-            self._gathered = self._gather(config, now, versions, with_sizes)
+            self._gathered = self._gather(config, now, plan, slow)
         except DatabaseUnavailable as exc:
-            log.warning("retraining triggers not checked: %s", exc)
+            log.warning("learning checks not done: %s", exc)
         except Exception:
-            log.exception("retraining triggers not checked")
+            log.exception("learning checks not done")
 
-    def _gather(self, config: Config, now: datetime, versions: dict[str, str], with_sizes: bool) -> Gathered:
+    def _gather(self, config: Config, now: datetime, plan, slow: bool) -> Gathered:
         """Worker thread: only self.worker_db is used here."""
-        reconcile, added = self._reconcile()
-        training = config.trainer.training
-        window = LabelWindow(training.horizon_s, training.max_bar_lag_s)
+        versions, warming = plan
+        g = Gathered(versions)
+        g.reconcile, g.reconciled = self._reconcile()
+        trainer = config.trainer
+        window = LabelWindow(trainer.training.horizon_s, trainer.training.max_bar_lag_s)
         with self.worker_db.transaction() as conn:
-            due, missed, next_run = self._schedule(conn, config, now)
-            counts = labelled_since_last_training(conn, training.horizon_s)
-            last = latest_training_outcomes(conn)
-            outcomes = {sid: recent_model_outcomes(conn, sid, version, window, config.trainer.quality.window)
-                        for sid, version in versions.items()}
-            sizes = dataset_sizes(conn, window) if with_sizes else None
-        return Gathered(versions, due, missed, next_run, counts, last, outcomes, reconcile, added, sizes)
+            g.schedule_due, g.schedule_missed, g.next_scheduled = self._schedule(conn, config, now)
+            g.counts = labelled_since_last_training(conn, trainer.training.horizon_s)
+            g.last_training = latest_training_outcomes(conn)
+            g.db_versions, g.db_paused = active_versions(conn), set(pauses(conn))
+            g.retired = latest_retirements(conn)
+            for sid, version in versions.items():
+                calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window)
+                g.quality[sid] = _labelled(conn, sid, calls, config)
+                if trainer.online.enabled:
+                    g.recent[sid] = _labelled(conn, sid, recent_decisions(
+                        conn, sid, window, since=self._online_since(conn, sid, version, now, config)), config)
+            if slow:
+                starts = budget_starts(conn)
+                for sid in warming & set(starts):
+                    rows = recent_decisions(conn, sid, window, since=starts[sid], mode="warmup")
+                    g.spend[sid] = warmup_spend(_labelled(conn, sid, rows, config), starts[sid], now)
+                g.sizes = dataset_sizes(conn, window)
+        return g
 
-    def _apply(self, config: Config, g: Gathered) -> None:
+    @staticmethod
+    def _online_since(conn, sid: str, version: int, now: datetime, config: Config) -> datetime:
+        """The challenger learns decisions the incumbent never saw: those after the last one of
+        its own data (and no older than the late-label lookback)."""
+        since = now - timedelta(seconds=config.trainer.online.lookback_s)
+        info = get_version(conn, sid, version)
+        seen_until = info.validation_to if info is not None else None
+        return max(since, seen_until + timedelta(microseconds=1)) if seen_until else since
+
+    def _apply(self, config: Config, g: Gathered, now: datetime) -> None:
         """Main loop: act on what the worker read."""
+        configured = {p.id for p in config.signaller.strategies}
         self.reconciled += g.reconciled
-        self.view.update(reconcile=g.reconcile, reconciled_fills=self.reconciled, last_training=g.last_training,
-                         labelled_since_training=g.counts)
+        counts = {sid: n for sid, n in g.counts.items() if sid in configured}
+        self.view.update(reconcile=g.reconcile, reconciled_fills=self.reconciled,
+                         last_training=g.last_training, labelled_since_training=counts)
         if g.next_scheduled:
             self.view["next_scheduled_training"] = g.next_scheduled
         if g.sizes is not None:
             self.view["datasets"] = g.sizes
+        served = {sid: v for sid, v in self.book.versions().items() if sid in configured}
+        db_served = {sid: v for sid, v in g.db_versions.items() if sid in configured}
+        if db_served != served or (g.db_paused & configured) != set(self.book.paused):
+            self.on_versions_changed("the database's active versions or pauses differ from the served ones")
         if g.schedule_due:
             self.request("schedule", "scheduled retraining" + (" (missed while msd was down)" if g.schedule_missed else ""))
-        self._check_data(config, g.counts)
+        self._check_data(config, counts)
+        self._check_retrain_wanted(g, configured)
         # a rollback or promotion since the read makes those outcomes another version's
-        current = {sid: rows for sid, rows in g.outcomes.items()
-                   if sid in self.book.models and g.versions.get(sid) == f"v{self.book.version(sid)}"}
-        self._check_quality(config, current)
+        current = [sid for sid in g.quality if self.book.version(sid) == g.versions.get(sid)]
+        self._check_quality(config, {sid: g.quality[sid] for sid in current})
+        self.online.update(config, self.book, {sid: g.recent[sid] for sid in current if sid in g.recent}, now)
+        self.view["online"] = self.online.view()
+        if self.online.promoted:
+            self.online.promoted = False
+            self.on_versions_changed("online challenger promoted")
+        self._check_budgets(config, g)
 
     def _reconcile(self) -> tuple[str, int]:
         """Fills a competing consumer took from our queue are read back from `orders` (the
@@ -146,37 +203,56 @@ class LearningLoop:
     def _check_data(self, config: Config, counts: dict[str, int]) -> None:
         for sid, count in sorted(counts.items()):
             if not data_threshold_reached(count, config.trainer.data_threshold):
+                self.requested_at.pop(("data_threshold", sid), None)   # a later crossing is new
                 continue
-            if time.monotonic() - self.requested_at.get(sid, -1e9) < REQUEST_AGAIN_AFTER_S:
+            repeat = ("data_threshold", sid) in self.requested_at
+            if self._asked_recently("data_threshold", sid):
                 continue
-            self.requested_at[sid] = time.monotonic()
             self.request("data_threshold", f"data threshold: {count} new labelled executions "
-                                           f"(threshold {config.trainer.data_threshold})", sid)
+                                           f"(threshold {config.trainer.data_threshold})", sid, repeat=repeat)
 
-    def _check_quality(self, config: Config, outcomes: dict) -> None:
+    def _check_retrain_wanted(self, g: Gathered, configured: set[str]) -> None:
+        """A strategy whose version was retired for degradation asks again for training until a
+        training attempt of it has happened since; a run covering it is never cancelled."""
+        for sid, retired_at in sorted(g.retired.items()):
+            last = g.last_training.get(sid)
+            if sid not in configured or (last and datetime.fromisoformat(last["at"]) >= retired_at):
+                continue
+            if not self._asked_recently("quality_degradation", sid):
+                self.request("quality_degradation", f"quality degradation: a version was retired at "
+                                                    f"{retired_at.isoformat()} and no training has run since",
+                             sid, repeat=True)
+
+    def _asked_recently(self, trigger: str, sid: str | None) -> bool:
+        key = (trigger, sid)
+        if time.monotonic() - self.requested_at.get(key, -1e9) < REQUEST_AGAIN_AFTER_S:
+            return True
+        self.requested_at[key] = time.monotonic()
+        return False
+
+    def _check_quality(self, config: Config, rows_by_sid: dict[str, list]) -> None:
         """Live quality per model-mode strategy (main loop: may fall back and request training)."""
-        quality, fee = config.trainer.quality, config.trainer.training.round_trip_fee
+        quality = config.trainer.quality
         live = {}
-        if self.online is None or self.online.models_dir != config.trainer.training.models_dir:
-            self.online = OnlineTracker(config.trainer.training.models_dir)
-        for sid, rows in outcomes.items():
-            try:
-                self.online.update(sid, rows, fee)
-            except OSError as exc:
-                log.error("online learner of %s not saved: %s", sid, exc)
-            accuracy, samples = live_accuracy(rows, fee)
+        for sid, rows in rows_by_sid.items():
+            figures = live_quality(rows)
+            version = self.book.version(sid)
             # Quality is judged per version: a new or rolled-back version starts with a clean record.
-            was = self.degraded.get((sid, self.book.version(sid)), False)
-            now_degraded = degradation_check(accuracy, samples, quality.threshold, quality.hysteresis,
+            was = self.degraded.get((sid, version), False)
+            now_degraded = degradation_check(figures.pay_rate, figures.n, quality.threshold, quality.hysteresis,
                                              min_samples=quality.min_samples, was_degraded=was)
-            self.degraded[(sid, self.book.version(sid))] = now_degraded
-            live[sid] = {"accuracy": accuracy, "samples": samples, "degraded": now_degraded,
-                         "version": self.book.version(sid), "online": self.online.record(sid).view()}
-            if accuracy is not None:
-                metrics.MODEL_LIVE_ACCURACY.labels(sid).set(accuracy)
+            self.degraded[(sid, version)] = now_degraded
+            calibration = figures.calibration_status(quality.min_samples, quality.max_calibration_gap)
+            live[sid] = {**figures.view(), "accuracy": figures.pay_rate, "samples": figures.n,
+                         "degraded": now_degraded, "version": version, "calibration": calibration}
+            if figures.pay_rate is not None:
+                metrics.MODEL_LIVE_ACCURACY.labels(sid).set(figures.pay_rate)
+            if figures.calibration_gap is not None:
+                metrics.MODEL_CALIBRATION_GAP.labels(sid).set(figures.calibration_gap)
+            metrics.MODEL_MISCALIBRATED.labels(sid).set(1 if calibration == "miscalibrated" else 0)
             if now_degraded != was:
-                self._quality_changed(sid, now_degraded, accuracy, samples, quality.threshold)
-            elif not now_degraded and samples >= quality.min_samples:
+                self._quality_changed(sid, now_degraded, figures.pay_rate, figures.n, quality.threshold)
+            elif not now_degraded and figures.n >= quality.min_samples:
                 self.ctx.recover(f"model quality {sid}")    # e.g. the version served after a fall-back
         self.view["live_quality"] = live
 
@@ -184,21 +260,24 @@ class LearningLoop:
         metrics.MODEL_QUALITY_DEGRADED.labels(sid).set(1 if degraded else 0)
         component = f"model quality {sid}"
         if degraded:
-            why = f"live accuracy {accuracy:.3f} over {samples} calls is below {threshold}"
+            why = f"live accuracy {accuracy:.3f} (calls that paid after costs) over {samples} calls is below {threshold}"
             log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid,
                       self.book.version(sid), why, extra={"strategy": sid, "alert": "model_quality_degraded"})
             self.ctx.degrade(component, why)
             self.fall_back(sid, why)
             self.request("quality_degradation", f"quality degradation: {why}", sid)
+            self.requested_at[("quality_degradation", sid)] = time.monotonic()
         else:
             log.info("strategy %s model quality recovered (live accuracy %.3f)", sid, accuracy)
             self.ctx.recover(component)
 
     def fall_back(self, sid: str, why: str) -> None:
-        """Stop serving a degraded version: the last good one if there is one, else warm-up."""
+        """Retire the degraded version, then serve the last good one (never a retired one), or
+        warm-up when there is none."""
         bad = self.book.version(sid)
         try:
             with self.db.transaction() as conn:
+                retire(conn, sid, bad, f"live quality degraded: {why}")
                 target = last_good(conn, sid)
                 if target is not None and target != bad:
                     rollback(conn, sid, target, reason=f"v{bad} degraded: {why}")
@@ -209,9 +288,44 @@ class LearningLoop:
             log.error("strategy %s: could not stop serving degraded v%s: %s", sid, bad, exc)
             return
         now_serving = f"v{self.book.version(sid)}" if self.book.version(sid) else "warm-up"
-        log.error("strategy %s: degraded v%s replaced by %s", sid, bad, now_serving, extra={"strategy": sid})
+        log.error("strategy %s: degraded v%s retired and replaced by %s", sid, bad, now_serving,
+                  extra={"strategy": sid})
 
-    def request(self, trigger: str, reason: str, strategy: str | None = None) -> None:
+    def _check_budgets(self, config: Config, g: Gathered) -> None:
+        """Pause a warm-up strategy whose budget or duration is spent without a promoted model."""
+        params = {p.id: p.warmup for p in config.signaller.strategies}
+        warmup = self.view.setdefault("warmup", {})
+        for sid, spend in sorted(g.spend.items()):
+            if sid not in params or self.book.mode(sid) != "warmup":
+                continue
+            warmup[sid] = spend.view(params[sid].budget_usdt, params[sid].max_duration_s)
+            metrics.WARMUP_SPEND.labels(sid).set(spend.spend_usdt)
+            verdict = budget_verdict(spend, params[sid].budget_usdt, params[sid].max_duration_s)
+            if verdict is not None:
+                self._pause(sid, *verdict, spend)
+        for sid in list(warmup):
+            mode = self.book.mode(sid)
+            warmup[sid]["mode"] = mode
+            metrics.WARMUP_PAUSED.labels(sid).set(1 if mode == "paused" else 0)
+
+    def _pause(self, sid: str, cause: str, reason: str, spend) -> None:
+        try:
+            with self.db.transaction() as conn:
+                written = pause(conn, sid, cause, reason, {"spend_usdt": round(spend.spend_usdt, 6),
+                                                           "calls": spend.calls,
+                                                           "budget_started_at": spend.started_at.isoformat()})
+        except (DatabaseUnavailable, MsdError) as exc:
+            log.error("strategy %s: could not pause (%s): %s", sid, reason, exc)
+            return
+        if written:
+            log.error("ALERT: strategy %s paused, no new entries (exits keep protecting positions): %s; "
+                      "`msd-ctl resume --strategy %s` starts a new budget", sid, reason, sid,
+                      extra={"strategy": sid, "alert": f"warmup_{cause}_spent"})
+            self.ctx.degrade(f"warm-up paused {sid}", reason)
+        self.on_versions_changed(f"strategy {sid} paused")
+
+    def request(self, trigger: str, reason: str, strategy: str | None = None, *, repeat: bool = False) -> None:
         metrics.TRAINING_TRIGGERS.labels(trigger).inc()
-        log.info("training trigger %s: %s", trigger, reason, extra={"strategy": strategy, "trigger": trigger})
-        self.ctx.event("train_request", reason=reason, strategy=strategy)
+        log.info("training trigger %s: %s", trigger, reason,
+                 extra={"strategy": strategy, "trigger": trigger, "repeat": repeat})
+        self.ctx.event("train_request", reason=reason, strategy=strategy, repeat=repeat)

@@ -78,7 +78,7 @@ class Signaller:
         self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
         self.book = ModelBook(db)
-        self.learning = LearningLoop(ctx, db, self.book)
+        self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.rngs: dict[str, random.Random] = {}
@@ -124,6 +124,9 @@ class Signaller:
             self.models_loaded = False
             return
         self.models_loaded = True
+        for params in strategies:
+            if params.id not in self.book.paused:
+                self.ctx.recover(f"warm-up paused {params.id}")
         for sid, (old, new) in changes.items():
             log.info("strategy %s switched from %s to %s (%s)", sid, f"v{old}" if old else "warm-up",
                      f"v{new}" if new else "warm-up", why, extra={"strategy": sid})
@@ -161,6 +164,8 @@ class Signaller:
         self.exposure_cache.clear()
         dirty, self.dirty = self.dirty, set()
         for params in self.config.signaller.strategies:
+            if params.id in self.book.paused:
+                continue        # no new entries; the exit role keeps protecting positions
             for asset in params.assets:
                 if params.trigger == "market" and asset not in dirty:
                     continue
@@ -246,6 +251,8 @@ class Signaller:
         view["model_version"] = self.book.version(sid)
         if sid in self.book.refused:
             view["model_refused"] = self.book.refused[sid]
+        if sid in self.book.paused:
+            view["paused"] = f"{self.book.paused[sid].cause}: {self.book.paused[sid].reason}"
         return view
 
     def report(self) -> None:
@@ -260,7 +267,7 @@ class Signaller:
             degraded["rabbitmq"] = self.outbox.broker_error
         degraded.update({f"model {sid}": why for sid, why in self.book.refused.items()})
         degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
-                         if k.startswith("model quality")})
+                         if k.startswith(("model quality", "warm-up paused"))})
         self.ctx.set_status(
             market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
             strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,

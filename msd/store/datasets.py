@@ -1,11 +1,12 @@
-"""Training data from PostgreSQL: executed signals with their decision-time snapshot and the
-price the label horizon ended at, plus reconciliation of fills from the shared `orders` table.
+"""Training data from PostgreSQL: executed decisions with their decision-time snapshot and the
+close the label horizon ended at, the strategy's fills for the cost estimate, and
+reconciliation of fills from the shared `orders` table.
 
-One training row is one executed signal (its fills folded into a quantity-weighted entry
-price), because the features describe the decision, not each partial fill: counting a signal
-once per fill would weight decisions by how the exchange happened to split them. The label is
-measured from msd's own 1-minute bars: the close of the first confirmed bar that ends at or
-after decided_at + horizon, taken only if it ends within `max_bar_lag_s` of that moment.
+One row is one executed signal of a strategy that decides (mode warmup or model; exits are not
+decisions to learn from), because the features describe the decision, not each partial fill.
+The outcome is measured by msd.learning.outcomes from msd's own 1-minute bars: the close of the
+first confirmed bar that ends at or after decided_at + horizon, taken only if it ends within
+`max_bar_lag_s` of that moment. Fill prices never enter it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from msd.bus.messages import OrderSnapshot
-from msd.ml.dataset import Outcome
+from msd.learning.costs import CostFill
+from msd.learning.outcomes import Decision, decision_price
 from msd.ml.roundtrips import Fill
 from msd.store.executions import record_order_events
 from msd.store.neighbours import SharedSchemaError, missing_columns
@@ -42,19 +44,18 @@ SELECT o.id::text, o.order_id, o.signal_id::text, o.asset, o.side, o.order_type,
  LIMIT %(limit)s
 """
 
-# One row per executed signal of the selected strategies; `open` is true while bars that would
-# label it may still arrive.
+DECIDING_MODES = ("warmup", "model")
+
+# One row per executed decision of the selected strategies; `open` is true while bars that
+# would label it may still arrive.
 _ROWS_SQL = """
 SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.created_at,
-       {snapshot} AS snapshot, f.fills,
-       f.notional / nullif(f.priced_quantity, 0) AS entry_price,
-       bar.close AS exit_price,
+       {snapshot} AS snapshot, s.amount, s.mode, s.model_version, s.confidence, f.fills,
+       bar.close AS horizon_close,
        s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now()) AS open
   FROM msd.signals s
-  JOIN LATERAL (SELECT count(*) AS fills,
-                       sum(e.quantity * e.price) FILTER (WHERE e.price IS NOT NULL) AS notional,
-                       sum(e.quantity) FILTER (WHERE e.price IS NOT NULL) AS priced_quantity
-                  FROM msd.executions e WHERE e.signal_id = s.signal_id) f ON f.fills > 0
+  JOIN LATERAL (SELECT count(*) AS fills FROM msd.executions e
+                 WHERE e.signal_id = s.signal_id) f ON f.fills > 0
   LEFT JOIN LATERAL (
         -- a bar stamped `minute` closes one minute later
         SELECT b.close FROM msd.market_bars b
@@ -63,14 +64,27 @@ SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.
            AND b.minute <= s.created_at + %(horizon)s - interval '1 minute' + %(lag)s
          ORDER BY b.minute LIMIT 1) bar ON true
  WHERE (%(strategy)s::text IS NULL OR s.strategy_id = %(strategy)s::text)
-   AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz)
+   AND s.mode IN ('warmup', 'model')
+   AND (%(since)s::timestamptz IS NULL OR s.created_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR s.created_at < %(until)s::timestamptz)
+"""
+
+# The strategy's priced fills with the decision-time price of their signal (cost estimate).
+_COST_FILLS_SQL = """
+SELECT e.executed_at, e.side, e.quantity, e.price, e.fee, s.snapshot->>'price'
+  FROM msd.executions e JOIN msd.signals s ON s.signal_id = e.signal_id
+ WHERE e.strategy_id = %(strategy)s AND e.price IS NOT NULL
+   AND (%(since)s::timestamptz IS NULL OR e.executed_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR e.executed_at < %(until)s::timestamptz)
+ ORDER BY e.executed_at, e.id
 """
 
 
 @dataclass(frozen=True)
 class RowCounts:
-    """Executed signals by labelling state. `no_price`: no fill carried a price; `no_bars`:
-    the horizon is over but msd recorded no bar to measure it (a gap in market data)."""
+    """Executed decisions by labelling state. `no_price`: the snapshot has no usable price;
+    `no_bars`: the horizon is over but msd recorded no bar to measure it (a gap in market
+    data)."""
     executions: int = 0
     signals: int = 0
     labelled: int = 0
@@ -92,7 +106,7 @@ class RowCounts:
 
 @dataclass(frozen=True)
 class TrainingRows:
-    outcomes: list[Outcome]
+    decisions: list[Decision]        # labelled-ready: a horizon close is recorded
     counts: RowCounts
 
 
@@ -138,17 +152,18 @@ def reconcile_executions(conn, *, overlap_s: float = 300.0, batch_size: int = 10
 
 
 def iter_training_rows(conn, strategy_id: str, window: LabelWindow, *,
-                       since: datetime | None = None, chunk_size: int = 20_000
-                       ) -> Iterator[TrainingRows]:
-    """Labelled outcomes of a strategy in decision-time order, `chunk_size` at a time.
+                       since: datetime | None = None, until: datetime | None = None,
+                       chunk_size: int = 20_000) -> Iterator[TrainingRows]:
+    """Executed decisions of a strategy in decision-time order, `chunk_size` at a time.
 
     Streams through a server-side cursor so memory stays bounded whatever the history.
-    Rows not labelled (yet) are only counted.
+    Decisions without a horizon close (yet) are only counted.
     """
     sql = _ROWS_SQL.format(snapshot="s.snapshot") + " ORDER BY s.created_at, s.signal_id"
     with conn.cursor(name="msd_training_rows") as cur:
         cur.itersize = chunk_size
-        cur.execute(sql, {**window.params(), "strategy": strategy_id, "since": since})
+        cur.execute(sql, {**window.params(), "strategy": strategy_id, "since": since,
+                          "until": until})
         while True:
             rows = cur.fetchmany(chunk_size)
             if not rows:
@@ -157,34 +172,67 @@ def iter_training_rows(conn, strategy_id: str, window: LabelWindow, *,
 
 
 def load_training_rows(conn, strategy_id: str, window: LabelWindow, *,
-                       since: datetime | None = None) -> TrainingRows:
+                       since: datetime | None = None,
+                       until: datetime | None = None) -> TrainingRows:
     """All of iter_training_rows at once (fine for thousands of rows, not millions)."""
-    outcomes, counts = [], RowCounts()
-    for chunk in iter_training_rows(conn, strategy_id, window, since=since):
-        outcomes.extend(chunk.outcomes)
+    decisions, counts = [], RowCounts()
+    for chunk in iter_training_rows(conn, strategy_id, window, since=since, until=until):
+        decisions.extend(chunk.decisions)
         counts += chunk.counts
-    return TrainingRows(outcomes, counts)
+    return TrainingRows(decisions, counts)
+
+
+def iter_cost_fills(conn, strategy_id: str, *, since: datetime | None = None,
+                    until: datetime | None = None, chunk_size: int = 50_000) -> Iterator[CostFill]:
+    """The strategy's priced fills in execution order with their signal's decision price."""
+    with conn.cursor(name="msd_cost_fills") as cur:
+        cur.itersize = chunk_size
+        cur.execute(_COST_FILLS_SQL, {"strategy": strategy_id, "since": since, "until": until})
+        for executed_at, side, quantity, price, fee, snapshot_price in cur:
+            reference = decision_price({"price": snapshot_price})
+            if reference is not None:
+                yield CostFill(executed_at, side, float(quantity), float(price), float(fee),
+                               reference)
+
+
+def load_cost_fills(conn, strategy_id: str, *, since: datetime | None = None,
+                    until: datetime | None = None) -> list[CostFill]:
+    return list(iter_cost_fills(conn, strategy_id, since=since, until=until))
 
 
 def dataset_sizes(conn, window: LabelWindow) -> dict[str, dict[str, int]]:
     """{strategy: {"executions", "signals", "labelled", "pending_label", "no_price",
     "no_bars"}} for `msd-ctl status`. One bar lookup per executed signal: seconds for 10^6."""
     sql = f"""SELECT strategy_id, sum(fills)::bigint, count(*),
-                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NOT NULL),
-                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NULL AND open),
-                     count(*) FILTER (WHERE entry_price IS NULL),
-                     count(*) FILTER (WHERE entry_price IS NOT NULL AND exit_price IS NULL
-                                      AND NOT open)
-                FROM ({_ROWS_SQL.format(snapshot="NULL")}) r
+                     count(*) FILTER (WHERE price_ok AND horizon_close IS NOT NULL),
+                     count(*) FILTER (WHERE price_ok AND horizon_close IS NULL AND open),
+                     count(*) FILTER (WHERE NOT price_ok),
+                     count(*) FILTER (WHERE price_ok AND horizon_close IS NULL AND NOT open)
+                FROM (SELECT r.*, CASE WHEN jsonb_typeof(r.snapshot->'price') = 'number'
+                                       THEN (r.snapshot->>'price')::numeric > 0
+                                       ELSE false END AS price_ok
+                        FROM ({_ROWS_SQL.format(snapshot="s.snapshot")}) r) r
                GROUP BY strategy_id ORDER BY strategy_id"""
-    rows = _fetch(conn, sql, {**window.params(), "strategy": None, "since": None})
+    rows = _fetch(conn, sql, {**window.params(), "strategy": None, "since": None, "until": None})
     return {strategy: RowCounts(*counts).as_dict() for strategy, *counts in rows}
 
 
 def strategies_with_executions(conn) -> list[str]:
+    """Every strategy with fills, exits included (for listings)."""
     with conn.cursor() as cur:
         cur.execute("SELECT DISTINCT strategy_id FROM msd.executions"
                     " WHERE strategy_id IS NOT NULL ORDER BY strategy_id")
+        return [row[0] for row in cur.fetchall()]
+
+
+def trainable_strategies(conn) -> list[str]:
+    """Strategies with executed decisions (warm-up or model signals): only these have
+    outcomes to learn from. The exit engine's signals are not decisions (mode 'exit')."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT DISTINCT s.strategy_id FROM msd.signals s
+                        WHERE s.mode IN ('warmup', 'model')
+                          AND EXISTS (SELECT 1 FROM msd.executions e WHERE e.signal_id = s.signal_id)
+                        ORDER BY s.strategy_id""")
         return [row[0] for row in cur.fetchall()]
 
 
@@ -200,19 +248,21 @@ def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Fil
 
 
 def _chunk(rows: list[tuple]) -> TrainingRows:
-    outcomes, counts = [], [0] * 6
-    for signal_id, _, asset, side, decided_at, snapshot, fills, entry, exit_, is_open in rows:
+    decisions, counts = [], [0] * 6
+    for (signal_id, strategy, asset, side, decided_at, snapshot, amount, mode, version,
+         confidence, fills, close, is_open) in rows:
         counts[0] += fills
         counts[1] += 1
-        if entry is None:
+        if decision_price(snapshot or {}) is None:
             counts[4] += 1
-        elif exit_ is None:
+        elif close is None:
             counts[3 if is_open else 5] += 1
         else:
             counts[2] += 1
-            outcomes.append(Outcome(signal_id, asset, side, decided_at, snapshot,
-                                    float(entry), float(exit_)))
-    return TrainingRows(outcomes, RowCounts(*counts))
+            decisions.append(Decision(signal_id, strategy, asset, side, decided_at, snapshot,
+                                      float(amount), mode, version, float(confidence),
+                                      float(close)))
+    return TrainingRows(decisions, RowCounts(*counts))
 
 
 def _orders_table_usable(conn) -> bool:
@@ -264,27 +314,32 @@ def _fetch(conn, sql: str, params: dict) -> list[tuple]:
         return cur.fetchall()
 
 
-def recent_model_outcomes(conn, strategy_id: str, model_version: str, window: LabelWindow,
-                          limit: int) -> list[Outcome]:
-    """Labelled outcomes among the last `limit` signals of one model version, oldest first:
-    the live (prequential) record of how that version's calls turned out."""
+def recent_decisions(conn, strategy_id: str, window: LabelWindow, *, since: datetime | None = None,
+                     model_version: str | None = None, mode: str | None = None,
+                     limit: int | None = None) -> list[Decision]:
+    """Labelled-ready decisions of a strategy decided at or after `since` (None: ever), oldest first;
+    optionally only one model version's (or one mode's), and only the newest `limit`."""
     sql = (_ROWS_SQL.format(snapshot="s.snapshot")
-           + " AND s.mode = 'model' AND s.model_version = %(version)s"
+           + " AND (%(version)s::text IS NULL OR (s.mode = 'model' AND s.model_version = %(version)s))"
+             " AND (%(mode)s::text IS NULL OR s.mode = %(mode)s)"
              " ORDER BY s.created_at DESC, s.signal_id DESC LIMIT %(limit)s")
-    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": None, "limit": limit,
-                              "version": model_version})
-    return list(reversed(_chunk(rows).outcomes))
+    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": since,
+                              "until": None, "limit": limit, "version": model_version,
+                              "mode": mode})
+    return list(reversed(_chunk(rows).decisions))
 
 
 def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
-    """Per strategy: executed signals whose label horizon ended since its last training
-    attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups."""
+    """Per strategy: executed decisions whose label horizon ended since its last training
+    attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups.
+    Exit signals are not decisions and are not counted."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT s.strategy_id, count(*) FROM msd.signals s
                 LEFT JOIN (SELECT strategy_id, max(at) AS at FROM msd.training_outcomes
                             GROUP BY strategy_id) t ON t.strategy_id = s.strategy_id
                 WHERE s.created_at + %(horizon)s <= now()
+                  AND s.mode IN ('warmup', 'model')
                   AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
                   AND EXISTS (SELECT 1 FROM msd.executions e WHERE e.signal_id = s.signal_id)
                 GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from msd.errors import MsdError
 from msd.store.jsonb import to_json
 from msd.store.modes import latest_modes, record_transition
+from msd.store.pauses import end_budget_pause
 
 # Serialises version numbering and activation per strategy (second key: hash of the id).
 VERSION_LOCK_KEY = 0x6D7364_0003
@@ -69,6 +70,8 @@ class VersionInfo:
     activated_at: datetime | None
     files_pruned_at: datetime | None
     training_run_id: int | None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
     quality: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # window -> name -> value
 
 
@@ -167,14 +170,39 @@ def latest_version(conn, strategy_id: str) -> VersionInfo | None:
 
 def last_good(conn, strategy_id: str) -> int | None:
     """The newest version that was good enough to serve (promoted when trained, or active at
-    some time), is not active now and still has its files: the version a rollback would
-    return to, which retention must therefore keep."""
+    some time), is not active now, was never retired for degraded live quality and still has
+    its files: the version a fall-back returns to, which retention must therefore keep."""
     with conn.cursor() as cur:
         cur.execute("""SELECT max(version) FROM msd.model_versions
                         WHERE strategy_id = %s AND NOT is_active AND files_pruned_at IS NULL
+                          AND retired_at IS NULL
                           AND (promoted_when_trained OR activated_at IS NOT NULL)""",
                     (strategy_id,))
         return cur.fetchone()[0]
+
+
+def retire(conn, strategy_id: str, version: int, reason: str) -> bool:
+    """Mark a version as retired for degraded live quality (never a fall-back again)."""
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.model_versions SET retired_at = now(), retired_reason = %s
+                        WHERE strategy_id = %s AND version = %s AND retired_at IS NULL""",
+                    (reason, strategy_id, version))
+        return cur.rowcount == 1
+
+
+def latest_retirements(conn) -> dict[str, datetime]:
+    """Per strategy, when its most recent version was retired for degradation."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT strategy_id, max(retired_at) FROM msd.model_versions
+                        WHERE retired_at IS NOT NULL GROUP BY strategy_id""")
+        return dict(cur.fetchall())
+
+
+def active_versions(conn) -> dict[str, int]:
+    """{strategy: active version} for every strategy that has one (one cheap query)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT strategy_id, version FROM msd.model_versions WHERE is_active")
+        return dict(cur.fetchall())
 
 
 def current_mode(conn, strategy_id: str) -> str:
@@ -201,8 +229,11 @@ def activate(conn, strategy_id: str, version: int, *, reason: str,
         cur.execute("UPDATE msd.model_versions SET is_active = true, activated_at = now()"
                     " WHERE strategy_id = %s AND version = %s", (strategy_id, version))
     parameters = {**evidence, "previous_version": previous.version if previous else None}
-    return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "model", reason,
-                             parameters, version, event=event)
+    from_mode = current_mode(conn, strategy_id)
+    # A model serving ends a pause for a spent warm-up budget (not one an operator asked for).
+    end_budget_pause(conn, strategy_id)
+    return record_transition(conn, strategy_id, from_mode, "model", reason, parameters, version,
+                             event=event)
 
 
 def rollback(conn, strategy_id: str, to_version: int, *, reason: str) -> int:
@@ -229,20 +260,6 @@ def deactivate(conn, strategy_id: str, *, reason: str,
     return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup", reason,
                              {**(evidence or {}), "previous_version": previous.version},
                              previous.version, event="deactivation")
-
-
-def compare(conn, strategy_id: str, a: int, b: int, window: str = "validation") -> dict:
-    """Figures of two versions side by side with b - a per metric both have."""
-    first, second = get_version(conn, strategy_id, a), get_version(conn, strategy_id, b)
-    for number, info in ((a, first), (b, second)):
-        if info is None:
-            raise VersionError(f"version: v{number} of {strategy_id!r} does not exist")
-    figures_a, figures_b = first.quality.get(window, {}), second.quality.get(window, {})
-    return {"strategy_id": strategy_id, "window": window,
-            "a": {"version": a, "metrics": dict(figures_a), "is_active": first.is_active},
-            "b": {"version": b, "metrics": dict(figures_b), "is_active": second.is_active},
-            "difference": {name: figures_b[name] - figures_a[name]
-                           for name in sorted(set(figures_a) & set(figures_b))}}
 
 
 def mark_files_pruned(conn, strategy_id: str, versions: Iterable[int]) -> int:

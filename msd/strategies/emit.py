@@ -53,7 +53,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def model_signal(emit: Emit, params: StrategyParams, now: datetime, call, feature_version: str) -> TradingSignal:
-    """A model-mode signal: the model's probability is the confidence; its version is named."""
+    """A model-mode signal: the confidence is the model's calibrated probability that the call
+    pays after costs; its version is named."""
     plan, version = emit.planned, f"v{call.version}"
     return TradingSignal(
         signal_id=str(uuid.uuid4()), signal_type=plan.side, asset=emit.asset, amount=plan.amount_usdt,
@@ -62,6 +63,7 @@ def model_signal(emit: Emit, params: StrategyParams, now: datetime, call, featur
         metadata={"reasoning": plan.reasoning, "model_version": version, "feature_registry_version": feature_version,
                   "prediction_result": {"prediction": 1 if plan.side == "buy" else 0,
                                         "buy_probability": call.buy_probability,
-                                        "sell_probability": 1.0 - call.buy_probability},
+                                        "sell_probability": call.sell_probability,
+                                        "neither_probability": call.neither_probability},
                   "inference_timestamp": now.isoformat()},
         trace_id=str(uuid.uuid4()))

@@ -19,8 +19,7 @@ from msd.strategies import conflicts, ratelimit
 from msd.strategies.conflicts import ConflictRules, ConflictWindow
 from msd.strategies.params import StrategyParams
 from msd.strategies.ratelimit import BucketState, TokenBucket
-from msd.strategies.warmup import ExposureUnknown, Planned, Skip, frequency_allows, plan_signal, \
-    warmup_elapsed
+from msd.strategies.warmup import ExposureUnknown, Planned, Skip, frequency_allows, plan_signal
 
 THROTTLED_STRATEGY = "throttled_strategy"
 THROTTLED_GLOBAL = "throttled_global"
@@ -94,8 +93,7 @@ class Evaluation:
 
 def is_due(params: StrategyParams, runtime: StrategyRuntime, asset: str, now: datetime) -> bool:
     """Cheap pre-check before reading exposure from the database: could the asset signal now?"""
-    return (not warmup_elapsed(params.warmup, runtime.started_at, now)
-            and frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now))
+    return frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now)
 
 
 Planner = Callable[[MarketSnapshot, "Decimal | ExposureUnknown", "datetime | None"], "Planned | Skip"]
@@ -115,8 +113,7 @@ def evaluate(params: StrategyParams, runtime: StrategyRuntime, limits: SharedLim
     asset = market.asset
     last = runtime.last_signal_at.get(asset)
     plan = (planner(market, exposure_usdt, last) if planner is not None else
-            plan_signal(params.warmup, market, exposure_usdt, rng, now, last,
-                        warmup_started_at=runtime.started_at))
+            plan_signal(params.warmup, market, exposure_usdt, rng, now, last))
     if isinstance(plan, Skip):
         return Evaluation(Drop(params.id, asset, plan.reason), runtime, shared)
     rules = limits.conflicts

@@ -27,7 +27,11 @@ TRIGGERS = ("schedule", "market")
 
 _WARMUP_REQUIRED = ("min_amount_usdt", "max_amount_usdt", "max_exposure_usdt")
 _WARMUP_OPTIONAL = ("frequency_s", "heuristic", "randomness", "confidence_min", "confidence_max",
-                    "warmup_duration_s", "stretch_z")
+                    "budget_usdt", "max_duration_s", "stretch_z")
+# Older configs named the duration cap `warmup_duration_s`; it is read as max_duration_s.
+_WARMUP_ALIASES = {"warmup_duration_s": "max_duration_s"}
+DEFAULT_BUDGET_USDT = Decimal("50")
+DEFAULT_MAX_DURATION_S = 7 * 86400.0
 
 
 def _is_cent_multiple(amount: Decimal) -> bool:
@@ -56,6 +60,9 @@ class WarmupParams:
     Amounts are USDT for both sides. `max_exposure_usdt` bounds the asset's net exposure
     (positions + open orders, long positive) after the signal. `stretch_z` is how many standard
     deviations a recent return must reach before mean reversion takes the other side.
+    `budget_usdt` is the warm-up spend allowed (minus the sum of the warm-up calls' results
+    after costs, msd.learning.budget) and `max_duration_s` how long warm-up may last; when
+    either is spent without a promoted model the strategy pauses.
     """
     min_amount_usdt: Decimal
     max_amount_usdt: Decimal
@@ -65,7 +72,8 @@ class WarmupParams:
     randomness: float = 0.0
     confidence_min: float = 0.5
     confidence_max: float = 0.8
-    warmup_duration_s: float | None = None
+    budget_usdt: Decimal = DEFAULT_BUDGET_USDT
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
     stretch_z: float = 1.0
     path: InitVar[str] = "warmup"
 
@@ -76,9 +84,7 @@ class WarmupParams:
                           f"one of {', '.join(h.value for h in Heuristic)}")
         checks = {"frequency_s": _positive_float, "randomness": _unit_interval,
                   "confidence_min": _unit_interval, "confidence_max": _unit_interval,
-                  "stretch_z": _positive_float}
-        if self.warmup_duration_s is not None:
-            checks["warmup_duration_s"] = _positive_float
+                  "stretch_z": _positive_float, "max_duration_s": _positive_float}
         for name, check in checks.items():
             # Stored as float whatever number type came in, so equal configs compare equal.
             object.__setattr__(self, name, check(getattr(self, name), f"{path}.{name}"))
@@ -100,16 +106,27 @@ class WarmupParams:
         if not isinstance(cap, Decimal) or not is_real_number(cap) or cap < low:
             raise invalid(f"{path}.max_exposure_usdt", cap,
                           f"a Decimal amount >= min_amount_usdt ({low})")
+        budget = self.budget_usdt
+        if not isinstance(budget, Decimal) or not is_real_number(budget) or budget <= 0:
+            raise invalid(f"{path}.budget_usdt", budget, "a finite amount > 0 (USDT)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: str = "warmup") -> "WarmupParams":
         """Build from a config mapping; errors name keys under `path`."""
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for old, new in _WARMUP_ALIASES.items():
+                if old in data and new in data:
+                    raise invalid(f"{path}.{old}", data[old], f"absent when {new} is given (alias)")
+                if old in data:
+                    _positive_float(data[old], f"{path}.{old}")
+                    data[new] = data.pop(old)
         check_keys(data, path, _WARMUP_REQUIRED, _WARMUP_OPTIONAL)
         money = {key: to_decimal(data[key], f"{path}.{key}", "a number (USDT)")
-                 for key in _WARMUP_REQUIRED}
+                 for key in _WARMUP_REQUIRED + ("budget_usdt",) if key in data}
         # Plain numbers pass through unconverted so that errors quote them as written.
         numbers = {key: data[key] for key in _WARMUP_OPTIONAL
-                   if key in data and key != "heuristic"}
+                   if key in data and key not in ("heuristic", "budget_usdt")}
         if "heuristic" in data:
             numbers["heuristic"] = _parse_heuristic(data["heuristic"], f"{path}.heuristic")
         return cls(**money, **numbers, path=path)

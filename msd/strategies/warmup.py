@@ -21,7 +21,7 @@ from msd.market.state import MarketSnapshot
 from msd.strategies.heuristics import BUY
 from msd.strategies.params import WarmupParams
 
-SKIP_REASONS = ("warmup_elapsed", "frequency", "exposure_unknown", "no_opinion", "exposure_limit")
+SKIP_REASONS = ("frequency", "exposure_unknown", "no_opinion", "exposure_limit")
 _CENTS_PER_USDT = 100
 _CENT = Decimal("0.01")
 
@@ -58,13 +58,6 @@ def draw_amount(rng: random.Random, params: WarmupParams) -> Decimal:
     return (Decimal(rng.randint(low, high)) / _CENTS_PER_USDT).quantize(_CENT)
 
 
-def warmup_elapsed(params: WarmupParams, warmup_started_at: datetime, now: datetime) -> bool:
-    """True once the optional warm-up duration has passed."""
-    if params.warmup_duration_s is None:
-        return False
-    return now >= warmup_started_at + timedelta(seconds=params.warmup_duration_s)
-
-
 def frequency_allows(params: WarmupParams, last_signal_at: datetime | None, now: datetime) -> bool:
     """At most one signal per `frequency_s`: not before last_signal_at + frequency."""
     if last_signal_at is None:
@@ -85,14 +78,13 @@ def exposure_allows(side: str, amount: Decimal, exposure_usdt: Decimal, cap: Dec
 
 def plan_signal(params: WarmupParams, snapshot: MarketSnapshot,
                 exposure_usdt: Decimal | ExposureUnknown, rng: random.Random, now: datetime,
-                last_signal_at: datetime | None, *, warmup_started_at: datetime) -> Planned | Skip:
+                last_signal_at: datetime | None) -> Planned | Skip:
     """Decide one warm-up signal for `snapshot.asset`, or say why not.
 
     The checks that need no randomness come first, so a skipped evaluation does not consume
-    draws from the strategy's generator.
+    draws from the strategy's generator. The warm-up budget and duration are not checked here:
+    a strategy that spent them is paused (msd.learning.budget) and not evaluated at all.
     """
-    if warmup_elapsed(params, warmup_started_at, now):
-        return Skip("warmup_elapsed")
     if not frequency_allows(params, last_signal_at, now):
         return Skip("frequency")
     if isinstance(exposure_usdt, ExposureUnknown):

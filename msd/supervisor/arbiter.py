@@ -136,7 +136,8 @@ class Arbiter:
         kind = payload.pop("kind", None)
         if kind == "train_request":
             self.request_training(payload.get("reason", "requested by " + event.data["child"]),
-                                  payload.get("strategy"), source=event.data["child"])
+                                  payload.get("strategy"), source=event.data["child"],
+                                  repeat=bool(payload.get("repeat")))
         elif kind == "train_result" and event.data["child"] == TRAINER:
             self.trainer.result = payload
         else:
@@ -247,9 +248,19 @@ class Arbiter:
                 self.start_child(name)
 
     # ----- trainer ----------------------------------------------------------------------
-    def request_training(self, reason: str, strategy: str | None, *, source: str) -> dict[str, Any]:
+    def request_training(self, reason: str, strategy: str | None, *, source: str,
+                         repeat: bool = False) -> dict[str, Any]:
+        """Start or queue a training run. A `repeat` ask (a condition that still holds) is
+        dropped when the running or waiting request covers it: it never cancels a run that
+        would serve it."""
         if self.stop_deadline is not None:
             raise RuntimeError("the daemon is stopping; training request refused")
+        covering = self.trainer.covered_by(strategy) if repeat else None
+        if covering is not None:
+            log.info("training request (%s) already covered by request %d; not cancelling it",
+                     reason, covering.id)
+            return {"request_id": None, "covered_by": covering.id,
+                    "running": self.trainer.current.id if self.trainer.current else None}
         request = self.trainer.new_request(reason, strategy, source, self.wall())
         log.info("training requested: %s (request %d, strategy %s, from %s)",
                  reason, request.id, strategy or "all", source)
@@ -283,8 +294,8 @@ class Arbiter:
         level = logging.INFO if outcome["outcome"] in ("succeeded", "cancelled") else logging.ERROR
         log.log(level, "training request %d ended: %s (%s)", outcome["request_id"], outcome["outcome"],
                 outcome["exit"], extra={"training": outcome})
-        if outcome["outcome"] == "succeeded":
-            self.notify_models_changed(None, f"training request {outcome['request_id']} finished")
+        # Whatever the exit: a run cancelled after promoting one strategy has changed versions.
+        self.notify_models_changed(None, f"training request {outcome['request_id']} {outcome['outcome']}")
         pending = self.trainer.take_pending()
         if pending is not None and self.stop_deadline is None:
             self._start_trainer(pending)

@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from msd import ctl
-from msd.ml.features import FEATURE_NAMES, LABELS
-from msd.ml.models import LogisticModel
+from msd.learning.versions import MODEL_CLASS
+from msd.ml.calibration import CalibratedModel
+from msd.ml.features import FEATURE_NAMES, FEATURE_VERSION, LABELS
 from msd.ml.synthetic import make_dataset
+from tests import learning_data
 from msd.store.artifacts import MODEL_FILE, write_version
 from msd.store.versions import (NewVersion, activate, get_active, insert_version,
                                 record_quality_metrics, reserve_version)
@@ -29,10 +31,15 @@ METRICS = ("accuracy", "balanced_accuracy", "log_loss", "brier", "majority.accur
            "naive.accuracy")
 
 
+def fitted(strength, seed):
+    data = make_dataset(400, strength=strength, seed=seed)
+    y = (data.returns > 0).astype(int)
+    return CalibratedModel().fit(data.X, y).to_arrays()
+
+
 @pytest.fixture(scope="module")
 def arrays():
-    data = make_dataset(400, seed=3)
-    return LogisticModel().fit(data.X, data.y).to_arrays()
+    return fitted(2.0, 3)
 
 
 @pytest.fixture
@@ -51,18 +58,19 @@ def figures(version: int) -> dict[str, float]:
 
 
 def publish(db, models_dir: Path, arrays, *, promoted: bool,
-            feature_names=tuple(FEATURE_NAMES)) -> int:
-    """One version as msd.roles.learning.publish_version writes it, in one transaction."""
+            feature_names=tuple(FEATURE_NAMES), window=(None, None)) -> int:
+    """One version as msd.learning.promotion.publish_version writes it, in one transaction."""
     with db.transaction() as conn:
         version = reserve_version(conn, STRATEGY)
         ref = write_version(models_dir, STRATEGY, version, arrays,
-                            {"strategy_id": STRATEGY, "version": version,
+                            {"strategy_id": STRATEGY, "version": version, "model_class": MODEL_CLASS,
+                             "feature_version": FEATURE_VERSION, "label_mapping": dict(LABELS),
                              "feature_names": list(feature_names)})
         reasons = ["pass: accuracy vs minimum 0.75"] if promoted else ["fail: accuracy vs minimum 0.75"]
         version_id = insert_version(conn, NewVersion(
             STRATEGY, version, str(ref.path.resolve()), ref.sha256, ref.manifest_sha256,
-            "logistic_regression", "1", list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900},
-            {"validation": figures(version)}, promoted, reasons, 1000 + version))
+            "logistic_regression", FEATURE_VERSION, list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900},
+            {"validation": figures(version)}, promoted, reasons, 1000 + version, *window))
         record_quality_metrics(conn, version_id, figures(version), "validation", 250)
         if promoted:
             activate(conn, STRATEGY, version, reason=f"v{version} passed the promotion gate",
@@ -122,16 +130,29 @@ def test_versions_table_without_strategy_finds_the_strategy(capsys, config, vers
     assert " * " in row and "0.8200" in row and "present" in row and "pass: accuracy" in row
 
 
-def test_compare_shows_both_versions_and_the_difference(capsys, config, versions):
-    code, out, _ = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "v3", "120")
+def test_compare_rescores_both_versions_on_one_window(capsys, config, db, tmp_path):
+    """Regression (issue 9): compare subtracted stored figures from different windows."""
+    data = learning_data.synthetic(600, strength=4.0, seed=1)
+    with db.transaction() as conn:
+        learning_data.insert(conn, data)
+    first, last = data.signals[300][9], data.signals[-1][9]
+    models_dir = tmp_path / "models"
+    publish(db, models_dir, fitted(0.0, 5), promoted=True)                 # learned nothing
+    publish(db, models_dir, fitted(4.0, 6), promoted=True, window=(first, last))
+
+    code, out, _ = run_ctl(capsys, "-c", config, "--json", "compare", "--strategy", STRATEGY, "v1", "2")
 
     assert code == 0
-    line = next(l for l in out.splitlines() if l.strip().startswith("accuracy "))
-    assert line.split()[1:] == ["0.7030", "0.8200", "+0.1170"]
-    code, out, _ = run_ctl(capsys, "-c", config, "--json", "compare", "--strategy", STRATEGY, "3", "120")
     result = json.loads(out)
-    assert result["difference"]["log_loss"] == pytest.approx(-117 / 2000)
-    assert (result["a"]["is_active"], result["b"]["is_active"]) == (False, True)
+    assert result["window"]["of_version"] == 2 and result["window"]["decisions"] == 300
+    a, b = result["a"]["metrics"], result["b"]["metrics"]
+    assert a["n"] == b["n"] == 300 and a["base_rate"] == b["base_rate"]     # the same decisions
+    assert result["difference"]["accuracy"] == pytest.approx(b["accuracy"] - a["accuracy"])
+    assert b["accuracy"] > a["accuracy"] + 0.2
+    code, out, _ = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "v1", "2")
+    assert code == 0 and "rescored on the same 300 decisions" in out
+    code, _, err = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "--on", "1", "v1", "2")
+    assert code == 1 and "records no validation window" in err
 
 
 def test_compare_names_an_unknown_version(capsys, config, versions):

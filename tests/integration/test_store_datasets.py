@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from msd.store.datasets import (LabelWindow, dataset_sizes, load_training_rows,
-                                reconcile_executions)
+from msd.store.datasets import (LabelWindow, dataset_sizes, load_cost_fills,
+                                load_training_rows, reconcile_executions)
 from msd.store.executions import count_executions, executions_of_order
 from msd.store.neighbours import create_neighbour_tables
 
@@ -51,7 +51,15 @@ def add_bar(conn, minute, close, confirmed=True, asset="BTCUSDT"):
                     (asset, minute, close, close, close, close, confirmed))
 
 
-def test_label_price_is_the_first_bar_closing_at_or_after_the_horizon(db):
+def add_snapshot_signal(conn, snapshot, **kwargs) -> str:
+    signal_id = add_signal(conn, **kwargs)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE msd.signals SET snapshot = %s WHERE signal_id = %s",
+                    (json.dumps(snapshot), signal_id))
+    return signal_id
+
+
+def test_horizon_close_is_the_first_bar_closing_at_or_after_the_horizon(db):
     with db.transaction() as conn:
         signal_id = add_signal(conn)
         add_fill(conn, signal_id, price="100.5", at=T0 + timedelta(seconds=3))
@@ -61,35 +69,37 @@ def test_label_price_is_the_first_bar_closing_at_or_after_the_horizon(db):
         add_bar(conn, datetime(2025, 11, 20, 10, 16, tzinfo=timezone.utc), 102)
         rows = load_training_rows(conn, "momentum_v1", WINDOW)
 
-    [outcome] = rows.outcomes
+    [decision] = rows.decisions
     # the unconfirmed 10:15 bar is not final, so the next confirmed one (within the lag) counts
-    assert (outcome.entry_price, outcome.exit_price) == (100.5, 102.0)
-    assert outcome.signal_id == signal_id and outcome.decided_at == T0
-    assert outcome.snapshot == SNAPSHOT
+    assert decision.horizon_close == 102.0 and decision.price == 100.0   # the snapshot's price
+    assert decision.signal_id == signal_id and decision.decided_at == T0
+    assert decision.snapshot == SNAPSHOT and (decision.amount, decision.mode) == (100.0, "warmup")
 
 
-def test_partial_fills_make_one_row_at_the_quantity_weighted_price(db):
+def test_partial_fills_make_one_decision(db):
     with db.transaction() as conn:
         signal_id = add_signal(conn)
         add_fill(conn, signal_id, quantity="1", price="100", cumulative="1", order_id="o1")
         add_fill(conn, signal_id, quantity="3", price="104", cumulative="4", order_id="o1")
         add_bar(conn, datetime(2025, 11, 20, 10, 15, tzinfo=timezone.utc), 110)
         rows = load_training_rows(conn, "momentum_v1", WINDOW)
+        fills = load_cost_fills(conn, "momentum_v1")
 
-    [outcome] = rows.outcomes
-    assert outcome.entry_price == pytest.approx(103.0)
+    [decision] = rows.decisions
     assert (rows.counts.executions, rows.counts.signals, rows.counts.labelled) == (2, 1, 1)
+    # both fills feed the cost estimate, each against the decision price of its signal
+    assert [(f.price, f.snapshot_price, f.side) for f in fills] == [(100.0, 100.0, "buy"), (104.0, 100.0, "buy")]
 
 
 def test_decided_side_comes_from_the_signal_not_the_execution(db):
-    # The executed side is never used, not even to label: order-manager may report the fill
-    # of an exit under the other side, and the decision is what the model is judged on.
+    # The executed side is never used to label: order-manager may report the fill of an exit
+    # under the other side, and the decision is what the model is judged on.
     with db.transaction() as conn:
         signal_id = add_signal(conn, side="sell")
         add_fill(conn, signal_id, side="buy")
         add_bar(conn, datetime(2025, 11, 20, 10, 15, tzinfo=timezone.utc), 99)
-        [outcome] = load_training_rows(conn, "momentum_v1", WINDOW).outcomes
-    assert outcome.side == "sell"
+        [decision] = load_training_rows(conn, "momentum_v1", WINDOW).decisions
+    assert decision.side == "sell"
 
 
 def test_unlabelled_rows_are_counted_by_reason_not_trained_on(db):
@@ -101,15 +111,15 @@ def test_unlabelled_rows_are_counted_by_reason_not_trained_on(db):
         add_fill(conn, recent, at=WINDOW.now - timedelta(minutes=5))
         gap = add_signal(conn, at=T0 + timedelta(hours=2))          # no bar was ever recorded
         add_fill(conn, gap, at=T0 + timedelta(hours=2))
-        unpriced = add_signal(conn, at=T0 + timedelta(hours=3))
-        add_fill(conn, unpriced, price=None, at=T0 + timedelta(hours=3))
+        unpriced = add_snapshot_signal(conn, {**SNAPSHOT, "price": None}, at=T0 + timedelta(hours=3))
+        add_fill(conn, unpriced, at=T0 + timedelta(hours=3))
         add_signal(conn, at=T0 + timedelta(hours=4))                 # never executed
         other = add_signal(conn, strategy="other")
         add_fill(conn, other, strategy="other")
         rows = load_training_rows(conn, "momentum_v1", WINDOW)
         sizes = dataset_sizes(conn, WINDOW)
 
-    assert [o.signal_id for o in rows.outcomes] == [labelled]
+    assert [d.signal_id for d in rows.decisions] == [labelled]
     expected = {"executions": 4, "signals": 4, "labelled": 1, "pending_label": 1,
                 "no_price": 1, "no_bars": 1}
     assert rows.counts.as_dict() == expected

@@ -5,7 +5,7 @@ import pytest
 from msd.ml.features import FEATURE_NAMES, LABELS
 from msd.store.artifacts import (prune_plan, remove_version_files, stored_versions,
                                  write_version)
-from msd.store.versions import (NewVersion, VersionError, activate, compare, current_mode,
+from msd.store.versions import (NewVersion, VersionError, activate, current_mode,
                                 deactivate, get_active, insert_version, last_good,
                                 list_versions, mark_files_pruned, record_quality_metrics,
                                 reserve_version, rollback)
@@ -41,7 +41,7 @@ def test_120_versions_are_listed_with_complete_metadata(db, tmp_path):
     for v in versions:
         assert v.path.endswith(f"/{STRATEGY}/v{v.version}") and len(v.sha256) == 64
         assert v.manifest_sha256 and v.feature_names == list(FEATURE_NAMES)
-        assert v.label_mapping == {"sell": 0, "buy": 1} and v.training_config == {"horizon_s": 900}
+        assert v.label_mapping == {"sell": 0, "buy": 1, "neither": 2} and v.training_config == {"horizon_s": 900}
         assert v.created_at is not None and v.labelled_rows == 1000 + v.version
         assert v.quality["validation"] == {"accuracy": pytest.approx(0.7 + (v.version - 1) / 1000),
                                            "majority.accuracy": 0.5}
@@ -116,10 +116,3 @@ def test_prune_keeps_the_active_and_the_last_good_version(db, tmp_path):
             rollback(conn, STRATEGY, 1, reason="too late")
 
 
-def test_compare_puts_two_versions_side_by_side(db, tmp_path):
-    create(db, tmp_path, accuracy=0.78)
-    create(db, tmp_path, accuracy=0.81)
-    with db.transaction() as conn:
-        result = compare(conn, STRATEGY, 1, 2)
-    assert result["difference"]["accuracy"] == pytest.approx(0.03)
-    assert result["difference"]["majority.accuracy"] == 0

@@ -9,6 +9,7 @@ from msd.config import load_config
 from msd.roles.runtime import EXIT_CANCELLED, EXIT_OK
 from msd.supervisor.arbiter import Arbiter
 from msd.supervisor.children import State
+from msd.supervisor.inbox import Event
 
 BASE = {"supervisor": {"backoff_initial_s": 0.1, "backoff_max_s": 1.0, "fatal_after_failures": 3,
                        "stable_after_s": 10, "heartbeat_interval_s": 1, "heartbeat_timeout_s": 5,
@@ -342,3 +343,71 @@ def test_models_changed_command_is_forwarded_and_says_when_nobody_listens(env):
     boot_all(arbiter, host)
     assert arbiter.command_models_changed("s1", "rollback to v3") == {"notified": True}
     assert host.latest("signaller").sent[-1] == ("models_changed", {"strategy": "s1", "reason": "rollback to v3"})
+
+
+@pytest.mark.parametrize("code", [EXIT_OK, EXIT_CANCELLED, 1])
+def test_signaller_learns_of_version_changes_whatever_the_trainers_exit(env, code):
+    """Regression (issue 9, defect 5): a run that promoted strategy A and was then cancelled
+    while training B left A active in the database but unknown to the signaller."""
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    arbiter.command_retrain()
+    host.latest("trainer").code = code
+    arbiter.turn(0)
+    assert host.latest("signaller").sent[-1][0] == "models_changed"
+
+
+def _train_event(strategy, reason, repeat=False):
+    return Event("event", {"child": "signaller", "payload": {"kind": "train_request", "reason": reason,
+                                                              "strategy": strategy, "repeat": repeat}})
+
+
+def test_cancelled_broader_request_is_merged_into_the_next():
+    """Regression (issue 9, defect 5): one strategy's data threshold replaced a cancelled daily
+    run of all strategies, which then waited a day."""
+    from msd.supervisor.trainer_slot import TrainerSlot
+    slot = TrainerSlot()
+    daily = slot.new_request("schedule", None, "signaller", 0.0)
+    narrow = slot.new_request("data threshold", "s1", "signaller", 1.0)
+    slot.current = daily
+    slot.queue_next(narrow)
+    slot.cancel("superseded", 1.0)
+    assert slot.pending.id == narrow.id and slot.pending.strategies is None
+    assert slot.pending.as_dict()["strategy"] is None and "merged with request 1" in slot.pending.reason
+    # two single-strategy scopes merge into both
+    slot2 = TrainerSlot()
+    a, b = (slot2.new_request(r, s, "x", 0.0) for r, s in (("a", "s1"), ("b", "s2")))
+    slot2.current = a
+    slot2.queue_next(b)
+    slot2.cancel("superseded", 0.0)
+    assert slot2.pending.strategies == ("s1", "s2") and slot2.pending.as_dict()["strategies"] == ["s1", "s2"]
+
+
+def test_a_cancelled_schedule_run_is_resumed_with_its_full_scope(env):
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    arbiter.dispatch(_train_event(None, "scheduled retraining"))
+    first = host.latest("trainer")
+    arbiter.dispatch(_train_event("s1", "data threshold"))
+    assert first.signals == [signal.SIGTERM]
+    first.code = EXIT_CANCELLED
+    arbiter.turn(0)
+    request = host.latest("trainer").args["request"]
+    assert request["strategies"] is None and request["strategy"] is None
+
+
+def test_a_repeated_ask_never_cancels_a_run_that_covers_it(env):
+    """Regression (issue 9, defect 5): a quality request lost to a cancel was never sent again,
+    and a repeated data-threshold ask cancelled real training."""
+    arbiter, host, _, _ = env
+    boot_all(arbiter, host)
+    arbiter.dispatch(_train_event("s1", "quality degradation"))
+    running = host.latest("trainer")
+    arbiter.dispatch(_train_event("s1", "quality degradation", repeat=True))
+    arbiter.dispatch(_train_event(None, "data threshold", repeat=True))      # not covered: all > s1
+    assert running.signals == [signal.SIGTERM]
+    arbiter.dispatch(_train_event("s1", "quality degradation", repeat=True))   # covered by the waiting one
+    assert len(arbiter.trainer.history) == 0 and arbiter.trainer.pending.strategies is None
+    running.code = EXIT_CANCELLED
+    arbiter.turn(0)
+    assert host.latest("trainer").args["request"]["strategies"] is None

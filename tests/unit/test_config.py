@@ -28,6 +28,13 @@ def test_empty_file_gives_documented_defaults(tmp_path):
     assert cfg.supervisor.stop_deadline_s == 10.0
     assert cfg.consumer.queues["order_events"] == "order-manager.order_events"
     assert cfg.consumer.ws_gateway_declare == "passive"
+    assert cfg.trainer.job == "msd.learning.job:train_strategies"
+    assert cfg.trainer.online.enabled and cfg.trainer.training.embargo == 1200
+
+
+def test_the_older_trainer_job_path_is_an_alias(tmp_path):
+    cfg = load_config(write(tmp_path, {"trainer": {"job": "msd.roles.trainer_jobs:train_strategies"}}), env={})
+    assert cfg.trainer.job == "msd.learning.job:train_strategies"
 
 
 @pytest.mark.parametrize("data, key, fragment", [
@@ -44,6 +51,12 @@ def test_empty_file_gives_documented_defaults(tmp_path):
     ({"signaller": {"signal_queue": "typo"}}, "signaller.signal_queue", "no such key"),
     ({"unknown_section": {}}, "unknown_section", "no such key"),
     ({"metrics": [1, 2]}, "metrics", "a mapping"),
+    ({"trainer": {"online": {"window": 5}}}, "trainer.online.window", "an int >= 20"),
+    ({"trainer": {"online": {"learning_rate": 0}}}, "trainer.online.learning_rate", "(0, 10]"),
+    ({"trainer": {"quality": {"max_calibration_gap": 2}}}, "trainer.quality.max_calibration_gap", "[0, 1]"),
+    ({"trainer": {"training": {"min_emitted_calls": 1}}}, "min_emitted_calls", "an int >= 2"),
+    ({"trainer": {"training": {"horizon_s": 900, "max_bar_lag_s": 300, "embargo_s": 900}}}, "embargo_s",
+     "[1200, "),
 ])
 def test_invalid_values_name_key_value_and_allowed(tmp_path, data, key, fragment):
     with pytest.raises(ConfigError) as err:

@@ -34,7 +34,7 @@ def test_versions_takes_json_before_or_after_the_command():
 
 def test_compare_and_rollback_parse_versions():
     args = parse("compare", "--strategy", "s", "v3", "120")
-    assert (args.strategy, args.a, args.b, args.window) == ("s", 3, 120, "validation")
+    assert (args.strategy, args.a, args.b, args.on) == ("s", 3, 120, None)
     args = parse("rollback", "--strategy", "s", "--to", "v5", "--reason", "degraded")
     assert (args.strategy, args.to, args.reason) == ("s", 5, "degraded")
 
@@ -44,7 +44,7 @@ def test_compare_and_rollback_parse_versions():
     ["compare", "--strategy", "s", "v1"],             # two versions
     ["rollback", "--strategy", "s"],                  # --to is required
     ["rollback", "--strategy", "s", "--to", "x5"],
-    ["versions", "--window", "validation"],           # only compare has a window
+    ["versions", "--on", "3"],                        # only compare scores on a window
 ])
 def test_bad_arguments_exit_2(argv, capsys):
     assert ctl.main(argv) == ctl.EXIT_USAGE
@@ -106,25 +106,22 @@ def test_versions_table_without_strategies_says_so():
     assert render_versions({}).startswith("no strategies")
 
 
-def test_compare_table_has_both_columns_and_the_difference():
-    result = {"strategy_id": "s", "window": "validation",
+def test_compare_table_names_the_one_window_both_were_scored_on():
+    result = {"strategy_id": "s",
+              "window": {"of_version": 9, "from": "2025-11-20T10:00:00+00:00",
+                         "to": "2025-11-20T16:00:00+00:00", "decisions": 360},
               "a": {"version": 3, "metrics": {"accuracy": 0.7, "brier": 0.2}, "is_active": False},
-              "b": {"version": 9, "metrics": {"accuracy": 0.8, "ece": 0.1}, "is_active": True},
+              "b": {"version": 9, "metrics": {"accuracy": 0.8, "calibration_error": 0.1},
+                    "is_active": True},
               "difference": {"accuracy": 0.1}}
     lines = render_compare(result).splitlines()
 
-    assert lines[0].startswith("strategy s: v3 vs v9 (validation figures")
+    assert lines[0].startswith("strategy s: v3 vs v9 rescored on the same 360 decisions, v9's "
+                               "validation window 2025-11-20T10:00:00+00:00")
     assert lines[1].split() == ["METRIC", "v3", "v9", "*", "DIFFERENCE"]
     assert [l.split() for l in lines[2:]] == [["accuracy", "0.7000", "0.8000", "+0.1000"],
                                                ["brier", "0.2000", "-", "-"],
-                                               ["ece", "-", "0.1000", "-"]]
-
-
-def test_compare_without_figures_says_so():
-    empty = {"version": 1, "metrics": {}, "is_active": False}
-    text = render_compare({"strategy_id": "s", "window": "realised", "a": empty,
-                           "b": {**empty, "version": 2}, "difference": {}})
-    assert "neither version has realised figures" in text
+                                               ["calibration_error", "-", "0.1000", "-"]]
 
 
 def test_files_state(tmp_path):

@@ -5,14 +5,33 @@ import io
 import numpy as np
 import pytest
 
-from msd.ml.features import FEATURE_NAMES
+from msd.ml.calibration import CalibratedModel
+from msd.ml.estimator import call_direction
+from msd.ml.features import FEATURE_NAMES, NO_CALL
 from msd.ml.models import (LogisticConfig, LogisticModel, MajorityClass, Naive, OnlineConfig,
                            OnlineLogistic)
 from msd.ml.synthetic import make_dataset
 
+
+class WarmOnline(OnlineLogistic):
+    """The online challenger as the signaller builds it: warm-started from a batch fit, then
+    learning online (fit = batch fit on the first half, online on the second)."""
+
+    def __init__(self, n_features=len(FEATURE_NAMES), config=OnlineConfig(batch_size=1)):
+        super().__init__(n_features, config)
+
+    def fit(self, X, y):
+        warm = OnlineLogistic.warm_started(LogisticModel().fit(X[:200], y[:200]), self.config)
+        self.__dict__.update(warm.__dict__)
+        self.learn_many(X[200:], y[200:])
+        return self
+
+
 ESTIMATORS = {
-    "logistic": lambda: LogisticModel(LogisticConfig(l2=1.0)),
+    "logistic": lambda: LogisticModel(LogisticConfig(l2=0.01)),
     "online": lambda: OnlineLogistic(len(FEATURE_NAMES), OnlineConfig(epochs=2, seed=7)),
+    "online_warm": WarmOnline,
+    "calibrated": lambda: CalibratedModel(LogisticModel(LogisticConfig(l2=0.01))),
     "majority": MajorityClass,
     "naive": Naive,
 }
@@ -25,7 +44,10 @@ def make_fixture(request):
 
 @pytest.fixture(scope="module", name="data")
 def data_fixture():
-    return make_dataset(600, strength=1.5, seed=11)
+    data = make_dataset(600, strength=1.5, seed=11)
+    # three outcome classes: buy pays, sell pays, neither (moves inside a 0.1 % cost band)
+    y = np.where(data.returns > 0.001, 1, np.where(data.returns < -0.001, 0, 2))
+    return type(data)(data.X, y, data.returns, data.timestamps)
 
 
 def _fitted(make, data):
@@ -43,19 +65,25 @@ def _savez_round_trip(arrays):
 def test_probabilities_are_valid_and_consistent(make, data):
     model = _fitted(make, data)
     proba = model.predict_proba(data.X[400:])
-    assert proba.shape == (200, 2)
+    assert proba.shape == (200, 3)
     assert ((proba >= 0) & (proba <= 1)).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     one = model.predict_proba_one(data.X[400])
-    assert set(one) == {0, 1}
-    assert one[0] == pytest.approx(proba[0, 0]) and one[1] == pytest.approx(proba[0, 1])
+    assert set(one) == {0, 1, 2}
+    assert all(one[k] == pytest.approx(proba[0, k]) for k in range(3))
 
 
-def test_predict_uses_the_label_encoding_and_the_probabilities(make, data):
+def test_calls_follow_the_one_tie_rule_and_confidence_is_the_called_probability(make, data):
     model = _fitted(make, data)
-    labels = model.predict(data.X[400:])
-    assert labels.dtype == np.int64 and set(np.unique(labels)) <= {0, 1}
-    np.testing.assert_array_equal(labels, (model.predict_proba(data.X[400:])[:, 1] > 0.5))
+    proba = model.predict_proba(data.X[400:])
+    calls = model.calls(data.X[400:])
+    assert calls.direction.dtype == np.int64 and set(np.unique(calls.direction)) <= {-1, 0, 1}
+    np.testing.assert_array_equal(calls.direction, call_direction(proba))
+    np.testing.assert_array_equal(model.predict(data.X[400:]), calls.direction)
+    called = calls.direction != NO_CALL
+    np.testing.assert_array_equal(calls.confidence[called],
+                                  proba[np.flatnonzero(called), calls.direction[called]])
+    assert (calls.confidence[~called] == 0).all()
 
 
 def test_predict_is_pure(make, data):
@@ -97,7 +125,8 @@ def test_from_arrays_refuses_incomplete_or_foreign_arrays(make, data):
 
 
 def test_refuses_labels_in_another_encoding(make, data):
-    for bad in (np.where(data.y[:400] == 1, 1, -1), np.where(data.y[:400] == 1, "buy", "sell")):
+    for bad in (np.where(data.y[:400] == 1, 1, -1), np.where(data.y[:400] == 1, "buy", "sell"),
+                np.where(data.y[:400] == 1, 3, 0)):
         with pytest.raises(ValueError, match="y:"):
             make().fit(data.X[:400], bad)
 

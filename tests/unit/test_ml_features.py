@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from msd.ml.features import (FEATURE_NAMES, FEATURE_VERSION, LABELS, MissingFeature,
-                             features_from_snapshot, label_from_outcome, side_from_label)
+                             features_from_snapshot, side_from_label)
 
 DECIDED_AT = datetime(2025, 11, 20, 6, 0, tzinfo=timezone.utc)  # 06:00 = a quarter turn
 
@@ -111,26 +111,11 @@ def test_execution_fields_in_the_input_are_ignored():
     np.testing.assert_array_equal(features_from_snapshot(leaky, leaky_context), clean)
 
 
-@pytest.mark.parametrize("side, paid, label", [
-    ("buy", True, 1), ("buy", False, 0), ("sell", True, 0), ("sell", False, 1),
-    ("BUY", True, 1), ("Sell", False, 1),
-])
-def test_label_from_outcome_is_the_market_direction(side, paid, label):
-    assert label_from_outcome(side, paid) == label
-
-
-def test_label_mapping_round_trips():
-    assert LABELS == {"sell": 0, "buy": 1}
-    for side, code in LABELS.items():
-        assert side_from_label(code) == side
-        assert label_from_outcome(side, True) == code
+def test_label_mapping_names_the_side_that_paid():
+    assert LABELS == {"sell": 0, "buy": 1, "neither": 2}
+    for side in ("sell", "buy"):
+        assert side_from_label(LABELS[side]) == side
     assert side_from_label(np.int64(1)) == "buy"
-
-
-@pytest.mark.parametrize("side, paid", [("long", True), (" buy", True), ("buy", 1), (None, True)])
-def test_label_from_outcome_refuses_unknown_inputs(side, paid):
-    with pytest.raises(ValueError):
-        label_from_outcome(side, paid)
 
 
 @pytest.mark.parametrize("label", [-1, 2, "buy", 1.0, None])

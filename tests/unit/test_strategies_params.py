@@ -25,7 +25,8 @@ def test_minimal_config_gets_documented_defaults():
     warmup = params.warmup
     assert (warmup.min_amount_usdt, warmup.max_amount_usdt) == (D("10"), D("25.5"))
     assert warmup.frequency_s == 60.0 and warmup.heuristic is Heuristic.RANDOM
-    assert warmup.randomness == 0.0 and warmup.warmup_duration_s is None
+    assert warmup.randomness == 0.0
+    assert (warmup.budget_usdt, warmup.max_duration_s) == (D("50"), 7 * 86400.0)
     assert (warmup.confidence_min, warmup.confidence_max) == (0.5, 0.8)
 
 
@@ -37,7 +38,13 @@ def test_full_config_loads():
                 "stretch_z": 2}), "strategies[0]")
     assert params.trigger == "market" and params.seed == 42
     assert params.warmup.heuristic is Heuristic.MEAN_REVERSION
-    assert params.warmup.warmup_duration_s == 3600.0
+    assert params.warmup.max_duration_s == 3600.0      # the older key is an alias
+
+
+def test_warmup_budget_keys():
+    warmup = WarmupParams.from_mapping({"min_amount_usdt": 1, "max_amount_usdt": 2, "max_exposure_usdt": 5,
+                                        "budget_usdt": "12.5", "max_duration_s": 600})
+    assert (warmup.budget_usdt, warmup.max_duration_s) == (D("12.5"), 600.0)
 
 
 def test_amount_from_float_keeps_its_decimal_spelling():
@@ -67,6 +74,10 @@ P = "strategies[2]"
      f"{P}.warmup.confidence_max: 0.8 is invalid; expected a number in [confidence_min=0.9, 1]"),
     ({"warmup": {"confidence_min": -0.1}}, f"{P}.warmup.confidence_min: -0.1 is invalid"),
     ({"warmup": {"warmup_duration_s": -5}}, f"{P}.warmup.warmup_duration_s: -5 is invalid"),
+    ({"warmup": {"budget_usdt": 0}}, f"{P}.warmup.budget_usdt: 0 is invalid; expected a finite amount > 0"),
+    ({"warmup": {"max_duration_s": 0}}, f"{P}.warmup.max_duration_s: 0 is invalid"),
+    ({"warmup": {"max_duration_s": 5, "warmup_duration_s": 5}},
+     f"{P}.warmup.warmup_duration_s: 5 is invalid; expected absent when max_duration_s"),
     ({"warmup": {"frequncy_s": 5}}, f"{P}.warmup.frequncy_s: 5 is invalid; expected no such key"),
     ({"id": ""}, f"{P}.id: '' is invalid; expected 1 to 100 characters"),
     ({"id": "x" * 101}, f"{P}.id: '{'x' * 101}' is invalid"),

@@ -1,27 +1,30 @@
-"""Jobs the trainer process can run (named by `trainer.job` in the config).
+"""The training job (named by `trainer.job`; `msd.roles.trainer_jobs:train_strategies` is an
+alias kept for existing configs): reconcile fills, build each strategy's dataset, fit and
+evaluate, write the version (artifact + metadata + metrics) and promote it when it passes the
+gate (DESIGN §6).
 
-`train_strategies` is the batch training of DESIGN §6: reconcile fills, build each strategy's
-dataset, fit and evaluate, write the version (artifact + metadata + metrics) and promote it when
-it passes the gate. It runs in the killable trainer process, never in a loop that serves
-signals; SIGTERM raises TrainingCancelled wherever it is, and every database write happens in
-a transaction that then rolls back, so a cancelled run leaves at most an orphan directory that
-the next run with the same version number clears.
+It runs in the killable trainer process, never in a loop that serves signals; SIGTERM raises
+TrainingCancelled wherever it is, and every database write happens in a transaction that then
+rolls back, so a cancelled run leaves at most an orphan directory that the next run with the
+same version number clears. A strategy finished before the cancel stays written: the
+supervisor tells the signaller whatever the trainer's exit.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from msd import metrics
-from msd.ml.dataset import Dataset, DatasetBuilder
+from msd.learning.dataset import DatasetBuilder
+from msd.learning.promotion import (batch_publication, publish_version, realised_figures,
+                                    score_active)
+from msd.ml.dataset import Dataset
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
-from msd.roles.learning import PublishPlan, publish_version, realised_figures, score_active
-from msd.roles.runtime import RoleContext
 from msd.store.artifacts import prune_plan, remove_version_files
-from msd.store.datasets import (LabelWindow, RowCounts, iter_training_rows, reconcile_executions,
-                                strategies_with_executions)
+from msd.store.datasets import (LabelWindow, RowCounts, iter_cost_fills, iter_training_rows,
+                                reconcile_executions, trainable_strategies)
 from msd.store.db import Database
 from msd.store.neighbours import SharedSchemaError
 from msd.store.training import execution_summary, running_run_of
@@ -31,7 +34,7 @@ from msd.store.versions import (get_active, last_good, latest_version, lock_stra
 log = logging.getLogger("msd.trainer")
 
 
-def summarise_executions(ctx: RoleContext, db: Database, request: dict[str, Any]) -> dict[str, Any]:
+def summarise_executions(ctx: Any, db: Database, request: dict[str, Any]) -> dict[str, Any]:
     """Summarise the executions available for training (counts per asset and side, time range)."""
     with db.transaction() as conn:
         summary = execution_summary(conn)
@@ -50,6 +53,18 @@ def training_params(ctx: Any, request: Mapping[str, Any]) -> TrainingParams:
     return TrainingParams.from_mapping(request.get("params") or {})
 
 
+def requested_scope(request: Mapping[str, Any]) -> list[str] | None:
+    """The strategies a request names (merged scopes carry several), None for all."""
+    if request.get("strategies"):
+        return sorted(set(request["strategies"]))
+    return [request["strategy"]] if request.get("strategy") else None
+
+
+def configured_strategies(ctx: Any) -> set[str] | None:
+    strategies = getattr(getattr(getattr(ctx, "config", None), "signaller", None), "strategies", None)
+    return None if strategies is None else {p.id for p in strategies}
+
+
 @dataclass(frozen=True)
 class _Run:
     ctx: Any
@@ -59,12 +74,14 @@ class _Run:
     run_id: int | None
 
 
-def train_strategies(ctx: RoleContext, db: Database, request: dict[str, Any]) -> dict[str, Any]:
-    """Train the requested strategy (`request["strategy"]`) or every strategy with executions.
+def train_strategies(ctx: Any, db: Database, request: dict[str, Any]) -> dict[str, Any]:
+    """Train the requested strategies or every trainable one.
 
-    Returns {"request_id", "reconciled", "warnings", "strategies": {id: summary}} where a
-    summary has "outcome" ('trained'/'skipped'), "reason", and for a trained strategy
-    "version", "promoted", "gate_reasons" and "metrics".
+    Trainable: strategies with executed warm-up or model decisions that the config lists (when
+    there is a config); the exit engine's fills are no decisions to learn from. Returns
+    {"request_id", "reconciled", "warnings", "strategies": {id: summary}} where a summary has
+    "outcome" ('trained'/'skipped'), "reason", and for a trained strategy "version",
+    "promoted", "gate_reasons" and "metrics".
     """
     params = training_params(ctx, request)
     warnings = []
@@ -76,11 +93,20 @@ def train_strategies(ctx: RoleContext, db: Database, request: dict[str, Any]) ->
         reconciled, warnings = 0, [f"reconcile skipped: {exc}"]
     ctx.beat()
     with db.transaction() as conn:
-        strategies = ([request["strategy"]] if request.get("strategy")
-                      else strategies_with_executions(conn))
+        trainable = set(trainable_strategies(conn))
         run_id = running_run_of(conn, os.getpid())
+    configured = configured_strategies(ctx)
+    if configured is not None:
+        trainable &= configured
+    scope = requested_scope(request)
     run = _Run(ctx, db, params, request.get("id"), run_id)
-    results = {strategy: train_strategy(run, strategy) for strategy in strategies}
+    results = {}
+    for strategy in (scope if scope is not None else sorted(trainable)):
+        if strategy in trainable:
+            results[strategy] = train_strategy(run, strategy)
+        else:
+            results[strategy] = _skip(run, strategy, "not trainable: no executed warm-up or model "
+                                      "decisions of a configured strategy", {})
     return {"request_id": request.get("id"), "reconciled": reconciled, "warnings": warnings,
             "strategies": results}
 
@@ -89,7 +115,7 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     with run.db.transaction() as conn:
         last = latest_version(conn, strategy)
         active = get_active(conn, strategy)
-    dataset, counts = _build_dataset(run, strategy)
+    dataset, counts = build_strategy_dataset(run.db, strategy, run.params, run.ctx.beat)
     previous_rows = last.labelled_rows if last else 0
     new_rows = dataset.n - previous_rows
     detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
@@ -106,9 +132,9 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     run.ctx.beat()
     active_metrics, note = score_active(active, dataset, candidate, run.params)
     realised = realised_figures(run.db, strategy, run.ctx.beat)
-    plan = PublishPlan(strategy, candidate, dataset, active, active_metrics, note, realised,
-                       detail, run.params, run.request_id, run.run_id)
-    summary = publish_version(run.db, plan)
+    publication = batch_publication(strategy, candidate, dataset, active, active_metrics, note,
+                                    realised, detail, run.params, run.request_id, run.run_id)
+    summary = publish_version(run.db, publication)
     run.ctx.beat()
     _prune(run, strategy)
     log.info("strategy %s: v%s %s", strategy, summary["version"],
@@ -117,15 +143,22 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     return summary
 
 
-def _build_dataset(run: _Run, strategy: str) -> tuple[Dataset, RowCounts]:
-    window = LabelWindow(run.params.horizon_s, run.params.max_bar_lag_s)
-    builder, counts = DatasetBuilder(run.params.round_trip_fee), RowCounts()
-    with run.db.transaction() as conn:
-        for chunk in iter_training_rows(conn, strategy, window):
-            builder.add(chunk.outcomes)
-            counts += chunk.counts
-            run.ctx.beat()
-    return builder.build(), counts
+def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
+                           beat=lambda: None, **bounds) -> tuple[Dataset, RowCounts]:
+    """The strategy's dataset from the store: decisions and fills streamed side by side."""
+    window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
+    counts = RowCounts()
+    with db.transaction() as conn:
+        fills = iter_cost_fills(conn, strategy, until=bounds.get("until"))
+        try:
+            builder = DatasetBuilder(params, fills)
+            for chunk in iter_training_rows(conn, strategy, window, **bounds):
+                builder.add(chunk.decisions)
+                counts += chunk.counts
+                beat()
+        finally:
+            fills.close()     # its server-side cursor must close inside the transaction
+        return builder.build(), counts
 
 
 def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:
@@ -150,3 +183,7 @@ def _prune(run: _Run, strategy: str) -> None:
         mark_files_pruned(conn, strategy, doomed)
     for version in doomed:
         remove_version_files(models_dir, strategy, version)
+
+
+def scope_text(strategies: Sequence[str] | None) -> str:
+    return "all strategies" if strategies is None else ", ".join(strategies)
