@@ -45,7 +45,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from msd import logs
     cfg = _load(args.config)
-    logs.setup(cfg.logging.level)
+    logs.setup(cfg.logging.level, fmt=cfg.logging.format)
     if not args.no_migrate:
         from msd.store.migrate import apply_migrations
         apply_migrations(cfg.database.url)

@@ -10,6 +10,7 @@ import logging
 import signal
 
 from msd import metrics
+from msd.logs import StrayOutput
 from msd.config import Config
 from msd.supervisor.arbiter import Arbiter
 from msd.supervisor.control import ControlServer
@@ -34,9 +35,19 @@ def _install_signal_handlers(inbox: Inbox) -> None:
     signal.signal(signal.SIGHUP, reload)
 
 
+def _capture_stray_output(inbox: Inbox) -> StrayOutput:
+    """From here on, what any msd process writes to fds 1/2 outside logging becomes a log line."""
+    stray = StrayOutput(lambda text: inbox.post(Event("stray_output", {"text": text})))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(stray.stream)
+    return stray
+
+
 def serve(config: Config) -> int:
     prom_dir = metrics.prepare_multiprocess_dir()
     inbox = Inbox()
+    stray = _capture_stray_output(inbox)
     notifier = Notifier()
     arbiter = Arbiter(config, ProcessHost(), notifier, inbox=inbox)
     control = ControlServer(config.control.socket, inbox)
@@ -61,3 +72,4 @@ def serve(config: Config) -> int:
             http.shutdown()
         notifier.close()
         metrics.remove_multiprocess_dir(prom_dir)
+        stray.restore()

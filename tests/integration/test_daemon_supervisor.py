@@ -1,4 +1,5 @@
 """The real daemon as a subprocess: systemd notify, respawn, reload, trainer control, stop, msd-ctl."""
+import json
 import os
 import signal
 import time
@@ -59,6 +60,12 @@ def test_msd_ctl_status_table_and_json(daemon):
         assert role in out and "RUNNING" in out
     code, out = daemon.ctl("--json", "status")
     assert code == 0 and '"consumer"' in out
+
+
+def test_msd_ctl_status_json_after_the_subcommand_as_the_readme_shows(daemon):
+    """Regression: `msd-ctl -s SOCK status --json`, the README's own form, exited 2."""
+    code, out = daemon.ctl("status", "--json")          # runs `msd-ctl -s SOCK status --json`
+    assert code == 0 and json.loads(out)["result"]["roles"]["consumer"]["state"] == "RUNNING"
 
 
 def test_msd_ctl_bad_arguments_exit_2(daemon):
