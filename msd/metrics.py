@@ -1,31 +1,16 @@
 """Prometheus metrics, shared by every process in multiprocess mode.
 
-`prepare_multiprocess_dir()` must run in the supervisor before this module's metrics are used
-anywhere (it sets PROMETHEUS_MULTIPROC_DIR, which spawned children inherit). Each process then
-writes its own files in that directory; the supervisor serves the merged view.
+`msd.metrics_dir.prepare_multiprocess_dir()` must run in the supervisor before this module is
+first imported (it sets PROMETHEUS_MULTIPROC_DIR, which spawned children inherit; see there).
+Each process then writes its own files in that directory; the supervisor serves the merged view.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def prepare_multiprocess_dir(base: str | None = None) -> Path:
-    """Create an empty directory for this run's metric files and point the environment at it."""
-    runtime = base or os.environ.get("RUNTIME_DIRECTORY")
-    path = Path(tempfile.mkdtemp(prefix="msd-prom-", dir=runtime))
-    os.environ[ENV] = str(path)
-    return path
-
-
-def remove_multiprocess_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+from msd.metrics_dir import ENV, prepare_multiprocess_dir, remove_multiprocess_dir  # noqa: F401  (re-exported)
 
 
 def mark_process_dead(pid: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 
 from msd import metrics
 from msd.logs import StrayOutput
@@ -44,8 +45,9 @@ def _capture_stray_output(inbox: Inbox) -> StrayOutput:
     return stray
 
 
-def serve(config: Config) -> int:
-    prom_dir = metrics.prepare_multiprocess_dir()
+def serve(config: Config, prom_dir: Path | None = None) -> int:
+    """Run the supervisor; `prom_dir` is the metrics directory prepared before prometheus_client was imported."""
+    prom_dir = prom_dir or metrics.prepare_multiprocess_dir()
     inbox = Inbox()
     stray = _capture_stray_output(inbox)
     notifier = Notifier()
