@@ -23,8 +23,8 @@ from msd.bus.messages import (
     BookTop, Kline, MarketUpdate, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade,
 )
 from msd.bus.values import (  # noqa: F401  (parse_decimal, parse_timestamp, Limits: re-exported)
-    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, REASONS, SIZE, VOLUME, Limits, Magnitude,
-    bounded_text, decode_object, parse_decimal, parse_timestamp, plausible_moment, shown,
+    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, REASONS, SIZE, VOLUME, Limits, Magnitude,
+    bounded_text, decode_object, latest_plausible, parse_decimal, parse_timestamp, plausible_moment, shown,
 )
 from msd.errors import InvalidMessage
 
@@ -81,9 +81,10 @@ class _Object:
             raise InvalidMessage("wrong_type", f"{self.name(key)}: expected a string, got {shown(value)}")
         if not value:
             raise InvalidMessage("missing_field", f"{self.name(key)}: required but empty")
-        if max_chars is None:
-            return bounded_text(value, self.name(key))
-        return bounded_text(value, self.name(key), max_chars)
+        limit = MAX_TEXT_CHARS if max_chars is None else max_chars
+        if len(value) <= limit and value.isascii() and "\x00" not in value:
+            return value        # the common case; bounded_text says why anything else is refused
+        return bounded_text(value, self.name(key), limit)
 
     def flag(self, key: str) -> bool:
         value = self.required(key)
@@ -111,7 +112,7 @@ class _Object:
         value = self.value(key, nullable=nullable)
         if value is None:
             return None
-        return plausible_moment(value, self.name(key), clock.now, clock.limits)
+        return plausible_moment(value, self.name(key), clock.now, clock.limits, clock.latest)
 
     def asset(self, key: str) -> str:
         return _checked_asset(self.required(key), self.name(key))
@@ -136,6 +137,7 @@ class _Clock:
     """The receiver's time and limits every timestamp of one message is checked against."""
     now: datetime
     limits: Limits
+    latest: datetime            # the latest plausible timestamp: now + limits.max_future_s
 
 
 def _start(body: bytes, now: datetime | None, limits: Limits) -> tuple[_Object, _Clock]:
@@ -143,7 +145,7 @@ def _start(body: bytes, now: datetime | None, limits: Limits) -> tuple[_Object, 
         now = datetime.now(timezone.utc)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    return _Object(decode_object(body, limits)), _Clock(now, limits)
+    return _Object(decode_object(body, limits)), _Clock(now, limits, latest_plausible(now, limits))
 
 
 def _trace_id(headers: Headers, root: _Object) -> str | None:

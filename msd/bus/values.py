@@ -143,6 +143,8 @@ def _check_storable(value: Any, path: str) -> None:
 
 def storable_text(text: str, field: str) -> str:
     """`text` unchanged if PostgreSQL can store it (UTF-8 encodable, no NUL)."""
+    if text.isascii() and "\x00" not in text:     # the common case, without an encode
+        return text
     if "\x00" in text:
         raise InvalidMessage("bad_text", f"{field}: contains NUL, which text columns cannot hold")
     try:
@@ -176,9 +178,15 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     raise InvalidMessage("bad_timestamp", f"{field}: {shown(value)} is not a timestamp")
 
 
-def plausible_moment(value: Any, field: str, now: datetime, limits: Limits) -> datetime:
+def latest_plausible(now: datetime, limits: Limits) -> datetime:
+    return now + timedelta(seconds=limits.max_future_s)
+
+
+def plausible_moment(value: Any, field: str, now: datetime, limits: Limits,
+                     latest: datetime | None = None) -> datetime:
+    """A timestamp between 2009 and `latest` (now + limits.max_future_s unless given)."""
     moment = parse_timestamp(value, field)
-    latest = now + timedelta(seconds=limits.max_future_s)
+    latest = latest or latest_plausible(now, limits)
     if moment < EARLIEST_TIMESTAMP or moment > latest:
         raise InvalidMessage("out_of_range", f"{field}: {moment.isoformat()} is implausible (allowed "
                              f"{EARLIEST_TIMESTAMP.date()} .. now + {limits.max_future_s:g}s)")
