@@ -11,8 +11,10 @@ direction is the one we keep.
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
 `Expiry.max_age_s` is marked `expired` instead of being sent late, with an audit line and
 `msd_signals_expired_total`; it is not a publish failure. `Expiry.on_expired(conn, expired)` runs
-in the same transaction as the marking, for a role that must undo state that assumed the signal
-would go out (the exit role's ladder step and in-flight exit): if it raises, nothing expires.
+in the same transaction as the marking, for a role that must undo stored state that assumed the
+signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
+expires. `Expiry.after_commit(expired)` runs once that transaction committed, for the role's
+in-memory state (e.g. offering the position for a new decision at the current price).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ log = logging.getLogger("msd.outbox")
 FLUSH_BATCH = 500
 
 OnExpired = Callable[[object, list[ExpiredSignal]], None]
+AfterExpiry = Callable[[list[ExpiredSignal]], None]
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Expiry:
     """Which pending signals may expire, after how long, and who hears of it (in the transaction)."""
     modes: tuple[str, ...] = ()
     max_age_s: float = 60.0
-    on_expired: OnExpired | None = None
+    on_expired: OnExpired | None = None        # in the expiring transaction
+    after_commit: AfterExpiry | None = None    # after it committed
 
 
 class Outbox:
@@ -153,7 +157,9 @@ class Outbox:
         return expired
 
     def _expired(self, expired: list[ExpiredSignal]) -> None:
-        """The audit trail of signals that expired (after their transaction committed)."""
+        """The audit trail of signals that expired, once their transaction committed."""
+        if expired and self.expiry.after_commit is not None:
+            self.expiry.after_commit(expired)
         for item in expired:
             self.expired += 1
             metrics.SIGNALS_EXPIRED.labels(item.strategy_id, item.mode).inc()

@@ -126,10 +126,11 @@ def test_a_pending_signal_older_than_the_age_limit_expires_instead_of_going_out_
         insert_signal(conn, stale, signal_to_wire(stale), "warmup")
         insert_signal(conn, fresh, signal_to_wire(fresh), "model")
         insert_signal(conn, stale_exit, signal_to_wire(stale_exit), "exit")
-    heard = []
+    heard, committed = [], []
     signaller = Outbox(db, publisher, QUEUE, modes=("warmup", "model"),
-                       expiry=Expiry(("warmup", "model"), 60, lambda conn, rows: heard.extend(rows)))
+                       expiry=Expiry(("warmup", "model"), 60, lambda conn, rows: heard.extend(rows), committed.extend))
     assert signaller.flush() == 1
+    assert committed == heard
     assert queued_ids(url) == [fresh.signal_id]
     assert states(db) == {stale.signal_id: "expired", fresh.signal_id: "sent", stale_exit.signal_id: "pending"}
     assert [(e.signal_id, e.mode) for e in heard] == [(stale.signal_id, "warmup")]
