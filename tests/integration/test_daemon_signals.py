@@ -172,7 +172,10 @@ def test_signal_expiring_during_a_broker_outage_is_not_sent_late(make_daemon, fr
         wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= 5, 10, what="signals flowing")
         rabbitmqctl("clear_permissions", "-p", fresh_vhost, "guest")
         close_vhost_connections(fresh_vhost)
-        wait_for(lambda: d.role("signaller")["status"].get("expired", 0) >= 5, 20, what="signals expiring")
+        # Signals decided in the outage's first seconds (until the market data it also stops goes
+        # stale) wait in the outbox; after 1 s they expire. How many depends on the machine's load.
+        wait_for(lambda: d.role("signaller")["status"].get("expired", 0) >= 1, 30, what="signals expiring")
+        time.sleep(1.5)        # anything still pending from the outage is older than the limit now
         rabbitmqctl("set_permissions", "-p", fresh_vhost, "guest", ".*", ".*", ".*")
         published = d.role("signaller")["status"]["published"]
         wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= published + 5, 20,
@@ -185,7 +188,7 @@ def test_signal_expiring_during_a_broker_outage_is_not_sent_late(make_daemon, fr
         rows = {sid: (state, error, stamped) for sid, state, error, stamped in cur.fetchall()}
     expired = {sid for sid, (state, _, _) in rows.items() if state == "expired"}
     sent = {sid for sid, (state, _, _) in rows.items() if state == "sent"}
-    assert len(expired) >= 5 and sent and expired | sent == set(rows)
+    assert expired and sent and expired | sent == set(rows)
     assert all(rows[sid][1].startswith("expired unsent after") and rows[sid][2] for sid in expired)
     on_queue = Counter(body["signal_id"] for body, _ in drain_queue(url))
     assert set(on_queue) == sent and not expired & set(on_queue)
