@@ -84,7 +84,7 @@ def exercise(tmp: Path, dsn: str, vhost: str, trace: Path, refuse: list[str]) ->
     (tmp / "msd.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MSD_TEST_AMQP_PASSWORD": "guest"}
     log = open(tmp / "daemon.log", "wb")
-    inject = [f"-e", f"inject={','.join(refuse)}:error=EPERM"] if refuse else []
+    inject = ["-e", f"inject={','.join(refuse)}:error=EPERM"] if refuse else []
     daemon = subprocess.Popen(["strace", "-f", "-qq", "-c", "-o", str(trace), *inject, sys.executable, "-m",
                                "msd.cli", "run", "-c", str(tmp / "msd.yaml")], cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
