@@ -44,13 +44,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from msd import logs
-    cfg = _load(args.config)
-    logs.setup(cfg.logging.level)
-    if not args.no_migrate:
-        from msd.store.migrate import apply_migrations
-        apply_migrations(cfg.database.url)
-    from msd.supervisor.daemon import serve
-    return serve(cfg)
+    from msd.metrics_dir import prepare_multiprocess_dir, remove_multiprocess_dir
+    # Before anything imports prometheus_client (msd.metrics_dir says why).
+    prom_dir = prepare_multiprocess_dir()
+    try:
+        cfg = _load(args.config)
+        logs.setup(cfg.logging.level, fmt=cfg.logging.format)
+        if not args.no_migrate:
+            from msd.store.migrate import apply_migrations
+            apply_migrations(cfg.database.url)
+        from msd.supervisor.daemon import serve
+    except BaseException:
+        remove_multiprocess_dir(prom_dir)
+        raise
+    return serve(cfg, prom_dir)     # removes the directory when it ends
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from msd.strategies.ratelimit import TokenBucket
 ROLES = ("consumer", "signaller", "exits")
 TRAINER = "trainer"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
 WS_GATEWAY_DECLARE = ("passive", "exact")
 
 
@@ -47,6 +48,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str
+    format: str = "auto"            # auto = text on a terminal, JSON otherwise
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,14 @@ class SubscriptionsConfig:
 
 
 @dataclass(frozen=True)
+class DeadLetterConfig:
+    """Bounds on `msd.dead_letters`, so that a flood of junk cannot fill the disk."""
+    retention_days: float           # rows older than this are deleted
+    max_stored_per_source: int      # beyond this many stored rows of one source, only counted
+    max_payload_bytes: int          # a stored body is cut to this many bytes (its full length is kept)
+
+
+@dataclass(frozen=True)
 class ConsumerConfig:
     queues: Mapping[str, str]       # kind -> queue name
     ws_gateway_declare: str
@@ -106,6 +116,9 @@ class ConsumerConfig:
     batch_max: int
     batch_wait_ms: float
     subscriptions: SubscriptionsConfig
+    max_body_bytes: int             # larger bodies are dead-lettered before they are parsed
+    max_future_s: float             # timestamps further ahead of our clock are implausible
+    dead_letters: DeadLetterConfig
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,7 @@ class SignallerConfig:
     conflicts: ConflictRules
     strategies: tuple[StrategyParams, ...]
     republish_interval_s: float     # how often unsent outbox signals are retried
+    max_signal_age_s: float         # an unsent warm-up/model signal older than this expires unsent
 
     @property
     def limits(self) -> SharedLimits:
@@ -215,7 +229,7 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         source=path,
         control=_control(root.section("control"), path.parent),
         metrics=_metrics(root.section("metrics")),
-        logging=LoggingConfig(level=root.section("logging").choice("level", LOG_LEVELS, "INFO")),
+        logging=_logging(root.section("logging")),
         database=_database(root.section("database"), env, secrets),
         rabbitmq=_rabbitmq(root.section("rabbitmq"), env, secrets),
         supervisor=_supervisor(root.section("supervisor")),
@@ -328,6 +342,12 @@ def _control(s: Section, base: Path) -> ControlConfig:
     return cfg
 
 
+def _logging(s: Section) -> LoggingConfig:
+    cfg = LoggingConfig(level=s.choice("level", LOG_LEVELS, "INFO"), format=s.choice("format", LOG_FORMATS, "auto"))
+    s.reject_unknown()
+    return cfg
+
+
 def _metrics(s: Section) -> MetricsConfig:
     cfg = MetricsConfig(host=s.string("host", "127.0.0.1"), port=s.integer("port", 9464, lo=0, hi=65535))
     s.reject_unknown()
@@ -403,7 +423,18 @@ def _consumer(s: Section, env: Mapping[str, str], secrets: Mapping[str, str]) ->
         batch_max=s.integer("batch_max", 200, lo=1, hi=10000),
         batch_wait_ms=s.number("batch_wait_ms", 5.0, lo=0, hi=10000),
         subscriptions=_subscriptions(s.section("subscriptions"), env, secrets),
+        max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024, hi=128 << 20),
+        max_future_s=s.number("max_future_s", 300.0, lo=0, hi=86400),
+        dead_letters=_dead_letters(s.section("dead_letters")),
     )
+    s.reject_unknown()
+    return cfg
+
+
+def _dead_letters(s: Section) -> DeadLetterConfig:
+    cfg = DeadLetterConfig(retention_days=s.number("retention_days", 7.0, lo=0.001, hi=3650),
+                           max_stored_per_source=s.integer("max_stored_per_source", 10_000, lo=0, hi=10_000_000),
+                           max_payload_bytes=s.integer("max_payload_bytes", 16_384, lo=256, hi=128 << 20))
     s.reject_unknown()
     return cfg
 
@@ -433,6 +464,7 @@ def _signaller(s: Section) -> SignallerConfig:
             s.raw("conflicts", {}), "signaller.conflicts")),
         strategies=_strategies(s),
         republish_interval_s=s.number("republish_interval_s", 1.0, lo=0.05, hi=600),
+        max_signal_age_s=s.number("max_signal_age_s", 60.0, lo=1, hi=86400),
     )
     s.reject_unknown()
     return cfg

@@ -27,14 +27,26 @@ class NotRunning(Exception):
     pass
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """-s/-c/--json/--timeout; accepted before the subcommand and after it (`status --json`)."""
+    def add(*names: str, **kwargs) -> None:
+        if in_subcommand:
+            if any(name in parser._option_string_actions for name in names):
+                return      # the subcommand defines it itself (e.g. versions --json)
+            kwargs["default"] = argparse.SUPPRESS     # so it cannot undo a value given before the subcommand
+        parser.add_argument(*names, **kwargs)
+
+    add("-s", "--socket", help="control socket path (default: from the config file)")
+    add("-c", "--config", help=f"config file naming control.socket and, for versions/compare/rollback, "
+                               f"database.dsn (default: {DEFAULT_CONFIG})")
+    add("--json", action="store_true", help="print the raw JSON reply")
+    add("--timeout", type=float, help="seconds to wait for the daemon (default: 15)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msd-ctl", description="control a running msd")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("-s", "--socket", help="control socket path (default: from the config file)")
-    where.add_argument("-c", "--config", help=f"config file naming control.socket and, for versions/compare/rollback, "
-                            f"database.dsn (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON reply")
-    parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the daemon")
+    _add_global_options(parser, in_subcommand=False)
+    parser.set_defaults(socket=None, config=None, json=False, timeout=15.0)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="roles, trainer, config and health")
     sub.add_parser("reload", help="re-read the config file (same as SIGHUP)")
@@ -43,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the daemon gracefully")
     ctl_models.add_parsers(sub)
     ctl_modes.add_parsers(sub)
+    for command in sub.choices.values():
+        _add_global_options(command, in_subcommand=True)
     return parser
 
 
@@ -96,9 +110,9 @@ def render_status(result: dict[str, Any]) -> str:
     lines.append(f"{'ROLE':<10} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HEARTBEAT':>9}  DETAIL")
     for name, r in result["roles"].items():
         detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items())
-                           if k not in ("degraded", "strategies", "assets", "learning"))
+                           if k not in ("degraded", "strategies", "assets", "learning", "dependencies"))
         lines.append(f"{name:<10} {r['state']:<9} {r['pid'] or '-':>7} {_age(r['uptime_s']):>9} "
-                     f"{r['restarts']:>8} {_age(r['heartbeat_age_s']):>9}  {detail}")
+                     f"{r['restarts']:>8} {_age(r['heartbeat_age_s']):>9}  {_dependencies(r['status'])}{detail}")
     lines += _strategy_lines(result["roles"].get("signaller", {}).get("status", {}))
     for problem in d["problems"]:
         lines.append(f"problem: {problem}")
@@ -109,6 +123,14 @@ def render_status(result: dict[str, Any]) -> str:
     for run in t["recent"][:5]:
         lines.append(f"  request {run['request_id']}: {run['outcome']} ({run['reason']})")
     return "\n".join(lines)
+
+
+def _dependencies(status: dict[str, Any]) -> str:
+    """`database up, broker DOWN, ws-gateway up; ` from a role's DependencyHealth view."""
+    deps = status.get("dependencies") or {}
+    if not deps:
+        return ""
+    return ", ".join(f"{name} {'up' if state.get('up') else 'DOWN'}" for name, state in sorted(deps.items())) + "; "
 
 
 def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
@@ -152,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        if args.socket and args.config:
+            parser.error("argument -c/--config: not allowed with argument -s/--socket")
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else 0
     if args.command in ctl_models.COMMANDS:

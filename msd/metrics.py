@@ -1,31 +1,16 @@
 """Prometheus metrics, shared by every process in multiprocess mode.
 
-`prepare_multiprocess_dir()` must run in the supervisor before this module's metrics are used
-anywhere (it sets PROMETHEUS_MULTIPROC_DIR, which spawned children inherit). Each process then
-writes its own files in that directory; the supervisor serves the merged view.
+`msd.metrics_dir.prepare_multiprocess_dir()` must run in the supervisor before this module is
+first imported (it sets PROMETHEUS_MULTIPROC_DIR, which spawned children inherit; see there).
+Each process then writes its own files in that directory; the supervisor serves the merged view.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def prepare_multiprocess_dir(base: str | None = None) -> Path:
-    """Create an empty directory for this run's metric files and point the environment at it."""
-    runtime = base or os.environ.get("RUNTIME_DIRECTORY")
-    path = Path(tempfile.mkdtemp(prefix="msd-prom-", dir=runtime))
-    os.environ[ENV] = str(path)
-    return path
-
-
-def remove_multiprocess_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+from msd.metrics_dir import ENV, prepare_multiprocess_dir, remove_multiprocess_dir  # noqa: F401  (re-exported)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -47,12 +32,33 @@ DATAPLANE_DROPPED = Counter("msd_dataplane_dropped_total", "Items dropped becaus
                             ["queue"])
 BATCH_SECONDS = Histogram("msd_consumer_batch_seconds", "Time to persist one consumed batch",
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+# Superseded by msd_dependency_up (per role and dependency); kept while other code still sets it.
 DEGRADED = Gauge("msd_degraded", "1 while a component is degraded", ["component"], multiprocess_mode="livemax")
+DEPENDENCY_UP = Gauge("msd_dependency_up", "1 while the role's last operation on the dependency succeeded, 0 after "
+                      "one failed (database, broker, ws-gateway)", ["role", "dependency"], multiprocess_mode="livemax")
+BROKER_CONNECTS = Counter("msd_broker_connections_opened_total", "Broker connections opened (a reconnect counts "
+                          "again)", ["connection"])
+MESSAGE_FAILURES = Counter("msd_message_failures_total", "Inputs whose handling failed unexpectedly and were "
+                           "skipped or dead-lettered (the role went on)", ["role", "stage"])
+DEAD_LETTERS_NOT_STORED = Counter("msd_dead_letters_not_stored_total", "Dead letters only counted because their "
+                                  "source reached consumer.dead_letters.max_stored_per_source", ["source"])
+DEAD_LETTERS_PURGED = Counter("msd_dead_letters_purged_total", "Dead letters deleted after "
+                              "consumer.dead_letters.retention_days")
+NOTIFY_DROPPED = Counter("msd_systemd_notifications_dropped_total", "sd_notify datagrams not sent because the "
+                         "notify socket was full or gone (never waited for)")
 CHILD_RESTARTS = Counter("msd_child_restarts_total", "Child processes respawned by the supervisor", ["role"])
 CHILD_UP = Gauge("msd_child_running", "1 while the role is RUNNING", ["role"], multiprocess_mode="livemax")
 CONFIG_RELOADS = Counter("msd_config_reloads_total", "Configuration reloads", ["result"])
 TRAINING_RUNS = Counter("msd_training_runs_total", "Trainer processes that ended", ["outcome"])
-SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by the broker", ["strategy"])
+SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by the broker", ["strategy", "mode"])
+SIGNALS_NOTIONAL = Counter("msd_signals_published_usdt_total", "USDT amount of the signals confirmed by the broker",
+                           ["strategy", "mode"])
+SIGNALS_EXPIRED = Counter("msd_signals_expired_total", "Signals not sent because they waited longer than "
+                          "signaller.max_signal_age_s (not publish failures)", ["strategy", "mode"])
+OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
+                       multiprocess_mode="livemax")
+OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",
+                          ["role"], multiprocess_mode="livemax")
 SIGNALS_INVALID = Counter("msd_signals_invalid_total", "Signals that failed order-manager's rules (bugs)",
                           ["strategy"])
 SIGNALS_LOST = Counter("msd_signals_not_recorded_total", "Signals that could not be written to the outbox",
@@ -74,6 +80,8 @@ EXIT_UPDATES = Counter("msd_exit_position_updates_total", "Position updates take
 TRAINING_TRIGGERS = Counter("msd_training_triggers_total", "Training requests sent, by trigger", ["trigger"])
 MODEL_QUALITY_DEGRADED = Gauge("msd_model_quality_degraded", "1 while a strategy's live model quality is degraded",
                                ["strategy"], multiprocess_mode="livemax")
+MODEL_QUALITY_THRESHOLD = Gauge("msd_model_quality_threshold", "trainer.quality.threshold: live accuracy below "
+                                "it (minus hysteresis) degrades a model", multiprocess_mode="livemax")
 MODEL_LIVE_ACCURACY = Gauge("msd_model_live_accuracy", "Share of the active model's recent labelled calls that paid after costs",
                             ["strategy"], multiprocess_mode="livemax")
 TRAINING_SKIPPED = Counter("msd_training_skipped_total", "Strategy training attempts skipped, by cause "

@@ -46,3 +46,14 @@ def report_scope_then_hang(ctx, db, request):
                                           extra={"scope": request.get("strategies"), "request_id": request["id"]})
     _hang(ctx)
     return {}
+
+
+def stray_output(ctx, db, request):
+    """The real summary job, after writing outside logging the way libraries and the interpreter do."""
+    import os
+    import sys
+    print("a stray print to stdout")
+    sys.stdout.flush()
+    os.write(2, b"/usr/lib/python3.11/multiprocessing/resource_tracker.py:254: UserWarning: "
+                b"resource_tracker: There appear to be 1 leaked semaphore objects to clean up at shutdown\n")
+    return summarise_executions(ctx, db, request)

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
+from msd import metrics
 from msd.bus.connection import close_quietly, connect, errors, reconnect_delay
 from msd.bus.topology import QueueSpec, declare
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
@@ -49,9 +50,11 @@ OnTick = Callable[[], None]
 class BatchConsumer:
     """Consumes `queues` on one connection and channel; `run` blocks until `stop` is set.
 
-    `on_state(up, reason)` is called when the state changes: (False, reason) while the broker
-    is unreachable, a queue is missing or mis-declared, or `on_batch` fails; (True, None) once
-    consuming works again. Identical consecutive states are reported once.
+    `on_state(up, reason)` is about the broker only: (False, reason) while it is unreachable, a
+    queue is missing or mis-declared or the consumer was cancelled; (True, None) once consuming
+    works again. A failing `on_batch` (say, the database is down) is the caller's to report: the
+    batch is requeued and retried after a backoff, and the broker is not blamed for it.
+    Identical consecutive states are reported once.
     `on_tick()` is called on every turn of the loop, including while waiting to reconnect, so
     the caller can prove liveness: at least every IDLE_POLL_S unless `on_batch` or a connect
     attempt (bounded by the socket timeouts) is running.
@@ -104,6 +107,7 @@ class BatchConsumer:
 
     def _open(self) -> None:
         self._connection = connect(self._url, connection_name=self._connection_name)
+        metrics.BROKER_CONNECTS.labels(self._connection_name).inc()
         with errors("open consumer channel"):
             channel = self._connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
@@ -177,10 +181,10 @@ class BatchConsumer:
         self._buffer.clear()
         with errors("nack failed batch"):
             self._channel.basic_nack(last.delivery_tag, multiple=True, requeue=True)
-        expected = isinstance(exc, DatabaseUnavailable)
-        log.warning("on_batch failed for %d deliveries; requeued: %s", len(batch), exc,
-                    exc_info=not expected)
-        self._report(False, f"on_batch failed: {type(exc).__name__}: {exc}")
+        # An unavailable database is reported by on_batch's owner (one line when it goes down);
+        # anything else is a bug worth a traceback.
+        if not isinstance(exc, DatabaseUnavailable):
+            log.error("on_batch failed for %d deliveries; requeued: %s", len(batch), exc, exc_info=True)
         self._wait(stop, self._next_delay(), connected=True)
 
     def _wait(self, stop: threading.Event, seconds: float, *, connected: bool) -> None:
@@ -229,11 +233,10 @@ class BatchConsumer:
     def _report(self, up: bool, reason: str | None) -> None:
         if self._state == (up, reason):
             return
+        first = self._state is None
         self._state = (up, reason)
-        if up:
-            log.info("consumer %s consuming from %s", self._connection_name,
-                     ", ".join(spec.name for spec in self._queues))
-        else:
-            log.warning("consumer %s degraded: %s", self._connection_name, reason)
+        # Going down and coming back are said once by the on_state owner; here only the start.
+        log.log(logging.INFO if up and first else logging.DEBUG, "consumer %s %s", self._connection_name,
+                "consuming from " + ", ".join(spec.name for spec in self._queues) if up else f"not consuming: {reason}")
         if self._on_state is not None:
             self._on_state(up, reason)

@@ -2,34 +2,54 @@
 
 Used for trading signals (DESIGN.md §8): the outbox row is marked sent only after `publish`
 returns, so every failure must surface as BrokerUnavailable and never be swallowed.
+
+The connection is long-lived and kept alive between publishes: the owning loop calls
+`service()` on every turn, which answers AMQP heartbeats while no signal is sent (a blocking
+connection only reads its socket when called, so an idle one was dropped by the broker after
+two missed heartbeats), notices a broker-side close at once, and reconnects with backoff before
+the next signal needs the connection. A publish therefore finds an open, confirmed channel.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import random
+import time
+from typing import Callable, Mapping
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from msd.bus.connection import close_quietly, connect, errors
+from msd import metrics
+from msd.bus.connection import close_quietly, connect, errors, reconnect_delay
 from msd.bus.topology import QueueSpec, declare
 from msd.errors import BrokerUnavailable
 
 # Failures that concern one message; the channel and connection stay usable after them.
 _MESSAGE_LEVEL = (pika.exceptions.UnroutableError, pika.exceptions.NackError)
+# How often `service()` reads the socket while idle: far below any heartbeat interval.
+SERVICE_EVERY_S = 0.1
+
+OnState = Callable[[bool, "str | None"], None]
 
 
 class ConfirmingPublisher:
-    """One connection and one confirm-mode channel, opened lazily and reopened after a loss.
+    """One connection and one confirm-mode channel, kept open and reopened after a loss.
 
-    Not thread-safe: one publisher per thread (pika's BlockingConnection is single-threaded).
+    `on_state(ok, reason)` hears every outcome: (True, None) once a connection and confirm
+    channel are open or a publish was confirmed, (False, reason) when the broker could not be
+    used. Not thread-safe: one publisher per thread (pika's BlockingConnection is single-threaded).
     """
 
-    def __init__(self, url: str, *, connection_name: str = "msd-publisher"):
+    def __init__(self, url: str, *, connection_name: str = "msd-publisher", on_state: OnState | None = None):
         self._url = url
         self._connection_name = connection_name
+        self._on_state = on_state
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._rng = random.Random()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._next_service = 0.0
 
     def publish(self, routing_key: str, body: bytes, *, headers: Mapping[str, object],
                 message_id: str, content_type: str = "application/json") -> None:
@@ -47,8 +67,9 @@ class ConfirmingPublisher:
                 channel.basic_publish("", routing_key, body, properties, mandatory=True)
         except BrokerUnavailable as exc:
             if not isinstance(exc.__cause__, _MESSAGE_LEVEL):
-                self._drop()
+                self._lost(str(exc))
             raise
+        self._tell(True, None)
 
     def ensure_queue(self, spec: QueueSpec) -> None:
         """Declare the queue messages will be routed to; raises BrokerUnavailable on failure."""
@@ -56,31 +77,59 @@ class ConfirmingPublisher:
         # A failed declare closes the channel; _ready_channel reopens it on the next call.
         declare(channel, spec)
 
+    def service(self) -> None:
+        """Keep the connection alive while idle; call on every turn of the owning loop. Never raises.
+
+        Reads the socket (which sends and checks heartbeats and takes a broker-side close), and
+        opens a new connection when there is none and its backoff has passed.
+        """
+        now = time.monotonic()
+        if now < self._next_service:
+            return
+        self._next_service = now + SERVICE_EVERY_S
+        if self._connection is None:
+            if now >= self._retry_at:
+                try:
+                    self._ready_channel()
+                except BrokerUnavailable:
+                    pass        # reported by _ready_channel; retried after the backoff
+            return
+        try:
+            with errors("heartbeat"):
+                self._connection.process_data_events(time_limit=0)
+        except BrokerUnavailable as exc:
+            self._lost(str(exc))
+            return
+        if not self._connection.is_open or self._channel is None or not self._channel.is_open:
+            self._lost("connection closed")
+
     def close(self) -> None:
         """Close the connection; a later publish would open a new one."""
         self._drop()
 
     def _ready_channel(self) -> BlockingChannel:
         self._drop_if_dead()
-        if self._connection is None:
-            self._connection = connect(self._url, connection_name=self._connection_name)
-        if self._channel is None or not self._channel.is_open:
-            try:
+        try:
+            if self._connection is None:
+                self._connection = connect(self._url, connection_name=self._connection_name)
+                metrics.BROKER_CONNECTS.labels(self._connection_name).inc()
+            if self._channel is None or not self._channel.is_open:
                 with errors("open confirm channel"):
                     channel = self._connection.channel()
                     channel.confirm_delivery()
-            except BrokerUnavailable:
-                self._drop()
-                raise
-            self._channel = channel
+                self._channel = channel
+        except BrokerUnavailable as exc:
+            self._lost(str(exc))
+            raise
+        self._failures = 0
+        self._tell(True, None)
         return self._channel
 
     def _drop_if_dead(self) -> None:
-        """Notice a connection that died while idle before a message is put on it.
+        """Notice a connection that died since the last `service()` before a message is put on it.
 
-        A BlockingConnection only reads the socket when called, so a server-side close or a
-        missed heartbeat since the last publish is discovered here. Nothing has been sent yet,
-        so reconnecting silently is safe; a loss during the publish itself is reported.
+        Nothing has been sent yet, so reconnecting silently is safe; a loss during the publish
+        itself is reported.
         """
         if self._connection is None:
             return
@@ -92,6 +141,16 @@ class ConfirmingPublisher:
             return
         if not self._connection.is_open:
             self._drop()
+
+    def _lost(self, reason: str) -> None:
+        self._drop()
+        self._retry_at = time.monotonic() + reconnect_delay(self._failures, rng=self._rng)
+        self._failures += 1
+        self._tell(False, reason)
+
+    def _tell(self, ok: bool, reason: str | None) -> None:
+        if self._on_state is not None:
+            self._on_state(ok, reason)
 
     def _drop(self) -> None:
         close_quietly(self._connection)

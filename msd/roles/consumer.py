@@ -4,6 +4,10 @@ A batch of deliveries is parsed, then persisted in one transaction (executions, 
 letters); only after the commit are the messages acknowledged (by the BatchConsumer) and the
 valid ones forwarded to the signaller and exit roles. Invalid input is parked and acked: it
 never crashes the role and never holds up the valid messages behind it.
+
+Under a flood of junk, a rejected message costs little: the codecs refuse what cannot be a JSON
+object without parsing it, the dead letters of a batch are one INSERT, and the log gets the
+first few of each (source, reason) per window and then one summary line, not a line each.
 """
 from __future__ import annotations
 
@@ -12,31 +16,39 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from msd import metrics
-from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update
+from msd.bus.codecs import Limits, parse_market_event, parse_order_event, parse_position_update
 from msd.bus.consumer import BatchConsumer, Delivery
 from msd.bus.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec
 from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
-from msd.roles.runtime import EXIT_OK, RoleContext
+from msd.logs import LineBudget
+from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.deadletters import record_dead_letter
+from msd.store.deadletters import (
+    DeadLetter, DeadLetterBudget, purge_dead_letters, record_dead_letters, record_overflow, stored_per_source,
+)
 from msd.store.executions import record_order_events
 from msd.store.market import upsert_bars
 from msd.store.migrate import apply_migrations
 
 log = logging.getLogger("msd.consumer")
 
-PARSERS: Mapping[str, Callable[[bytes, Mapping], Any]] = {
+PARSERS: Mapping[str, Callable[..., Any]] = {
     "order_events": parse_order_event, "position_updates": parse_position_update,
     "ticker": parse_market_event, "orderbook": parse_market_event,
     "trade": parse_market_event, "kline": parse_market_event,
 }
 WS_GATEWAY_KINDS = frozenset({"ticker", "orderbook", "trade", "kline"})
-RAW_LOG_LIMIT = 16_384   # bytes of an invalid payload shown in its log line (all of it is stored)
+RAW_LOG_LIMIT = 16_384   # bytes of an invalid payload shown in its log line
+PURGE_EVERY_S = 60.0     # dead-letter retention is enforced this often
+PURGE_CHUNK = 10_000     # rows deleted per statement, so a purge never holds a long lock
+# Stages whose failures are bugs (not bad input): an ERROR line each, within the line budget.
+BUG_REASONS = frozenset({"parser_error", "store_rejected"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class Counters:
     executions: int = 0
     duplicates: int = 0
     dropped: int = 0
+    not_stored: int = 0
 
 
 def queue_specs(config) -> list[QueueSpec]:
@@ -66,16 +79,17 @@ def queue_specs(config) -> list[QueueSpec]:
             for kind, name in config.consumer.queues.items()]
 
 
-def classify(batch: Sequence[Delivery], kind_of_queue: Mapping[str, str]) -> tuple[list[Parsed], list[Rejected]]:
+def classify(batch: Sequence[Delivery], kind_of_queue: Mapping[str, str],
+             limits: Limits = Limits()) -> tuple[list[Parsed], list[Rejected]]:
     parsed, rejected = [], []
     for delivery in batch:
         try:
-            message = PARSERS[kind_of_queue[delivery.queue]](delivery.body, delivery.headers)
+            message = PARSERS[kind_of_queue[delivery.queue]](delivery.body, delivery.headers, limits=limits)
         except InvalidMessage as exc:
             rejected.append(Rejected(delivery, exc))
         except Exception as exc:
-            # A parser bug on odd input (e.g. a date overflow) must park that message, not
-            # requeue it forever at the head of the queue and block everything behind it.
+            # A parser bug on odd input must park that message, not requeue it forever at the
+            # head of the queue and block everything behind it.
             rejected.append(Rejected(delivery, InvalidMessage("parser_error", f"{type(exc).__name__}: {exc}"[:300])))
         else:
             parsed.append(Parsed(delivery, message))
@@ -89,51 +103,67 @@ def header_trace_id(delivery: Delivery) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def dead_letter(item: Rejected) -> DeadLetter:
+    d = item.delivery
+    return DeadLetter(d.queue, item.error.reason, item.error.detail, d.body, d.headers, header_trace_id(d))
+
+
 class BatchProcessor:
     """Turns one batch of deliveries into committed effects; raises DatabaseUnavailable to retry."""
 
-    def __init__(self, ctx: RoleContext, db: Database, kind_of_queue: Mapping[str, str]):
+    def __init__(self, ctx: RoleContext, db: Database, kind_of_queue: Mapping[str, str],
+                 deps: DependencyHealth | None = None):
         self.ctx, self.db, self.kind_of_queue = ctx, db, kind_of_queue
+        self.deps = deps or DependencyHealth(ctx, log)
+        cfg = ctx.config.consumer
+        self.limits = Limits(max_body_bytes=cfg.max_body_bytes, max_future_s=cfg.max_future_s)
+        self.dead_config = cfg.dead_letters
+        self.budget = DeadLetterBudget(cfg.dead_letters.max_stored_per_source)
+        self.lines = LineBudget(per_window=5, window_s=10.0)
         self.counters = Counters()
         self.schema_ready = False
+        self.next_purge = 0.0
 
     def __call__(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
-        parsed, rejected = classify(batch, self.kind_of_queue)
-        try:
-            self._ensure_schema()
-            self._persist_or_isolate(parsed, rejected)
-        except DatabaseUnavailable as exc:
-            self.ctx.degrade("database", str(exc))
-            metrics.DEGRADED.labels("database").set(1)
-            raise
-        self.ctx.recover("database")
-        metrics.DEGRADED.labels("database").set(0)
+        parsed, rejected = classify(batch, self.kind_of_queue, self.limits)
+        self._ensure_schema()
+        kept, overflow = self._persist_or_isolate(parsed, rejected)   # DatabaseUnavailable: retried
+        self.budget.committed(kept)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         for item in rejected:
-            self._log_invalid(item)
+            self._count_invalid(item)
+        for (source, _), n in overflow.items():
+            self.counters.not_stored += n
+            metrics.DEAD_LETTERS_NOT_STORED.labels(source).inc(n)
         self._forward(parsed)
         self.ctx.beat()
         self._publish_counters()
 
     def _ensure_schema(self) -> None:
         if not self.schema_ready:
-            apply_migrations(self.ctx.config.database.url)
+            try:
+                apply_migrations(self.ctx.config.database.url)
+            except DatabaseUnavailable as exc:    # its own connection: say so here
+                self.deps.failed("database", str(exc))
+                raise
+            with self.db.transaction() as conn:
+                self.budget.reset(stored_per_source(conn))
             self.schema_ready = True
 
-    def _persist_or_isolate(self, parsed: list[Parsed], rejected: list[Rejected]) -> None:
+    def _persist_or_isolate(self, parsed: list[Parsed], rejected: list[Rejected]):
         try:
             with self.db.transaction() as conn:
-                self._persist(conn, parsed, rejected)
+                return self._persist(conn, parsed, rejected)
         except DatabaseUnavailable:
             raise
         except Exception:
             # Something in this batch is valid on the wire but refused by the database; find
             # it by committing one message at a time, so the rest are not held up behind it.
             log.exception("batch of %d refused by the database; retrying one by one", len(parsed))
-            self._persist_one_by_one(parsed, rejected)
+            return self._persist_one_by_one(parsed, rejected)
 
-    def _persist(self, conn, parsed: list[Parsed], rejected: list[Rejected]) -> None:
+    def _persist(self, conn, parsed: list[Parsed], rejected: list[Rejected]):
         orders = [p.message for p in parsed if isinstance(p.message, OrderEvent)]
         if orders:
             result = record_order_events(conn, orders)
@@ -144,11 +174,12 @@ class BatchProcessor:
         klines = [p.message for p in parsed if isinstance(p.message, Kline)]
         if klines:
             upsert_bars(conn, klines)
-        for item in rejected:
-            record_dead_letter(conn, item.delivery.queue, item.error.reason, item.error.detail,
-                               item.delivery.body, item.delivery.headers, header_trace_id(item.delivery))
+        kept, overflow = self.budget.split(dead_letter(item) for item in rejected)
+        record_dead_letters(conn, kept, self.dead_config.max_payload_bytes)
+        record_overflow(conn, overflow)
+        return kept, overflow
 
-    def _persist_one_by_one(self, parsed: list[Parsed], rejected: list[Rejected]) -> None:
+    def _persist_one_by_one(self, parsed: list[Parsed], rejected: list[Rejected]):
         for item in list(parsed):
             try:
                 with self.db.transaction() as conn:
@@ -157,17 +188,52 @@ class BatchProcessor:
                 raise
             except Exception as exc:
                 parsed.remove(item)
-                rejected.append(Rejected(item.delivery, InvalidMessage("store_rejected", f"{type(exc).__name__}: {exc}")))
+                rejected.append(Rejected(item.delivery, InvalidMessage("store_rejected",
+                                                                       f"{type(exc).__name__}: {exc}"[:300])))
         with self.db.transaction() as conn:
-            self._persist(conn, [], rejected)
+            return self._persist(conn, [], rejected)
 
-    def _log_invalid(self, item: Rejected) -> None:
-        d = item.delivery
+    def _count_invalid(self, item: Rejected) -> None:
+        d, reason = item.delivery, item.error.reason
         self.counters.invalid += 1
-        metrics.MESSAGES_INVALID.labels(d.queue, item.error.reason).inc()
-        log.warning("invalid message dead-lettered: %s", item.error.detail, extra={
-            "source_queue": d.queue, "reason": item.error.reason, "trace_id": header_trace_id(d),
+        metrics.MESSAGES_INVALID.labels(d.queue, reason).inc()
+        if reason in BUG_REASONS:
+            metrics.MESSAGE_FAILURES.labels("consumer", reason).inc()
+        if not self.lines.allow((d.queue, reason)):
+            return
+        level = logging.ERROR if reason in BUG_REASONS else logging.WARNING
+        log.log(level, "invalid message dead-lettered: %s", item.error.detail, extra={
+            "source_queue": d.queue, "reason": reason, "trace_id": header_trace_id(d),
             "raw_payload": d.body[:RAW_LOG_LIMIT].decode("utf-8", "replace"), "payload_bytes": len(d.body)})
+
+    def summarise_invalid(self) -> None:
+        """One line per (source, reason) whose further dead letters got no line of their own."""
+        for (source, reason), n in self.lines.summaries():
+            log.warning("%d more invalid messages from %s dead-lettered (%s) in the last %gs without a line each",
+                        n, source, reason, self.lines.window_s,
+                        extra={"source_queue": source, "reason": reason, "suppressed": n})
+
+    def maybe_purge(self) -> None:
+        """Enforce consumer.dead_letters.retention_days (called from the consumer's loop)."""
+        if not self.schema_ready or time.monotonic() < self.next_purge:
+            return
+        self.next_purge = time.monotonic() + PURGE_EVERY_S
+        retention = timedelta(days=self.dead_config.retention_days)
+        try:
+            purged = 0
+            while True:
+                with self.db.transaction() as conn:
+                    deleted = purge_dead_letters(conn, retention, limit=PURGE_CHUNK)
+                purged += deleted
+                if deleted < PURGE_CHUNK:
+                    break
+            if purged:
+                with self.db.transaction() as conn:
+                    self.budget.reset(stored_per_source(conn))
+                metrics.DEAD_LETTERS_PURGED.inc(purged)
+                log.info("deleted %d dead letters older than %g days", purged, self.dead_config.retention_days)
+        except DatabaseUnavailable:
+            pass    # reported by the Database; tried again after PURGE_EVERY_S
 
     def _forward(self, parsed: list[Parsed]) -> None:
         for item in parsed:
@@ -188,7 +254,7 @@ class BatchProcessor:
     def _publish_counters(self) -> None:
         c = self.counters
         self.ctx.set_status(consumed=c.consumed, invalid=c.invalid, executions=c.executions,
-                            duplicates=c.duplicates, dropped=c.dropped)
+                            duplicates=c.duplicates, dropped=c.dropped, dead_letters_not_stored=c.not_stored)
 
 
 def destinations(message: Any) -> tuple[str, ...]:
@@ -200,7 +266,7 @@ def destinations(message: Any) -> tuple[str, ...]:
     return ()
 
 
-def keep_subscribed(ctx: RoleContext) -> None:
+def keep_subscribed(ctx: RoleContext, deps: DependencyHealth) -> None:
     """Subscribe the strategies' assets at ws-gateway; on failure say so and try again later."""
     sub = ctx.config.consumer.subscriptions
     assets = {asset for strategy in ctx.config.signaller.strategies for asset in strategy.assets}
@@ -208,11 +274,10 @@ def keep_subscribed(ctx: RoleContext) -> None:
         try:
             done = subscribe_all(sub.url, sub.api_key, sub.requesting_service, assets)
         except SubscriptionFailed as exc:
-            ctx.degrade("ws-gateway subscriptions", str(exc))
-            log.warning("ws-gateway subscription failed, retrying in %gs: %s", sub.retry_s, exc)
+            deps.failed("ws-gateway", f"{exc} (retried every {sub.retry_s:g}s)")
             ctx.stopping.wait(sub.retry_s)
             continue
-        ctx.recover("ws-gateway subscriptions")
+        deps.succeeded("ws-gateway")
         ctx.set_status(subscriptions=len(done))
         log.info("subscribed %d ws-gateway channels for %s", len(done), ", ".join(sorted(assets)))
         return
@@ -220,24 +285,25 @@ def keep_subscribed(ctx: RoleContext) -> None:
 
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
+    deps = DependencyHealth(ctx, log)
     db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s,
-                  application_name="msd-consumer")
+                  application_name="msd-consumer", on_result=deps.reporter("database"))
     kind_of_queue = {name: kind for kind, name in cfg.consumer.queues.items()}
-    processor = BatchProcessor(ctx, db, kind_of_queue)
+    processor = BatchProcessor(ctx, db, kind_of_queue, deps)
 
     def on_state(up: bool, reason: str | None) -> None:
-        metrics.DEGRADED.labels("rabbitmq").set(0 if up else 1)
-        if up:
-            ctx.recover("rabbitmq")
-        else:
-            ctx.degrade("rabbitmq", reason or "unavailable")
-            log.warning("consumer not consuming: %s", reason)
+        deps.reporter("broker")(up, reason)
         ctx.set_status(broker="up" if up else "down")
+
+    def on_tick() -> None:
+        ctx.beat()
+        processor.summarise_invalid()
+        processor.maybe_purge()
 
     consumer = BatchConsumer(cfg.rabbitmq.url, queue_specs(cfg), processor,
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,
                              max_wait_s=cfg.consumer.batch_wait_ms / 1000.0,
-                             connection_name="msd-consumer", on_state=on_state, on_tick=ctx.beat)
+                             connection_name="msd-consumer", on_state=on_state, on_tick=on_tick)
     for data_plane in ctx.queues.values():
         # On exit, items not yet taken by a reader are dropped instead of holding this process
         # until they are flushed (the readers may be gone): they are market data and position
@@ -245,7 +311,7 @@ def run(ctx: RoleContext) -> int:
         data_plane.cancel_join_thread()
     ctx.booted()
     if cfg.consumer.subscriptions.url:
-        threading.Thread(target=keep_subscribed, args=(ctx,), name="subscriptions", daemon=True).start()
+        threading.Thread(target=keep_subscribed, args=(ctx, deps), name="subscriptions", daemon=True).start()
     consumer.run(ctx.stopping)
     db.close()
     return EXIT_OK

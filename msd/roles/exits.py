@@ -32,7 +32,7 @@ from msd.roles.exit_inputs import current_size, freshest, market_quotes, positio
 from msd.roles.exit_output import ExitOutput, ExitStats
 from msd.roles.outbox import Outbox
 from msd.roles.publishing import run_publishing_role
-from msd.roles.runtime import EXIT_OK, RoleContext
+from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
 from msd.rules import Debouncer, ExitState, InvalidPositionData
 from msd.store.db import Database, retry_backoff
 from msd.store.exit_state import load_states
@@ -60,8 +60,9 @@ def make_debouncer(cfg) -> Debouncer:
 
 
 class ExitRole:
-    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox):
+    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
+        self.deps = deps or DependencyHealth(ctx, log)     # database/broker state: one line down, one back
         self.config = ctx.config.exits
         self.engine = ExitEngine(self.config)
         self.market = MarketState()
@@ -159,9 +160,8 @@ class ExitRole:
         except DatabaseUnavailable as exc:
             self._database_down(exc)
             return
-        if self.db_error is not None:
-            metrics.DEGRADED.labels("exits_database").set(0)
-            log.info("exit evaluation resumed: the database is back")
+        # "Back" is said by DependencyHealth, and only after a transaction committed: a turn
+        # with nothing to evaluate proves nothing about the database.
         self.db_failures, self.db_error = 0, None
 
     def _check_mode(self, mono: float) -> None:
@@ -176,8 +176,9 @@ class ExitRole:
         self.db_retry_at = time.monotonic() + delay
         self.db_error = str(exc)
         self.stats.error(f"database: {exc}")
-        metrics.DEGRADED.labels("exits_database").set(1)
-        log.warning("exit evaluation paused %.1fs: %s", delay, exc)
+        if not self.deps.is_down("database"):     # e.g. the migrations' own connection failed
+            self.deps.failed("database", str(exc))
+        log.debug("exit evaluation paused %.1fs: %s", delay, exc)
 
     def restore(self) -> None:
         """Load every stored position state (once per process); damaged rows are logged and dropped."""
@@ -323,11 +324,7 @@ class ExitRole:
 
     def report(self) -> None:
         s = self.stats
-        degraded = {}
-        if self.outbox.broker_error:
-            degraded["rabbitmq"] = self.outbox.broker_error
-        if self.db_error is not None:
-            degraded["database"] = self.db_error
+        degraded = {}     # the database and the broker are in `dependencies` (DependencyHealth)
         self.ctx.set_status(
             mode=self.mode, open_positions=len(self.open_announced), positions_tracked=len(self.engine.states),
             priced_assets=len(self.priced),
@@ -338,9 +335,13 @@ class ExitRole:
 
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-exits")
-    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-exits")
-    role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("exit",)))
+    deps = DependencyHealth(ctx, log)
+    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-exits",
+                  on_result=deps.reporter("database"))
+    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-exits", on_state=deps.reporter("broker"))
+    # Exits do not expire yet: a stale exit needs re-deciding and its ladder step rolled back
+    # (Expiry.on_expired), which the exit state does not support yet (see README).
+    role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("exit",)), deps)
     ctx.booted()
     run_publishing_role(ctx, role)
     publisher.close()

@@ -7,21 +7,38 @@ that fails while the database is down is retried by `commit_marks`, always befor
 are read again). Only if msd dies between a confirm and that one UPDATE is the signal sent again
 after the restart: order-manager treats a repeated `signal_id` as a duplicate, so the loss-free
 direction is the one we keep.
+
+Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
+`Expiry.max_age_s` is marked `expired` instead of being sent late, with an audit line and
+`msd_signals_expired_total`; it is not a publish failure. `Expiry.on_expired(conn, expired)` runs
+in the same transaction as the marking, for a role that must undo stored state that assumed the
+signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
+expires. `Expiry.after_commit(expired)` runs once that transaction committed, for the role's
+in-memory state (e.g. offering the position for a new decision at the current price).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
 
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
-from msd.bus.topology import QueueSpec
 from msd.bus.signal_format import TradingSignal, encode_signal, signal_to_wire
+from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.store.db import Database
-from msd.store.outbox import count_pending, insert_signal, mark_sent, pending_signals, record_failed_attempt
+from msd.store.outbox import (
+    ExpiredSignal, PendingSignal, count_pending, expire_stale, insert_signal, mark_sent, pending_backlog,
+    pending_signals, record_failed_attempt,
+)
 
 log = logging.getLogger("msd.outbox")
+FLUSH_BATCH = 500
+
+OnExpired = Callable[[object, list[ExpiredSignal]], None]
+AfterExpiry = Callable[[list[ExpiredSignal]], None]
 
 
 @dataclass(frozen=True)
@@ -31,20 +48,42 @@ class Submitted:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """Which pending signals may expire, after how long, and who hears of it (in the transaction)."""
+    modes: tuple[str, ...] = ()
+    max_age_s: float = 60.0
+    on_expired: OnExpired | None = None        # in the expiring transaction
+    after_commit: AfterExpiry | None = None    # after it committed
+
+
 class Outbox:
-    def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...]):
+    def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...],
+                 expiry: Expiry = Expiry()):
         """`modes`: the msd.signals modes this outbox writes and is the only one to republish."""
+        if not set(expiry.modes) <= set(modes):
+            raise ValueError(f"expiring modes {expiry.modes} are not among this outbox's {modes}")
         self.db, self.publisher, self.queue, self.modes = db, publisher, queue, modes
+        self.expiry = expiry
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
         self.published = 0
+        self.expired = 0
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
 
     def retarget(self, queue: str) -> None:
         """Publish to another queue from now on (a live config change)."""
         if queue != self.queue:
             self.queue, self.queue_declared = queue, False
+
+    def retune(self, expiry: Expiry) -> None:
+        """A new age limit (a live config change)."""
+        self.expiry = expiry
+
+    def service_connection(self) -> None:
+        """Keep the broker connection alive while idle (heartbeats, a broker-side close noticed)."""
+        self.publisher.service()
 
     def submit(self, signal: TradingSignal, mode: str) -> Submitted:
         """Record `signal` durably and publish it (after any older pending ones)."""
@@ -69,7 +108,8 @@ class Outbox:
         if self.backlog:
             self.flush()
             return Submitted(True, not self.backlog)
-        return Submitted(True, self._publish(signal.signal_id, signal.strategy_id, body, headers["trace_id"]))
+        pending = PendingSignal(signal.signal_id, signal.strategy_id, body, headers["trace_id"], mode, signal.amount)
+        return Submitted(True, self._publish(pending))
 
     def commit_marks(self) -> bool:
         """Mark the signals confirmed since the last call as sent; False while that cannot be done."""
@@ -79,62 +119,102 @@ class Outbox:
             with self.db.autocommit() as conn:      # one UPDATE
                 mark_sent(conn, self.unmarked)
         except DatabaseUnavailable as exc:
-            log.warning("%d published signals not marked sent yet: %s", len(self.unmarked), exc)
+            log.debug("%d published signals not marked sent yet: %s", len(self.unmarked), exc)
             return False
         self.unmarked = []
         return True
 
     def flush(self) -> int:
-        """Publish pending signals oldest first; stops at the first failure. Returns how many went."""
+        """Expire what is too old, publish the rest oldest first; stops at the first failure.
+
+        Returns how many went out."""
         sent = 0
         if not self.commit_marks():     # unmarked rows would read as pending and go out twice
             return sent
         try:
             while True:
                 with self.db.transaction() as conn:
-                    batch = pending_signals(conn, self.modes)
+                    expired = self._expire(conn)
+                    batch = pending_signals(conn, self.modes, FLUSH_BATCH)
+                self._expired(expired)
                 for item in batch:
-                    if not self._publish(item.signal_id, item.strategy_id, item.body, item.trace_id):
+                    if not self._publish(item):
                         return sent
                     sent += 1
                 if not self.commit_marks():
                     return sent
-                if len(batch) < 500:
+                if len(batch) < FLUSH_BATCH:
                     self.backlog = False
                     return sent
         except DatabaseUnavailable as exc:
-            log.warning("outbox flush postponed: %s", exc)
+            log.debug("outbox flush postponed: %s", exc)
             return sent
 
-    def _publish(self, signal_id: str, strategy_id: str, body: bytes, trace_id: str | None) -> bool:
+    def _expire(self, conn) -> list[ExpiredSignal]:
+        expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s))
+        if expired and self.expiry.on_expired is not None:
+            self.expiry.on_expired(conn, expired)
+        return expired
+
+    def _expired(self, expired: list[ExpiredSignal]) -> None:
+        """The audit trail of signals that expired, once their transaction committed."""
+        if expired and self.expiry.after_commit is not None:
+            self.expiry.after_commit(expired)
+        for item in expired:
+            self.expired += 1
+            metrics.SIGNALS_EXPIRED.labels(item.strategy_id, item.mode).inc()
+            log.info("signal %s expired unsent after %.1fs (%s %s %s USDT, %s, limit %gs)", item.signal_id,
+                     item.age_s, item.signal_type, item.asset, item.amount, item.strategy_id, self.expiry.max_age_s,
+                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
+                            "trace_id": item.body.get("trace_id"), "age_s": round(item.age_s, 3)})
+        if expired:
+            log.warning("%d signals waited longer than %gs in the outbox and expired unsent",
+                        len(expired), self.expiry.max_age_s, extra={"expired": len(expired)})
+
+    def _publish(self, item: PendingSignal) -> bool:
         try:
             if not self.queue_declared:
                 # order-manager declares it too (durable, no arguments); a mandatory publish to a
                 # queue nobody declared yet would come back unroutable.
                 self.publisher.ensure_queue(QueueSpec(self.queue, "durable"))
                 self.queue_declared = True
-            self.publisher.publish(self.queue, body, headers={"trace_id": trace_id}, message_id=signal_id)
+            self.publisher.publish(self.queue, item.body, headers={"trace_id": item.trace_id},
+                                   message_id=item.signal_id)
         except BrokerUnavailable as exc:
-            self._failed(signal_id, str(exc))
+            self._failed(item.signal_id, str(exc))
             return False
         self.broker_error = None
         self.published += 1
-        metrics.SIGNALS_PUBLISHED.labels(strategy_id).inc()
+        metrics.SIGNALS_PUBLISHED.labels(item.strategy_id, item.mode).inc()
+        metrics.SIGNALS_NOTIONAL.labels(item.strategy_id, item.mode).inc(float(item.amount))
         # Marked at once (the receiver already has it, so this costs it nothing), which keeps
         # the crash-between-confirm-and-mark window to one statement; a failed mark is retried.
-        self.unmarked.append(signal_id)
+        self.unmarked.append(item.signal_id)
         self.commit_marks()
         return True
 
     def _failed(self, signal_id: str, error: str) -> None:
-        if self.broker_error is None:
-            log.error("publishing signals failed; they wait in the outbox: %s", error)
+        # The broker's state is reported (once) by the publisher's on_state; this is per signal.
         self.broker_error, self.backlog, self.queue_declared = error, True, False
         try:
             with self.db.transaction() as conn:
                 record_failed_attempt(conn, signal_id, error)
         except DatabaseUnavailable:
             pass
+
+    def observe_backlog(self, role: str) -> None:
+        """Set msd_outbox_pending / msd_outbox_oldest_pending_seconds for `role` (skipped while the DB is down)."""
+        if not self.backlog:        # the last flush sent everything: nothing to look up
+            metrics.OUTBOX_PENDING.labels(role).set(0)
+            metrics.OUTBOX_OLDEST_AGE.labels(role).set(0.0)
+            return
+        try:
+            with self.db.autocommit() as conn:
+                count, oldest = pending_backlog(conn, self.modes)
+        except DatabaseUnavailable:
+            return
+        metrics.OUTBOX_PENDING.labels(role).set(count)
+        metrics.OUTBOX_OLDEST_AGE.labels(role).set(oldest or 0.0)
 
     def pending_count(self) -> int | None:
         try:

@@ -1,19 +1,30 @@
 """The main loop shared by the roles that publish signals (signaller, exits).
 
 Each turn: prove liveness, apply a config the supervisor sent, let the role take its inputs
-and decide (`step`), mark what the broker confirmed as sent, retry the outbox backlog now and
-then, and report status once a second.
+and decide (`step`), keep the broker connection alive (heartbeats while idle, a broker-side
+close noticed and repaired before the next signal needs it), mark what the broker confirmed as
+sent, retry the outbox backlog now and then, and report status once a second.
+
+A failure inside one turn that is not a lost dependency is contained here: the role logs it
+(ERROR, at most a few lines per window), counts it in msd_message_failures_total and goes on
+with the next turn, so no single input or decision can take exit protection down.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
+from msd import metrics
 from msd.config import Config
+from msd.errors import DatabaseUnavailable
+from msd.logs import LineBudget
 from msd.roles.outbox import Outbox
 from msd.roles.runtime import RoleContext
 
 STATUS_EVERY_S = 1.0
+BACKLOG_EVERY_S = 5.0
+log = logging.getLogger("msd.publishing")
 
 
 class PublishingRole(Protocol):
@@ -26,22 +37,49 @@ class PublishingRole(Protocol):
     def flush_interval_s(self) -> float: ...
 
 
+class Contained:
+    """Runs one stage of a turn; an unexpected exception is logged, counted and survived."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self.lines = LineBudget(per_window=3, window_s=30.0)
+
+    def run(self, stage: str, action, *args) -> None:
+        try:
+            action(*args)
+        except DatabaseUnavailable:
+            pass        # reported by the Database (one line down, one back); retried next turn
+        except Exception:
+            metrics.MESSAGE_FAILURES.labels(self.role, stage).inc()
+            if self.lines.allow(stage):
+                log.exception("%s: %s failed; skipped, the role goes on", self.role, stage,
+                              extra={"stage": stage})
+        for stage_name, n in self.lines.summaries():
+            log.error("%s: %d more %s failures in the last %gs", self.role, n, stage_name, self.lines.window_s,
+                      extra={"stage": stage_name, "suppressed": n})
+
+
 def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
-    next_status = next_flush = 0.0
+    contained = Contained(ctx.name)
+    next_status = next_flush = next_backlog = 0.0
     while not ctx.stopping.is_set():
         ctx.beat()
         new_config = ctx.poll_control()
         if new_config is not None:
-            role.apply_config(new_config)
-        role.step()
+            contained.run("apply_config", role.apply_config, new_config)
+        contained.run("step", role.step)
+        role.outbox.service_connection()
         # Marks that failed while the database was down are retried every turn (see Outbox).
         role.outbox.commit_marks()
         now = time.monotonic()
         if now >= next_flush:
             if role.outbox.backlog and role.may_flush():
-                role.outbox.flush()
+                contained.run("outbox_flush", role.outbox.flush)
             next_flush = now + role.flush_interval_s()
+        if now >= next_backlog:
+            role.outbox.observe_backlog(ctx.name)
+            next_backlog = now + BACKLOG_EVERY_S
         if now >= next_status:
-            role.report()
+            contained.run("report", role.report)
             next_status = now + STATUS_EVERY_S
     role.outbox.commit_marks()

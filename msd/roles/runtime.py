@@ -17,8 +17,9 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from msd import metrics
 from msd.config import Config
 
 # Exit codes shared by roles and the supervisor.
@@ -118,6 +119,84 @@ class RoleContext:
         self.send("event", {"kind": kind, **data})
 
 
+@dataclass
+class _Dependency:
+    up: bool | None = None          # None until the first operation said either way
+    reason: str | None = None
+    failed_attempts: int = 0
+    down_since: float | None = None
+
+
+class DependencyHealth:
+    """What one role knows about each thing it depends on: "database", "broker", "ws-gateway".
+
+    The edges report the outcome of real operations: `failed(name, reason)` when one failed,
+    `succeeded(name)` only after one succeeded (a committed transaction, an opened and confirmed
+    channel, an answered request), never because a retry is due. One WARNING line when a
+    dependency goes down (with the reason), one INFO line when it is back (with the number of
+    failed attempts in between); the state goes to `msd-ctl status` (`dependencies`), /healthz
+    and systemd STATUS (via the supervisor) and `msd_dependency_up{role,dependency}`.
+    Thread-safe: the consumer's subscription thread reports ws-gateway.
+    """
+
+    def __init__(self, ctx: "RoleContext", log: logging.Logger | None = None):
+        self._ctx = ctx
+        self._log = log or logging.getLogger(f"msd.{ctx.name}")
+        self._lock = threading.Lock()
+        self._deps: dict[str, _Dependency] = {}
+
+    def failed(self, name: str, reason: str) -> None:
+        with self._lock:
+            dep = self._deps.setdefault(name, _Dependency())
+            went_down = dep.up is not False
+            dep.up, dep.reason = False, reason
+            dep.failed_attempts += 1
+            if went_down:
+                dep.down_since = time.monotonic()
+            self._publish()
+        metrics.DEPENDENCY_UP.labels(self._ctx.name, name).set(0)
+        if went_down:
+            self._log.warning("%s down: %s", name, reason, extra={"dependency": name})
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            dep = self._deps.setdefault(name, _Dependency())
+            if dep.up is True:
+                return
+            came_back, attempts = dep.up is False, dep.failed_attempts
+            down_for = time.monotonic() - (dep.down_since or time.monotonic())
+            self._deps[name] = _Dependency(up=True)
+            self._publish()
+        metrics.DEPENDENCY_UP.labels(self._ctx.name, name).set(1)
+        if came_back:
+            self._log.info("%s back after %d failed attempt%s over %.1fs", name, attempts,
+                           "" if attempts == 1 else "s", down_for,
+                           extra={"dependency": name, "failed_attempts": attempts})
+
+    def reporter(self, name: str) -> Callable[[bool, str | None], None]:
+        """A callback `(ok, reason)` for an edge (Database, publisher, consumer) reporting on `name`."""
+        def report(ok: bool, reason: str | None = None) -> None:
+            if ok:
+                self.succeeded(name)
+            else:
+                self.failed(name, reason or "unavailable")
+        return report
+
+    def is_down(self, name: str) -> bool:
+        with self._lock:
+            return self._deps.get(name, _Dependency()).up is False
+
+    def reason(self, name: str) -> str | None:
+        with self._lock:
+            dep = self._deps.get(name)
+            return dep.reason if dep is not None and dep.up is False else None
+
+    def _publish(self) -> None:
+        view = {name: {"up": dep.up, "reason": dep.reason, "failed_attempts": dep.failed_attempts}
+                for name, dep in sorted(self._deps.items()) if dep.up is not None}
+        self._ctx.set_status(dependencies=view)
+
+
 class PipeLogHandler(logging.Handler):
     """Ships log records to the supervisor, which is the only process that writes logs."""
 
@@ -152,10 +231,12 @@ def _heartbeat_loop(ctx: RoleContext, interval: float) -> None:
 
 
 def _setup_logging(ctx: RoleContext) -> None:
+    from msd.logs import QuietLibraries
+    handler = PipeLogHandler(ctx)
+    handler.addFilter(QuietLibraries())
     root = logging.getLogger()
-    root.handlers[:] = [PipeLogHandler(ctx)]
+    root.handlers[:] = [handler]
     root.setLevel(ctx.config.logging.level)
-    logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 def _stop_soon(ctx: RoleContext) -> None:

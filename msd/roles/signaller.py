@@ -8,7 +8,6 @@ exposure from the shared tables, the outbox, mode bookkeeping, status and metric
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -19,11 +18,13 @@ from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
+from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
 from msd.roles.dataplane import drain
-from msd.roles.outbox import Outbox
+from msd.roles.outbox import Expiry, Outbox
 from msd.roles.publishing import run_publishing_role
-from msd.roles.runtime import EXIT_OK, RoleContext
+from msd.roles.random_streams import RandomStreams
+from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
 from msd.store.db import Database
 from msd.store.neighbours import Exposure, read_open_exposure
 from msd.store.outbox import in_flight_notional
@@ -40,7 +41,13 @@ from msd.strategies.warmup import ExposureUnknown
 log = logging.getLogger("msd.signaller")
 SCHEDULE_ATTEMPT_EVERY_S = 1.0
 MODELS_RETRY_S = 2.0
-IN_FLIGHT_S = 120.0              # a sent signal with no order row after this long no longer counts             # while the active models could not be read (database down)   # a due-but-blocked scheduled strategy retries (and counts) once a second
+IN_FLIGHT_S = 120.0              # a sent signal with no order row after this long no longer counts
+EXPIRING_MODES = ("warmup", "model")
+
+
+def expiry(config: Config) -> Expiry:
+    """Warm-up and model decisions older than signaller.max_signal_age_s are not sent late."""
+    return Expiry(modes=EXPIRING_MODES, max_age_s=config.signaller.max_signal_age_s)
 
 
 def exposure_usdt(exposure: Exposure, market_price: Decimal) -> Decimal:
@@ -71,8 +78,10 @@ class StrategyStats:
 
 
 class Signaller:
-    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox):
+    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
+        self.deps = deps or DependencyHealth(ctx, log)
+        self.lines = LineBudget(per_window=3, window_s=30.0)
         self.market = MarketState()
         self.dirty: set[str] = set()
         self.seen: set[str] = set()        # every asset with market data, for status
@@ -81,7 +90,8 @@ class Signaller:
         self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
-        self.rngs: dict[str, random.Random] = {}
+        self.streams = RandomStreams(db)
+        self.emitted = False               # a signal was submitted this turn (its draws are saved at once)
         self.last_attempt: dict[tuple[str, str], float] = {}
         self.calls: dict[str, object] = {}     # the model call behind a planned model signal
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
@@ -104,10 +114,12 @@ class Signaller:
                 self.runtimes[sid] = engine.retune_runtime(params, self.runtimes[sid])
             else:
                 self.runtimes[sid] = engine.start_runtime(params, now)
-                self.rngs[sid] = random.Random(params.seed)
                 self.stats.setdefault(sid, StrategyStats())
+        self.streams.configure(strategies.values())
         self.shared = engine.retune_shared(config.signaller.limits, self.shared)
         self.outbox.retarget(config.signaller.signals_queue)
+        self.outbox.retune(expiry(config))
+        metrics.MODEL_QUALITY_THRESHOLD.set(config.trainer.quality.threshold)
         self.refresh_models("configuration applied")
         if not initial:
             log.info("signaller config applied live: %d strategies, global rate %s/s burst %d",
@@ -120,7 +132,9 @@ class Signaller:
             changes = self.book.reload(p.id for p in strategies)
             sync_modes(self.db, self.book, strategies, warmup_parameters)
         except DatabaseUnavailable as exc:
-            log.warning("active models not loaded (retried every %gs): %s", MODELS_RETRY_S, exc)
+            # The database being down is said once by DependencyHealth; this only says what it costs.
+            (log.warning if self.models_loaded is not False else log.debug)(
+                "active models not loaded (retried every %gs): %s", MODELS_RETRY_S, exc)
             self.models_loaded = False
             return
         self.models_loaded = True
@@ -133,10 +147,22 @@ class Signaller:
 
     # ----- inputs ---------------------------------------------------------------------
     def on_market(self, update) -> None:
-        self.market.apply(update)
+        try:
+            self.market.apply(update)
+        except Exception as exc:   # one odd update must not stop the others (nor the role)
+            self.failed("market_update", exc, {"asset": getattr(update, "asset", None),
+                                               "trace_id": getattr(update, "trace_id", None)})
+            return
         self.dirty.add(update.asset)
         self.seen.add(update.asset)
         self.updates += 1
+
+    def failed(self, stage: str, exc: Exception, context: dict[str, Any]) -> None:
+        """A per-input failure: counted, logged (within a line budget), skipped."""
+        metrics.MESSAGE_FAILURES.labels("signaller", stage).inc()
+        if self.lines.allow(stage):
+            log.error("%s failed and was skipped: %s: %s", stage, type(exc).__name__, exc, exc_info=exc,
+                      extra={"stage": stage, **context})
 
     def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
@@ -171,7 +197,17 @@ class Signaller:
                     continue
                 if params.trigger == "schedule" and not self._attempt_due(params, asset):
                     continue
-                self.evaluate(params, asset, now)
+                if not self.streams.ready(params.id):
+                    continue        # its random stream is not restored yet (database down)
+                try:
+                    self.evaluate(params, asset, now)
+                except DatabaseUnavailable:
+                    raise
+                except Exception as exc:
+                    self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
+        for stage, n in self.lines.summaries():
+            log.error("%d more %s failures in the last %gs", n, stage, self.lines.window_s,
+                      extra={"stage": stage, "suppressed": n})
 
     def _attempt_due(self, params: StrategyParams, asset: str) -> bool:
         last = self.last_attempt.get((params.id, asset), 0.0)
@@ -189,8 +225,12 @@ class Signaller:
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
                     else self.exposure(asset, params.id, snapshot.price))
         planner = self.model_planner(params, now) if in_model_mode else None
+        rng = self.streams.rng(params.id)
+        before = rng.getstate()
         result = engine.evaluate(params, runtime, self.config.signaller.limits, self.shared, snapshot,
-                                 exposure, self.rngs[params.id], now, planner=planner)
+                                 exposure, rng, now, planner=planner)
+        if rng.getstate() != before:
+            self.streams.drew(params.id)
         self.runtimes[params.id], self.shared = result.runtime, result.shared
         if isinstance(result.outcome, engine.Drop):
             self.stats[params.id].dropped[result.outcome.reason] += 1
@@ -211,6 +251,7 @@ class Signaller:
         mode = self.book.mode(params.id)
         signal = (model_signal(outcome, params, now, self.calls.pop(params.id), FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
+        self.emitted = True
         submitted = self.outbox.submit(signal, mode=mode)
         if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
             # the next strategy evaluated this turn must see this signal's share of the cap
@@ -236,7 +277,9 @@ class Signaller:
             self.refresh_models(changed[-1] if changed else "start-up")
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = datetime.now(timezone.utc)
+        self.emitted = False
         self.tick(now)
+        self.streams.save(now_please=self.emitted)
         self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:
@@ -261,24 +304,28 @@ class Signaller:
         for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | self.seen):
             snap = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
             assets[asset] = snap.reason if isinstance(snap, Unavailable) else f"{snap.price} ({snap.age_seconds:.1f}s)"
+        # The database and the broker are in `dependencies` (DependencyHealth), not here.
         degraded = {f"strategy {sid}": s.degraded for sid, s in self.stats.items()
                     if s.degraded and sid in self.runtimes}
-        if self.outbox.broker_error:
-            degraded["rabbitmq"] = self.outbox.broker_error
         degraded.update({f"model {sid}": why for sid, why in self.book.refused.items()})
         degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
                          if k.startswith(("model quality", "warm-up paused"))})
         self.ctx.set_status(
             market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
             strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
-            published=self.outbox.published, outbox_backlog=self.outbox.backlog, degraded=degraded)
+            published=self.outbox.published, expired=self.outbox.expired, outbox_backlog=self.outbox.backlog,
+            random_draws=dict(self.streams.draws), degraded=degraded)
 
 
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller")
-    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller")
-    signaller = Signaller(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("warmup", "model")))
+    deps = DependencyHealth(ctx, log)
+    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller",
+                  on_result=deps.reporter("database"))
+    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller",
+                                    on_state=deps.reporter("broker"))
+    outbox = Outbox(db, publisher, cfg.signaller.signals_queue, modes=EXPIRING_MODES, expiry=expiry(cfg))
+    signaller = Signaller(ctx, db, outbox, deps)
     ctx.booted()
     run_publishing_role(ctx, signaller)
     publisher.close()

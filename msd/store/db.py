@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -17,6 +17,9 @@ import psycopg2.extensions
 from msd.errors import DatabaseUnavailable
 
 CONNECTION_LOST_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# Told the outcome of every use: (True, None) after a commit, (False, reason) when the database
+# could not be used. Roles pass msd.roles.runtime.DependencyHealth.reporter("database").
+OnResult = Callable[[bool, "str | None"], None]
 
 
 def retry_backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0,
@@ -55,10 +58,16 @@ def describe(exc: BaseException) -> str:
 
 
 class Database:
-    """Lazily connected holder of one connection; reconnects on the first use after a loss."""
+    """Lazily connected holder of one connection; reconnects on the first use after a loss.
+
+    `on_result`, when given, hears the outcome of every transaction: so "the database is back"
+    is only ever said after something was committed, never because a retry was due.
+    """
 
     def __init__(self, dsn: str, *, connect_timeout: int = 5,
-                 statement_timeout_ms: int | None = 10_000, application_name: str = "msd"):
+                 statement_timeout_ms: int | None = 10_000, application_name: str = "msd",
+                 on_result: OnResult | None = None):
+        self._on_result = on_result
         self._dsn = dsn
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms
@@ -80,6 +89,7 @@ class Database:
                                      application_name=self._application_name)
             except DatabaseUnavailable as exc:
                 self._degraded_reason = str(exc)
+                self._tell(False, str(exc))
                 raise
         return self._conn
 
@@ -96,11 +106,12 @@ class Database:
             conn.commit()
         except CONNECTION_LOST_ERRORS as exc:
             self._discard(exc)
-            raise DatabaseUnavailable(f"PostgreSQL connection lost: {describe(exc)}") from exc
+            raise self._lost(exc) from exc
         except BaseException:
             self._rollback_or_discard(conn)
             raise
         self._degraded_reason = None
+        self._tell(True, None)
 
     @contextmanager
     def autocommit(self) -> Iterator[psycopg2.extensions.connection]:
@@ -116,11 +127,21 @@ class Database:
             yield conn
         except CONNECTION_LOST_ERRORS as exc:
             self._discard(exc)
-            raise DatabaseUnavailable(f"PostgreSQL connection lost: {describe(exc)}") from exc
+            raise self._lost(exc) from exc
         finally:
             if not conn.closed:
                 conn.autocommit = False
         self._degraded_reason = None
+        self._tell(True, None)
+
+    def _lost(self, exc: BaseException) -> DatabaseUnavailable:
+        error = DatabaseUnavailable(f"PostgreSQL connection lost: {describe(exc)}")
+        self._tell(False, str(error))
+        return error
+
+    def _tell(self, ok: bool, reason: str | None) -> None:
+        if self._on_result is not None:
+            self._on_result(ok, reason)
 
     def close(self) -> None:
         """Close the connection if open; a later use reconnects."""

@@ -1,13 +1,15 @@
 """The signal outbox in `msd.signals`: a signal is written here before it is published.
 
 A row is `pending` until the broker confirms it, then `sent`. Pending rows are published
-oldest first, so an outage delays signals but never reorders or loses them.
+oldest first, so an outage delays signals but never reorders or loses them. A pending row of an
+expiring mode older than the age limit becomes `expired` instead (`expire_stale`): it is never
+sent, and it is not a publish failure.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -21,6 +23,22 @@ class PendingSignal:
     strategy_id: str
     body: bytes
     trace_id: str | None
+    mode: str = "warmup"
+    amount: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class ExpiredSignal:
+    """A pending signal that waited too long; `body` is its wire JSON (exits read metadata from it)."""
+    signal_id: str
+    strategy_id: str
+    mode: str
+    asset: str
+    signal_type: str
+    amount: Decimal
+    created_at: datetime
+    age_s: float
+    body: Mapping[str, Any]
 
 
 def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> None:
@@ -42,11 +60,40 @@ def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[Pend
     exit role exits), so two roles never send the same pending row.
     """
     with conn.cursor() as cur:
-        cur.execute("""SELECT signal_id::text, strategy_id, body, trace_id FROM msd.signals
+        cur.execute("""SELECT signal_id::text, strategy_id, body, trace_id, mode, amount FROM msd.signals
                         WHERE outbox_state = 'pending' AND mode = ANY(%s)
                         ORDER BY created_at, signal_id LIMIT %s""", (list(modes), limit))
-        return [PendingSignal(sid, strategy, json.dumps(body, separators=(",", ":")).encode(), trace)
-                for sid, strategy, body, trace in cur.fetchall()]
+        return [PendingSignal(sid, strategy, json.dumps(body, separators=(",", ":")).encode(), trace, mode, amount)
+                for sid, strategy, body, trace, mode, amount in cur.fetchall()]
+
+
+def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[ExpiredSignal]:
+    """Mark pending signals of `modes` decided longer than `max_age` ago as expired; returns them.
+
+    In the caller's transaction, so that whatever the caller undoes for them (an exit's ladder
+    step and in-flight state) commits or rolls back together with the expiry.
+    """
+    if not modes:
+        return []
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.signals
+                          SET outbox_state = 'expired', expired_at = now(),
+                              last_error = 'expired unsent after ' || round(extract(epoch FROM now() - created_at))
+                                           || 's (limit ' || %(limit)s || 's)'
+                        WHERE outbox_state = 'pending' AND mode = ANY(%(modes)s) AND created_at < now() - %(age)s
+                    RETURNING signal_id::text, strategy_id, mode, asset, signal_type, amount, created_at,
+                              extract(epoch FROM now() - created_at)::float8, body""",
+                    {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3)})
+        return sorted((ExpiredSignal(*row) for row in cur.fetchall()), key=lambda e: (e.created_at, e.signal_id))
+
+
+def pending_backlog(conn, modes: tuple[str, ...]) -> tuple[int, float | None]:
+    """(number of pending signals of `modes`, age in seconds of the oldest, None when there is none)."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM msd.signals
+                        WHERE outbox_state = 'pending' AND mode = ANY(%s)""", (list(modes),))
+        count, oldest = cur.fetchone()
+        return count, oldest
 
 
 def mark_sent(conn, signal_ids: list[str]) -> None:
@@ -71,13 +118,14 @@ def count_pending(conn) -> int:
 def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
     """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
     waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
-    taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce."""
+    taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce;
+    expired signals too: they were never sent."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
                  FROM msd.signals s
                 WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model')
-                  AND s.created_at > now() - %(window)s
+                  AND s.created_at > now() - %(window)s AND s.outbox_state <> 'expired'
                   AND (s.outbox_state = 'pending'
                        OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
             {"asset": asset, "window": timedelta(seconds=recent_s)})

@@ -113,6 +113,10 @@ class Arbiter:
     def handle_log(self, event: Event) -> None:
         logs.emit_child_record(event.data["payload"], role=event.data["child"])
 
+    def handle_stray_output(self, event: Event) -> None:
+        """Text a process wrote to stdout/stderr outside logging (see msd.logs.StrayOutput)."""
+        logging.getLogger("msd.stray").warning(event.data["text"], extra={"role": "unknown", "stray_output": True})
+
     def handle_booted(self, event: Event) -> None:
         name = event.data["child"]
         if name == TRAINER:
@@ -427,6 +431,9 @@ def _health(arbiter: Arbiter) -> tuple[bool, list[str]]:
     if arbiter.config_error:
         reasons.append("config reload failed: " + arbiter.config_error["message"])
     for name, rec in arbiter.records.items():
+        for dependency, state in sorted((rec.status.get("dependencies") or {}).items()):
+            if state.get("up") is False:
+                reasons.append(f"{name}: {dependency} down: {state.get('reason')}")
         for component, why in (rec.status.get("degraded") or {}).items():
             reasons.append(f"{name}: {component} degraded: {why}")
     return (not reasons, reasons)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 
 from msd import metrics
+from msd.logs import StrayOutput
 from msd.config import Config
 from msd.supervisor.arbiter import Arbiter
 from msd.supervisor.control import ControlServer
@@ -34,9 +36,20 @@ def _install_signal_handlers(inbox: Inbox) -> None:
     signal.signal(signal.SIGHUP, reload)
 
 
-def serve(config: Config) -> int:
-    prom_dir = metrics.prepare_multiprocess_dir()
+def _capture_stray_output(inbox: Inbox) -> StrayOutput:
+    """From here on, what any msd process writes to fds 1/2 outside logging becomes a log line."""
+    stray = StrayOutput(lambda text: inbox.post(Event("stray_output", {"text": text})))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(stray.stream)
+    return stray
+
+
+def serve(config: Config, prom_dir: Path | None = None) -> int:
+    """Run the supervisor; `prom_dir` is the metrics directory prepared before prometheus_client was imported."""
+    prom_dir = prom_dir or metrics.prepare_multiprocess_dir()
     inbox = Inbox()
+    stray = _capture_stray_output(inbox)
     notifier = Notifier()
     arbiter = Arbiter(config, ProcessHost(), notifier, inbox=inbox)
     control = ControlServer(config.control.socket, inbox)
@@ -61,3 +74,4 @@ def serve(config: Config) -> int:
             http.shutdown()
         notifier.close()
         metrics.remove_multiprocess_dir(prom_dir)
+        stray.restore()

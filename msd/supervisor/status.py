@@ -25,7 +25,7 @@ def status_line(arbiter: Any) -> str:
     line = f"{roles}; trainer {trainer}"
     if arbiter.config_error:
         line += f"; config reload failed: {arbiter.config_error['message']}"
-    degraded = [reason for reason in arbiter.health[1] if "degraded" in reason]
+    degraded = [reason for reason in arbiter.health[1] if "degraded" in reason or " down: " in reason]
     if degraded:
         line += "; " + "; ".join(degraded)
     return line

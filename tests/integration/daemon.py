@@ -59,9 +59,12 @@ def base_config(tmp: Path, dsn: str, amqp_url: str, **overrides: Any) -> dict[st
 
 
 class NotifyListener:
-    """A NOTIFY_SOCKET stand-in: collects every datagram the daemon sends."""
+    """A NOTIFY_SOCKET stand-in: collects every datagram the daemon sends.
 
-    def __init__(self, path: Path):
+    With `read=False` nobody reads it: its queue fills after a few datagrams, like a systemd
+    that is busy or hung."""
+
+    def __init__(self, path: Path, read: bool = True):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
@@ -69,7 +72,8 @@ class NotifyListener:
         self.messages: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        if read:
+            self._thread.start()
 
     def _read(self) -> None:
         while not self._stop.is_set():
@@ -85,18 +89,25 @@ class NotifyListener:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         self.sock.close()
 
 
+# systemd's watchdog interval for test daemons: pings every 1 s (half of it).
+WATCHDOG_USEC = "2000000"
+
+
 class Daemon:
-    def __init__(self, tmp: Path, config: dict[str, Any]):
+    def __init__(self, tmp: Path, config: dict[str, Any], *, read_notify: bool = True,
+                 env: dict[str, str] | None = None):
         self.tmp = tmp
         self.config = config
         self.config_path = tmp / "model-service.yaml"
         self.write_config(config)
         self.socket = Path(config["control"]["socket"])
-        self.notify = NotifyListener(tmp / "notify.sock")
+        self.notify = NotifyListener(tmp / "notify.sock", read=read_notify)
+        self.extra_env = dict(env or {})
         self.log_path = tmp / "daemon.log"
         self.proc: subprocess.Popen | None = None
 
@@ -105,7 +116,7 @@ class Daemon:
 
     def start(self, wait_ready: bool = True) -> "Daemon":
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT),
-               "MSD_TEST_AMQP_PASSWORD": "guest"}
+               "MSD_TEST_AMQP_PASSWORD": "guest", "WATCHDOG_USEC": WATCHDOG_USEC, **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "msd.cli", "run", "-c", str(self.config_path)],
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)

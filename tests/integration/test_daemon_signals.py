@@ -42,10 +42,12 @@ def dsn():
 def make_daemon(tmp_path, dsn, fresh_vhost):
     started = []
 
-    def start(strategies, global_rate=(1000, 1000), conflicts=None):
+    def start(strategies, global_rate=(1000, 1000), conflicts=None, max_signal_age_s=60, tmp=None):
         signaller = {"strategies": strategies, "global_rate": {"rate_per_s": global_rate[0], "burst": global_rate[1]},
-                     "max_data_age_s": 2, "conflicts": conflicts or {"policy": "allow"}}
-        d = Daemon(tmp_path, base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller=signaller))
+                     "max_data_age_s": 2, "conflicts": conflicts or {"policy": "allow"},
+                     "max_signal_age_s": max_signal_age_s}
+        where = tmp or tmp_path
+        d = Daemon(where, base_config(where, dsn, amqp_url(fresh_vhost), signaller=signaller))
         started.append(d)
         d.start()
         d.wait_running("signaller")
@@ -136,7 +138,8 @@ def test_five_strategies_stay_separate_and_a_stale_asset_stops_only_its_strategy
 
 
 def test_broker_outage_every_outbox_signal_published_exactly_once(make_daemon, fresh_vhost, dsn):
-    d = make_daemon([strategy("steady", ["BTCUSDT"], rate=(20, 1), frequency=0.01)])
+    # The age limit is far above the outage, so nothing expires: every signal must go out, once.
+    d = make_daemon([strategy("steady", ["BTCUSDT"], rate=(20, 1), frequency=0.01)], max_signal_age_s=120)
     url = amqp_url(fresh_vhost)
     with MarketFeed(url, ["BTCUSDT"]):
         wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= 10, 10, what="signals flowing")
@@ -158,6 +161,63 @@ def test_broker_outage_every_outbox_signal_published_exactly_once(make_daemon, f
     assert set(on_queue) == set(rows)
     assert all(n == 1 for n in on_queue.values()), [s for s, n in on_queue.items() if n > 1]
     assert any(attempts > 1 for attempts in rows.values()), "the outage should have delayed some signals"
+
+
+def test_signal_expiring_during_a_broker_outage_is_not_sent_late(make_daemon, fresh_vhost, dsn):
+    """Regression: a signal that waited in the outbox through an outage was published whenever
+    the broker returned, however old. Now one older than signaller.max_signal_age_s expires."""
+    d = make_daemon([strategy("steady", ["BTCUSDT"], rate=(20, 1), frequency=0.01)], max_signal_age_s=1)
+    url = amqp_url(fresh_vhost)
+    with MarketFeed(url, ["BTCUSDT"]):
+        wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= 5, 10, what="signals flowing")
+        rabbitmqctl("clear_permissions", "-p", fresh_vhost, "guest")
+        close_vhost_connections(fresh_vhost)
+        # Signals decided in the outage's first seconds (until the market data it also stops goes
+        # stale) wait in the outbox; after 1 s they expire. How many depends on the machine's load.
+        wait_for(lambda: d.role("signaller")["status"].get("expired", 0) >= 1, 30, what="signals expiring")
+        time.sleep(1.5)        # anything still pending from the outage is older than the limit now
+        rabbitmqctl("set_permissions", "-p", fresh_vhost, "guest", ".*", ".*", ".*")
+        published = d.role("signaller")["status"]["published"]
+        wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= published + 5, 20,
+                 what="flowing again")
+        edit_signaller(d, strategies=[])
+        time.sleep(1.0)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        wait_for(lambda: _pending(cur) == 0, 20, what="outbox drained")
+        cur.execute("SELECT signal_id::text, outbox_state, last_error, expired_at IS NOT NULL FROM msd.signals")
+        rows = {sid: (state, error, stamped) for sid, state, error, stamped in cur.fetchall()}
+    expired = {sid for sid, (state, _, _) in rows.items() if state == "expired"}
+    sent = {sid for sid, (state, _, _) in rows.items() if state == "sent"}
+    assert expired and sent and expired | sent == set(rows)
+    assert all(rows[sid][1].startswith("expired unsent after") and rows[sid][2] for sid in expired)
+    on_queue = Counter(body["signal_id"] for body, _ in drain_queue(url))
+    assert set(on_queue) == sent and not expired & set(on_queue)
+    assert all(n == 1 for n in on_queue.values())
+    audit = [r for r in d.log_records() if r.get("message", "").startswith("signal ") and "expired unsent" in r["message"]]
+    assert {r["signal_id"] for r in audit} == expired
+
+
+def test_random_explorer_continues_its_stream_after_a_restart(make_daemon, fresh_vhost, dsn, tmp_path):
+    """Regression: after a restart the random explorer repeated its first decisions from the seed."""
+    explorer = strategy("explorer", ["BTCUSDT"], rate=(5, 1), frequency=0.1, seed=11)
+    url = amqp_url(fresh_vhost)
+    decisions = []
+    for run in range(2):
+        (tmp_path / f"run{run}").mkdir()
+        d = make_daemon([explorer], tmp=tmp_path / f"run{run}")
+        with MarketFeed(url, ["BTCUSDT"]):
+            wait_for(lambda: d.role("signaller")["status"].get("published", 0) >= 4, 15, what="decisions")
+            edit_signaller(d, strategies=[])
+            time.sleep(0.5)
+        d.close()
+        decisions.append([(b["signal_type"], b["amount"], b["confidence"]) for b, _ in drain_queue(url)])
+    first, second = decisions
+    assert len(first) >= 4 and len(second) >= 4
+    assert not set(first) & set(second), "the second run repeated decisions of the first"
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT seed, draws FROM msd.strategy_random_state WHERE strategy_id = 'explorer'")
+        seed, draws = cur.fetchone()
+    assert seed == "11" and draws >= len(first) + len(second)
 
 
 def _pending(cur):

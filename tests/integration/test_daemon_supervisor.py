@@ -1,4 +1,5 @@
 """The real daemon as a subprocess: systemd notify, respawn, reload, trainer control, stop, msd-ctl."""
+import json
 import os
 import signal
 import time
@@ -59,6 +60,12 @@ def test_msd_ctl_status_table_and_json(daemon):
         assert role in out and "RUNNING" in out
     code, out = daemon.ctl("--json", "status")
     assert code == 0 and '"consumer"' in out
+
+
+def test_msd_ctl_status_json_after_the_subcommand_as_the_readme_shows(daemon):
+    """Regression: `msd-ctl -s SOCK status --json`, the README's own form, exited 2."""
+    code, out = daemon.ctl("status", "--json")          # runs `msd-ctl -s SOCK status --json`
+    assert code == 0 and json.loads(out)["result"]["roles"]["consumer"]["state"] == "RUNNING"
 
 
 def test_msd_ctl_bad_arguments_exit_2(daemon):
@@ -166,3 +173,39 @@ def test_sigterm_stops_with_exit_0_and_ctl_then_exits_3(resources, tmp_path):
         assert code == 3 and "not running" in out
     finally:
         d.close()
+
+
+def test_unread_notify_socket_never_stalls_the_supervisor_loop(resources, tmp_path):
+    """Regression: WATCHDOG=1 went out every loop turn with a blocking send; once NOTIFY_SOCKET's
+    queue (10 datagrams here) was full, the loop blocked, and with it respawns and msd-ctl."""
+    dsn, vhost = resources
+    d = Daemon(tmp_path, base_config(tmp_path, dsn, amqp_url(vhost)), read_notify=False,
+               env={"WATCHDOG_USEC": "200000"})          # a ping due on every turn of the loop
+    try:
+        d.start(wait_ready=False)
+        wait_for(lambda: _answers(d) and d.status()["daemon"]["state"] == "ready", 60, what="ready via msd-ctl")
+        port = d.config["metrics"]["port"]
+        wait_for(lambda: _scraped(port, "msd_systemd_notifications_dropped_total") > 0, 10,
+                 what="notifications dropped, not waited for")
+        before = d.role("exits")
+        os.kill(before["pid"], signal.SIGKILL)
+        d.wait_running("exits", timeout=10, other_than_pid=before["pid"])
+        code, out = d.ctl("status")
+        assert code == 0 and "RUNNING" in out
+        assert _scraped(port, "msd_systemd_notifications_dropped_total") > 0
+    finally:
+        d.close()
+
+
+def _answers(daemon) -> bool:
+    try:
+        daemon.status()
+        return True
+    except Exception:       # not up yet: no socket (ctl.NotRunning), or no answer yet
+        return False
+
+
+def _scraped(port: int, name: str) -> float:
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))

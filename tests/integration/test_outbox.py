@@ -104,3 +104,72 @@ def test_in_flight_signals_count_towards_exposure_until_they_become_orders(setup
         cur.execute("DELETE FROM msd.signals WHERE signal_id = %s", (sell.signal_id,))
     with db.transaction() as conn:
         assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(25)
+
+
+def aged(item: TradingSignal, seconds: float) -> TradingSignal:
+    """The same decision, taken `seconds` ago (created_at is the decision time)."""
+    from datetime import timedelta
+    return item.__class__(**{**item.__dict__, "timestamp": item.timestamp - timedelta(seconds=seconds)})
+
+
+def states(db) -> dict:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT signal_id::text, outbox_state FROM msd.signals")
+        return dict(cur.fetchall())
+
+
+def test_a_pending_signal_older_than_the_age_limit_expires_instead_of_going_out_late(setup):
+    from msd.roles.outbox import Expiry
+    db, publisher, url = setup
+    stale, fresh, stale_exit = aged(signal(), 90), aged(signal(), 5), aged(signal("exit-engine"), 90)
+    with db.transaction() as conn:
+        insert_signal(conn, stale, signal_to_wire(stale), "warmup")
+        insert_signal(conn, fresh, signal_to_wire(fresh), "model")
+        insert_signal(conn, stale_exit, signal_to_wire(stale_exit), "exit")
+    heard, committed = [], []
+    signaller = Outbox(db, publisher, QUEUE, modes=("warmup", "model"),
+                       expiry=Expiry(("warmup", "model"), 60, lambda conn, rows: heard.extend(rows), committed.extend))
+    assert signaller.flush() == 1
+    assert committed == heard
+    assert queued_ids(url) == [fresh.signal_id]
+    assert states(db) == {stale.signal_id: "expired", fresh.signal_id: "sent", stale_exit.signal_id: "pending"}
+    assert [(e.signal_id, e.mode) for e in heard] == [(stale.signal_id, "warmup")]
+    assert heard[0].age_s >= 90 and heard[0].body["signal_id"] == stale.signal_id
+    assert signaller.expired == 1
+
+
+def test_expiry_and_the_hook_commit_together_or_not_at_all(setup):
+    """The hook is where the exit role will undo a stale exit's ladder step: same transaction."""
+    from msd.roles.outbox import Expiry
+    db, publisher, _ = setup
+    stale = aged(signal("exit-engine"), 90)
+    with db.transaction() as conn:
+        insert_signal(conn, stale, signal_to_wire(stale), "exit")
+
+    def failing_hook(conn, rows):
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO msd.schedule_state (name, next_run_at) VALUES ('hook-ran', now())")
+        raise RuntimeError("state could not be rolled back")
+
+    exits = Outbox(db, publisher, QUEUE, modes=("exit",), expiry=Expiry(("exit",), 60, failing_hook))
+    with pytest.raises(RuntimeError):
+        exits.flush()
+    assert states(db) == {stale.signal_id: "pending"}
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM msd.schedule_state WHERE name = 'hook-ran'")
+        assert cur.fetchone() == (0,)
+
+
+def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
+    from msd.roles.outbox import Expiry
+    from msd.store.neighbours import create_neighbour_tables
+    from msd.store.outbox import in_flight_notional
+    db, publisher, _ = setup
+    stale = aged(signal(), 90)
+    with db.transaction() as conn:
+        create_neighbour_tables(conn)
+        insert_signal(conn, stale, signal_to_wire(stale), "warmup")
+        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(-25)
+    Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 60)).flush()
+    with db.transaction() as conn:
+        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)

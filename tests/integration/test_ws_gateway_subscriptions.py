@@ -86,13 +86,19 @@ def test_daemon_reports_a_failing_gateway_as_degraded_and_recovers(gateway, tmp_
     d = Daemon(tmp_path, cfg)
     try:
         d.start()
-        degraded = wait_for(lambda: d.role("consumer")["status"].get("degraded", {}).get("ws-gateway subscriptions"),
-                            10, what="degraded subscriptions")
-        assert "HTTP 500" in degraded
+        down = wait_for(lambda: (lambda s: s if s.get("up") is False else None)(ws_gateway(d)), 10,
+                        what="ws-gateway reported down")
+        assert "HTTP 500" in down["reason"]
+        assert any(p.startswith("consumer: ws-gateway down: ") for p in d.status()["daemon"]["problems"])
         assert d.role("consumer")["state"] == "RUNNING"
         gateway.healthy = True
         wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 4, 10, what="subscribed")
-        assert "ws-gateway subscriptions" not in d.role("consumer")["status"].get("degraded", {})
+        assert ws_gateway(d)["up"] is True
     finally:
         d.close()
         drop_database(dsn)
+
+
+def ws_gateway(daemon) -> dict:
+    """The consumer's view of ws-gateway (msd.roles.runtime.DependencyHealth)."""
+    return (daemon.role("consumer")["status"].get("dependencies") or {}).get("ws-gateway", {})

@@ -218,7 +218,9 @@ def test_in_memory_signal_rejection_with_zero_quantity_is_recorded():
 @pytest.mark.parametrize("body, reason", [
     (b"{not json", "bad_json"),
     (b"", "bad_json"),
-    (b"\xff\xfe\x00", "bad_json"),
+    (b"\xff\xfe\x00", "bad_encoding"),
+    (b"   ", "bad_json"),
+    (b"garbage", "bad_json"),
     (b"[1, 2]", "not_object"),
     (b'"filled"', "not_object"),
     (b"null", "not_object"),
@@ -246,7 +248,7 @@ def test_undecodable_bodies(kind, body, reason):
     (("order", "created_at"), None, "missing_field"),
     (("order", "executed_at"), "yesterday", "bad_timestamp"),
     (("timestamp",), "2008-12-31T23:59:59", "out_of_range"),
-    (("timestamp",), "2025-11-21T12:00:01", "out_of_range"),                      # NOW + 1 day + 1 s
+    (("timestamp",), "2025-11-20T12:05:01", "out_of_range"),                      # NOW + 301 s (max_future_s 300)
     (("order", "average_price"), "-95012.3", "out_of_range"),
     (("order", "average_price"), "0", "out_of_range"),
     (("order", "price"), "1000000000001", "out_of_range"),

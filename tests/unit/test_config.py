@@ -35,12 +35,23 @@ def test_empty_file_gives_documented_defaults(tmp_path):
 def test_the_older_trainer_job_path_is_an_alias(tmp_path):
     cfg = load_config(write(tmp_path, {"trainer": {"job": "msd.roles.trainer_jobs:train_strategies"}}), env={})
     assert cfg.trainer.job == "msd.learning.job:train_strategies"
+    # issue #10's hardening keys
+    assert (cfg.consumer.max_body_bytes, cfg.consumer.max_future_s) == (1 << 20, 300.0)
+    assert (cfg.consumer.dead_letters.retention_days, cfg.consumer.dead_letters.max_stored_per_source,
+            cfg.consumer.dead_letters.max_payload_bytes) == (7.0, 10_000, 16_384)
+    assert cfg.signaller.max_signal_age_s == 60.0
+    assert cfg.logging.format == "auto"
 
 
 @pytest.mark.parametrize("data, key, fragment", [
     ({"metrics": {"port": 70000}}, "metrics.port", "[0, 65535]"),
     ({"metrics": {"port": "9464"}}, "metrics.port", "an integer"),
     ({"logging": {"level": "LOUD"}}, "logging.level", "one of DEBUG"),
+    ({"logging": {"format": "xml"}}, "logging.format", "one of auto, json, text"),
+    ({"consumer": {"max_body_bytes": 10}}, "consumer.max_body_bytes", "in [1024,"),
+    ({"consumer": {"dead_letters": {"max_stored_per_source": -1}}}, "consumer.dead_letters.max_stored_per_source",
+     "in [0, 10000000]"),
+    ({"signaller": {"max_signal_age_s": 0}}, "signaller.max_signal_age_s", "in [1, 86400]"),
     ({"supervisor": {"stop_deadline_s": -1}}, "supervisor.stop_deadline_s", "in [0.5, 600]"),
     ({"supervisor": {"heartbeat_interval_s": 5, "heartbeat_timeout_s": 2}},
      "supervisor.heartbeat_timeout_s", "greater than supervisor.heartbeat_interval_s"),

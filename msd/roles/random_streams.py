@@ -1,0 +1,90 @@
+"""Each strategy's `random.Random`, continued across restarts instead of replayed from the seed.
+
+Before a strategy's first decision its stream is restored from `msd.strategy_random_state`
+(same seed: the saved state; otherwise a fresh generator from the seed). After decisions that
+drew from it, the state is saved: at once after a turn that emitted a signal, otherwise at most
+once per `SAVE_EVERY_S`. A crash can therefore replay at most the draws of decisions that
+emitted nothing since the last save, never a sent decision's. While the database cannot be
+read, a strategy whose stream is not restored yet is not evaluated (it would repeat the stream).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Iterable
+
+from msd.errors import DatabaseUnavailable
+from msd.store.db import Database
+from msd.store.random_state import RandomState, load_random_states, save_random_states
+from msd.strategies.params import StrategyParams
+
+log = logging.getLogger("msd.signaller")
+SAVE_EVERY_S = 1.0
+
+
+class RandomStreams:
+    def __init__(self, db: Database):
+        self.db = db
+        self.rngs: dict[str, random.Random] = {}
+        self.seeds: dict[str, int] = {}
+        self.draws: dict[str, int] = {}
+        self.restored: set[str] = set()
+        self.dirty: set[str] = set()
+        self.next_save = 0.0
+
+    def configure(self, strategies: Iterable[StrategyParams]) -> None:
+        """Track the configured strategies; a changed seed starts a new stream."""
+        wanted = {p.id: p.seed for p in strategies}
+        for sid in list(self.seeds):
+            if sid not in wanted:
+                for table in (self.rngs, self.seeds, self.draws):
+                    table.pop(sid, None)
+                self.restored.discard(sid)
+                self.dirty.discard(sid)
+        for sid, seed in wanted.items():
+            if self.seeds.get(sid) != seed:
+                self.seeds[sid], self.draws[sid] = seed, 0
+                self.rngs[sid] = random.Random(seed)
+                self.restored.discard(sid)
+
+    def ready(self, sid: str) -> bool:
+        """True once the stream of `sid` continues from where the last run left it."""
+        if sid in self.restored:
+            return True
+        missing = [s for s in self.seeds if s not in self.restored]
+        try:
+            with self.db.transaction() as conn:
+                saved = load_random_states(conn, missing)
+        except DatabaseUnavailable:
+            return False
+        for other in missing:
+            row = saved.get(other)
+            if row is not None and row.seed == self.seeds[other]:
+                self.rngs[other].setstate(row.state)
+                self.draws[other] = row.draws
+                log.info("strategy %s continues its random stream after %d decisions", other, row.draws,
+                         extra={"strategy": other})
+            self.restored.add(other)
+        return True
+
+    def rng(self, sid: str) -> random.Random:
+        return self.rngs[sid]
+
+    def drew(self, sid: str) -> None:
+        self.draws[sid] += 1
+        self.dirty.add(sid)
+
+    def save(self, *, now_please: bool = False) -> None:
+        """Persist the dirty streams (at once when `now_please`, else at most every SAVE_EVERY_S)."""
+        if not self.dirty or (not now_please and time.monotonic() < self.next_save):
+            return
+        self.next_save = time.monotonic() + SAVE_EVERY_S
+        states = [RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
+                  for sid in sorted(self.dirty) if sid in self.rngs]
+        try:
+            with self.db.transaction() as conn:
+                save_random_states(conn, states)
+        except DatabaseUnavailable:
+            return      # kept dirty; saved with the next try
+        self.dirty.clear()
