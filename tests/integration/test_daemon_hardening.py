@@ -223,6 +223,10 @@ def test_database_outage_is_reported_as_the_database_by_every_role_and_healthz(d
     wait_for(lambda: daemon.role("exits")["status"].get("mode") == "fallback", 10, what="exits polling")
     log_start = len(daemon.log_records())
     with MarketFeed(amqp_url(vhost), ["BTCUSDT"]):          # the strategy reads its exposure every turn
+        # ...once it has market data: the consumer forwards ticks only while it can commit.
+        start = daemon.role("signaller")["status"].get("market_updates", 0)
+        wait_for(lambda: daemon.role("signaller")["status"].get("market_updates", 0) > start, 10,
+                 what="market data reaches the signaller before the outage")
         _sql_admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         try:
             _sql_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
