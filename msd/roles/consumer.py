@@ -21,6 +21,7 @@ from msd.bus.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerU
 from msd.bus.topology import QueueSpec
 from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
+from msd.roles.dataplane import Backlog
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.store.db import Database
 from msd.store.deadletters import record_dead_letter
@@ -96,6 +97,7 @@ class BatchProcessor:
         self.ctx, self.db, self.kind_of_queue = ctx, db, kind_of_queue
         self.counters = Counters()
         self.schema_ready = False
+        self.backlog = Backlog(ctx.queues)
 
     def __call__(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
@@ -177,18 +179,33 @@ class BatchProcessor:
                 self._put(queue_name, item.message)
 
     def _put(self, queue_name: str, message: Any) -> None:
+        if must_deliver(message):
+            self.backlog.put(queue_name, message, stopping=self.ctx.stopping.is_set)
+            return
         try:
             self.ctx.queues[queue_name].put_nowait(message)
         except queue.Full:
-            # The reader is behind; market data is superseded by the next tick anyway, and the
-            # exit role falls back to polling positions, so dropping is safer than blocking acks.
+            # The reader is behind; a tick is superseded by the next one (and the exit role folds
+            # each closed bar into its peaks), so dropping it is safer than blocking acks.
             self.counters.dropped += 1
             metrics.DATAPLANE_DROPPED.labels(queue_name).inc()
+
+    def on_tick(self) -> None:
+        """Every turn of the consumer loop: move waiting items on, prove liveness."""
+        self.backlog.flush()
+        for name, size in self.backlog.sizes().items():
+            metrics.DATAPLANE_BACKLOG.labels(name).set(size)
+        self.ctx.beat()
 
     def _publish_counters(self) -> None:
         c = self.counters
         self.ctx.set_status(consumed=c.consumed, invalid=c.invalid, executions=c.executions,
                             duplicates=c.duplicates, dropped=c.dropped)
+
+
+def must_deliver(message: Any) -> bool:
+    """Never dropped for a full queue (dataplane.Backlog): position updates and closed bars."""
+    return isinstance(message, PositionUpdate) or (isinstance(message, Kline) and message.confirmed)
 
 
 def destinations(message: Any) -> tuple[str, ...]:
@@ -237,11 +254,11 @@ def run(ctx: RoleContext) -> int:
     consumer = BatchConsumer(cfg.rabbitmq.url, queue_specs(cfg), processor,
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,
                              max_wait_s=cfg.consumer.batch_wait_ms / 1000.0,
-                             connection_name="msd-consumer", on_state=on_state, on_tick=ctx.beat)
+                             connection_name="msd-consumer", on_state=on_state, on_tick=processor.on_tick)
     for data_plane in ctx.queues.values():
         # On exit, items not yet taken by a reader are dropped instead of holding this process
         # until they are flushed (the readers may be gone): they are market data and position
-        # updates, which the next tick and the exit role's table polling make good.
+        # updates, which the next tick and the exit role's reading of the table make good.
         data_plane.cancel_join_thread()
     ctx.booted()
     if cfg.consumer.subscriptions.url:

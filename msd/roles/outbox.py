@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
@@ -46,8 +47,12 @@ class Outbox:
         if queue != self.queue:
             self.queue, self.queue_declared = queue, False
 
-    def submit(self, signal: TradingSignal, mode: str) -> Submitted:
-        """Record `signal` durably and publish it (after any older pending ones)."""
+    def submit(self, signal: TradingSignal, mode: str, *, also: Callable[[Any], None] | None = None) -> Submitted:
+        """Record `signal` durably and publish it (after any older pending ones).
+
+        `also(conn)` runs in the same transaction as the outbox row: what the decision committed
+        (an exit's ladder step, its exit in flight) is saved with the signal or not at all.
+        """
         if mode not in self.modes:
             raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
         try:
@@ -59,8 +64,13 @@ class Outbox:
                       extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
             return Submitted(False, False, f"invalid: {exc}")
         try:
-            with self.db.autocommit() as conn:      # one INSERT: atomic without BEGIN/COMMIT
-                insert_signal(conn, signal, signal_to_wire(signal), mode)
+            if also is None:
+                with self.db.autocommit() as conn:      # one INSERT: atomic without BEGIN/COMMIT
+                    insert_signal(conn, signal, signal_to_wire(signal), mode)
+            else:
+                with self.db.transaction() as conn:
+                    also(conn)
+                    insert_signal(conn, signal, signal_to_wire(signal), mode)
         except DatabaseUnavailable as exc:
             metrics.SIGNALS_LOST.labels(signal.strategy_id, "database").inc()
             log.error("signal %s not sent: the outbox cannot be written: %s", signal.signal_id, exc,

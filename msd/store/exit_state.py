@@ -1,8 +1,8 @@
-"""Per-position exit state in `msd.position_exit_state`, one row per (asset, side, position id).
+"""Per-position exit state in `msd.position_exit_state`, one row per (asset, position id).
 
 The row holds `ExitState.to_dict()` as jsonb; the rules package owns the format and its version,
-this module only moves it. Rows are keyed by position, never by asset alone, so a new position
-on the same asset can never read an old position's peak.
+this module only moves it. The primary key also has the side: a position that flips is a new
+position on the same row id, so saving a state removes the row of the other side.
 """
 from __future__ import annotations
 
@@ -30,11 +30,16 @@ def load_states(conn) -> list[StoredState]:
 
 
 def save_states(conn, states: Iterable[Mapping[str, Any]]) -> int:
-    """Upsert states given as `ExitState.to_dict()` mappings; returns how many were written."""
+    """Upsert states given as `ExitState.to_dict()` mappings (dropping a flipped position's row of
+    the other side); returns how many were written."""
     rows = [(s["asset"], s["side"], s["position_id"], to_json(s)) for s in states]
     if not rows:
         return 0
     with conn.cursor() as cur:
+        execute_values(cur, """
+            DELETE FROM msd.position_exit_state s USING (VALUES %s) AS v(asset, side, position_key)
+             WHERE s.asset = v.asset AND s.position_key = v.position_key AND s.side <> v.side""",
+                       [row[:3] for row in rows])
         execute_values(cur, """
             INSERT INTO msd.position_exit_state (asset, side, position_key, state)
             VALUES %s
@@ -44,13 +49,12 @@ def save_states(conn, states: Iterable[Mapping[str, Any]]) -> int:
     return len(rows)
 
 
-def delete_states(conn, keys: Iterable[tuple[str, str | None, str]]) -> None:
-    """Delete rows by (asset, side, position_key); a side of None deletes every side of that position."""
+def delete_states(conn, keys: Iterable[tuple[str, str]]) -> None:
+    """Delete every row of these (asset, position_key): the positions are flat."""
+    keys = list(keys)
+    if not keys:
+        return
     with conn.cursor() as cur:
-        for asset, side, position_key in keys:
-            if side is None:
-                cur.execute("DELETE FROM msd.position_exit_state WHERE asset = %s AND position_key = %s",
-                            (asset, position_key))
-            else:
-                cur.execute("DELETE FROM msd.position_exit_state WHERE asset = %s AND side = %s"
-                            " AND position_key = %s", (asset, side, position_key))
+        execute_values(cur, """
+            DELETE FROM msd.position_exit_state s USING (VALUES %s) AS v(asset, position_key)
+             WHERE s.asset = v.asset AND s.position_key = v.position_key""", keys)
