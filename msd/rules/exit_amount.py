@@ -26,6 +26,8 @@ from msd.rules.types import Instrument, Side, to_decimal
 # An exit amount may exceed |size| x price by at most this fraction; see check_amount. The exact
 # encoding needs none: it only pays for a product too long for 28 significant digits.
 AMOUNT_PADDING = Decimal("1e-12")
+# order-manager nacks a signal whose amount is below this (CONTRACTS §1.2), whatever the minimum.
+MIN_AMOUNT_USDT = Decimal("0.01")
 # order-manager parses with Python's default decimal context (28 significant digits).
 ORDER_MANAGER_CONTEXT = Context(prec=28)
 _EXACT = Context(prec=60)
@@ -121,9 +123,10 @@ def size_exit(wanted: Decimal, size_abs: Decimal, price: Decimal, instrument: In
 
 def _placeable(quantity: Decimal, price: Decimal, instrument: Instrument) -> bool:
     """order-manager would send exactly this quantity: at least one step, the minimum quantity and
-    the minimum order value (below it the order is raised, over-closing or reversing)."""
+    the minimum order value (below it the order is raised, over-closing or reversing), and an
+    amount it accepts at all (>= 0.01 USDT)."""
     return (quantity > 0 and quantity >= instrument.min_order_qty
-            and quantity * price >= instrument.min_order_value)
+            and quantity * price >= max(instrument.min_order_value, MIN_AMOUNT_USDT))
 
 
 @dataclass(frozen=True)
