@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Iterable
 
-from msd.rules.types import Instrument, Side, to_decimal
+from msd.rules.types import Instrument, Side, plain, to_decimal
 
 # An exit amount may exceed |size| x price by at most this fraction; see check_amount. The exact
 # encoding needs none: it only pays for a product too long for 28 significant digits.
@@ -97,11 +97,11 @@ def size_exit(wanted: Decimal, size_abs: Decimal, price: Decimal, instrument: In
     size_abs = to_decimal("size", size_abs, positive=True)
     price = to_decimal("price", price, positive=True)
     step, minimum = instrument.step, instrument.min_order_value
-    notes: dict[str, object] = {"lot_step": str(step), "min_order_value": str(minimum),
-                                "min_order_qty": str(instrument.min_order_qty), "instrument_source": instrument.source}
+    notes: dict[str, object] = {"lot_step": plain(step), "min_order_value": plain(minimum),
+                                "min_order_qty": plain(instrument.min_order_qty), "instrument_source": instrument.source}
     full = floor_to_step(size_abs, step)
     if full != size_abs:
-        notes["size_not_a_step_multiple"] = str(size_abs - full)     # left open: order-manager cannot close it
+        notes["size_not_a_step_multiple"] = plain(size_abs - full)     # left open: order-manager cannot close it
     if not _placeable(full, price, instrument):
         return Sizing(held="below_min_order_value", notes=notes)
     if cap is not None:

@@ -386,6 +386,11 @@ def _mapping(name: str, data: object) -> Mapping[str, Any]:
     return data
 
 
+def plain(value: Decimal) -> str:
+    """A Decimal as positional text without trailing zeros: "2", "0.003", "305.52"."""
+    return format(value.normalize(), "f")
+
+
 def _opt_str(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
@@ -454,16 +459,16 @@ class ExitDecision:
             "position_side": self.key.side.value,
             "position_id": self.key.position_id,
             "position_opened_at": self.opened_at.isoformat(),
-            "quantity": str(self.quantity),
+            "quantity": plain(self.quantity),
             "full_close": self.full_close,
-            "position_size": str(self.row_size),
+            "position_size": plain(self.row_size),
             "positions_version": self.decided_version,
-            "fraction": str(self.quantity / self.row_size),
+            "fraction": plain(self.quantity / self.row_size),
             "entry_price": str(self.entry_price),
             "entry_source": self.entry_source,
             "trigger_price": str(self.trigger_price),
             "pnl_pct": str(self.pnl_pct),
-            "amount_usdt": str(self.amount),
+            "amount_usdt": plain(self.amount),
             "sizing": dict(self.sizing),
             "decided_at": self.decided_at.isoformat(),
             "also_triggered": [r.value for r in self.also_triggered],

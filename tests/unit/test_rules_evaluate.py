@@ -343,7 +343,7 @@ def test_decision_metadata(side):
     assert meta["exit_reason"] == "stop_loss" and meta["position_side"] == side.value
     assert (meta["quantity"], meta["position_size"], meta["fraction"], meta["full_close"]) == ("2", "2", "1", True)
     assert (meta["positions_version"], meta["entry_source"]) == (1, "positions_table")
-    assert meta["amount_usdt"] == str(2 * at(side, -3)) and meta["sizing"]["lot_step"] == "0.001"
+    assert D(meta["amount_usdt"]) == 2 * at(side, -3) and meta["sizing"]["lot_step"] == "0.001"
 
 
 def test_whole_position_below_the_minimum_order_value_is_not_exited():
