@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import psycopg2
+import psycopg2.extras
 import pytest
 import yaml
 
@@ -335,3 +336,41 @@ def test_close_and_reopen_while_msd_was_down_starts_a_new_position(make):
     state = second.role.book[("DOWNUSDT", pid)]
     assert (state.extreme_price, state.entry_price) == (D(109), D(105)), "not the old position's 110 peak"
     assert state.opened_at > datetime.now(timezone.utc) - timedelta(seconds=10)
+
+
+def test_states_stored_by_the_first_version_are_not_time_exited_early(tmp_path):
+    """Upgrade (issue 8): format-1 states carry opened_at = the row's created_at, days ago for a
+    reopened position; sql/005 dates them from the upgrade, keeping their peak."""
+    import shutil
+    from msd.store.migrate import DEFAULT_SQL_DIR
+    dsn, vhost = create_database(), create_vhost()
+    try:
+        old_sql = tmp_path / "sql"
+        old_sql.mkdir()
+        for path in sorted(DEFAULT_SQL_DIR.glob("00[1-4]_*.sql")):
+            shutil.copy(path, old_sql / path.name)
+        apply_migrations(dsn, old_sql)
+        with psycopg2.connect(dsn) as conn:
+            create_neighbour_tables(conn)
+        days_ago = utc_now() - timedelta(days=6)
+        pid = open_position(dsn, "OLDUSDT", "1.00000000", "100", "101.00000000", created_at=days_ago)
+        v1 = {"version": 1, "asset": "OLDUSDT", "side": "long", "position_id": pid, "entry_price": "100",
+              "opened_at": days_ago.replace(tzinfo=timezone.utc).isoformat(), "extreme_price": "104",
+              "highest_pnl_pct": "4", "ladder_steps_done": [], "stop_moved_to_breakeven": False,
+              "last_exit_at": None}
+        execute(dsn, "INSERT INTO msd.position_exit_state (asset, side, position_key, state) VALUES (%s, %s, %s, %s)",
+                ("OLDUSDT", "long", pid, psycopg2.extras.Json(v1)))
+        apply_migrations(dsn)
+        harness = Harness(dsn, vhost, tmp_path, rules={"time_exit": {"max_hold_seconds": 3600,
+                                                                     "min_profit_pct": -50}})
+        try:
+            harness.turn(3)
+            state = harness.role.book[("OLDUSDT", pid)]
+            assert (state.opened_by, state.extreme_price) == ("upgrade", D(104))
+            assert state.opened_at > datetime.now(timezone.utc) - timedelta(minutes=1)
+            assert harness.exits(pid) == []
+        finally:
+            harness.close()
+    finally:
+        drop_database(dsn)
+        delete_vhost(vhost)
