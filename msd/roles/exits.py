@@ -102,7 +102,7 @@ class ExitRole:
         self.gone: set[PositionId] = set()                   # flat: their stored rows are deleted
         self.unverified: set[PositionId] = set()             # restored: not compared with the table yet
         self.reread: set[PositionId] = set()                 # an event came: read the row before deciding
-        self.context: dict[PositionId, tuple[str | None, str]] = {}   # last event's trace id and source
+        self.context: dict[PositionId, dict[str, Any]] = {}  # what the last event said, for logs and signals
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
         self.instruments: dict[str, tuple[Instrument, float]] = {}
         self.buckets: dict[str, AssetRateLimit] = {}
@@ -122,6 +122,7 @@ class ExitRole:
             if old is not None or pid in self.unverified:
                 self.gone.add(pid)
             self.book.pop(pid, None)
+            self.context.pop(pid, None)
             self.dirty.discard(pid)
             self.by_asset.get(pid[0], set()).discard(pid)
             self.unverified.discard(pid)
@@ -179,7 +180,7 @@ class ExitRole:
             return
         now = utc_now()
         self.put(pid, note_event(self.book.get(pid), update.asset, pid[1], update.size, update.timestamp, now))
-        self.context[pid] = (update.trace_id, update.update_source)
+        self.context[pid] = update_context(update)
         self.reread.add(pid)
         self.debouncer.offer(pid, pid, now)
 
@@ -460,10 +461,14 @@ class ExitRole:
                 if rows is None:
                     self.skip("positions_table_unusable", f"no positions row for {pid[1]}", {"position_id": pid[1]})
                     continue
-                if rows.get(pid[1]) is None and pid in self.book and self.book[pid].row is None:
-                    trace = self.context.get(pid, (None, ""))[0]
-                    self.skip("position_not_in_table", f"no positions row for position {pid[1]}",
-                              {"position_id": pid[1], "asset": pid[0], "trace_id": trace})
+                found, state = rows.get(pid[1]), self.book.get(pid)
+                if state is not None and state.row is None:     # seen by its event only
+                    context = self.context.get(pid, {"position_id": pid[1], "asset": pid[0]})
+                    if found is None:
+                        self.skip("position_not_in_table", f"no positions row for position {pid[1]}", context)
+                    elif found.size == 0:
+                        # A late or redelivered update of a position the table shows flat.
+                        self.skip("stale_update", f"position {pid[1]} is flat in the positions table", context)
                 self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
                                lambda pid=pid: self.apply_row(pid, rows.get(pid[1]), now))
         for pid in due:
@@ -480,7 +485,7 @@ class ExitRole:
         if state is None or not state.ready:
             if state is not None and state.row is not None and state.entry_price is None:
                 self.skip("incomplete_position", f"positions row of {pid[1]} has no average_entry_price",
-                          {"position_id": pid[1], "asset": pid[0], "trace_id": self.context.get(pid, (None,))[0]})
+                          self.context.get(pid, {"position_id": pid[1], "asset": pid[0]}))
             return
         quote = freshest([*market_quotes(self.market.asset_state(pid[0])), table_quote(state.row)])
         if quote is None:
@@ -513,7 +518,8 @@ class ExitRole:
     def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
         """Record the signal and the state it commits in one transaction, then publish."""
         decision = verdict.decision
-        trace_id, source = self.context.get(pid, (None, "positions_table"))
+        context = self.context.get(pid, {})
+        trace_id, source = context.get("trace_id"), context.get("update_source", "positions_table")
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})

@@ -82,11 +82,3 @@ def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
                        OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
             {"asset": asset, "window": timedelta(seconds=recent_s)})
         return cur.fetchone()[0]
-
-
-def pending_exit_exists(conn, position_id: str) -> bool:
-    """Is an exit for this position still waiting in the outbox (not confirmed by the broker)?"""
-    with conn.cursor() as cur:
-        cur.execute("""SELECT 1 FROM msd.signals WHERE mode = 'exit' AND outbox_state = 'pending'
-                         AND body->'metadata'->>'position_id' = %s LIMIT 1""", (position_id,))
-        return cur.fetchone() is not None
