@@ -13,11 +13,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from msd.bus.messages import BookTop, Kline, TickerUpdate, Trade
 from msd.bus.signal_format import MarketDataSnapshot, TradingSignal
-from msd.market.state import AssetState, MarketSnapshot, mid_price
-from msd.rules import ORDER_MANAGER_DEFAULTS, ExitDecision, Fill, Instrument, RowFacts, Side
+from msd.market.state import AssetState, MarketSnapshot, MarketState, mid_price
+from msd.rules import (
+    ORDER_MANAGER_DEFAULTS, ExitDecision, ExitState, Fill, Instrument, RowFacts, Side, fold_bar, fold_price,
+)
 from msd.store.neighbours import FillRow, InstrumentRow, PositionRow
 from msd.strategies.emit import signal_snapshot
 
@@ -46,6 +49,28 @@ def market_quotes(state: AssetState | None) -> list[PriceQuote]:
     if mid is not None and mid > 0 and state.book_at is not None and state.bid <= state.ask:
         quotes.append(PriceQuote(mid, state.book_at, "market_mid"))
     return quotes
+
+
+def price_folder(update: Any, market: MarketState) -> Callable[[ExitState], ExitState] | None:
+    """How one market update moves a position's extreme, or None: each traded price and book mid
+    as it arrives, and a closed 1-minute bar's high and low (what a dropped tick would have held).
+    `market` has already taken the update."""
+    if isinstance(update, Kline):
+        if not update.confirmed:
+            return None
+        return lambda state: fold_bar(state, update.high, update.low, update.start)
+    if isinstance(update, Trade):
+        price = update.price
+    elif isinstance(update, (TickerUpdate, BookTop)):
+        price = update.last_price if isinstance(update, TickerUpdate) else None
+        book = market.asset_state(update.asset)
+        if price is None and book is not None and book.bid and book.ask:
+            price = mid_price(book.bid, book.ask)
+    else:
+        return None
+    if price is None or price <= 0:
+        return None
+    return lambda state: fold_price(state, price)
 
 
 def table_quote(row: RowFacts | None) -> PriceQuote | None:

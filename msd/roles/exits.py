@@ -23,42 +23,44 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from msd import metrics
-from msd.bus.messages import BookTop, Kline, PositionUpdate, TickerUpdate, Trade
+from msd.bus.messages import PositionUpdate
 from msd.bus.publisher import ConfirmingPublisher
 from msd.errors import DatabaseUnavailable
-from msd.market.state import MarketSnapshot, MarketState, mid_price
+from msd.market.state import MarketSnapshot, MarketState
 from msd.roles.dataplane import drain
 from msd.roles.exit_report import ExitStats, report_status
 from msd.roles.exit_signal import (
-    PriceQuote, exit_signal, fills_of, freshest, instrument_of, market_quotes, row_facts, table_quote,
+    PriceQuote, exit_signal, freshest, market_quotes, price_folder, row_facts, table_quote,
 )
+from msd.roles.exit_tables import SharedTables
 from msd.roles.outbox import Outbox
 from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.rules import (
-    AssetRateLimit, Debouncer, ExitState, Instrument, InvalidPositionData, crossed_zero, decide, fill_path_entry,
-    fold_bar, fold_price, note_event, note_order, note_row, note_stalls, take, would_allow,
+    AssetRateLimit, Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls,
+    take, would_allow,
 )
 from msd.rules.state import row_order
 from msd.store.db import Database, retry_backoff
-from msd.store.exit_state import delete_states, load_states, save_states
+from msd.store.exit_state import delete_states, load_states, save_states, save_states_sql
 from msd.store.migrate import apply_migrations
-from msd.store.neighbours import (
-    PositionRow, SharedSchemaError, read_fills_since, read_instruments, read_open_positions, read_order_outcomes,
-    read_positions,
-)
+from msd.store.neighbours import PositionRow
 
 log = logging.getLogger("msd.exits")
 MAX_WAIT_S = 0.01           # longest wait on the positions queue per turn
 OUTBOX_RETRY_S = 1.0
 VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
-IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
+VERIFY_BATCH = 50           # ...and evaluated, this many per turn
+IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often,
+OLD_FLIGHT_CHECK_S = 2.0    # or this often once sent more than OLD_FLIGHT_S ago
+OLD_FLIGHT_S = 5.0
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
-INSTRUMENT_REFRESH_S = 300.0
 TICK_GRACE = timedelta(seconds=5)   # a tick stamped this much before msd saw the position is not its price
 
 PositionId = tuple[str, str]        # (asset, position id)
@@ -104,19 +106,21 @@ class ExitRole:
         self.reread: set[PositionId] = set()                 # an event came: read the row before deciding
         self.context: dict[PositionId, dict[str, Any]] = {}  # what the last event said, for logs and signals
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
-        self.instruments: dict[str, tuple[Instrument, float]] = {}
+        self.tables = SharedTables(db, self.contained, self.stats.error)
         self.buckets: dict[str, AssetRateLimit] = {}
         self.debouncer: Debouncer = make_debouncer(self.config)
         self.mode = "event"
         self.last_update = time.monotonic()
-        self.next_verify = self.next_flight_check = self.next_save = 0.0
+        self.next_verify = self.next_flight_check = self.next_old_flight_check = self.next_save = 0.0
+        self.to_verify: deque[PositionId] = deque()
         self.restored = False
         self.db_failures, self.db_retry_at, self.db_error = 0, 0.0, None
 
     # --- the book -----------------------------------------------------------------------------
 
-    def put(self, pid: PositionId, state: ExitState | None) -> None:
-        """Keep a position's new state (None: it is flat) and remember to save it."""
+    def put(self, pid: PositionId, state: ExitState | None, *, persist: bool = True) -> None:
+        """Keep a position's new state (None: it is flat) and remember to save it (unless the
+        change is not worth a write: `persist` False)."""
         old = self.book.get(pid)
         if state is None:
             if old is not None or pid in self.unverified:
@@ -129,7 +133,8 @@ class ExitRole:
             return
         if state is not old:
             self.book[pid] = state
-            self.dirty.add(pid)
+            if persist or old is None:
+                self.dirty.add(pid)
             self.gone.discard(pid)
             self.by_asset.setdefault(pid[0], set()).add(pid)
 
@@ -179,7 +184,12 @@ class ExitRole:
             self.refuse(pid, "disabled", f"exits.per_asset.{update.asset}.enabled is false")
             return
         now = utc_now()
-        self.put(pid, note_event(self.book.get(pid), update.asset, pid[1], update.size, update.timestamp, now))
+        old = self.book.get(pid)
+        new = note_event(old, update.asset, pid[1], update.size, update.timestamp, now)
+        # An event that only moves `last_event_at` is not worth a write; a restart then judges
+        # staleness by the row's last_updated, which is as good.
+        routine = old is not None and new is not None and replace(new, last_event_at=old.last_event_at) == old
+        self.put(pid, new, persist=not routine)
         self.context[pid] = update_context(update)
         self.reread.add(pid)
         self.debouncer.offer(pid, pid, now)
@@ -193,7 +203,7 @@ class ExitRole:
         watched = self.by_asset.get(update.asset)
         if not watched:
             return
-        fold = self._folder(update)
+        fold = price_folder(update, self.market)
         if fold is None:
             return
         now = utc_now()
@@ -203,29 +213,6 @@ class ExitRole:
                 continue
             self.put(pid, fold(state))
             self.debouncer.offer(pid, pid, now)
-
-    def _folder(self, update) -> Callable[[ExitState], ExitState] | None:
-        """How one market update moves a position's extreme: each traded price and book mid as it
-        arrives, and a closed 1-minute bar's high and low (what a dropped tick would have held)."""
-        if isinstance(update, Kline):
-            if not update.confirmed:
-                return None
-            return lambda state: fold_bar(state, update.high, update.low, update.start)
-        if isinstance(update, Trade):
-            price = update.price
-        elif isinstance(update, TickerUpdate):
-            price = update.last_price
-            if price is None:
-                book = self.market.asset_state(update.asset)
-                price = mid_price(book.bid, book.ask) if book is not None else None
-        elif isinstance(update, BookTop):
-            book = self.market.asset_state(update.asset)
-            price = mid_price(book.bid, book.ask) if book is not None and book.bid and book.ask else None
-        else:
-            return None
-        if price is None or price <= 0:
-            return None
-        return lambda state: fold_price(state, price)
 
     def refuse(self, pid: PositionId, reason: str, detail: str) -> None:
         """A position msd leaves alone: one log line when it is first seen, then status only."""
@@ -298,6 +285,8 @@ class ExitRole:
             if mono >= self.next_verify:
                 self.next_verify = mono + (self.config.poll_interval_s if self.mode == "fallback" else VERIFY_EVERY_S)
                 self.verify(now)
+            if self.to_verify:
+                self.evaluate_verified(now)
             self.save()
         except DatabaseUnavailable as exc:
             self._database_down(exc)
@@ -344,27 +333,6 @@ class ExitRole:
 
     # --- reading the table --------------------------------------------------------------------
 
-    def read_rows(self, ids: list[str]) -> dict[str, PositionRow] | None:
-        """These rows; None when the shared table is unusable. A failure that is not the database's
-        (a value the driver cannot send) is narrowed down to its id, which is then left out."""
-        try:
-            with self.db.autocommit() as conn:
-                return read_positions(conn, ids)
-        except SharedSchemaError as exc:
-            self.stats.error(str(exc))
-            log.error("cannot read the positions table: %s", exc)
-            return None
-        except (DatabaseUnavailable, KeyboardInterrupt):
-            raise
-        except Exception:
-            if len(ids) == 1:
-                raise
-        rows: dict[str, PositionRow] = {}
-        for one in ids:
-            self.contained("positions row read", {"position_id": ascii(one)[1:-1]},
-                           lambda one=one: rows.update(self.read_rows([one]) or {}))
-        return rows
-
     def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime) -> None:
         """What a read of the position's row changes (msd.rules.note_row)."""
         state = self.book.get(pid)
@@ -382,15 +350,15 @@ class ExitRole:
             self.refuse(pid, "disabled", f"exits.per_asset.{row.asset}.enabled is false")
             return
         self.refused.pop(pid, None)
+        if (state is not None and state.row is not None and pid not in self.unverified
+                and (row.version, row.last_updated) == (state.row.version, state.row.last_updated)):
+            return                                  # nothing written since the last read
         facts = row_facts(row)
         changed = state is None or state.row is None or row_order(facts) != row_order(state.row)
         fill_entry = None
         if changed and facts.size != 0 and (facts.closed_at is not None or facts.average_entry_price is None):
-            # Since the close; or since the row was made (the orders of its first fill may be
-            # stamped just before the row, hence the margin; no fill of the asset is older).
-            since = row.closed_at or (row.created_at - timedelta(minutes=1) if row.created_at else None)
-            fill_entry = self._fill_path_entry(facts, since)
-        closed_between = pid in self.unverified and self._closed_between(state, facts)
+            fill_entry = self.tables.fill_path_entry(facts, row)
+        closed_between = pid in self.unverified and self.tables.closed_between(state, facts)
         self.unverified.discard(pid)
         outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry)
         if outcome.change in ("opened", "new_position", "closed") and (state is not None or outcome.change != "closed"):
@@ -404,35 +372,13 @@ class ExitRole:
                      facts.version, extra={"signal_id": flight.signal_id, "position_id": pid[1]})
         self.put(pid, outcome.state)
 
-    def _fill_path_entry(self, facts, flat_at: datetime | None) -> Any:
-        """The entry of the open position from the fills since the row was last flat (CONTRACTS
-        §3.5): for a reopen on the websocket path, whose row keeps a stale entry, or a row without one."""
-        if flat_at is None:
-            return None
-        with self.db.autocommit() as conn:
-            fills = read_fills_since(conn, facts.asset, flat_at)
-        entry, size = fill_path_entry(fills_of(fills))
-        return entry if entry is not None and size == facts.size else None
-
-    def _closed_between(self, state: ExitState | None, facts) -> bool:
-        """Did the fills since the stored row cross zero (a close and reopen while msd was away)?"""
-        if state is None or state.row is None or row_order(facts) == row_order(state.row):
-            return False
-        with self.db.autocommit() as conn:
-            fills = read_fills_since(conn, facts.asset, state.row.last_updated)
-        return crossed_zero(state.row.size, fills_of(fills))
-
     def verify(self, now: datetime) -> None:
         """Read every open position and every one in the book from the table, then evaluate all."""
-        try:
-            with self.db.autocommit() as conn:
-                open_rows = {(row.asset, row.position_id): row for row in read_open_positions(conn)}
-        except SharedSchemaError as exc:
-            self.stats.error(str(exc))
-            log.error("cannot read the positions table: %s", exc)
+        open_rows = self.tables.open_rows()
+        if open_rows is None:
             return
         others = sorted(pid for pid in self.book if pid not in open_rows)
-        extra = self.read_rows([pid[1] for pid in others]) if others else {}
+        extra = self.tables.rows([pid[1] for pid in others]) if others else {}
         if extra is None:
             return
         for pid, row in open_rows.items():
@@ -442,16 +388,20 @@ class ExitRole:
             self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
                            lambda pid=pid: self.apply_row(pid, extra.get(pid[1]), now))
         self.refused = {pid: why for pid, why in self.refused.items() if pid in open_rows}
+        self.to_verify = deque(sorted(self.book))      # evaluated a batch per turn (evaluate_verified)
+
+    def evaluate_verified(self, now: datetime) -> None:
+        """Evaluate the next few positions of the last verification: a few thousand evaluations in
+        one turn would hold up the position updates that arrive meanwhile."""
         trigger = "poll" if self.mode == "fallback" else "verify"
-        for pid in sorted(self.book):
-            self.reread.discard(pid)
-            self.decide_one(pid, now, trigger)
+        for _ in range(min(VERIFY_BATCH, len(self.to_verify))):
+            self.decide_one(self.to_verify.popleft(), now, trigger)
 
     def evaluate_due(self, due: list[PositionId], now: datetime) -> None:
         stale = sorted(pid for pid in due if pid in self.reread)
         if stale:
             try:
-                rows = self.read_rows([pid[1] for pid in stale])
+                rows = self.tables.rows([pid[1] for pid in stale])
             except DatabaseUnavailable:
                 for pid in due:         # what was not evaluated waits for the database
                     self.debouncer.offer(pid, pid, now)
@@ -493,7 +443,8 @@ class ExitRole:
                       {"position_id": pid[1], "asset": pid[0]})
             return
         signal_id = str(uuid.uuid4())
-        verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.instrument(pid[0]), now, signal_id)
+        verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
+                         now, signal_id)
         self.stats.evaluations += 1
         metrics.EXIT_EVALUATIONS.labels(trigger).inc()
         if verdict.held is not None and verdict.held != "not_ready":
@@ -524,7 +475,7 @@ class ExitRole:
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})
         submitted = self.outbox.submit(signal, mode="exit",
-                                       also=lambda conn: save_states(conn, [verdict.sent_state.to_dict()]))
+                                       also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
         if not submitted.recorded:
             self.put(pid, verdict.state)
             cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
@@ -550,35 +501,20 @@ class ExitRole:
         snap = self.market.snapshot(asset, now, 60.0)
         return snap if isinstance(snap, MarketSnapshot) else None
 
-    def instrument(self, asset: str) -> Instrument:
-        """order-manager's rounding inputs for `asset`, from `instrument_info` (cached)."""
-        cached = self.instruments.get(asset)
-        if cached is not None and time.monotonic() - cached[1] < INSTRUMENT_REFRESH_S:
-            return cached[0]
-        try:
-            with self.db.autocommit() as conn:
-                rows = read_instruments(conn, [asset])
-        except SharedSchemaError as exc:
-            log.warning("instrument_info unusable, using order-manager's defaults for %s: %s", asset, exc)
-            rows = {}
-        if rows is None and cached is None:
-            log.warning("no instrument_info table: %s exits use order-manager's defaults (lot step 0.001, "
-                        "minimum 5 USDT)", asset)
-        instrument = instrument_of((rows or {}).get(asset))
-        self.instruments[asset] = (instrument, time.monotonic())
-        return instrument
-
     # --- exits in flight ----------------------------------------------------------------------
 
     def check_in_flight(self, now: datetime) -> None:
         """Look up the orders and rows of positions with exits in flight; report the stalled."""
-        flying = sorted(pid for pid, state in self.book.items() if state.in_flight)
+        mono, young = time.monotonic(), now - timedelta(seconds=OLD_FLIGHT_S)
+        every = mono >= self.next_old_flight_check
+        if every:
+            self.next_old_flight_check = mono + OLD_FLIGHT_CHECK_S
+        flying = sorted(pid for pid, state in self.book.items()
+                        if state.in_flight and (every or any(f.sent_at > young for f in state.in_flight)))
         if not flying:
             return
-        signal_ids = [f.signal_id for pid in flying for f in self.book[pid].in_flight]
-        with self.db.autocommit() as conn:
-            outcomes = read_order_outcomes(conn, signal_ids)
-        rows = self.read_rows([pid[1] for pid in flying]) or {}
+        outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
+        rows = self.tables.rows([pid[1] for pid in flying]) or {}
         for pid in flying:
             self.contained("exit in flight", {"position_id": pid[1], "asset": pid[0]},
                            lambda pid=pid: self._settle(pid, outcomes, rows.get(pid[1]), now))
@@ -597,7 +533,7 @@ class ExitRole:
                             extra={"signal_id": flight.signal_id, "position_id": pid[1], "status": outcome.status})
                 self.debouncer.offer(pid, pid, now)
         self.put(pid, state)
-        if row is not None:
+        if row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row):
             self.apply_row(pid, row, now)
         state = self.book.get(pid)
         if state is None:

@@ -47,11 +47,13 @@ class Outbox:
         if queue != self.queue:
             self.queue, self.queue_declared = queue, False
 
-    def submit(self, signal: TradingSignal, mode: str, *, also: Callable[[Any], None] | None = None) -> Submitted:
+    def submit(self, signal: TradingSignal, mode: str, *,
+               also: Callable[[Any], bytes | None] | None = None) -> Submitted:
         """Record `signal` durably and publish it (after any older pending ones).
 
-        `also(conn)` runs in the same transaction as the outbox row: what the decision committed
-        (an exit's ladder step, its exit in flight) is saved with the signal or not at all.
+        `also(cursor)` returns SQL text written in the same implicit transaction as the outbox row
+        (one statement string): what the decision committed (an exit's ladder step, its exit in
+        flight) is saved with the signal or not at all.
         """
         if mode not in self.modes:
             raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
@@ -64,13 +66,10 @@ class Outbox:
                       extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
             return Submitted(False, False, f"invalid: {exc}")
         try:
-            if also is None:
-                with self.db.autocommit() as conn:      # one INSERT: atomic without BEGIN/COMMIT
-                    insert_signal(conn, signal, signal_to_wire(signal), mode)
-            else:
-                with self.db.transaction() as conn:
-                    also(conn)
-                    insert_signal(conn, signal, signal_to_wire(signal), mode)
+            with self.db.autocommit() as conn:      # one statement string: atomic without BEGIN/COMMIT
+                with conn.cursor() as cur:
+                    before = also(cur) if also is not None else None
+                insert_signal(conn, signal, signal_to_wire(signal), mode, before=before)
         except DatabaseUnavailable as exc:
             metrics.SIGNALS_LOST.labels(signal.strategy_id, "database").inc()
             log.error("signal %s not sent: the outbox cannot be written: %s", signal.signal_id, exc,

@@ -162,6 +162,8 @@ def note_row(state: ExitState | None, row: RowFacts, now: datetime, *, closed_be
 
 
 def _forget_hints(state: ExitState) -> ExitState:
+    if state.closed_seen_at is None and state.next_side is None and state.next_seen_at is None:
+        return state
     return replace(state, closed_seen_at=None, next_side=None, next_seen_at=None)
 
 

@@ -23,16 +23,24 @@ class PendingSignal:
     trace_id: str | None
 
 
-def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> None:
-    """Record a signal as pending in the caller's transaction (its full wire JSON included)."""
+def insert_signal_sql(cur, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> bytes:
+    """The INSERT recording a signal as pending (its full wire JSON included), as SQL text."""
+    return cur.mogrify(
+        """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence, mode,
+                                    model_version, body, snapshot, trace_id, created_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)""",
+        (signal.signal_id, signal.strategy_id, signal.asset, signal.signal_type, signal.amount,
+         signal.confidence, mode, signal.model_version, to_json(dict(wire)),
+         to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
+
+
+def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str, *,
+                  before: bytes | None = None) -> None:
+    """Record a signal as pending. With `before` (SQL text), both go in one statement string: in
+    autocommit that is one round trip and one implicit transaction (both or neither)."""
     with conn.cursor() as cur:
-        cur.execute(
-            """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence, mode,
-                                        model_version, body, snapshot, trace_id, created_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)""",
-            (signal.signal_id, signal.strategy_id, signal.asset, signal.signal_type, signal.amount,
-             signal.confidence, mode, signal.model_version, to_json(dict(wire)),
-             to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
+        sql = insert_signal_sql(cur, signal, wire, mode)
+        cur.execute(sql if before is None else before + b";\n" + sql)
 
 
 def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[PendingSignal]:

@@ -250,7 +250,7 @@ def test_fast_rise_and_fall_arms_the_trailing_stop_from_the_true_peak(daemon, re
     dsn, _ = resources
     pid = open_position(dsn, "TRUEPKUSDT", "1.00000000", "100", "100.00000000")
     publish(channel, POSITIONS_QUEUE, position_update(pid, "TRUEPKUSDT", "1.00000000"))
-    wait_for(lambda: stored_state(dsn, pid), 10, what="position watched")
+    wait_for(lambda: (stored_state(dsn, pid) or {}).get("row"), 10, what="position watched, its row read")
     rise = [f"{100 + i * 0.25:.2f}" for i in range(14)]                 # 100 .. 103.25
     for price in rise + ["103.31", "102.9", "102.6", "102.45"]:         # one tick at the peak
         publish(channel, "ws-gateway.trade", trade_event("TRUEPKUSDT", price))

@@ -135,7 +135,7 @@ def test_lone_surrogate_in_a_position_id_is_contained_to_its_message(make, caplo
         h.until(lambda: h.exits(pid), what="the valid update's exit")
         assert counter(metrics.EXIT_INPUTS_INVALID, "invalid_position_id") == invalid_before + 1
         # The database read itself: a value the driver cannot send is narrowed down to its id.
-        rows = h.role.read_rows(["\ud800", pid])
+        rows = h.role.tables.rows(["\ud800", pid])
     assert set(rows) == {pid}
     assert counter(metrics.EXIT_ERRORS) == errors_before + 1
     lines = [r for r in caplog.records if r.levelno == logging.ERROR]
