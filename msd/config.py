@@ -495,7 +495,7 @@ DEFAULT_EXIT_RULES = {
                     "breakeven_after_first_step": True},
     "stop_loss_pct": 2,
     "trailing": {"activation_pct": 1.5, "distance_pct": 0.8},
-    "time_exit": {"max_hold_seconds": 86400},
+    "time_exit": {"max_hold_seconds": 86400, "min_profit_pct": 0},
     "cooldown_seconds": 60,
 }
 
