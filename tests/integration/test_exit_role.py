@@ -207,6 +207,7 @@ def test_stale_row_exit_is_sent_once_then_reported_stalled(make):
     assert len(h.exits(pid)) == 1
     execute(h.dsn, "UPDATE positions SET version = version + 1, last_updated = %s WHERE id = %s",
             (utc_now(), pid))                       # a newer row (still 2): the next exit may go
+    h.queues["positions"].put(update(pid, "STALLUSDT", "2"))       # the write's event
     h.until(lambda: len(h.exits(pid)) == 2, what="second exit after a newer row")
     assert h.status()["exits_stalled"] == {}
 
@@ -239,6 +240,7 @@ def test_ladder_step_and_its_outbox_row_are_saved_in_one_transaction(make):
     finally:
         execute(h.dsn, "DROP TRIGGER fail_exit ON msd.signals")
         execute(h.dsn, "DROP FUNCTION msd.fail_exit()")
+    h.queues["exit_prices"].put(trade("LADUSDT", "104"))
     [(_, body)] = h.until(lambda: h.exits(pid), what="the step once the outbox works")
     stored = execute(h.dsn, "SELECT state FROM msd.position_exit_state WHERE position_key = %s", (pid,))[0][0]
     assert stored["ladder_steps_done"] == [0] and stored["in_flight"][0]["signal_id"] == body["signal_id"]
