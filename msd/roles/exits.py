@@ -104,8 +104,9 @@ class ExitRole:
         self.gone: set[PositionId] = set()                   # flat: their stored rows are deleted
         self.unverified: set[PositionId] = set()             # restored: not compared with the table yet
         self.reread: set[PositionId] = set()                 # an event came: read the row before deciding
-        self.context: dict[PositionId, dict[str, Any]] = {}  # what the last event said, for logs and signals
+        self.context: dict[PositionId, PositionUpdate] = {}  # the last event, for log lines and signals
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
+        self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
         self.buckets: dict[str, AssetRateLimit] = {}
         self.debouncer: Debouncer = make_debouncer(self.config)
@@ -127,6 +128,7 @@ class ExitRole:
                 self.gone.add(pid)
             self.book.pop(pid, None)
             self.context.pop(pid, None)
+            self.skipped = {key for key in self.skipped if key[0] != pid} if self.skipped else self.skipped
             self.dirty.discard(pid)
             self.by_asset.get(pid[0], set()).discard(pid)
             self.unverified.discard(pid)
@@ -143,14 +145,27 @@ class ExitRole:
         mono = time.monotonic()
         if not (self.dirty or self.gone) or (not now and mono < self.next_save):
             return
-        states = [self.book[pid].to_dict() for pid in sorted(self.dirty)]
-        gone = sorted(self.gone)
-        with self.db.transaction() as conn:
-            delete_states(conn, gone)
-            save_states(conn, states)
-        self.dirty.clear()
+        dirty, gone = sorted(self.dirty), sorted(self.gone)
+        try:
+            with self.db.transaction() as conn:
+                delete_states(conn, gone)
+                save_states(conn, [self.book[pid].to_dict() for pid in dirty])
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            # One state the database refuses must not keep the others from being saved: one by one.
+            for pid in dirty:
+                self.contained("state save", {"position_id": ascii(pid[1])[1:-1], "asset": pid[0]},
+                               lambda pid=pid: self._save_one(pid))
+        self.dirty.difference_update(dirty)
         self.gone.difference_update(gone)
         self.next_save = mono + SAVE_EVERY_S
+
+    def _save_one(self, pid: PositionId) -> None:
+        with self.db.transaction() as conn:
+            delete_states(conn, [pid])
+            if pid in self.book:
+                save_states(conn, [self.book[pid].to_dict()])
 
     # --- intake -------------------------------------------------------------------------------
 
@@ -190,7 +205,7 @@ class ExitRole:
         # staleness by the row's last_updated, which is as good.
         routine = old is not None and new is not None and replace(new, last_event_at=old.last_event_at) == old
         self.put(pid, new, persist=not routine)
-        self.context[pid] = update_context(update)
+        self.context[pid] = update
         self.reread.add(pid)
         self.debouncer.offer(pid, pid, now)
 
@@ -245,6 +260,19 @@ class ExitRole:
             metrics.EXIT_ERRORS.inc()
             log.exception("%s failed and was skipped: %s", what, type(exc).__name__, extra=context)
 
+    def skip_once(self, pid: PositionId, state: ExitState, reason: str, detail: str) -> None:
+        """A position that cannot be evaluated yet: said once per position and row version, not
+        on every tick; an event that triggered the evaluation is always answered."""
+        key = (pid, reason, state.row.version if state.row else None)
+        if key not in self.skipped or pid in self.context:
+            self.skipped.add(key)
+            self.skip(reason, detail, self.event_context(pid))
+            self.context.pop(pid, None)
+
+    def event_context(self, pid: PositionId) -> dict[str, Any]:
+        event = self.context.get(pid)
+        return update_context(event) if event is not None else {"position_id": pid[1], "asset": pid[0]}
+
     def skip(self, reason: str, detail: str, context: dict[str, Any], *, error: bool = False) -> None:
         """Input that cannot be used: logged with its context, counted, skipped."""
         self.stats.invalid[reason] += 1
@@ -290,6 +318,14 @@ class ExitRole:
             self.save()
         except DatabaseUnavailable as exc:
             self._database_down(exc)
+            return
+        except Exception as exc:
+            # Per message and per position failures are contained where they happen; this is the
+            # last line, so a bug in a turn costs that turn, never the role.
+            self.stats.errors += 1
+            self.stats.error(f"turn: {type(exc).__name__}: {exc}")
+            metrics.EXIT_ERRORS.inc()
+            log.exception("exit role turn failed: %s", type(exc).__name__)
             return
         if self.db_error is not None:
             metrics.DEGRADED.labels("exits_database").set(0)
@@ -413,7 +449,7 @@ class ExitRole:
                     continue
                 found, state = rows.get(pid[1]), self.book.get(pid)
                 if state is not None and state.row is None:     # seen by its event only
-                    context = self.context.get(pid, {"position_id": pid[1], "asset": pid[0]})
+                    context = self.event_context(pid)
                     if found is None:
                         self.skip("position_not_in_table", f"no positions row for position {pid[1]}", context)
                     elif found.size == 0:
@@ -434,13 +470,12 @@ class ExitRole:
         state = self.book.get(pid)
         if state is None or not state.ready:
             if state is not None and state.row is not None and state.entry_price is None:
-                self.skip("incomplete_position", f"positions row of {pid[1]} has no average_entry_price",
-                          self.context.get(pid, {"position_id": pid[1], "asset": pid[0]}))
+                self.skip_once(pid, state, "incomplete_position",
+                               f"positions row of {pid[1]} has no average_entry_price (nor does the fill path)")
             return
         quote = freshest([*market_quotes(self.market.asset_state(pid[0])), table_quote(state.row)])
         if quote is None:
-            self.skip("no_price", "neither the market nor the positions table has a price",
-                      {"position_id": pid[1], "asset": pid[0]})
+            self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
             return
         signal_id = str(uuid.uuid4())
         verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
@@ -469,8 +504,8 @@ class ExitRole:
     def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
         """Record the signal and the state it commits in one transaction, then publish."""
         decision = verdict.decision
-        context = self.context.get(pid, {})
-        trace_id, source = context.get("trace_id"), context.get("update_source", "positions_table")
+        event = self.context.get(pid)
+        trace_id, source = (event.trace_id, event.update_source) if event else (None, "positions_table")
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})
@@ -552,7 +587,10 @@ class ExitRole:
     # --- reporting ----------------------------------------------------------------------------
 
     def report(self) -> None:
-        report_status(self, utc_now())
+        try:
+            report_status(self, utc_now())
+        except Exception:  # a status line must never take the role down
+            log.exception("exit status report failed")
 
 
 def run(ctx: RoleContext) -> int:

@@ -8,6 +8,7 @@ neighbour services' own queries do.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -198,8 +199,15 @@ def _position_rows(conn, sql: str, args: tuple) -> list[PositionRow]:
 
 
 def read_positions(conn, position_ids: list[str]) -> dict[str, PositionRow]:
-    """The rows with these ids (as text, so a malformed id finds nothing instead of failing)."""
-    rows = _position_rows(conn, _POSITION_SELECT + " WHERE id::text = ANY(%s)", (list(position_ids),))
+    """The rows with these ids. Canonical uuids use the primary key; anything else is compared as
+    text, so a malformed id finds nothing instead of failing."""
+    ids = list(position_ids)
+    try:
+        canonical = all(str(uuid.UUID(i)) == i for i in ids)
+    except (ValueError, TypeError, AttributeError):
+        canonical = False
+    where = " WHERE id = ANY(%s::uuid[])" if canonical else " WHERE id::text = ANY(%s)"
+    rows = _position_rows(conn, _POSITION_SELECT + where, (ids,))
     return {row.position_id: row for row in rows}
 
 
