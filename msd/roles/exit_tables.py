@@ -15,8 +15,7 @@ from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
 from msd.roles.exit_signal import fills_of, instrument_of
-from msd.rules import ExitState, Instrument, RowFacts, crossed_zero, fill_path_entry
-from msd.rules.state import row_order
+from msd.rules import ExitState, Instrument, RowFacts, crossed_zero, fill_path_entry, row_order
 from msd.store.db import Database
 from msd.store.neighbours import (
     OrderOutcome, PositionRow, SharedSchemaError, read_fills_since, read_instruments, read_open_positions,

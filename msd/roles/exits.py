@@ -44,9 +44,8 @@ from msd.roles.publishing import run_publishing_role
 from msd.roles.runtime import EXIT_OK, RoleContext
 from msd.rules import (
     AssetRateLimit, Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls,
-    take, would_allow,
+    row_order, take, would_allow,
 )
-from msd.rules.state import row_order
 from msd.store.db import Database, retry_backoff
 from msd.store.exit_state import delete_states, load_states, save_states, save_states_sql
 from msd.store.migrate import apply_migrations

@@ -22,7 +22,7 @@ from msd.rules.exit_amount import (
 )
 from msd.rules.pacing import AssetRateLimit, Debouncer, take, would_allow
 from msd.rules.state import (
-    RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct,
+    RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct, row_order,
 )
 from msd.rules.types import (
     ORDER_MANAGER_DEFAULTS,
@@ -44,7 +44,7 @@ __all__ = [
     "order_manager_quantity", "size_exit",
     "AssetRateLimit", "Debouncer", "take", "would_allow",
     "RowOutcome", "fold_bar", "fold_price", "new_position", "note_event", "note_order", "note_row", "note_stalls",
-    "pnl_pct",
+    "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
     "InvalidPositionData", "PositionKey", "RowFacts", "Side",
 ]
