@@ -212,7 +212,8 @@ def start_flight(state: ExitState, flight: InFlight, after: ExitState) -> ExitSt
 
 def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal) -> tuple[ExitState, InFlight | None]:
     """The latest status of an exit's own order. Ended with nothing filled: the exit is over and
-    undone (the ladder step is open again, the cooldown as before); returns the released flight."""
+    undone (the ladder step is open again, the cooldown as before); returns the released flight.
+    Ended with fills (e.g. cancelled after a partial fill): over once the row shows a smaller size."""
     filled = to_decimal("filled_quantity", filled, non_negative=True)
     for flight in state.in_flight:
         if flight.signal_id != signal_id:
@@ -222,6 +223,8 @@ def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal) -
             return _undo(replace(state, in_flight=rest), flight), flight
         updated = replace(flight, order_status=status, order_filled=filled)
         flights = tuple(updated if f is flight else f for f in state.in_flight)
+        if state.row is not None:       # a row read before the order ended may already show it
+            flights = tuple(f for f in flights if f is not updated or not _settle((f,), state.row)[1])
         return replace(state, in_flight=flights), None
     return state, None
 

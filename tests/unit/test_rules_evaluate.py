@@ -285,6 +285,14 @@ def test_rejected_exit_is_undone_and_decided_again_at_once(side):
     assert again.decision.reason is ExitReason.TAKE_PROFIT_STEP
 
 
+def test_partly_filled_then_cancelled_exit_ends_when_the_row_already_shows_the_fill():
+    sent = decide(position(size="4"), at(Side.LONG, -3), ExitRules(stop_loss_pct=D(2)), LOT, T0, "s1").sent_state
+    partly = filled(sent, D(1), T0 + timedelta(seconds=1))          # the row: 3 left, the order still working
+    assert partly.in_flight
+    state, undone = note_order(partly, "s1", "cancelled", D(1))
+    assert undone is None and not state.in_flight
+
+
 def test_filled_order_keeps_the_exit_in_flight_until_the_row_shows_it():
     sent = decide(position(), at(Side.LONG, -3), ExitRules(stop_loss_pct=D(2)), LOT, T0, "s1").sent_state
     state, released = note_order(sent, "s1", "filled", D(2))
