@@ -146,9 +146,14 @@ class ExitsConfig:
     asset_rate: AssetRateLimit      # exit signals per asset
     rules: ExitRules                # default rules
     per_asset: Mapping[str, ExitRules]
+    in_flight_timeout_s: float = 60.0   # an exit whose effect is not seen this long is reported stalled
+    disabled_assets: frozenset[str] = frozenset()   # per_asset.<ASSET>.enabled: false -> left alone
 
     def rules_for(self, asset: str) -> ExitRules:
         return self.per_asset.get(asset, self.rules)
+
+    def enabled_for(self, asset: str) -> bool:
+        return asset not in self.disabled_assets
 
 
 @dataclass(frozen=True)
@@ -476,9 +481,9 @@ def _exit_rules(raw: Any, path: str) -> ExitRules:
 
 def _exits(s: Section) -> ExitsConfig:
     rate = s.section("asset_rate")
-    per_asset_raw = s.raw("per_asset", {}) or {}
-    if not isinstance(per_asset_raw, Mapping):
-        raise ConfigError("exits.per_asset", per_asset_raw, "a mapping of asset to exit rules")
+    rules_raw = s.raw("rules", DEFAULT_EXIT_RULES)
+    rules = _exit_rules(rules_raw, "exits.rules")
+    per_asset, disabled = _per_asset(s.raw("per_asset", {}) or {}, rules)
     cfg = ExitsConfig(
         fallback_after_s=s.number("fallback_after_s", 30.0, lo=0.1, hi=86400),
         poll_interval_s=s.number("poll_interval_s", 5.0, lo=0.1, hi=3600),
@@ -487,8 +492,10 @@ def _exits(s: Section) -> ExitsConfig:
         debounce_max_delay_s=s.number("debounce_max_delay_s", 0.25, lo=0.0, hi=600),
         asset_rate=_built("exits.asset_rate", lambda: AssetRateLimit(
             rate_per_second=rate.number("rate_per_s", 1.0, lo=0.0, lo_open=True), burst=rate.integer("burst", 3, lo=1))),
-        rules=_exit_rules(s.raw("rules", DEFAULT_EXIT_RULES), "exits.rules"),
-        per_asset={str(asset): _exit_rules(rules, f"exits.per_asset.{asset}") for asset, rules in per_asset_raw.items()},
+        rules=rules,
+        per_asset=per_asset,
+        in_flight_timeout_s=s.number("in_flight_timeout_s", 60.0, lo=0.1, hi=86400),
+        disabled_assets=disabled,
     )
     rate.reject_unknown()
     if cfg.debounce_max_delay_s < cfg.debounce_s:
@@ -498,13 +505,34 @@ def _exits(s: Section) -> ExitsConfig:
     return cfg
 
 
+def _per_asset(raw: Any, default: ExitRules) -> tuple[dict[str, ExitRules], frozenset[str]]:
+    """`per_asset.<ASSET>`: exit rules replacing `rules` for that asset, plus `enabled` (default
+    true; false leaves the asset's positions alone, e.g. ones msd did not open). A mapping with
+    only `enabled: true` keeps the default rules."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("exits.per_asset", raw, "a mapping of asset to exit rules")
+    rules, disabled = {}, set()
+    for asset, section in raw.items():
+        path = f"exits.per_asset.{asset}"
+        if not isinstance(section, Mapping):
+            raise ConfigError(path, section, "a mapping of exit rules (and enabled: true/false)")
+        section = dict(section)
+        enabled = section.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{path}.enabled", enabled, "true or false")
+        if not enabled:
+            disabled.add(str(asset))
+        rules[str(asset)] = _exit_rules(section, path) if section else default
+    return rules, frozenset(disabled)
+
+
 # Applied when exits.rules is absent: protective stops plus a two-step take-profit ladder.
 DEFAULT_EXIT_RULES = {
     "take_profit": {"steps": [{"at_pct": 3, "close": 0.5}, {"at_pct": 5, "close": 1.0}],
                     "breakeven_after_first_step": True},
     "stop_loss_pct": 2,
     "trailing": {"activation_pct": 1.5, "distance_pct": 0.8},
-    "time_exit": {"max_hold_seconds": 86400},
+    "time_exit": {"max_hold_seconds": 86400, "min_profit_pct": 0},
     "cooldown_seconds": 60,
 }
 

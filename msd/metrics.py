@@ -77,6 +77,25 @@ EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates
                               ["reason"])
 EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")
 EXIT_UPDATES = Counter("msd_exit_position_updates_total", "Position updates taken by the exit role")
+EXITS_IN_FLIGHT = Gauge("msd_exits_in_flight", "Exits sent whose effect the positions table does not show yet",
+                        multiprocess_mode="livemax")
+EXITS_STALLED = Gauge("msd_exits_stalled", "Exits in flight longer than exits.in_flight_timeout_s",
+                      multiprocess_mode="livemax")
+EXIT_STALLS = Counter("msd_exit_in_flight_stalled_total", "Exits whose effect was not seen within "
+                      "exits.in_flight_timeout_s (nothing is re-sent until a newer positions row)")
+EXIT_ORDERS_UNFILLED = Counter("msd_exit_orders_unfilled_total", "Exit orders that ended with nothing filled "
+                               "(decided again at once), by status", ["status"])
+EXIT_POSITIONS_BELOW_MINIMUM = Gauge("msd_exit_positions_below_minimum", "Open positions worth less than "
+                                     "order-manager's minimum order value: no exit signal can close them",
+                                     multiprocess_mode="livemax")
+EXIT_POSITIONS_REFUSED = Gauge("msd_exit_positions_refused", "Open positions the exit role leaves alone, by reason",
+                               ["reason"], multiprocess_mode="livemax")
+EXIT_POSITIONS_UNPRICED = Gauge("msd_exit_positions_without_market_data", "Open positions evaluated from the "
+                                "positions table's price because their asset has no market data",
+                                multiprocess_mode="livemax")
+DATAPLANE_BACKLOG = Gauge("msd_dataplane_backlog", "Position updates and closed bars waiting in the consumer "
+                          "for room in a full data-plane queue (never dropped)", ["queue"],
+                          multiprocess_mode="livemax")
 TRAINING_TRIGGERS = Counter("msd_training_triggers_total", "Training requests sent, by trigger", ["trigger"])
 MODEL_QUALITY_DEGRADED = Gauge("msd_model_quality_degraded", "1 while a strategy's live model quality is degraded",
                                ["strategy"], multiprocess_mode="livemax")

@@ -42,6 +42,15 @@ class TradingSignal:
     market_data_snapshot: MarketDataSnapshot
     metadata: Mapping[str, Any]
     trace_id: str
+    # Send `amount` and the snapshot `price` as decimal strings (CONTRACTS §1.2 accepts them), so
+    # order-manager's amount / price is exactly the quantity msd meant (exits, CONTRACTS §3.6);
+    # a float such as 305.52 / 3055.2 would come out a hair below 0.1 and round down a lot.
+    exact_decimals: bool = False
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as plain positional text, no exponent and no trailing zeros ("305.52", "0.003")."""
+    return format(value.normalize(), "f")
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -60,20 +69,22 @@ def _optional_dict(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def signal_to_wire(signal: TradingSignal) -> dict[str, Any]:
-    """The JSON object for the body; numbers are JSON floats, as the reference producer sent them."""
+    """The JSON object for the body; numbers are JSON floats, as the reference producer sent them,
+    except `amount` and the snapshot `price` of a signal with `exact_decimals` (decimal strings)."""
     snapshot = signal.market_data_snapshot
+    number = decimal_text if signal.exact_decimals else float
     return {
         "signal_id": signal.signal_id,
         "signal_type": signal.signal_type,
         "asset": signal.asset,
-        "amount": float(signal.amount),
+        "amount": number(signal.amount),
         "confidence": float(signal.confidence),
         "timestamp": format_timestamp(signal.timestamp),
         "strategy_id": signal.strategy_id,
         "model_version": signal.model_version,
         "is_warmup": signal.is_warmup,
         "market_data_snapshot": {
-            "price": float(snapshot.price),
+            "price": number(snapshot.price),
             "spread": _optional_float(snapshot.spread),
             "volume_24h": _optional_float(snapshot.volume_24h),
             "volatility": _optional_float(snapshot.volatility),

@@ -27,6 +27,7 @@ from msd.bus.topology import QueueSpec
 from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
+from msd.roles.dataplane import Backlog
 from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
 from msd.store.db import Database
 from msd.store.deadletters import (
@@ -123,6 +124,7 @@ class BatchProcessor:
         self.counters = Counters()
         self.schema_ready = False
         self.next_purge = 0.0
+        self.backlog = Backlog(ctx.queues)
 
     def __call__(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
@@ -243,18 +245,33 @@ class BatchProcessor:
                 self._put(queue_name, item.message)
 
     def _put(self, queue_name: str, message: Any) -> None:
+        if must_deliver(message):
+            self.backlog.put(queue_name, message, stopping=self.ctx.stopping.is_set)
+            return
         try:
             self.ctx.queues[queue_name].put_nowait(message)
         except queue.Full:
-            # The reader is behind; market data is superseded by the next tick anyway, and the
-            # exit role falls back to polling positions, so dropping is safer than blocking acks.
+            # The reader is behind; a tick is superseded by the next one (and the exit role folds
+            # each closed bar into its peaks), so dropping it is safer than blocking acks.
             self.counters.dropped += 1
             metrics.DATAPLANE_DROPPED.labels(queue_name).inc()
+
+    def on_tick(self) -> None:
+        """Every turn of the consumer loop: move waiting items on, prove liveness."""
+        self.backlog.flush()
+        for name, size in self.backlog.sizes().items():
+            metrics.DATAPLANE_BACKLOG.labels(name).set(size)
+        self.ctx.beat()
 
     def _publish_counters(self) -> None:
         c = self.counters
         self.ctx.set_status(consumed=c.consumed, invalid=c.invalid, executions=c.executions,
                             duplicates=c.duplicates, dropped=c.dropped, dead_letters_not_stored=c.not_stored)
+
+
+def must_deliver(message: Any) -> bool:
+    """Never dropped for a full queue (dataplane.Backlog): position updates and closed bars."""
+    return isinstance(message, PositionUpdate) or (isinstance(message, Kline) and message.confirmed)
 
 
 def destinations(message: Any) -> tuple[str, ...]:
@@ -296,7 +313,7 @@ def run(ctx: RoleContext) -> int:
         ctx.set_status(broker="up" if up else "down")
 
     def on_tick() -> None:
-        ctx.beat()
+        processor.on_tick()
         processor.summarise_invalid()
         processor.maybe_purge()
 
@@ -307,7 +324,7 @@ def run(ctx: RoleContext) -> int:
     for data_plane in ctx.queues.values():
         # On exit, items not yet taken by a reader are dropped instead of holding this process
         # until they are flushed (the readers may be gone): they are market data and position
-        # updates, which the next tick and the exit role's table polling make good.
+        # updates, which the next tick and the exit role's reading of the table make good.
         data_plane.cancel_join_thread()
     ctx.booted()
     if cfg.consumer.subscriptions.url:

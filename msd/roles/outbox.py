@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
@@ -85,8 +85,14 @@ class Outbox:
         """Keep the broker connection alive while idle (heartbeats, a broker-side close noticed)."""
         self.publisher.service()
 
-    def submit(self, signal: TradingSignal, mode: str) -> Submitted:
-        """Record `signal` durably and publish it (after any older pending ones)."""
+    def submit(self, signal: TradingSignal, mode: str, *,
+               also: Callable[[Any], bytes | None] | None = None) -> Submitted:
+        """Record `signal` durably and publish it (after any older pending ones).
+
+        `also(cursor)` returns SQL text written in the same implicit transaction as the outbox row
+        (one statement string): what the decision committed (an exit's ladder step, its exit in
+        flight) is saved with the signal or not at all.
+        """
         if mode not in self.modes:
             raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
         try:
@@ -98,8 +104,10 @@ class Outbox:
                       extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
             return Submitted(False, False, f"invalid: {exc}")
         try:
-            with self.db.autocommit() as conn:      # one INSERT: atomic without BEGIN/COMMIT
-                insert_signal(conn, signal, signal_to_wire(signal), mode)
+            with self.db.autocommit() as conn:      # one statement string: atomic without BEGIN/COMMIT
+                with conn.cursor() as cur:
+                    before = also(cur) if also is not None else None
+                insert_signal(conn, signal, signal_to_wire(signal), mode, before=before)
         except DatabaseUnavailable as exc:
             metrics.SIGNALS_LOST.labels(signal.strategy_id, "database").inc()
             log.error("signal %s not sent: the outbox cannot be written: %s", signal.signal_id, exc,

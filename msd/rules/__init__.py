@@ -1,10 +1,13 @@
 """Exit rules: pure functions, stdlib only, clock passed in.
 
-The live exits role and replays call the same `should_exit`; state is keyed per position and
-persisted by the caller through `ExitState.to_dict()` / `ExitState.from_dict()`.
+The live exits role and replays use the same functions: `note_event`/`note_row`/`fold_price`/
+`fold_bar`/`note_order` build a position's `ExitState` from what is observed, and `decide`
+returns the decision together with the next state. The caller persists states through
+`ExitState.to_dict()` / `ExitState.from_dict()`.
 """
 from msd.rules.config import (
     DEFAULT_PRIORITY,
+    MIN_COOLDOWN,
     ExitRules,
     LadderStep,
     RuleConfigError,
@@ -12,24 +15,36 @@ from msd.rules.config import (
     TimeExit,
     Trailing,
 )
-from msd.rules.evaluate import in_cooldown, should_exit, track
-from msd.rules.exit_amount import MIN_AMOUNT_USDT, exit_amount_usdt
+from msd.rules.evaluate import Verdict, decide
+from msd.rules.exit_amount import (
+    AMOUNT_PADDING, ExitAmountError, Fill, check_amount, crossed_zero, encode_amount, fill_path_entry,
+    order_manager_quantity, size_exit,
+)
 from msd.rules.pacing import AssetRateLimit, Debouncer, take, would_allow
-from msd.rules.state import initial_state, observe_price, pnl_pct, reset_needed
+from msd.rules.state import (
+    RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct, row_order,
+)
 from msd.rules.types import (
+    ORDER_MANAGER_DEFAULTS,
     ExitDecision,
     ExitReason,
     ExitState,
+    InFlight,
+    Instrument,
     InvalidPositionData,
     PositionKey,
-    PositionView,
+    RowFacts,
     Side,
 )
 
 __all__ = [
-    "DEFAULT_PRIORITY", "ExitRules", "LadderStep", "RuleConfigError", "TakeProfit", "TimeExit", "Trailing",
-    "in_cooldown", "should_exit", "track", "MIN_AMOUNT_USDT", "exit_amount_usdt",
+    "DEFAULT_PRIORITY", "MIN_COOLDOWN", "ExitRules", "LadderStep", "RuleConfigError", "TakeProfit", "TimeExit",
+    "Trailing", "Verdict", "decide",
+    "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount", "fill_path_entry",
+    "order_manager_quantity", "size_exit",
     "AssetRateLimit", "Debouncer", "take", "would_allow",
-    "initial_state", "observe_price", "pnl_pct", "reset_needed",
-    "ExitDecision", "ExitReason", "ExitState", "InvalidPositionData", "PositionKey", "PositionView", "Side",
+    "RowOutcome", "fold_bar", "fold_price", "new_position", "note_event", "note_order", "note_row", "note_stalls",
+    "pnl_pct", "row_order",
+    "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
+    "InvalidPositionData", "PositionKey", "RowFacts", "Side",
 ]

@@ -29,6 +29,9 @@ DEFAULT_PRIORITY: tuple[ExitReason, ...] = (
 )
 
 DEFAULT_COOLDOWN = timedelta(seconds=60)
+# An exit is in flight until the positions row shows it (msd.rules.state), so the cooldown is not
+# what stops a second exit; it paces them. Zero would let a rule fire on every tick.
+MIN_COOLDOWN = timedelta(seconds=1)
 # Roughly a Bybit taker round trip (2 x 0.055 %), so a breakeven exit does not turn into a loss.
 DEFAULT_BREAKEVEN_FEE_PCT = Decimal("0.1")
 
@@ -124,7 +127,11 @@ class TakeProfit:
 @dataclass(frozen=True)
 class Trailing:
     """Armed once the highest PnL reaches `activation_pct` of entry; then exits when the price
-    retraces `distance_pct` of the peak (long) or trough (short)."""
+    retraces `distance_pct` of the peak (long) or trough (short).
+
+    `activation_pct` must be at least `distance_pct`: armed any earlier, the stop would sit below
+    the entry and "trail" into a loss.
+    """
 
     activation_pct: Decimal
     distance_pct: Decimal
@@ -135,20 +142,24 @@ class Trailing:
         # 100 % or more would put a long's stop at or below zero: it could never fire.
         _set(self, "distance_pct", _in_range("trailing.distance_pct", self.distance_pct, Decimal(0), Decimal(100),
                                              low_open=True, high_open=True, allowed="a percent in (0, 100)"))
+        if self.activation_pct < self.distance_pct:
+            raise RuleConfigError("trailing.activation_pct", self.activation_pct,
+                                  f"a percent >= trailing.distance_pct ({self.distance_pct})")
 
 
 @dataclass(frozen=True)
 class TimeExit:
-    """Close after `max_hold`; if `min_profit_pct` is set, only while PnL >= it (may be negative)."""
+    """Close after `max_hold` while PnL >= `min_profit_pct` (default 0: not at a loss; a negative
+    value means "exit even at this loss"). Acceptance scenario 4: the hold ends when it meets the
+    profit target, not at any price."""
 
     max_hold: timedelta
-    min_profit_pct: Decimal | None = None
+    min_profit_pct: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_hold, timedelta) or self.max_hold <= timedelta(0):
             raise RuleConfigError("time_exit.max_hold", self.max_hold, "a duration > 0")
-        if self.min_profit_pct is not None:
-            _set(self, "min_profit_pct", _number("time_exit.min_profit_pct", self.min_profit_pct))
+        _set(self, "min_profit_pct", _number("time_exit.min_profit_pct", self.min_profit_pct))
 
 
 @dataclass(frozen=True)
@@ -178,8 +189,8 @@ class ExitRules:
             _set(self, "stop_loss_pct", _in_range("stop_loss_pct", self.stop_loss_pct, Decimal(0), Decimal(100),
                                                   low_open=True, high_open=True, allowed="a percent in (0, 100)"))
         _set(self, "priority", _check_priority(self.priority))
-        if not isinstance(self.cooldown, timedelta) or self.cooldown < timedelta(0):
-            raise RuleConfigError("cooldown", self.cooldown, "a duration >= 0")
+        if not isinstance(self.cooldown, timedelta) or self.cooldown < MIN_COOLDOWN:
+            raise RuleConfigError("cooldown", self.cooldown, f"a duration >= {MIN_COOLDOWN.total_seconds():g} s")
 
     def _check_types(self) -> None:
         for name, kind in (("take_profit", TakeProfit), ("trailing", Trailing), ("time_exit", TimeExit)):
@@ -234,7 +245,8 @@ def _build(cls: type[ExitRules], data: Mapping[str, Any]) -> ExitRules:
     if "priority" in top:
         kwargs["priority"] = top["priority"]
     if top.get("cooldown_seconds") is not None:
-        kwargs["cooldown"] = _seconds("cooldown_seconds", top["cooldown_seconds"], allow_zero=True)
+        kwargs["cooldown"] = _seconds("cooldown_seconds", top["cooldown_seconds"],
+                                      minimum=Decimal(MIN_COOLDOWN.total_seconds()))
     return cls(**kwargs)
 
 
@@ -254,9 +266,11 @@ def _required(key: str, section: Mapping[str, Any], names: tuple[str, ...]) -> N
             raise RuleConfigError(f"{key}.{name}", None, "a number (required)")
 
 
-def _seconds(key: str, value: object, *, allow_zero: bool) -> timedelta:
-    seconds = _in_range(key, value, Decimal(0), None, low_open=not allow_zero,
-                        allowed="a number of seconds " + (">= 0" if allow_zero else "> 0"))
+def _seconds(key: str, value: object, *, minimum: Decimal | None = None) -> timedelta:
+    """A duration > 0 seconds, or >= `minimum` when one is given."""
+    low = Decimal(0) if minimum is None else minimum
+    seconds = _in_range(key, value, low, None, low_open=minimum is None,
+                        allowed=f"a number of seconds >= {minimum}" if minimum is not None else "a number of seconds > 0")
     return timedelta(seconds=float(seconds))
 
 
@@ -298,5 +312,6 @@ def _time_exit(value: object) -> TimeExit | None:
         return None
     section = _mapping("time_exit", value, {"max_hold_seconds", "min_profit_pct"})
     _required("time_exit", section, ("max_hold_seconds",))
-    max_hold = _seconds("time_exit.max_hold_seconds", section["max_hold_seconds"], allow_zero=False)
-    return TimeExit(max_hold=max_hold, min_profit_pct=section.get("min_profit_pct"))
+    max_hold = _seconds("time_exit.max_hold_seconds", section["max_hold_seconds"])
+    min_profit = section.get("min_profit_pct")
+    return TimeExit(max_hold=max_hold, min_profit_pct=Decimal(0) if min_profit is None else min_profit)

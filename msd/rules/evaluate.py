@@ -1,22 +1,21 @@
 """The one exit decision function, shared by the live exits role and by replays.
 
-`should_exit(position, price, state, rules, now)` is pure: it reads no clock and does no I/O. Order
-of work, each step documented where it happens:
+`decide(state, price, rules, instrument, now, signal_id)` is pure: it reads no clock and does no
+I/O. It returns a `Verdict` that carries everything the caller needs: the decision (or None),
+the state to keep if nothing is sent, and the state to keep once the decision is recorded for
+sending. Nobody re-runs anything to learn what happened. Order of work:
 
-1. `track`: reset the state if it belongs to another position, follow the exchange's entry price,
-   and fold the current price into the peak/trough, so a trailing stop sees this very price.
-2. Cooldown: within `rules.cooldown` of the last emitted exit nothing is decided, but the tracked
-   state is still returned (the peak keeps moving while we wait).
-3. Every enabled rule is evaluated; the winner is the first reason in `rules.priority` that fired.
-   The priority is a permutation of all reasons and each rule yields at most one candidate under its
-   own reason, so two candidates never share a rank: ties are impossible by construction.
-4. The winning exit's USDT amount is computed; below 0.01 USDT there is no decision (dust).
-5. Only an emitted decision marks ladder steps done, moves the stop to breakeven and sets
-   `last_exit_at`.
-
-Composing with pacing: if the caller decides not to send a returned decision (e.g. the per-asset
-rate limit refuses it), it must keep `track(...)`'s state instead of the returned one, otherwise a
-ladder step would be marked done without ever being sent.
+1. The price is folded into the peak/trough (ticks were folded as they arrived; this one too).
+2. Every enabled rule is evaluated; the priority among those that fired is `rules.priority`, a
+   permutation of all reasons, so two candidates never tie.
+3. Pacing: while an exit is in flight (sent, effect not seen in the positions row yet) nothing
+   else is decided, except a stop loss or breakeven stop for the size a take-profit slice in
+   flight leaves; within `rules.cooldown` of the last exit nothing is decided either, except
+   those protective stops after a take-profit slice.
+4. Sizing (`msd.rules.exit_amount`): the quantity is chosen against the size the row shows and
+   the instrument's step and minimums, then encoded as an exact USDT amount.
+5. Only the sent state marks ladder steps done, moves the stop to breakeven, starts the cooldown
+   and records the exit in flight.
 """
 from __future__ import annotations
 
@@ -26,16 +25,10 @@ from decimal import Decimal
 from typing import Callable
 
 from msd.rules.config import ExitRules
-from msd.rules.exit_amount import MIN_AMOUNT_USDT, exit_amount_usdt
-from msd.rules.state import initial_state, observe_price, pnl_pct, reset_needed
+from msd.rules.exit_amount import check_amount, encode_amount, size_exit
+from msd.rules.state import fold_price, pnl_pct, start_flight
 from msd.rules.types import (
-    ExitDecision,
-    ExitReason,
-    ExitState,
-    InvalidPositionData,
-    PositionView,
-    Side,
-    check_aware,
+    PROTECTIVE, ExitDecision, ExitReason, ExitState, InFlight, Instrument, InvalidPositionData, Side, check_aware,
     to_decimal,
 )
 
@@ -44,24 +37,41 @@ _HUNDRED = Decimal(100)
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What one evaluation of one position came to.
+
+    `state`: keep it when nothing is sent (the price is folded in, nothing is committed).
+    `sent_state`: keep it once `decision` is recorded for sending (ladder, cooldown, in flight).
+    `held`: a rule fired but gave no decision, and why: in_flight, cooldown, below_min_order_value,
+    slice_overlaps_in_flight, not_ready.
+    """
+
+    decision: ExitDecision | None
+    state: ExitState
+    sent_state: ExitState | None = None
+    held: str | None = None
+    fired: tuple[ExitReason, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Inputs:
-    """What every rule looks at, computed once per update."""
+    """What every rule looks at, computed once per evaluation."""
 
     side: Side
     entry: Decimal
     price: Decimal
     pnl: Decimal
+    size: Decimal
     state: ExitState
-    position: PositionView
     now: datetime
 
 
 @dataclass(frozen=True)
 class _Candidate:
     reason: ExitReason
-    fraction: Decimal
+    wanted: Decimal                                  # base units to close
     params: dict[str, object] = field(default_factory=dict)
-    steps_done: tuple[int, ...] | None = None  # the ladder's done-set after this exit, if it is a step
+    steps_done: tuple[int, ...] | None = None        # the ladder's done-set after this exit, if it is a step
     moves_breakeven: bool = False
 
 
@@ -84,7 +94,7 @@ def _stop_loss(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     level = _level(x.entry, x.side, -rules.stop_loss_pct)
     if not _adverse(x.side, x.price, level):
         return None
-    return _Candidate(ExitReason.STOP_LOSS, _ONE,
+    return _Candidate(ExitReason.STOP_LOSS, x.size,
                       {"stop_loss_pct": str(rules.stop_loss_pct), "threshold_price": str(level)})
 
 
@@ -95,7 +105,7 @@ def _breakeven_stop(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     level = _level(x.entry, x.side, rules.breakeven_fee_pct)
     if not _adverse(x.side, x.price, level):
         return None
-    return _Candidate(ExitReason.BREAKEVEN_STOP, _ONE,
+    return _Candidate(ExitReason.BREAKEVEN_STOP, x.size,
                       {"breakeven_fee_pct": str(rules.breakeven_fee_pct), "threshold_price": str(level)})
 
 
@@ -107,11 +117,9 @@ def _trailing_stop(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     level = _level(x.state.extreme_price, x.side, -trailing.distance_pct)
     if not _adverse(x.side, x.price, level):
         return None
-    return _Candidate(ExitReason.TRAILING_STOP, _ONE, {
-        "activation_pct": str(trailing.activation_pct),
-        "distance_pct": str(trailing.distance_pct),
-        "extreme_price": str(x.state.extreme_price),
-        "highest_pnl_pct": str(x.state.highest_pnl_pct),
+    return _Candidate(ExitReason.TRAILING_STOP, x.size, {
+        "activation_pct": str(trailing.activation_pct), "distance_pct": str(trailing.distance_pct),
+        "extreme_price": str(x.state.extreme_price), "highest_pnl_pct": str(x.state.highest_pnl_pct),
         "threshold_price": str(level),
     })
 
@@ -123,17 +131,16 @@ def _take_profit(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     level = _level(x.entry, x.side, tp.pct)
     if not _favourable(x.side, x.price, level):
         return None
-    return _Candidate(ExitReason.TAKE_PROFIT, _ONE, {"take_profit_pct": str(tp.pct), "threshold_price": str(level)})
+    return _Candidate(ExitReason.TAKE_PROFIT, x.size, {"take_profit_pct": str(tp.pct), "threshold_price": str(level)})
 
 
 def _take_profit_step(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     """Fire the highest ladder step reached that is not done yet.
 
-    Thresholds increase, so reaching step k means every earlier step is reached too. A price that
-    jumps past several steps fires once, with the highest step's cumulative close, and marks all of
-    them done; sending one order for the combined amount beats a burst the cooldown would block.
-    `close` is cumulative over the original position, but the decision's fraction is of the current
-    size, assuming earlier steps were filled: (close_k - close_done) / (1 - close_done).
+    Thresholds increase, so reaching step k means every earlier step is reached too: a price that
+    jumps past several steps fires once, with the highest step's cumulative close. `close` is
+    cumulative over the size when the ladder started (`ladder_base_size`); the step closes what the
+    row shows above base x (1 - close), so a slice that filled only partly is made good, never doubled.
     """
     tp = rules.take_profit
     if tp is None or not tp.is_ladder:
@@ -145,13 +152,13 @@ def _take_profit_step(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     top = max(reached, default=-1)
     if top <= last_done:
         return None
-    closed = steps[last_done].close if last_done >= 0 else Decimal(0)
-    fraction = min(_ONE, (steps[top].close - closed) / (_ONE - closed))
-    fired = list(range(last_done + 1, top + 1))
+    base = x.state.ladder_base_size or x.size
+    keep = base * (_ONE - steps[top].close)
     return _Candidate(
-        ExitReason.TAKE_PROFIT_STEP, fraction,
-        {"step": top, "steps_fired": fired, "at_pct": str(steps[top].at_pct),
-         "close_cumulative": str(steps[top].close), "threshold_price": str(_level(x.entry, x.side, steps[top].at_pct))},
+        ExitReason.TAKE_PROFIT_STEP, x.size - keep,
+        {"step": top, "steps_fired": list(range(last_done + 1, top + 1)), "at_pct": str(steps[top].at_pct),
+         "close_cumulative": str(steps[top].close), "ladder_base_size": str(base), "keep_size": str(keep),
+         "threshold_price": str(_level(x.entry, x.side, steps[top].at_pct))},
         steps_done=tuple(sorted(set(x.state.ladder_steps_done) | set(range(top + 1)))),
         moves_breakeven=rules.breakeven_after_first_step,
     )
@@ -159,14 +166,13 @@ def _take_profit_step(x: _Inputs, rules: ExitRules) -> _Candidate | None:
 
 def _time_exit(x: _Inputs, rules: ExitRules) -> _Candidate | None:
     te = rules.time_exit
-    if te is None or x.now - x.position.opened_at < te.max_hold:
+    held = x.now - x.state.opened_at
+    if te is None or held < te.max_hold or x.pnl < te.min_profit_pct:
         return None
-    if te.min_profit_pct is not None and x.pnl < te.min_profit_pct:
-        return None
-    return _Candidate(ExitReason.TIME_EXIT, _ONE, {
-        "max_hold_seconds": str(te.max_hold.total_seconds()),
-        "min_profit_pct": None if te.min_profit_pct is None else str(te.min_profit_pct),
-        "held_seconds": str((x.now - x.position.opened_at).total_seconds()),
+    return _Candidate(ExitReason.TIME_EXIT, x.size, {
+        "max_hold_seconds": str(te.max_hold.total_seconds()), "min_profit_pct": str(te.min_profit_pct),
+        "held_seconds": str(held.total_seconds()), "opened_at": x.state.opened_at.isoformat(),
+        "opened_by": x.state.opened_by,
     })
 
 
@@ -180,63 +186,76 @@ _RULES: dict[ExitReason, Callable[[_Inputs, ExitRules], _Candidate | None]] = {
 }
 
 
-def track(position: PositionView, price: Decimal, state: ExitState | None, now: datetime) -> ExitState:
-    """Validate the inputs and return the state with `price` observed, starting over if needed.
-
-    `state=None` means no state yet. When the exchange reports a new average entry for the same
-    position (it was added to), thresholds follow it: PnL is what the exchange would realise.
-    """
-    if not isinstance(position, PositionView):
-        raise InvalidPositionData("position", position, "a PositionView")
-    price = to_decimal("price", price, positive=True)
-    check_aware("now", now)
-    if state is None or reset_needed(state, position):
-        state = initial_state(position, now)
-    if state.entry_price != position.entry_price:
-        state = replace(state, entry_price=position.entry_price)
-    return observe_price(state, position.key.side, price)
-
-
-def in_cooldown(state: ExitState, rules: ExitRules, now: datetime) -> bool:
-    """True while `now` is before `last_exit_at + cooldown` (a clock stepping back counts as inside)."""
-    return state.last_exit_at is not None and now < state.last_exit_at + rules.cooldown
-
-
-def should_exit(
-    position: PositionView, price: Decimal, state: ExitState | None, rules: ExitRules, now: datetime
-) -> tuple[ExitDecision | None, ExitState]:
-    """Decide whether to exit `position` at `price`; return the decision (or None) and the new state.
+def decide(state: ExitState, price: Decimal, rules: ExitRules, instrument: Instrument, now: datetime,
+           signal_id: str) -> Verdict:
+    """Decide whether to exit the position `state` describes at `price` (module doc).
 
     Raises InvalidPositionData (a ValueError naming the field) for a missing, NaN or non-positive
-    price, a naive `now`, or a position that is not a PositionView; callers log and skip.
-    A closed position (size 0) never exits and gets a fresh state, which the caller may drop.
+    price or a naive `now`; ExitAmountError if an amount would exceed the held size (a bug).
     """
+    if not isinstance(state, ExitState):
+        raise InvalidPositionData("state", state, "an ExitState")
     price = to_decimal("price", price, positive=True)
-    tracked = track(position, price, state, now)
-    if position.size == 0 or in_cooldown(tracked, rules, now):
-        return None, tracked
-    x = _Inputs(position.key.side, position.entry_price, price,
-                pnl_pct(position.key.side, position.entry_price, price), tracked, position, now)
+    check_aware("now", now)
+    state = fold_price(state, price)
+    if not state.ready:
+        return Verdict(None, state, held="not_ready")
+    x = _Inputs(state.side, state.entry_price, price, pnl_pct(state.side, state.entry_price, price),
+                state.size, state, now)
     fired = [c for c in (_RULES[r](x, rules) for r in rules.priority) if c is not None]
+    reasons = tuple(c.reason for c in fired)
     if not fired:
-        return None, tracked
-    winner = fired[0]
-    amount = exit_amount_usdt(position.size, price, winner.fraction)
-    if amount < MIN_AMOUNT_USDT:
-        return None, tracked
+        return Verdict(None, state)
+    allowed, cap, pacing = _allowed(state, rules, now)
+    usable = [c for c in fired if c.reason in allowed]
+    if not usable:
+        return Verdict(None, state, held=pacing, fired=reasons)
+    winner = usable[0]
+    if winner.wanted <= 0:
+        # The row already shows this step's size (an earlier slice closed more): nothing to send.
+        return Verdict(None, _commit(state, winner, now, sent=False), fired=reasons)
+    sizing = size_exit(winner.wanted, state.size, price, instrument, cap=cap)
+    if sizing.held is not None:
+        flagged = replace(state, below_minimum_warned=True) if sizing.held == "below_min_order_value" else state
+        return Verdict(None, flagged, held=sizing.held, fired=reasons)
+    amount = encode_amount(sizing.quantity, price, instrument)
+    check_amount(amount, state.size, price)
     decision = ExitDecision(
-        key=position.key, reason=winner.reason, fraction=winner.fraction, trigger_price=price,
-        entry_price=position.entry_price, pnl_pct=x.pnl, amount_usdt=amount, decided_at=now,
-        rule_params=winner.params, also_triggered=tuple(c.reason for c in fired[1:]),
-    )
-    return decision, _commit(tracked, winner, now)
+        key=state.key, reason=winner.reason, quantity=sizing.quantity, full_close=sizing.full_close,
+        amount=amount, trigger_price=price, entry_price=state.entry_price, entry_source=state.entry_source,
+        pnl_pct=x.pnl, row_size=state.size, decided_version=state.row.version, decided_at=now,
+        opened_at=state.opened_at, rule_params=winner.params, sizing=sizing.notes,
+        also_triggered=tuple(c.reason for c in fired if c is not winner))
+    flight = InFlight(signal_id, winner.reason, sizing.quantity, state.row.version, state.size,
+                      state.row.last_updated, now)
+    return Verdict(decision, state, start_flight(state, flight, _commit(state, winner, now, sent=True)),
+                   fired=reasons)
 
 
-def _commit(state: ExitState, winner: _Candidate, now: datetime) -> ExitState:
-    """State after an emitted exit: remember it for the cooldown, the ladder and the breakeven move."""
-    return replace(
-        state,
-        last_exit_at=now,
-        ladder_steps_done=winner.steps_done if winner.steps_done is not None else state.ladder_steps_done,
-        stop_moved_to_breakeven=state.stop_moved_to_breakeven or winner.moves_breakeven,
-    )
+def _allowed(state: ExitState, rules: ExitRules, now: datetime) -> tuple[frozenset[ExitReason], Decimal | None, str]:
+    """Which reasons may decide now, the most a decision may close, and what holds the others."""
+    everything = frozenset(ExitReason)
+    flights = state.in_flight
+    if any(f.reason is not ExitReason.TAKE_PROFIT_STEP for f in flights):
+        return frozenset(), None, "in_flight"
+    allowed, cap, pacing = everything, None, "in_flight"
+    if flights:
+        # The slices may fill: a stop closes only what they leave, as the row showed it then.
+        allowed = PROTECTIVE
+        cap = min(f.decided_size - f.quantity for f in flights)
+    if state.last_exit_at is not None and now < state.last_exit_at + rules.cooldown:
+        pacing = "cooldown" if not flights else pacing
+        allowed = allowed & PROTECTIVE if state.last_exit_reason is ExitReason.TAKE_PROFIT_STEP else frozenset()
+    return allowed, cap, pacing
+
+
+def _commit(state: ExitState, winner: _Candidate, now: datetime, *, sent: bool) -> ExitState:
+    """The state after `winner`: ladder steps done (with the base size they count from), the stop
+    moved to breakeven, and, for an exit that is sent, the cooldown start."""
+    if winner.steps_done is not None:
+        state = replace(state, ladder_steps_done=winner.steps_done,
+                        ladder_base_size=state.ladder_base_size or state.size,
+                        stop_moved_to_breakeven=state.stop_moved_to_breakeven or winner.moves_breakeven)
+    if sent:
+        state = replace(state, last_exit_at=now, last_exit_reason=winner.reason)
+    return state

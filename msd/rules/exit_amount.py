@@ -1,27 +1,172 @@
-"""Notional of an exit in USDT: what order-manager reads as the signal amount.
+"""From "close this much" to the USDT amount order-manager turns back into exactly that quantity.
 
-A previous implementation sent the size to close in base units (e.g. 0.5 BTC as "0.5") while the
-consumer reads USDT; this module is the one place that converts, for longs and shorts alike.
+order-manager reads a signal's `amount` as USDT and computes (CONTRACTS §3.6):
+
+    qty = amount / market_data_snapshot.price, rounded DOWN to step = min(lot_size, min_order_qty)
+    if qty x price < min_order_value: qty = min_order_value / price rounded UP to the step
+
+So msd first picks the quantity it means (a multiple of the step, never more than the row's
+size), then sends amount = quantity x price exactly, as a decimal string, with that same price in
+the snapshot: amount / price is then exactly the quantity, and rounding it down changes nothing.
+Rounding the amount to cents (as msd first did) made 0.003 BTC at 97,123.4 an order for 0.002.
+
+A slice worth less than the minimum order value (or below the minimum quantity) would be raised
+and over-close, and a remainder below it could never be closed: both are merged into a full
+close. A whole position below the minimum is not exited by a signal at all (order-manager would
+raise it above the size and open the reverse side).
 """
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+from typing import Iterable
 
-from msd.rules.types import InvalidPositionData, to_decimal
+from msd.rules.types import Instrument, Side, plain, to_decimal
 
+# An exit amount may exceed |size| x price by at most this fraction; see check_amount. The exact
+# encoding needs none: it only pays for a product too long for 28 significant digits.
+AMOUNT_PADDING = Decimal("1e-12")
+# order-manager nacks a signal whose amount is below this (CONTRACTS §1.2), whatever the minimum.
 MIN_AMOUNT_USDT = Decimal("0.01")
+# order-manager parses with Python's default decimal context (28 significant digits).
+ORDER_MANAGER_CONTEXT = Context(prec=28)
+_EXACT = Context(prec=60)
 
 
-def exit_amount_usdt(size_abs: Decimal, price: Decimal, fraction: Decimal) -> Decimal:
-    """|size| x price x fraction in USDT, rounded DOWN to 0.01.
+class ExitAmountError(ValueError):
+    """An exit amount would close more than the position holds: a bug, never sent."""
 
-    Rounding down never asks to close more than the position holds. A result below
-    MIN_AMOUNT_USDT (i.e. 0.00) means "no signal": the position is dust at this price.
-    Raises InvalidPositionData for a negative size, a price <= 0, or a fraction outside (0, 1].
+
+@dataclass(frozen=True)
+class Sizing:
+    """The quantity an exit closes, or why it cannot be placed (`held`)."""
+
+    quantity: Decimal = Decimal(0)
+    full_close: bool = False
+    held: str | None = None                  # "below_min_order_value" | "slice_overlaps_in_flight" | "nothing_left"
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def floor_to_step(quantity: Decimal, step: Decimal) -> Decimal:
+    with localcontext(_EXACT):
+        return (quantity / step).to_integral_value(rounding=ROUND_FLOOR) * step
+
+
+def order_manager_quantity(amount: Decimal, price: Decimal, instrument: Instrument) -> Decimal:
+    """What order-manager makes of `amount` at `price` (CONTRACTS §3.6), in its 28-digit context."""
+    step = instrument.step
+    with localcontext(ORDER_MANAGER_CONTEXT):
+        qty = (amount / price / step).to_integral_value(rounding=ROUND_FLOOR) * step
+        if qty * price < instrument.min_order_value:
+            qty = (instrument.min_order_value / price / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return qty
+
+
+def encode_amount(quantity: Decimal, price: Decimal, instrument: Instrument) -> Decimal:
+    """The USDT amount for `quantity` at `price`: the exact product, checked against §3.6.
+
+    Raises ExitAmountError if order-manager's arithmetic would not give back `quantity`.
     """
-    size = to_decimal("size", size_abs, non_negative=True)
+    with localcontext(_EXACT):
+        amount = quantity * price
+    if len(amount.as_tuple().digits) > ORDER_MANAGER_CONTEXT.prec:
+        # Only reachable with absurdly long decimals: round up at the 28th digit, a relative
+        # excess far below AMOUNT_PADDING and far below one step, so the floor still lands on it.
+        amount = Context(prec=ORDER_MANAGER_CONTEXT.prec, rounding=ROUND_CEILING).plus(amount)
+    if order_manager_quantity(amount, price, instrument) != quantity:
+        raise ExitAmountError(f"amount {amount} at {price} would not give back quantity {quantity} "
+                              f"(step {instrument.step}, minimum {instrument.min_order_value} USDT)")
+    return amount
+
+
+def check_amount(amount: Decimal, size_abs: Decimal, price: Decimal) -> None:
+    """The invariant every exit keeps: amount <= |size| x price x (1 + AMOUNT_PADDING)."""
+    with localcontext(_EXACT):
+        ceiling = size_abs * price * (1 + AMOUNT_PADDING)
+    if not amount <= ceiling:
+        raise ExitAmountError(f"exit amount {amount} USDT exceeds the held size {size_abs} x {price}")
+
+
+def size_exit(wanted: Decimal, size_abs: Decimal, price: Decimal, instrument: Instrument, *,
+              cap: Decimal | None = None) -> Sizing:
+    """The quantity to send for `wanted` base units of a position of `size_abs` at `price`.
+
+    `wanted >= size_abs` is a full close. `cap` limits the quantity when part of the position is
+    already being closed by an exit in flight; then a slice cannot be merged into a full close.
+    """
+    size_abs = to_decimal("size", size_abs, positive=True)
     price = to_decimal("price", price, positive=True)
-    fraction = to_decimal("fraction", fraction, positive=True)
-    if fraction > 1:
-        raise InvalidPositionData("fraction", fraction, "a fraction in (0, 1]")
-    return (size * price * fraction).quantize(MIN_AMOUNT_USDT, rounding=ROUND_DOWN)
+    step, minimum = instrument.step, instrument.min_order_value
+    notes: dict[str, object] = {"lot_step": plain(step), "min_order_value": plain(minimum),
+                                "min_order_qty": plain(instrument.min_order_qty), "instrument_source": instrument.source}
+    full = floor_to_step(size_abs, step)
+    if full != size_abs:
+        notes["size_not_a_step_multiple"] = plain(size_abs - full)     # left open: order-manager cannot close it
+    if not _placeable(full, price, instrument):
+        return Sizing(held="below_min_order_value", notes=notes)
+    if cap is not None:
+        quantity = floor_to_step(min(wanted, cap, size_abs), step)
+        if not _placeable(quantity, price, instrument):
+            return Sizing(held="slice_overlaps_in_flight", notes=notes)
+        return Sizing(quantity, quantity == full, notes=notes)
+    if wanted >= size_abs:
+        return Sizing(full, True, notes=notes)
+    quantity = floor_to_step(wanted, step)
+    if not _placeable(quantity, price, instrument):
+        notes["merged_into_full_close"] = "slice_below_minimum"
+        return Sizing(full, True, notes=notes)
+    if full - quantity > 0 and not _placeable(full - quantity, price, instrument):
+        notes["merged_into_full_close"] = "remainder_below_minimum"
+        return Sizing(full, True, notes=notes)
+    return Sizing(quantity, quantity == full, notes=notes)
+
+
+def _placeable(quantity: Decimal, price: Decimal, instrument: Instrument) -> bool:
+    """order-manager would send exactly this quantity: at least one step, the minimum quantity and
+    the minimum order value (below it the order is raised, over-closing or reversing), and an
+    amount it accepts at all (>= 0.01 USDT)."""
+    return (quantity > 0 and quantity >= instrument.min_order_qty
+            and quantity * price >= max(instrument.min_order_value, MIN_AMOUNT_USDT))
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One order's fills as the shared `orders` table shows them (cumulative per order)."""
+    side: Side            # the side the order buys into: LONG for a buy, SHORT for a sell
+    quantity: Decimal
+    price: Decimal | None  # average fill price; None when the table has none
+
+
+def fill_path_entry(fills: Iterable[Fill]) -> tuple[Decimal | None, Decimal]:
+    """position-manager's fill-path arithmetic (CONTRACTS §3.5) from flat over `fills` in order:
+    adding averages the entry, a partial close keeps it, crossing zero starts over at that fill's
+    price. Returns (entry price, or None when flat or a fill that set it has no price; signed size)."""
+    size, entry = Decimal(0), None
+    for fill in fills:
+        signed = fill.quantity * fill.side.sign
+        if size == 0 or (size > 0) == (signed > 0):
+            if fill.price is None or (size != 0 and entry is None):
+                entry = None
+            else:
+                with localcontext(_EXACT):
+                    entry = (abs(size) * (entry or 0) + fill.quantity * fill.price) / (abs(size) + fill.quantity)
+            size += signed
+        else:
+            after = size + signed
+            if after == 0:
+                entry = None
+            elif (after > 0) != (size > 0):
+                entry = fill.price
+            size = after
+    return entry, size
+
+
+def crossed_zero(start: Decimal, fills: Iterable[Fill]) -> bool:
+    """Whether a position of signed size `start` went flat or flipped over `fills` (in order)."""
+    size = start
+    for fill in fills:
+        after = size + fill.quantity * fill.side.sign
+        if after == 0 or (size != 0 and (after > 0) != (size > 0)):
+            return True
+        size = after
+    return False

@@ -1,9 +1,13 @@
-"""Value types of the exit engine: sides, reasons, position identity, per-position state, decisions.
+"""Value types of the exit engine: sides, reasons, the positions row, per-position state, decisions.
 
 Numbers: every price, size, percentage and fraction is a `decimal.Decimal`. Inbound messages carry
 Decimals (or numeric strings, as Bybit sends them); computing in Decimal keeps thresholds exact, so a
 price that sits exactly on a take-profit level triggers it instead of missing by a float ulp.
 Times: timezone-aware `datetime`s only, so holding times and cooldowns never mix naive and UTC.
+
+The shared `positions` row is not a position (CONTRACTS §3.5): position-manager keeps one row per
+asset and mode forever, with the same id and a `created_at` set once. A position is a stretch of
+that row with a non-zero size of one sign; msd decides where it starts (`ExitState.opened_at`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Mapping
 
-STATE_FORMAT_VERSION = 1
+# 1: the first version, which took `opened_at` from the row's `created_at` (upgraded by sql/005).
+STATE_FORMAT_VERSION = 2
 
 
 class InvalidPositionData(ValueError):
@@ -45,6 +50,11 @@ class Side(str, Enum):
             raise InvalidPositionData("side", value, "one of long, short, Buy, Sell")
         return found
 
+    @classmethod
+    def of(cls, size: Decimal) -> "Side | None":
+        """The side of a signed size; None when flat."""
+        return None if size == 0 else cls.LONG if size > 0 else cls.SHORT
+
     @property
     def closing_side(self) -> str:
         """The order side that reduces this position: a long is closed by selling, a short by buying."""
@@ -65,6 +75,10 @@ class ExitReason(str, Enum):
     BREAKEVEN_STOP = "breakeven_stop"
     TRAILING_STOP = "trailing_stop"
     TIME_EXIT = "time_exit"
+
+
+# May still fire for the remaining size while a take-profit slice is in flight.
+PROTECTIVE = frozenset({ExitReason.STOP_LOSS, ExitReason.BREAKEVEN_STOP})
 
 
 def to_decimal(name: str, value: object, *, positive: bool = False, non_negative: bool = False) -> Decimal:
@@ -99,109 +113,301 @@ def check_aware(name: str, value: object) -> datetime:
     return value
 
 
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidPositionData(name, value, "a non-empty string")
+    return value
+
+
 @dataclass(frozen=True)
 class PositionKey:
-    """Identity of one position: asset, side and the position's own id (or its open time).
-
-    Exit state is keyed by this, never by asset alone: a new position on the same asset must start
-    with fresh state, not inherit the previous position's peak.
-    """
+    """Which row a position lives on and its side. Not an identity on its own: the row id is reused
+    by every position ever held on the asset, so `ExitState.opened_at` tells positions apart."""
 
     asset: str
     side: Side
     position_id: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.asset, str) or not self.asset.strip():
-            raise InvalidPositionData("asset", self.asset, "a non-empty string such as BTCUSDT")
+        _text("asset", self.asset)
         object.__setattr__(self, "side", Side.parse(self.side))
-        if not isinstance(self.position_id, str) or not self.position_id.strip():
-            raise InvalidPositionData("position_id", self.position_id, "a non-empty string (id or open time)")
+        _text("position_id", self.position_id)
 
 
 @dataclass(frozen=True)
-class PositionView:
-    """What the exit engine needs to know about an open position, validated on construction.
+class RowFacts:
+    """One read of the shared `positions` row (CONTRACTS §5), as the rules use it.
 
-    `size` is the absolute size in base units (the side is in `key`); 0 means the position is closed.
-    `entry_price` is the exchange's current average entry price.
+    `size` is signed (negative = short). `version` increments on every write of position-manager,
+    `last_updated` and `closed_at` are position-manager's clock (aware UTC here).
     """
 
-    key: PositionKey
+    position_id: str
+    asset: str
     size: Decimal
-    entry_price: Decimal
-    opened_at: datetime
+    average_entry_price: Decimal | None
+    current_price: Decimal | None
+    version: int
+    last_updated: datetime
+    closed_at: datetime | None = None
+    mode: str = "one-way"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, PositionKey):
-            raise InvalidPositionData("key", self.key, "a PositionKey")
-        object.__setattr__(self, "size", to_decimal("size", self.size, non_negative=True))
-        object.__setattr__(self, "entry_price", to_decimal("entry_price", self.entry_price, positive=True))
-        check_aware("opened_at", self.opened_at)
+        _text("positions.id", self.position_id)
+        _text("positions.asset", self.asset)
+        object.__setattr__(self, "size", to_decimal("positions.size", self.size))
+        for name in ("average_entry_price", "current_price"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, to_decimal(f"positions.{name}", value, positive=True))
+        if isinstance(self.version, bool) or not isinstance(self.version, int):
+            raise InvalidPositionData("positions.version", self.version, "an integer")
+        check_aware("positions.last_updated", self.last_updated)
+        if self.closed_at is not None:
+            check_aware("positions.closed_at", self.closed_at)
+
+    @property
+    def side(self) -> Side | None:
+        return Side.of(self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position_id": self.position_id, "asset": self.asset, "size": str(self.size),
+                "average_entry_price": _opt_str(self.average_entry_price),
+                "current_price": _opt_str(self.current_price), "version": self.version,
+                "last_updated": self.last_updated.isoformat(),
+                "closed_at": self.closed_at.isoformat() if self.closed_at else None, "mode": self.mode}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RowFacts":
+        _mapping("row", data)
+        return cls(position_id=data.get("position_id"), asset=data.get("asset"), size=data.get("size"),
+                   average_entry_price=data.get("average_entry_price"), current_price=data.get("current_price"),
+                   version=data.get("version"), last_updated=parse_time("row.last_updated", data.get("last_updated")),
+                   closed_at=_opt_time("row.closed_at", data.get("closed_at")), mode=data.get("mode") or "one-way")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """order-manager's rounding inputs for one symbol (CONTRACTS §3.6, `instrument_info`).
+
+    Quantities are rounded down to `step` = min(lot_size, min_order_qty); an order worth less than
+    `min_order_value` USDT is raised to it. `source` says where the numbers came from.
+    """
+
+    lot_size: Decimal
+    min_order_qty: Decimal
+    min_order_value: Decimal
+    source: str = "instrument_info"
+
+    def __post_init__(self) -> None:
+        for name in ("lot_size", "min_order_qty"):
+            object.__setattr__(self, name, to_decimal(f"instrument_info.{name}", getattr(self, name), positive=True))
+        object.__setattr__(self, "min_order_value",
+                           to_decimal("instrument_info.min_order_value", self.min_order_value, non_negative=True))
+
+    @property
+    def step(self) -> Decimal:
+        return min(self.lot_size, self.min_order_qty)
+
+
+# What order-manager uses for a symbol it has no instrument_info row for (CONTRACTS §3.6).
+ORDER_MANAGER_DEFAULTS = Instrument(Decimal("0.001"), Decimal("0.001"), Decimal("5"), "order-manager defaults")
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An exit that was sent and whose effect has not been seen yet.
+
+    It ends when a newer positions row shows it (`decided_version` < the row's version and the size
+    came down), or when its own order ended without a fill (rejected, or cancelled/dry-run with
+    nothing filled), which also undoes what it marked (`undo`). After `stalled`, any newer row
+    ends it: nothing is re-sent blindly, the next exit needs a newer row.
+    """
+
+    signal_id: str
+    reason: ExitReason
+    quantity: Decimal                   # base units the order is meant to close
+    decided_version: int                # positions.version the exit was decided on
+    decided_size: Decimal               # |size| that row showed
+    decided_row_at: datetime            # and its last_updated
+    sent_at: datetime
+    undo: Mapping[str, Any] = field(default_factory=dict)   # ExitState fields before this exit (to_dict form)
+    order_status: str | None = None     # the last status seen for its order, None = not seen yet
+    order_filled: Decimal = Decimal(0)
+    stalled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signal_id": self.signal_id, "reason": self.reason.value, "quantity": str(self.quantity),
+                "decided_version": self.decided_version, "decided_size": str(self.decided_size),
+                "decided_row_at": self.decided_row_at.isoformat(),
+                "sent_at": self.sent_at.isoformat(), "undo": dict(self.undo), "order_status": self.order_status,
+                "order_filled": str(self.order_filled), "stalled": self.stalled}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "InFlight":
+        _mapping("in_flight", data)
+        try:
+            reason = ExitReason(data.get("reason"))
+        except ValueError:
+            raise InvalidPositionData("in_flight.reason", data.get("reason"), "an exit reason") from None
+        version = data.get("decided_version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InvalidPositionData("in_flight.decided_version", version, "an integer")
+        return cls(signal_id=_text("in_flight.signal_id", data.get("signal_id")), reason=reason,
+                   quantity=to_decimal("in_flight.quantity", data.get("quantity"), positive=True),
+                   decided_version=version,
+                   decided_size=to_decimal("in_flight.decided_size", data.get("decided_size"), positive=True),
+                   decided_row_at=parse_time("in_flight.decided_row_at", data.get("decided_row_at")),
+                   sent_at=parse_time("in_flight.sent_at", data.get("sent_at")),
+                   undo=dict(_mapping("in_flight.undo", data.get("undo") or {})),
+                   order_status=data.get("order_status"),
+                   order_filled=to_decimal("in_flight.order_filled", data.get("order_filled", "0"), non_negative=True),
+                   stalled=bool(data.get("stalled")))
 
 
 @dataclass(frozen=True)
 class ExitState:
-    """Everything the rules remember about one position between price updates.
+    """Everything msd knows and remembers about one position: its identity, the last row seen,
+    the price extreme, what the rules already did, and the exits still in flight.
 
-    `extreme_price` is the peak for a long and the trough for a short: the best price seen for the
-    position (starting at the entry price, which is a real fill). `highest_pnl_pct` is the running
-    maximum of unrealised PnL in percent of entry. `ladder_steps_done` holds indices into the
-    take-profit ladder, ascending.
+    `opened_at` is when msd first saw this position non-zero after flat (`opened_by` says how:
+    "event", "table", or "upgrade" for states of the first format). `entry_price` is None until the
+    row has been read; `entry_source` says whether it is the row's or the fill path's (CONTRACTS
+    §3.5: a websocket reopen keeps a stale row entry). `extreme_price` is the peak for a long and the
+    trough for a short. `closed_seen_at`/`next_seen_at` remember what events said about a close, a
+    flip or a reopen (`next_side`) until a newer row confirms it. `ladder_base_size` is |size| when the ladder
+    started: steps are cumulative fractions of it, sized against what the row shows.
     """
 
     key: PositionKey
-    entry_price: Decimal
     opened_at: datetime
-    extreme_price: Decimal
-    highest_pnl_pct: Decimal
+    opened_by: str = "table"
+    entry_price: Decimal | None = None
+    entry_source: str | None = None
+    extreme_price: Decimal | None = None
+    highest_pnl_pct: Decimal = Decimal(0)
     ladder_steps_done: tuple[int, ...] = ()
+    ladder_base_size: Decimal | None = None
     stop_moved_to_breakeven: bool = False
     last_exit_at: datetime | None = None
+    last_exit_reason: ExitReason | None = None
+    in_flight: tuple[InFlight, ...] = ()
+    row: RowFacts | None = None
+    last_event_at: datetime | None = None
+    closed_seen_at: datetime | None = None
+    next_side: Side | None = None
+    next_seen_at: datetime | None = None
+    below_minimum_warned: bool = False
+
+    @property
+    def asset(self) -> str:
+        return self.key.asset
+
+    @property
+    def side(self) -> Side:
+        return self.key.side
+
+    @property
+    def size(self) -> Decimal:
+        """|size| of the row last seen (0 until the row has been read)."""
+        return abs(self.row.size) if self.row is not None else Decimal(0)
+
+    @property
+    def ready(self) -> bool:
+        """The row was read and has an entry price: the rules can be evaluated."""
+        return self.row is not None and self.entry_price is not None and self.row.size != 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (Decimals as strings, times as ISO 8601 with offset) for a jsonb column."""
         return {
-            "version": STATE_FORMAT_VERSION,
-            "asset": self.key.asset,
-            "side": self.key.side.value,
-            "position_id": self.key.position_id,
-            "entry_price": str(self.entry_price),
-            "opened_at": self.opened_at.isoformat(),
-            "extreme_price": str(self.extreme_price),
-            "highest_pnl_pct": str(self.highest_pnl_pct),
-            "ladder_steps_done": list(self.ladder_steps_done),
+            "version": STATE_FORMAT_VERSION, "asset": self.key.asset, "side": self.key.side.value,
+            "position_id": self.key.position_id, "opened_at": self.opened_at.isoformat(),
+            "opened_by": self.opened_by, "entry_price": _opt_str(self.entry_price),
+            "entry_source": self.entry_source, "extreme_price": _opt_str(self.extreme_price),
+            "highest_pnl_pct": str(self.highest_pnl_pct), "ladder_steps_done": list(self.ladder_steps_done),
+            "ladder_base_size": _opt_str(self.ladder_base_size),
             "stop_moved_to_breakeven": self.stop_moved_to_breakeven,
-            "last_exit_at": self.last_exit_at.isoformat() if self.last_exit_at else None,
+            "last_exit_at": _opt_iso(self.last_exit_at),
+            "last_exit_reason": self.last_exit_reason.value if self.last_exit_reason else None,
+            "in_flight": [f.to_dict() for f in self.in_flight],
+            "row": self.row.to_dict() if self.row else None,
+            "last_event_at": _opt_iso(self.last_event_at), "closed_seen_at": _opt_iso(self.closed_seen_at),
+            "next_side": self.next_side.value if self.next_side else None,
+            "next_seen_at": _opt_iso(self.next_seen_at), "below_minimum_warned": self.below_minimum_warned,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExitState":
         """Inverse of `to_dict`; a damaged row raises InvalidPositionData naming the field."""
-        if not isinstance(data, Mapping):
-            raise InvalidPositionData("exit_state", data, "a mapping produced by ExitState.to_dict")
+        _mapping("exit_state", data)
         if data.get("version") != STATE_FORMAT_VERSION:
             raise InvalidPositionData("version", data.get("version"), f"{STATE_FORMAT_VERSION}")
         steps = data.get("ladder_steps_done")
         if not isinstance(steps, list) or not all(type(i) is int and i >= 0 for i in steps):
             raise InvalidPositionData("ladder_steps_done", steps, "a list of step indices >= 0")
-        moved = data.get("stop_moved_to_breakeven")
-        if not isinstance(moved, bool):
-            raise InvalidPositionData("stop_moved_to_breakeven", moved, "true or false")
-        last = data.get("last_exit_at")
+        flags = {name: data.get(name, False) for name in ("stop_moved_to_breakeven", "below_minimum_warned")}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidPositionData(name, value, "true or false")
+        flights = data.get("in_flight") or []
+        if not isinstance(flights, list):
+            raise InvalidPositionData("in_flight", flights, "a list")
+        reason = data.get("last_exit_reason")
+        try:
+            last_reason = None if reason is None else ExitReason(reason)
+        except ValueError:
+            raise InvalidPositionData("last_exit_reason", reason, "an exit reason or null") from None
         return cls(
             key=PositionKey(data.get("asset"), Side.parse(data.get("side")), data.get("position_id")),
-            entry_price=to_decimal("entry_price", data.get("entry_price"), positive=True),
-            opened_at=_parse_time("opened_at", data.get("opened_at")),
-            extreme_price=to_decimal("extreme_price", data.get("extreme_price"), positive=True),
+            opened_at=parse_time("opened_at", data.get("opened_at")),
+            opened_by=str(data.get("opened_by") or "table"),
+            entry_price=_opt_decimal("entry_price", data.get("entry_price")),
+            entry_source=data.get("entry_source"),
+            extreme_price=_opt_decimal("extreme_price", data.get("extreme_price")),
             highest_pnl_pct=to_decimal("highest_pnl_pct", data.get("highest_pnl_pct")),
             ladder_steps_done=tuple(sorted(set(steps))),
-            stop_moved_to_breakeven=moved,
-            last_exit_at=None if last is None else _parse_time("last_exit_at", last),
+            ladder_base_size=_opt_decimal("ladder_base_size", data.get("ladder_base_size")),
+            stop_moved_to_breakeven=flags["stop_moved_to_breakeven"],
+            last_exit_at=_opt_time("last_exit_at", data.get("last_exit_at")),
+            last_exit_reason=last_reason,
+            in_flight=tuple(InFlight.from_dict(f) for f in flights),
+            row=None if data.get("row") is None else RowFacts.from_dict(data["row"]),
+            last_event_at=_opt_time("last_event_at", data.get("last_event_at")),
+            closed_seen_at=_opt_time("closed_seen_at", data.get("closed_seen_at")),
+            next_side=None if data.get("next_side") is None else Side.parse(data.get("next_side")),
+            next_seen_at=_opt_time("next_seen_at", data.get("next_seen_at")),
+            below_minimum_warned=flags["below_minimum_warned"],
         )
 
 
-def _parse_time(name: str, value: object) -> datetime:
+def _mapping(name: str, data: object) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidPositionData(name, data, "a mapping produced by to_dict")
+    return data
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal as positional text without trailing zeros: "2", "0.003", "305.52"."""
+    return format(value.normalize(), "f")
+
+
+def _opt_str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _opt_decimal(name: str, value: object) -> Decimal | None:
+    return None if value is None else to_decimal(name, value, positive=True)
+
+
+def _opt_time(name: str, value: object) -> datetime | None:
+    return None if value is None else parse_time(name, value)
+
+
+def parse_time(name: str, value: object) -> datetime:
     if not isinstance(value, str):
         raise InvalidPositionData(name, value, "an ISO 8601 time with offset")
     try:
@@ -215,24 +421,28 @@ def _parse_time(name: str, value: object) -> datetime:
 class ExitDecision:
     """One exit the rules want sent.
 
-    `fraction` is the share of the position's CURRENT size (the `PositionView.size` passed to
-    `should_exit`) to close, in (0, 1]; 1 closes everything. `amount_usdt` is that share's notional
-    at `trigger_price`, which is the observed price that fired the rule (the rule's own level, e.g.
-    the stop price, is in `rule_params["threshold_price"]`). `pnl_pct` is unrealised PnL at
-    `trigger_price` in percent of entry, positive when in profit for either side. `rule_params` is
-    JSON-safe (Decimals as strings). `also_triggered` lists lower-priority rules that were true on
-    the same price, for the audit trail.
+    `quantity` is what order-manager must turn `amount` back into (CONTRACTS §3.6): base units,
+    a multiple of the instrument's step, never more than the row's |size| (`row_size`). `amount` is
+    `quantity` x `trigger_price` in USDT, exact (sent as a decimal string), and `trigger_price` is
+    the price that fired the rule and goes into `market_data_snapshot.price`. `pnl_pct` is
+    unrealised PnL at `trigger_price` in percent of entry. `rule_params` and `sizing` are JSON-safe.
     """
 
     key: PositionKey
     reason: ExitReason
-    fraction: Decimal
+    quantity: Decimal
+    full_close: bool
+    amount: Decimal
     trigger_price: Decimal
     entry_price: Decimal
+    entry_source: str
     pnl_pct: Decimal
-    amount_usdt: Decimal
+    row_size: Decimal
+    decided_version: int
     decided_at: datetime
+    opened_at: datetime
     rule_params: Mapping[str, object] = field(default_factory=dict)
+    sizing: Mapping[str, object] = field(default_factory=dict)
     also_triggered: tuple[ExitReason, ...] = ()
 
     @property
@@ -248,11 +458,18 @@ class ExitDecision:
             "asset": self.key.asset,
             "position_side": self.key.side.value,
             "position_id": self.key.position_id,
-            "fraction": str(self.fraction),
+            "position_opened_at": self.opened_at.isoformat(),
+            "quantity": plain(self.quantity),
+            "full_close": self.full_close,
+            "position_size": plain(self.row_size),
+            "positions_version": self.decided_version,
+            "fraction": plain(self.quantity / self.row_size),
             "entry_price": str(self.entry_price),
+            "entry_source": self.entry_source,
             "trigger_price": str(self.trigger_price),
             "pnl_pct": str(self.pnl_pct),
-            "amount_usdt": str(self.amount_usdt),
+            "amount_usdt": plain(self.amount),
+            "sizing": dict(self.sizing),
             "decided_at": self.decided_at.isoformat(),
             "also_triggered": [r.value for r in self.also_triggered],
         }

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="sim start, aware ISO-8601 (default: now)")
     parser.add_argument("--position-update-s", type=float, default=5.0,
                         help="sim seconds between websocket position updates")
+    parser.add_argument("--position-path", choices=("order_execution", "websocket"), default="order_execution",
+                        help="position-manager path that applies fills (CONTRACTS §3.5)")
     return parser.parse_args(argv)
 
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         config = SimConfig(
             amqp_url=with_password(args.amqp_url, os.environ.get(PASSWORD_ENV)), dsn=args.dsn,
             assets=tuple(args.assets), seed=args.seed, speed=args.speed, tick_rate=args.tick_rate,
-            position_update_s=args.position_update_s, start=args.start,
+            position_update_s=args.position_update_s, position_path=args.position_path, start=args.start,
             market=MarketParams(regime=args.regime))
     except ValueError as exc:
         print(f"msd-sim: {exc}", file=sys.stderr)

@@ -5,6 +5,11 @@ order order-manager does (CONTRACTS.md §1.3, §2): read the signal, check for a
 risk (rejection → saved `REJECTED-{signal_id}` row + `rejected` event), else save a `pending`
 order and let the market fill it. Events are built from the order row as read back from
 the DB, so decimals carry the column's 8 places ("0E-8" for zero) exactly as the real one sends.
+
+Quantity (CONTRACTS §3.6, `services/quantity_calculator.py`): amount / snapshot price rounded
+down to min(lot_size, min_order_qty) of the symbol's `instrument_info` row, raised to the
+minimum order value; `reduceOnly` only while position-manager's row shows a position the order
+reduces, so an order for a position position-manager shows flat opens the other way.
 """
 from __future__ import annotations
 
@@ -57,6 +62,22 @@ class OrderManagerParams:
 
 
 @dataclass(frozen=True)
+class InstrumentRules:
+    """A symbol's `instrument_info` numbers order-manager rounds with (CONTRACTS §3.6)."""
+    lot_size: Decimal
+    min_order_qty: Decimal
+    min_order_value: Decimal
+
+    @property
+    def step(self) -> Decimal:
+        return min(self.lot_size, self.min_order_qty)
+
+
+# order-manager's own defaults for a symbol without an instrument_info row (§3.6).
+DEFAULT_INSTRUMENT = InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal("5"))
+
+
+@dataclass(frozen=True)
 class Exposure:
     """What the account holds when a signal arrives (signed base size of the asset, all notional)."""
     position_size: Decimal
@@ -70,6 +91,7 @@ class OrderPlan:
     quantity: Decimal
     price: Decimal | None       # limit price; None for Market
     rejection_reason: str | None
+    reduce_only: bool = False   # position-manager showed a position this order reduces
 
 
 @dataclass(frozen=True)
@@ -79,12 +101,19 @@ class Fill:
     fee: Decimal
 
 
-def order_quantity(amount: Decimal, price: Decimal, lot: Decimal, min_value: Decimal) -> Decimal:
-    """amount (USDT) / price rounded down to the lot, bumped up to the minimum order value."""
-    quantity = (amount / price / lot).to_integral_value(rounding=ROUND_FLOOR) * lot
+def order_quantity(amount: Decimal, price: Decimal, step: Decimal, min_value: Decimal) -> Decimal:
+    """amount (USDT) / price rounded down to the step, raised to the minimum order value (§3.6),
+    in Python's default decimal context, as order-manager computes it."""
+    quantity = (amount / price / step).to_integral_value(rounding=ROUND_FLOOR) * step
     if quantity * price < min_value:
-        quantity = (min_value / price / lot).to_integral_value(rounding=ROUND_CEILING) * lot
-    return quantity.quantize(lot)
+        quantity = (min_value / price / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return quantity
+
+
+def reduces(side: str, position_size: Decimal) -> bool:
+    """Whether an order on `side` reduces a position of signed `position_size` (sell vs long,
+    buy vs short): `order_executor._prepare_bybit_order_params` then sends it reduceOnly."""
+    return position_size < 0 if side == "Buy" else position_size > 0
 
 
 def select_order_type(signal: Signal, params: OrderManagerParams) -> str:
@@ -122,13 +151,16 @@ def risk_rejection(side: str, quantity: Decimal, price: Decimal, exposure: Expos
 
 
 def plan_order(signal: Signal, spec: AssetSpec, quote: Quote, exposure: Exposure,
-               params: OrderManagerParams) -> OrderPlan:
-    """Quantity, type, limit price and the risk verdict for an accepted signal."""
-    quantity = order_quantity(signal.amount, signal.price, spec.lot, params.min_order_value_usdt)
+               params: OrderManagerParams, instrument: InstrumentRules = DEFAULT_INSTRUMENT) -> OrderPlan:
+    """Quantity, type, limit price, reduceOnly and the risk verdict for an accepted signal.
+
+    `exposure.position_size` is position-manager's row: when it lags, reduceOnly is not set.
+    """
+    quantity = order_quantity(signal.amount, signal.price, instrument.step, instrument.min_order_value)
     order_type = select_order_type(signal, params)
     price = limit_price(signal.side, quote, spec, params) if order_type == "Limit" else None
     reason = risk_rejection(signal.side, quantity, signal.price, exposure, params)
-    return OrderPlan(signal.side, order_type, quantity, price, reason)
+    return OrderPlan(signal.side, order_type, quantity, price, reason, reduces(signal.side, exposure.position_size))
 
 
 # -- fills ---------------------------------------------------------------------------------------

@@ -1,10 +1,19 @@
-"""position-manager stand-in, the arithmetic and the event (CONTRACTS.md §3).
+"""position-manager stand-in, the arithmetic and the event (CONTRACTS.md §3, §3.5).
 
-One-way mode: one row per asset with a signed size (negative = short). A fill in the
-position's direction averages the entry price; against it, it realises PnL on the closed part
-and, if it is larger than the position, opens the other way at the fill price. Fees reduce
-realised PnL (as Bybit's cumulative realised PnL does). Pure; the DB row round trip and
-publishing happen in `msd.sim.exchange`.
+One-way mode: one row per asset, forever, with a signed size (negative = short). Two paths
+write it, as in the real service (`services/position_manager.py`), with their surprises:
+
+- Fill path (`apply_fill`, update_source "order_execution"): a fill in the position's direction
+  averages the entry price; against it, it realises PnL on the closed part; going flat sets
+  `closed_at` and clears the entry; the next fill sets the entry to its price and clears
+  `closed_at`; a fill larger than the position flips it in one update (no zero in between) at
+  the fill's price. Fees reduce realised PnL (as Bybit's cumulative realised PnL does).
+- WebSocket path (`apply_websocket`, update_source "websocket"): the exchange's size and mark;
+  `closed_at` is set when the size becomes 0 but NOT reset on a reopen, and the entry keeps its
+  old value when the exchange sends none (§3.5).
+
+`created_at` is not here: the row's INSERT sets it once and no write changes it (`msd.store.
+sim_exchange.save_position`). Pure; the DB round trip and publishing are in `msd.sim.exchange`.
 """
 from __future__ import annotations
 
@@ -29,8 +38,7 @@ class PositionState:
     current_price: Decimal
     unrealized_pnl: Decimal
     realized_pnl: Decimal
-    created_at: datetime | None     # when the current (non-flat) position was opened
-    closed_at: datetime | None      # when it last went flat
+    closed_at: datetime | None      # when it last went flat (see the module doc for each path)
     last_updated: datetime
 
 
@@ -44,32 +52,42 @@ def unrealized(size: Decimal, entry: Decimal | None, price: Decimal) -> Decimal:
 
 def apply_fill(position: PositionState | None, asset: str, side: str, quantity: Decimal,
                price: Decimal, fee: Decimal, now: datetime) -> PositionState:
-    """The position after a fill of `quantity` on `side` ('Buy' / 'SELL') at `price`."""
+    """The fill path: the position after a fill of `quantity` on `side` ('Buy' / 'SELL') at `price`."""
     if position is None:
-        position = PositionState(asset, ZERO, None, price, ZERO, ZERO, None, None, now)
+        position = PositionState(asset, ZERO, None, price, ZERO, ZERO, None, now)
     signed = quantity if side == "Buy" else -quantity
     size, entry = position.size, position.average_entry_price
     realized = position.realized_pnl - fee
-    created_at, closed_at = position.created_at, position.closed_at
-    if size == 0 or (size > 0) == (signed > 0):
-        new_size = size + signed
+    closed_at = position.closed_at
+    new_size = size + signed
+    if size == 0:
+        entry, closed_at = price, None                      # a new position at this fill's price
+    elif (size > 0) == (signed > 0):
         entry = _q((abs(size) * (entry or ZERO) + quantity * price) / abs(new_size))
-        if size == 0:
-            created_at, closed_at = now, None
     else:
         closed = min(quantity, abs(size))
-        realized += closed * (price - entry) * (1 if size > 0 else -1)
-        new_size = size + signed
+        realized += closed * (price - (entry or price)) * (1 if size > 0 else -1)
         if new_size == 0:
             entry, closed_at = None, now
         elif (new_size > 0) != (size > 0):
-            entry, created_at, closed_at = price, now, None   # flipped: a new position
+            entry = price                                   # flipped in one update
     return PositionState(asset, new_size, entry, price, unrealized(new_size, entry, price),
-                         _q(realized), created_at, closed_at, now)
+                         _q(realized), closed_at, now)
+
+
+def apply_websocket(position: PositionState | None, asset: str, size: Decimal, mark_price: Decimal,
+                    entry_price: Decimal | None, now: datetime) -> PositionState:
+    """The websocket path: the exchange says `size` and the mark, and maybe an entry price."""
+    if position is None:
+        position = PositionState(asset, ZERO, None, mark_price, ZERO, ZERO, None, now)
+    closed_at = now if size == 0 and position.size != 0 else position.closed_at     # never reset
+    entry = entry_price if entry_price is not None else position.average_entry_price  # stale if none
+    return PositionState(asset, size, entry, mark_price, unrealized(size, entry, mark_price),
+                         position.realized_pnl, closed_at, now)
 
 
 def mark(position: PositionState, price: Decimal, now: datetime) -> PositionState:
-    """The position re-priced at `price` (a websocket-driven update)."""
+    """The position re-priced at `price` (a websocket-driven update with the same size)."""
     return replace(position, current_price=price, last_updated=now,
                    unrealized_pnl=unrealized(position.size, position.average_entry_price, price))
 
@@ -78,8 +96,7 @@ def state_from_row(row: Mapping[str, Any]) -> PositionState:
     return PositionState(
         asset=row["asset"], size=row["size"], average_entry_price=row["average_entry_price"],
         current_price=row["current_price"], unrealized_pnl=row["unrealized_pnl"] or ZERO,
-        realized_pnl=row["realized_pnl"] or ZERO, created_at=row["created_at"],
-        closed_at=row["closed_at"], last_updated=row["last_updated"])
+        realized_pnl=row["realized_pnl"] or ZERO, closed_at=row["closed_at"], last_updated=row["last_updated"])
 
 
 def _pnl_percent(row: Mapping[str, Any]) -> str | None:

@@ -20,7 +20,7 @@ from msd.bus.connection import reconnect_delay
 from msd.bus.sim_link import SimLink
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
-from msd.sim.exchange import ACK, DROP, PaperExchange
+from msd.sim.exchange import ACK, DROP, POSITION_PATHS, PaperExchange, SimControls
 from msd.sim.market import CATALOG, MarketGenerator, MarketParams
 from msd.sim.order_manager import ORDER_EVENTS_QUEUE, SIGNALS_QUEUE, OrderManagerParams
 from msd.sim.outbound import Outbound
@@ -44,6 +44,9 @@ class SimConfig:
     speed: float = 1.0                  # sim seconds per wall second
     tick_rate: float = 2.0              # ticks per wall second
     position_update_s: float = 5.0      # sim seconds between websocket position updates
+    # Which position-manager path applies fills to the positions row (CONTRACTS §3.5):
+    # "order_execution" (the fill path) or "websocket" (stale entry, closed_at never reset).
+    position_path: str = "order_execution"
     start: datetime | None = None       # sim start (aware UTC); default: wall clock at start
     signals_queue: str = SIGNALS_QUEUE
     market: MarketParams = field(default_factory=MarketParams)
@@ -57,6 +60,9 @@ class SimConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise ValueError(f"{name}: {value!r} is invalid; expected a finite number > 0")
+        if self.position_path not in POSITION_PATHS:
+            raise ValueError(f"position_path: {self.position_path!r} is invalid; expected one of "
+                             f"{', '.join(POSITION_PATHS)}")
         if self.start is not None and self.start.utcoffset() is None:
             raise ValueError(f"start: {self.start!r} is invalid; expected an aware datetime")
 
@@ -128,8 +134,8 @@ def _serve_signals(broker: _Broker, exchange: PaperExchange, wait_s: float) -> N
         broker.lost(exc)
 
 
-def run(config: SimConfig, stop: threading.Event) -> None:
-    """Run the three stand-ins until `stop` is set."""
+def run(config: SimConfig, stop: threading.Event, controls: SimControls | None = None) -> None:
+    """Run the three stand-ins until `stop` is set; `controls` are levers for tests and demos."""
     rng = random.Random(config.seed)
     start = (config.start or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
     # Separate generators: the market path must not depend on which signals arrived.
@@ -140,7 +146,8 @@ def run(config: SimConfig, stop: threading.Event) -> None:
     with db.transaction() as conn:
         create_neighbour_tables(conn)
     exchange = PaperExchange(db, {a: CATALOG[a] for a in config.assets}, config.orders,
-                             random.Random(rng.getrandbits(64)), config.position_update_s)
+                             random.Random(rng.getrandbits(64)), config.position_update_s,
+                             position_path=config.position_path, controls=controls)
     log.info("msd-sim: %s regime, assets %s, speed %gx, %g ticks/s, sim start %sZ; resumed %d open orders",
              config.market.regime, ",".join(config.assets), config.speed, config.tick_rate,
              start.isoformat(), exchange.resume())

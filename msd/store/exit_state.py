@@ -1,8 +1,8 @@
-"""Per-position exit state in `msd.position_exit_state`, one row per (asset, side, position id).
+"""Per-position exit state in `msd.position_exit_state`, one row per (asset, position id).
 
 The row holds `ExitState.to_dict()` as jsonb; the rules package owns the format and its version,
-this module only moves it. Rows are keyed by position, never by asset alone, so a new position
-on the same asset can never read an old position's peak.
+this module only moves it. The primary key also has the side: a position that flips is a new
+position on the same row id, so saving a state removes the row of the other side.
 """
 from __future__ import annotations
 
@@ -29,28 +29,42 @@ def load_states(conn) -> list[StoredState]:
         return [StoredState(asset, side, key, state) for asset, side, key, state in cur.fetchall()]
 
 
-def save_states(conn, states: Iterable[Mapping[str, Any]]) -> int:
-    """Upsert states given as `ExitState.to_dict()` mappings; returns how many were written."""
-    rows = [(s["asset"], s["side"], s["position_id"], to_json(s)) for s in states]
+_SAVE_SQL = """
+WITH v(asset, side, position_key, state) AS (VALUES {values}),
+     other_side AS (DELETE FROM msd.position_exit_state s USING v
+                     WHERE s.asset = v.asset AND s.position_key = v.position_key AND s.side <> v.side)
+INSERT INTO msd.position_exit_state (asset, side, position_key, state)
+SELECT asset, side, position_key, state::jsonb FROM v
+    ON CONFLICT (asset, side, position_key) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"""
+
+
+def save_states_sql(cur, states: Iterable[Mapping[str, Any]]) -> bytes | None:
+    """One statement upserting states given as `ExitState.to_dict()` mappings and dropping a
+    flipped position's row of the other side; None when there is nothing to save. Returned as
+    SQL text so a caller can send it together with another statement in one round trip."""
+    rows = [cur.mogrify("(%s, %s, %s, %s)", (s["asset"], s["side"], s["position_id"], to_json(s)))
+            for s in states]
     if not rows:
-        return 0
+        return None
+    return _SAVE_SQL.format(values=b", ".join(rows).decode()).encode()
+
+
+def save_states(conn, states: Iterable[Mapping[str, Any]]) -> int:
+    """Upsert states (see save_states_sql) in the caller's transaction; returns how many."""
+    states = list(states)
+    with conn.cursor() as cur:
+        sql = save_states_sql(cur, states)
+        if sql is not None:
+            cur.execute(sql)
+    return len(states)
+
+
+def delete_states(conn, keys: Iterable[tuple[str, str]]) -> None:
+    """Delete every row of these (asset, position_key): the positions are flat."""
+    keys = list(keys)
+    if not keys:
+        return
     with conn.cursor() as cur:
         execute_values(cur, """
-            INSERT INTO msd.position_exit_state (asset, side, position_key, state)
-            VALUES %s
-            ON CONFLICT (asset, side, position_key)
-            DO UPDATE SET state = EXCLUDED.state, updated_at = now()""",
-                       rows, template="(%s, %s, %s, %s::jsonb)")
-    return len(rows)
-
-
-def delete_states(conn, keys: Iterable[tuple[str, str | None, str]]) -> None:
-    """Delete rows by (asset, side, position_key); a side of None deletes every side of that position."""
-    with conn.cursor() as cur:
-        for asset, side, position_key in keys:
-            if side is None:
-                cur.execute("DELETE FROM msd.position_exit_state WHERE asset = %s AND position_key = %s",
-                            (asset, position_key))
-            else:
-                cur.execute("DELETE FROM msd.position_exit_state WHERE asset = %s AND side = %s"
-                            " AND position_key = %s", (asset, side, position_key))
+            DELETE FROM msd.position_exit_state s USING (VALUES %s) AS v(asset, position_key)
+             WHERE s.asset = v.asset AND s.position_key = v.position_key""", keys)

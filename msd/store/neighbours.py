@@ -8,6 +8,7 @@ neighbour services' own queries do.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -26,7 +27,8 @@ NEIGHBOUR_TABLES_LOCK_KEY = 0x6D7364_0002
 
 REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "orders": ("asset", "side", "status", "quantity", "filled_quantity", "price", "average_price"),
-    "positions": ("asset", "size", "average_entry_price", "current_price"),
+    "positions": ("asset", "size", "average_entry_price", "current_price", "version", "closed_at", "mode",
+                  "long_size", "short_size"),
 }
 
 
@@ -64,7 +66,7 @@ class Exposure:
 
 
 def create_neighbour_tables(conn) -> None:
-    """Create orders, signal_order_relationships and positions if absent (caller commits)."""
+    """Create orders, signal_order_relationships, positions and instrument_info if absent (caller commits)."""
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (NEIGHBOUR_TABLES_LOCK_KEY,))
         cur.execute(NEIGHBOUR_TABLES_SQL.read_text(encoding="utf-8"))
@@ -149,18 +151,27 @@ def read_open_exposure(conn, asset: str) -> Exposure:
 
 @dataclass(frozen=True)
 class PositionRow:
-    """One row of the shared `positions` table; times are aware UTC (the columns are naive UTC)."""
+    """One row of the shared `positions` table; times are aware UTC (the columns are naive UTC).
+
+    One row per asset and mode, forever (CONTRACTS §3.5): `created_at` is when the row was first
+    inserted, not when the current position opened; `version` increments on every write.
+    """
     position_id: str
     asset: str
-    size: Decimal                       # signed base units, negative = short
+    size: Decimal                       # signed base units, negative = short (one-way mode)
     average_entry_price: Decimal | None
     current_price: Decimal | None
     last_updated: datetime
     created_at: datetime | None         # NULL when position-manager never set it
     mode: str
+    version: int = 1
+    closed_at: datetime | None = None
+    long_size: Decimal | None = None    # hedge mode legs
+    short_size: Decimal | None = None
 
 
-_POSITION_SELECT = """SELECT id::text, asset, size, average_entry_price, current_price, last_updated, created_at, mode
+_POSITION_SELECT = """SELECT id::text, asset, size, average_entry_price, current_price, last_updated, created_at, mode,
+                             version, closed_at, long_size, short_size
                         FROM positions"""
 
 
@@ -168,6 +179,10 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=timezone.utc)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _position_rows(conn, sql: str, args: tuple) -> list[PositionRow]:
@@ -178,16 +193,102 @@ def _position_rows(conn, sql: str, args: tuple) -> list[PositionRow]:
             rows = cur.fetchall()
     except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
         raise SharedSchemaError((), describe(exc)) from exc
-    return [PositionRow(pid, asset, size, entry, price, _utc(updated), _utc(created), mode)
-            for pid, asset, size, entry, price, updated, created, mode in rows]
+    return [PositionRow(pid, asset, size, entry, price, _utc(updated), _utc(created), mode, version, _utc(closed),
+                        long_size, short_size)
+            for pid, asset, size, entry, price, updated, created, mode, version, closed, long_size, short_size in rows]
 
 
 def read_positions(conn, position_ids: list[str]) -> dict[str, PositionRow]:
-    """The rows with these ids (as text, so a malformed id finds nothing instead of failing)."""
-    rows = _position_rows(conn, _POSITION_SELECT + " WHERE id::text = ANY(%s)", (list(position_ids),))
+    """The rows with these ids. Canonical uuids use the primary key; anything else is compared as
+    text, so a malformed id finds nothing instead of failing."""
+    ids = list(position_ids)
+    try:
+        canonical = all(str(uuid.UUID(i)) == i for i in ids)
+    except (ValueError, TypeError, AttributeError):
+        canonical = False
+    where = " WHERE id = ANY(%s::uuid[])" if canonical else " WHERE id::text = ANY(%s)"
+    rows = _position_rows(conn, _POSITION_SELECT + where, (ids,))
     return {row.position_id: row for row in rows}
 
 
 def read_open_positions(conn) -> list[PositionRow]:
-    """Every open position (size != 0), as the exit engine's fallback polls them."""
-    return _position_rows(conn, _POSITION_SELECT + " WHERE size != 0 ORDER BY asset, id", ())
+    """Every open position: size != 0, or a hedge-mode row with an open leg (its `size` alone
+    does not say what is held, so it is never read by its sign)."""
+    return _position_rows(conn, _POSITION_SELECT + """
+        WHERE size != 0 OR coalesce(long_size, 0) != 0 OR coalesce(short_size, 0) != 0 ORDER BY asset, id""", ())
+
+
+@dataclass(frozen=True)
+class InstrumentRow:
+    """order-manager's cached Bybit lot size filter for one symbol (`instrument_info`, CONTRACTS §5)."""
+    symbol: str
+    lot_size: Decimal | None
+    min_order_qty: Decimal | None
+    min_order_value: Decimal | None
+
+
+def read_instruments(conn, symbols: list[str]) -> dict[str, InstrumentRow] | None:
+    """The `instrument_info` rows of these symbols; None when the table does not exist."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('instrument_info') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return None
+        try:
+            cur.execute("""SELECT symbol, lot_size, min_order_qty, min_order_value FROM instrument_info
+                            WHERE symbol = ANY(%s)""", (list(symbols),))
+            rows = cur.fetchall()
+        except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+            raise SharedSchemaError(("instrument_info",), describe(exc)) from exc
+    return {symbol: InstrumentRow(symbol, lot, min_qty, min_value) for symbol, lot, min_qty, min_value in rows}
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    """The latest known state of the order a signal became."""
+    signal_id: str
+    status: str
+    filled_quantity: Decimal
+    source: str                          # "orders" (the shared table) or "order_events" (msd's record)
+
+
+def read_order_outcomes(conn, signal_ids: list[str]) -> dict[str, OrderOutcome]:
+    """What became of these signals: the shared `orders` row, else the newest order event msd
+    recorded (a rejection order-manager never saved exists only as an event, CONTRACTS §1.3)."""
+    found: dict[str, OrderOutcome] = {}
+    with conn.cursor() as cur:
+        cur.execute("""SELECT signal_id::text, status, filled_quantity FROM msd.order_events
+                        WHERE signal_id = ANY(%s::uuid[]) ORDER BY id""", (list(signal_ids),))
+        for signal_id, status, filled in cur.fetchall():
+            found[signal_id] = OrderOutcome(signal_id, status, filled, "order_events")
+        try:
+            cur.execute("""SELECT signal_id::text, status, filled_quantity FROM orders
+                            WHERE signal_id = ANY(%s::uuid[]) ORDER BY updated_at, created_at""", (list(signal_ids),))
+            rows = cur.fetchall()
+        except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+            raise SharedSchemaError(("orders",), describe(exc)) from exc
+    for signal_id, status, filled in rows:
+        found[signal_id] = OrderOutcome(signal_id, status, filled, "orders")
+    return found
+
+
+@dataclass(frozen=True)
+class FillRow:
+    """An order of one asset with fills, as the shared `orders` table shows it (cumulative)."""
+    side: str                            # "buy" / "sell"
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    updated_at: datetime
+
+
+def read_fills_since(conn, asset: str, since: datetime) -> list[FillRow]:
+    """Orders of `asset` with fills, updated after `since`, oldest first: the fill path of
+    position-manager (CONTRACTS §3.5), replayed to find an entry price or a close msd missed."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT lower(side), filled_quantity, average_price, updated_at FROM orders
+                            WHERE asset = %s AND filled_quantity > 0 AND updated_at > %s
+                            ORDER BY updated_at, created_at""", (asset, _naive_utc(since)))
+            rows = cur.fetchall()
+    except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+        raise SharedSchemaError(("orders",), describe(exc)) from exc
+    return [FillRow(side, filled, price, _utc(updated)) for side, filled, price, updated in rows]

@@ -61,3 +61,18 @@ CREATE TABLE IF NOT EXISTS public.positions (
     closed_at            TIMESTAMP,
     UNIQUE (asset, mode)
 );
+
+-- order-manager's cache of Bybit's lot size filter (CONTRACTS §5, migration 016; §3.6 uses
+-- lot_size, min_order_qty and min_order_value). Columns CONTRACTS lists; the rest of the real
+-- table is not read by msd.
+CREATE TABLE IF NOT EXISTS public.instrument_info (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    symbol           varchar(20)    NOT NULL UNIQUE,
+    lot_size         DECIMAL(20, 8) NOT NULL,
+    min_order_qty    DECIMAL(20, 8) NOT NULL,
+    max_order_qty    DECIMAL(20, 8) NOT NULL,
+    min_order_value  DECIMAL(20, 8) NOT NULL,
+    price_tick_size  DECIMAL(20, 8) NOT NULL,
+    raw_response     jsonb,
+    updated_at       TIMESTAMP      NOT NULL DEFAULT NOW()
+);

@@ -41,16 +41,24 @@ class ExpiredSignal:
     body: Mapping[str, Any]
 
 
-def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> None:
-    """Record a signal as pending in the caller's transaction (its full wire JSON included)."""
+def insert_signal_sql(cur, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> bytes:
+    """The INSERT recording a signal as pending (its full wire JSON included), as SQL text."""
+    return cur.mogrify(
+        """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence, mode,
+                                    model_version, body, snapshot, trace_id, created_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)""",
+        (signal.signal_id, signal.strategy_id, signal.asset, signal.signal_type, signal.amount,
+         signal.confidence, mode, signal.model_version, to_json(dict(wire)),
+         to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
+
+
+def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: str, *,
+                  before: bytes | None = None) -> None:
+    """Record a signal as pending. With `before` (SQL text), both go in one statement string: in
+    autocommit that is one round trip and one implicit transaction (both or neither)."""
     with conn.cursor() as cur:
-        cur.execute(
-            """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence, mode,
-                                        model_version, body, snapshot, trace_id, created_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)""",
-            (signal.signal_id, signal.strategy_id, signal.asset, signal.signal_type, signal.amount,
-             signal.confidence, mode, signal.model_version, to_json(dict(wire)),
-             to_json(dict(wire["market_data_snapshot"])), signal.trace_id, signal.timestamp))
+        sql = insert_signal_sql(cur, signal, wire, mode)
+        cur.execute(sql if before is None else before + b";\n" + sql)
 
 
 def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[PendingSignal]:
@@ -130,11 +138,3 @@ def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
                        OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
             {"asset": asset, "window": timedelta(seconds=recent_s)})
         return cur.fetchone()[0]
-
-
-def pending_exit_exists(conn, position_id: str) -> bool:
-    """Is an exit for this position still waiting in the outbox (not confirmed by the broker)?"""
-    with conn.cursor() as cur:
-        cur.execute("""SELECT 1 FROM msd.signals WHERE mode = 'exit' AND outbox_state = 'pending'
-                         AND body->'metadata'->>'position_id' = %s LIMIT 1""", (position_id,))
-        return cur.fetchone() is not None

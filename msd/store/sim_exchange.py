@@ -94,18 +94,37 @@ def open_position_rows(conn) -> list[Row]:
 
 
 def save_position(conn, state: PositionState) -> Row:
-    """Upsert the one-way row of `state.asset`, bumping `version`; returns the stored row."""
+    """Write the one-way row of `state.asset`, bumping `version`; returns the stored row.
+
+    As position-manager does (CONTRACTS §3.5): the row is INSERTed on the asset's first fill,
+    `created_at` then, and never again: every later position on the asset keeps that row, its
+    id and its `created_at`.
+    """
+    with conn.cursor() as cur:
+        cur.execute("""INSERT INTO positions (asset, size, mode, last_updated, created_at)
+                       VALUES (%s, 0, 'one-way', %s, %s) ON CONFLICT (asset, mode) DO NOTHING""",
+                    (state.asset, state.last_updated, state.last_updated))
     return _one(conn, """
-        INSERT INTO positions (asset, size, average_entry_price, current_price, unrealized_pnl,
-                               realized_pnl, mode, last_updated, created_at, closed_at)
-        VALUES (%s, %s, %s, %s, %s, %s, 'one-way', %s, %s, %s)
-        ON CONFLICT (asset, mode) DO UPDATE
-           SET size = EXCLUDED.size, average_entry_price = EXCLUDED.average_entry_price,
-               current_price = EXCLUDED.current_price, unrealized_pnl = EXCLUDED.unrealized_pnl,
-               realized_pnl = EXCLUDED.realized_pnl, last_updated = EXCLUDED.last_updated,
-               created_at = EXCLUDED.created_at, closed_at = EXCLUDED.closed_at,
-               version = positions.version + 1
+        UPDATE positions
+           SET size = %s, average_entry_price = %s, current_price = %s, unrealized_pnl = %s,
+               realized_pnl = %s, last_updated = %s, closed_at = %s, version = version + 1
+         WHERE asset = %s AND mode = 'one-way'
         RETURNING *""",
-        (state.asset, state.size, state.average_entry_price, state.current_price,
-         state.unrealized_pnl, state.realized_pnl, state.last_updated, state.created_at,
-         state.closed_at))
+        (state.size, state.average_entry_price, state.current_price, state.unrealized_pnl,
+         state.realized_pnl, state.last_updated, state.closed_at, state.asset))
+
+
+def ensure_instruments(conn, rows: list[tuple[str, Decimal, Decimal, Decimal, Decimal]]) -> None:
+    """An `instrument_info` row per symbol (symbol, lot size, min qty, min order value, tick), as
+    order-manager caches Bybit's filters; a row already there (e.g. written by a test) is kept."""
+    with conn.cursor() as cur:
+        for symbol, lot, min_qty, min_value, tick in rows:
+            cur.execute("""INSERT INTO instrument_info (symbol, lot_size, min_order_qty, max_order_qty,
+                                                        min_order_value, price_tick_size)
+                           VALUES (%s, %s, %s, 1000000, %s, %s) ON CONFLICT (symbol) DO NOTHING""",
+                        (symbol, lot, min_qty, min_value, tick))
+
+
+def instrument_row(conn, symbol: str) -> Row | None:
+    return _one(conn, "SELECT lot_size, min_order_qty, min_order_value FROM instrument_info WHERE symbol = %s",
+                (symbol,))

@@ -6,7 +6,7 @@ checked by this, so a bug shared by the producer and its own validator cannot hi
 import math
 import uuid
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 
 REQUIRED = ("signal_id", "signal_type", "asset", "amount", "confidence", "timestamp", "strategy_id",
             "market_data_snapshot")
@@ -87,3 +87,20 @@ def assert_accepted(signal: dict) -> None:
     assert signal["timestamp"].endswith("Z")
     assert signal["signal_type"] in ("buy", "sell")
     assert math.isfinite(float(signal["amount"]))
+
+
+def order_quantity(signal: dict, lot_size, min_order_qty, min_order_value) -> Decimal:
+    """order-manager's order quantity for `signal` as it arrives on the wire (CONTRACTS §3.6),
+    written apart from msd's own: from_dict's `Decimal(str(x))`, then amount / price in Python's
+    default 28-digit context, rounded down to min(lot_size, min_order_qty), raised to the
+    minimum order value (rounded up to the step)."""
+    amount = Decimal(str(signal["amount"]))
+    price = Decimal(str(signal["market_data_snapshot"]["price"]))
+    step = min(Decimal(str(lot_size)), Decimal(str(min_order_qty)))
+    minimum = Decimal(str(min_order_value))
+    with localcontext() as ctx:
+        ctx.prec = 28
+        quantity = (amount / price / step).to_integral_value(rounding=ROUND_FLOOR) * step
+        if quantity * price < minimum:
+            quantity = (minimum / price / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return quantity

@@ -46,21 +46,24 @@ def execute(dsn: str, sql: str, args=()) -> list:
 def open_position(dsn: str, asset: str, size: str, entry: str, current: str | None, *,
                   position_id: str | None = None, created_at: datetime | None = None,
                   last_updated: datetime | None = None) -> str:
-    """Insert or replace the position row of `asset` (one per asset and mode, as position-manager keeps it)."""
+    """Insert or write the position row of `asset`, one per asset and mode as position-manager keeps
+    it (CONTRACTS §3.5): a later write keeps the row's id and created_at and bumps its version."""
     position_id = position_id or str(uuid.uuid4())
-    execute(dsn, """
+    rows = execute(dsn, """
         INSERT INTO positions (id, asset, size, average_entry_price, current_price, last_updated, created_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (asset, mode) DO UPDATE SET id = EXCLUDED.id, size = EXCLUDED.size,
+        ON CONFLICT (asset, mode) DO UPDATE SET size = EXCLUDED.size,
             average_entry_price = EXCLUDED.average_entry_price, current_price = EXCLUDED.current_price,
-            last_updated = EXCLUDED.last_updated, created_at = EXCLUDED.created_at""",
+            last_updated = EXCLUDED.last_updated, version = positions.version + 1
+        RETURNING id::text""",
             (position_id, asset, size, entry, current, last_updated or utc_now(), created_at or utc_now()))
-    return position_id
+    return rows[0][0]
 
 
 def mark_price(dsn: str, asset: str, price: str, size: str | None = None) -> None:
-    execute(dsn, "UPDATE positions SET current_price = %s, size = coalesce(%s, size), last_updated = %s"
-                 " WHERE asset = %s", (price, size, utc_now(), asset))
+    """A position-manager write: new mark (and size), version bumped."""
+    execute(dsn, "UPDATE positions SET current_price = %s, size = coalesce(%s, size), last_updated = %s,"
+                 " version = version + 1 WHERE asset = %s", (price, size, utc_now(), asset))
 
 
 def stored_state(dsn: str, position_id: str) -> dict | None:

@@ -26,6 +26,16 @@ def ticker_event(asset: str, price: float) -> bytes:
         "trace_id": str(uuid.uuid4())}).encode()
 
 
+def trade_event(asset: str, price: str) -> bytes:
+    """One public trade print at `price` (a decimal string), stamped now."""
+    now = datetime.now(timezone.utc)
+    return json.dumps({
+        "event_id": str(uuid.uuid4()), "event_type": "trade", "topic": f"publicTrade.{asset}",
+        "timestamp": _naive_now(), "received_at": _naive_now(), "trace_id": str(uuid.uuid4()),
+        "payload": {"T": int(now.timestamp() * 1000), "s": asset, "S": "Buy", "v": "0.01", "p": price,
+                    "L": "PlusTick", "i": str(uuid.uuid4()), "BT": False, "topic": f"publicTrade.{asset}"}}).encode()
+
+
 class MarketFeed:
     """Keeps the given assets fresh by publishing a ticker for each every `interval` seconds."""
 

@@ -22,7 +22,7 @@ from tests.integration.exit_helpers import (
     POSITIONS_QUEUE, SignalReader, execute, mark_price, open_position, position_update, publish, stored_state,
     utc_now,
 )
-from tests.integration.market_feed import ticker_event
+from tests.integration.market_feed import ticker_event, trade_event
 
 pytestmark = pytest.mark.integration
 
@@ -76,40 +76,41 @@ def test_contract_updates_produce_closing_signals_in_usdt(daemon, resources, cha
     publish(channel, POSITIONS_QUEUE, position_update(market_id, "MKTUSDT", "1.50000000"))
 
     [(long_exit, headers)] = one_signal(signals, long_id, "stop-loss exit")
-    assert (long_exit["signal_type"], long_exit["asset"], long_exit["amount"]) == ("sell", "SLOSSUSDT", 194.0)
+    # Amount and snapshot price are exact decimal strings: amount / price is exactly the size.
+    assert (long_exit["signal_type"], long_exit["asset"], long_exit["amount"]) == ("sell", "SLOSSUSDT", "194")
     assert headers["trace_id"] == long_exit["trace_id"] == "t-long"
     meta = long_exit["metadata"]
     assert meta["exit_reason"] == "stop_loss" and meta["price_source"] == "positions_table"
     assert (Decimal(meta["entry_price"]), Decimal(meta["trigger_price"]), Decimal(meta["fraction"])) == (100, 97, 1)
     assert Decimal(meta["pnl_pct"]) == -3 and meta["rule_params"]["stop_loss_pct"] == "2"
-    assert long_exit["market_data_snapshot"]["price"] == 97.0 and long_exit["strategy_id"] == "exit-engine"
+    assert long_exit["market_data_snapshot"]["price"] == "97" and long_exit["strategy_id"] == "exit-engine"
 
     [(short_exit, _)] = one_signal(signals, short_id, "take-profit exit of the short")
-    assert (short_exit["signal_type"], short_exit["amount"]) == ("buy", 120.0)
+    assert (short_exit["signal_type"], short_exit["amount"]) == ("buy", "120")
     assert short_exit["metadata"]["exit_reason"] == "take_profit"
     assert short_exit["metadata"]["position_side"] == "short"
 
     [(market_exit, _)] = one_signal(signals, market_id, "exit priced by the ticker")
     assert market_exit["metadata"]["price_source"] == "market_last_price"
-    assert (market_exit["amount"], Decimal(market_exit["metadata"]["trigger_price"])) == (145.5, 97)
+    assert (market_exit["amount"], Decimal(market_exit["metadata"]["trigger_price"])) == ("145.5", 97)
     modes = execute(dsn, "SELECT DISTINCT mode FROM msd.signals WHERE strategy_id = 'exit-engine'")
     assert modes == [("exit",)]
 
 
-def test_burst_of_20_updates_is_decided_on_the_latest_and_respects_the_cooldown(daemon, resources, channel,
-                                                                                 signals):
+def test_burst_of_20_updates_is_decided_once_on_the_tables_size_and_not_again_while_in_flight(daemon, resources,
+                                                                                            channel, signals):
     dsn, _ = resources
     pid = open_position(dsn, "BURSTUSDT", "20.00000000", "100", "97.00000000")
     for size in range(1, 21):
         publish(channel, POSITIONS_QUEUE, position_update(pid, "BURSTUSDT", f"{size}.00000000", f"t-burst-{size}"))
     [(exit_signal, _)] = one_signal(signals, pid, "one exit for the burst")
-    # 20 x 97: the newest update's size, never an older one of the burst.
-    assert (exit_signal["amount"], exit_signal["trace_id"]) == (1940.0, "t-burst-20")
-    held_before = exits_status(daemon).get("exits_suppressed", {}).get("cooldown", 0)
+    # 20 x 97: the size is the table's (an event only triggers a re-read), the trace the newest event's.
+    assert (exit_signal["amount"], exit_signal["trace_id"]) == ("1940", "t-burst-20")
+    held_before = exits_status(daemon).get("exits_suppressed", {}).get("in_flight", 0)
     for size in range(1, 6):
         publish(channel, POSITIONS_QUEUE, position_update(pid, "BURSTUSDT", f"{size}.00000000"))
-    wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("cooldown", 0) > held_before, 15,
-             what="the later updates held back by the cooldown")
+    wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("in_flight", 0) > held_before, 15,
+             what="the later updates held back while the exit is in flight")
     assert len(signals.for_position(pid)) == 1
 
 
@@ -129,7 +130,7 @@ def test_trailing_peak_survives_killing_the_exits_role(daemon, resources, channe
     [(exit_signal, _)] = one_signal(signals, pid, "trailing stop after the restart")
     meta = exit_signal["metadata"]
     assert meta["exit_reason"] == "trailing_stop" and Decimal(meta["rule_params"]["extreme_price"]) == 110
-    assert exit_signal["signal_type"] == "sell" and exit_signal["amount"] == 109.0
+    assert exit_signal["signal_type"] == "sell" and exit_signal["amount"] == "109"
 
 
 def test_new_position_on_an_asset_whose_old_one_closed_does_not_inherit_its_peak(daemon, resources, channel,
@@ -149,7 +150,9 @@ def test_new_position_on_an_asset_whose_old_one_closed_does_not_inherit_its_peak
     barrier = open_position(dsn, "BARRIERUSDT", "1.00000000", "100", "90.00000000")
     publish(channel, POSITIONS_QUEUE, position_update(barrier, "BARRIERUSDT", "1.00000000"))
     one_signal(signals, barrier, "barrier exit")
-    assert (stored_state(dsn, pid) or {}).get("extreme_price") == "109.00000000"
+    stored = wait_for(lambda: (lambda s: s if s.get("row") else None)(stored_state(dsn, pid) or {}), 5,
+                      what="the reopened position's state")
+    assert Decimal(stored["extreme_price"]) == 109 and stored["opened_by"] == "event"
     assert signals.for_position(pid) == []
 
 
@@ -185,7 +188,7 @@ def test_fallback_polls_the_positions_table_and_returns_to_events(daemon, resour
     # No update is ever published for this position: only the poll can find it.
     pid = open_position(dsn, "POLLEDUSDT", "4.00000000", "100", "97.50000000")
     [(exit_signal, _)] = one_signal(signals, pid, "exit from the poll")
-    assert exit_signal["metadata"]["trigger"] == "poll" and exit_signal["amount"] == 390.0
+    assert exit_signal["metadata"]["trigger"] == "poll" and exit_signal["amount"] == "390"
     # Back to a long quiet period first, so the switch back is not undone before it is seen.
     config["exits"] = EXITS
     daemon.write_config(config)
@@ -213,7 +216,8 @@ def test_late_update_of_a_position_the_table_shows_flat_sends_no_exit(daemon, re
 
 def test_exits_do_not_pile_up_in_the_outbox_while_the_broker_is_down(daemon, resources):
     """Regression: during an outage each cooldown produced another full-size exit for the same
-    position; sent together on recovery, the second one would have opened the reverse side."""
+    position; sent together on recovery, the second one would have opened the reverse side. The
+    first exit is in flight (recorded, effect not seen) and holds every later one back."""
     import yaml
     from tests.fixtures.rabbit import close_vhost_connections, rabbitmqctl
     dsn, vhost = resources
@@ -229,8 +233,8 @@ def test_exits_do_not_pile_up_in_the_outbox_while_the_broker_is_down(daemon, res
         mark_price(dsn, "OUTAGEUSDT", "97.00000000")             # stop loss, seen by the poll
         rows = "SELECT outbox_state FROM msd.signals WHERE body->'metadata'->>'position_id' = %s"
         wait_for(lambda: execute(dsn, rows, (position_id,)), 10, what="exit recorded")
-        wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("exit_pending", 0) >= 2, 10,
-                 what="later exits held back")
+        wait_for(lambda: exits_status(daemon).get("exits_suppressed", {}).get("in_flight", 0) >= 2, 10,
+                 what="later exits held back while the first is in flight")
         assert execute(dsn, rows, (position_id,)) == [("pending",)]
     finally:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
@@ -238,3 +242,65 @@ def test_exits_do_not_pile_up_in_the_outbox_while_the_broker_is_down(daemon, res
     # may exit again: what matters is that the queued one went out, alone and first.
     first = rows + " ORDER BY created_at LIMIT 1"
     wait_for(lambda: execute(dsn, first, (position_id,)) == [("sent",)], 20, what="the one exit sent")
+
+
+def test_fast_rise_and_fall_arms_the_trailing_stop_from_the_true_peak(daemon, resources, channel, signals):
+    """Regression (issue 8): under continuous ticks only the price current when the debouncer
+    released was folded into the peak; a spike shorter than that never moved it (SC-016)."""
+    dsn, _ = resources
+    pid = open_position(dsn, "TRUEPKUSDT", "1.00000000", "100", "100.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "TRUEPKUSDT", "1.00000000"))
+    wait_for(lambda: (stored_state(dsn, pid) or {}).get("row"), 10, what="position watched, its row read")
+    rise = [f"{100 + i * 0.25:.2f}" for i in range(14)]                 # 100 .. 103.25
+    for price in rise + ["103.31", "102.9", "102.6", "102.45"]:         # one tick at the peak
+        publish(channel, "ws-gateway.trade", trade_event("TRUEPKUSDT", price))
+    [(exit_signal, _)] = one_signal(signals, pid, "trailing stop from the 103.31 peak")
+    meta = exit_signal["metadata"]
+    # 103.31 x (1 - 0.8 %) = 102.48352: only a peak of 103.31 puts 102.45 through the stop; the
+    # price at any debounce release (102.45) would have left the peak at 100 and the stop unarmed.
+    assert meta["exit_reason"] == "trailing_stop" and Decimal(meta["rule_params"]["extreme_price"]) == Decimal("103.31")
+
+
+def test_after_a_restart_a_quiet_positions_stop_loss_fires_from_price_ticks_alone(daemon, resources, channel,
+                                                                                  signals):
+    """Regression (issue 8): restored positions were not watched; only a new position_updated or
+    the fallback poll would evaluate them."""
+    dsn, _ = resources
+    pid = open_position(dsn, "QUIETUSDT", "1.00000000", "100", "100.00000000")     # no update, ever
+    before = daemon.role("exits")
+    os.kill(before["pid"], signal.SIGKILL)
+    daemon.wait_running("exits", timeout=30, other_than_pid=before["pid"])
+    wait_for(lambda: stored_state(dsn, pid), 10, what="the new exits process watches every open row")
+    publish(channel, "ws-gateway.trade", trade_event("QUIETUSDT", "97.5"))
+    [(exit_signal, _)] = one_signal(signals, pid, "stop loss from a tick")
+    assert exit_signal["metadata"]["exit_reason"] == "stop_loss" and exit_signal["metadata"]["trigger"] == "price"
+
+
+def test_an_absurd_event_size_never_sizes_an_exit(daemon, resources, channel, signals):
+    """Regression (issue 10 overlap): an event of size "-1e10" on a real open long of 2; the exit
+    is sized from the positions table only, never above |size| x price."""
+    dsn, _ = resources
+    pid = open_position(dsn, "ABSURDUSDT", "2.00000000", "100", "97.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "ABSURDUSDT", "-1e10", "t-absurd"))
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "ABSURDUSDT", "2.00000000", "t-real"))
+    [(exit_signal, _)] = one_signal(signals, pid, "one exit of the table's size")
+    assert (exit_signal["signal_type"], exit_signal["amount"], exit_signal["metadata"]["quantity"]) == \
+        ("sell", "194", "2")
+    time.sleep(0.5)
+    assert len(signals.for_position(pid)) == 1
+
+
+def test_a_lone_surrogate_position_id_does_not_take_the_exits_role_down(daemon, resources, channel, signals):
+    """Regression (DESIGN §9): such an update crashed the exits role until it went FATAL."""
+    dsn, _ = resources
+    before = daemon.role("exits")
+    body = position_update(str(uuid.uuid4()), "SURRUSDT", "1.00000000").replace(
+        b'"position_id": "', b'"position_id": "\\ud800', 1)
+    publish(channel, POSITIONS_QUEUE, body)
+    pid = open_position(dsn, "AFTERSURRUSDT", "1.00000000", "100", "97.00000000")
+    publish(channel, POSITIONS_QUEUE, position_update(pid, "AFTERSURRUSDT", "1.00000000"))
+    one_signal(signals, pid, "the next position's exit")
+    wait_for(lambda: [r for r in daemon.log_records() if r.get("reason") == "invalid_position_id"
+                      and r.get("level") == "ERROR" and r.get("asset") == "SURRUSDT"], 5, what="its ERROR line")
+    after = daemon.role("exits")
+    assert (after["pid"], after["state"]) == (before["pid"], "RUNNING")

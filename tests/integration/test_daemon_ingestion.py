@@ -69,7 +69,7 @@ def test_every_contract_example_is_persisted_or_forwarded(daemon, resources, cha
         ("5f0d3c2b-1a09-4e8f-b7d6-c5b4a3928170", "0.02000000")]
     bar = wait_for(lambda: query(dsn, "SELECT asset, close FROM msd.market_bars"), 10, what="kline bar")
     assert [(a, str(c)) for a, c in bar] == [("BTCUSDT", "95010.20")]
-    wait_for(lambda: daemon.role("exits")["status"].get("open_positions") == 1, 5, what="position forwarded")
+    wait_for(lambda: daemon.role("exits")["status"].get("updates") == 2, 5, what="position updates forwarded")
     wait_for(lambda: "BTCUSDT" in daemon.role("signaller")["status"].get("assets", {}), 5, what="market forwarded")
     # Redelivering the same events creates nothing new: dedup on the natural key.
     for body in examples.ORDER_EVENTS:

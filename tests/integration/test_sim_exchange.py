@@ -13,6 +13,7 @@ import pytest
 from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update
 from msd.sim.market import MarketParams
 from msd.sim.order_manager import OrderManagerParams
+from msd.sim.exchange import SimControls
 from msd.sim.runner import SimConfig, run
 from tests.fixtures.rabbit import amqp_url
 from tests.integration.bus_helpers import raw_channel, wait_for
@@ -25,16 +26,22 @@ LATER = START + timedelta(days=2)       # sim time runs ahead of the wall clock
 
 
 @pytest.fixture
-def sim(fresh_vhost, fresh_pg_dsn):
+def sim_controls():
+    return SimControls()
+
+
+@pytest.fixture
+def sim(request, fresh_vhost, fresh_pg_dsn, sim_controls):
+    path = getattr(request, "param", "order_execution")
     config = SimConfig(
         amqp_url=amqp_url(fresh_vhost), dsn=fresh_pg_dsn, assets=("BTCUSDT", "ETHUSDT"), seed=5,
         speed=120.0, tick_rate=10.0, start=START, market=MarketParams(regime="noise"),
-        orders=OrderManagerParams(limit_fill_probability=1.0, limit_ttl_s=36000))
+        orders=OrderManagerParams(limit_fill_probability=1.0, limit_ttl_s=36000), position_path=path)
     stop, failure = threading.Event(), []
 
     def target():
         try:
-            run(config, stop)
+            run(config, stop, sim_controls)
         except BaseException as exc:  # re-raised in the test thread
             failure.append(exc)
 
@@ -159,3 +166,87 @@ def test_market_data_and_position_updates_parse(sim):
         for props, body in messages[:200]:
             assert props.delivery_mode == 2 and props.headers["event_type"] == kind
             parse_market_event(body, props.headers, now=LATER)
+
+
+def market_order(asset, side, amount, price):
+    return dict(MINIMAL, signal_id=str(uuid.uuid4()), asset=asset, signal_type=side, amount=amount,
+                confidence="0.95", market_data_snapshot={"price": price})
+
+
+def position_rows(dsn, asset):
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT id::text, size, average_entry_price, created_at, closed_at, version
+                         FROM positions WHERE asset = %s""", (asset,))
+        return cur.fetchall()
+
+
+def settled(sim, signal):
+    publish(sim.amqp_url, signal)
+    wait_for(lambda: [s for _, s, _ in orders_of(sim.dsn, signal["signal_id"]) if s in ("filled", "cancelled")],
+             f"the order of {signal['signal_id']}")
+    return position_rows(sim.dsn, signal["asset"])
+
+
+def test_one_row_per_asset_with_a_stable_id_and_created_at_set_once(sim):
+    """CONTRACTS §3.5: the row is inserted on the asset's first fill and kept forever; close and
+    reopen keep its id and created_at; going flat sets closed_at and clears the entry; a reopen
+    clears closed_at and takes the fill's price; a fill across zero flips in one update."""
+    [(pid, size, entry, created, closed, version)] = settled(sim, market_order("ETHUSDT", "buy", "30", "3000"))
+    assert (size, closed) == (Decimal("0.01"), None) and entry is not None
+    [(pid2, size, entry, created2, closed, _)] = settled(sim, market_order("ETHUSDT", "sell", "30", "3000"))
+    assert (pid2, created2, size, entry) == (pid, created, 0, None) and closed is not None
+    [(pid3, size, entry, created3, closed, _)] = settled(sim, market_order("ETHUSDT", "buy", "30", "3000"))
+    assert (pid3, created3, size, closed) == (pid, created, Decimal("0.01"), None)
+
+
+def test_a_fill_across_zero_flips_the_row_in_one_update(sim, sim_controls):
+    """CONTRACTS §3.5: long 0.01, sell 0.03 -> short 0.02 in one update at the fill's price. With
+    order-manager's reduceOnly (§3.6) that fill happens when position-manager lags: here it shows
+    the asset flat while the exchange already holds the long, so the sell is a plain order."""
+    sim_controls.position_manager_down.set()
+    settled(sim, market_order("ETHUSDT", "buy", "30", "3000"))
+    settled(sim, market_order("ETHUSDT", "sell", "90", "3000"))
+    positions = Collector(sim.amqp_url, "position-manager.position_updated")
+    positions.drain()
+    sim_controls.position_manager_down.clear()
+    wait_for(lambda: position_rows(sim.dsn, "ETHUSDT") and position_rows(sim.dsn, "ETHUSDT")[0][1] == Decimal("-0.02"),
+             "position-manager catching up")
+    sizes = [Decimal(json.loads(body)["size"]) for _, body in positions.drain()
+             if json.loads(body)["update_source"] == "order_execution"]
+    assert sizes == [Decimal("0.01"), Decimal("-0.02")], "no row or event with size 0 in between"
+
+
+def test_quantity_follows_the_instrument_info_row_and_rounds_down(sim):
+    """CONTRACTS §3.6: amount / snapshot price rounded down to min(lot_size, min_order_qty)."""
+    with psycopg2.connect(sim.dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE instrument_info SET lot_size = 0.001, min_order_qty = 0.001 WHERE symbol = 'BTCUSDT'")
+    signal = market_order("BTCUSDT", "buy", "291.37", "97123.4")             # 0.0029999... -> 0.002
+    settled(sim, signal)
+    with psycopg2.connect(sim.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT quantity FROM orders WHERE signal_id = %s", (signal["signal_id"],))
+        assert cur.fetchone()[0] == Decimal("0.002")
+
+
+def test_a_repeated_exit_on_a_flat_position_reverses_it_as_order_manager_does(sim):
+    """CONTRACTS §3.6: reduceOnly only while position-manager shows a position to reduce; the same
+    sell sent again once the position is flat is a plain order and opens a short."""
+    settled(sim, market_order("ETHUSDT", "buy", "30", "3000"))
+    exit_ = market_order("ETHUSDT", "sell", "30", "3000")
+    [(_, size, *_)] = settled(sim, exit_)
+    assert size == 0
+    [(_, size, *_)] = settled(sim, dict(exit_, signal_id=str(uuid.uuid4())))
+    assert size == Decimal("-0.01")
+    # While position-manager shows the short, a buy for twice it is reduceOnly: capped at the short.
+    [(_, size, *_)] = settled(sim, market_order("ETHUSDT", "buy", "60", "3000"))
+    assert size == 0
+
+
+@pytest.mark.parametrize("sim", ["websocket"], indirect=True)
+def test_websocket_path_reopen_keeps_closed_at_and_a_stale_entry(sim):
+    """CONTRACTS §3.5: on the websocket path closed_at is set when flat but not reset on a reopen,
+    and the entry keeps its old value when the exchange sends none."""
+    settled(sim, market_order("ETHUSDT", "buy", "30", "3000"))
+    [(_, size, entry, _, closed, _)] = settled(sim, market_order("ETHUSDT", "sell", "30", "3000"))
+    assert size == 0 and closed is not None
+    [(_, size, entry_after, _, closed_after, _)] = settled(sim, market_order("ETHUSDT", "buy", "60", "3000"))
+    assert (size, closed_after, entry_after) == (Decimal("0.02"), closed, entry)

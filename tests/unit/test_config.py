@@ -147,3 +147,27 @@ def test_rabbitmq_heartbeat_reaches_the_connection_url(tmp_path):
                                                     "password_env": "PW"}}), env={"PW": "pw"})
     params = pika.URLParameters(cfg.rabbitmq.url)
     assert (params.heartbeat, params.credentials.password, params.virtual_host) == (7, "pw", "v")
+
+
+def test_exits_in_flight_timeout_and_per_asset_enabled(tmp_path):
+    cfg = load_config(write(tmp_path, {}), env={})
+    assert cfg.exits.in_flight_timeout_s == 60 and cfg.exits.disabled_assets == frozenset()
+    assert cfg.exits.rules.time_exit.min_profit_pct == 0 and cfg.exits.enabled_for("BTCUSDT")
+    cfg = load_config(write(tmp_path, {"exits": {"in_flight_timeout_s": 5, "per_asset": {
+        "ETHUSDT": {"enabled": False}, "SOLUSDT": {"enabled": True}, "BTCUSDT": {"stop_loss_pct": 3}}}}), env={})
+    assert cfg.exits.in_flight_timeout_s == 5 and cfg.exits.disabled_assets == frozenset({"ETHUSDT"})
+    assert not cfg.exits.enabled_for("ETHUSDT") and cfg.exits.enabled_for("SOLUSDT")
+    assert cfg.exits.rules_for("SOLUSDT") == cfg.exits.rules and cfg.exits.rules_for("BTCUSDT").stop_loss_pct == 3
+
+
+@pytest.mark.parametrize("exits, key", [
+    ({"in_flight_timeout_s": 0}, "exits.in_flight_timeout_s"),
+    ({"per_asset": {"ETHUSDT": {"enabled": "no"}}}, "exits.per_asset.ETHUSDT.enabled"),
+    ({"per_asset": {"ETHUSDT": {"stop_los_pct": 3}}}, "exits.per_asset.ETHUSDT.stop_los_pct"),
+    ({"per_asset": {"ETHUSDT": "off"}}, "exits.per_asset.ETHUSDT"),
+    ({"rules": {"cooldown_seconds": 0}}, "exits.rules.cooldown_seconds"),
+])
+def test_invalid_exits_settings_name_the_key(tmp_path, exits, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {"exits": exits}), env={})
+    assert err.value.key == key

@@ -93,6 +93,9 @@ def test_priority_from_strings():
     ({"priority": list(DEFAULT_PRIORITY[:-1]) + ["stop_loss"]}, "exit_rules.priority"),
     ({"priority": "stop_loss"}, "exit_rules.priority"),
     ({"cooldown_seconds": -1}, "exit_rules.cooldown_seconds"),
+    ({"cooldown_seconds": 0}, "exit_rules.cooldown_seconds"),
+    ({"cooldown_seconds": 0.5}, "exit_rules.cooldown_seconds"),
+    ({"trailing": {"activation_pct": 0.5, "distance_pct": 0.8}}, "exit_rules.trailing.activation_pct"),
 ])
 def test_from_mapping_errors_name_the_key(change, key):
     with pytest.raises(RuleConfigError) as err:
@@ -114,6 +117,8 @@ def test_from_mapping_refuses_non_mapping():
     (lambda: Trailing(D(1), D(100)), "trailing.distance_pct"),
     (lambda: TimeExit(timedelta(0)), "time_exit.max_hold"),
     (lambda: ExitRules(cooldown=timedelta(seconds=-1)), "cooldown"),
+    (lambda: ExitRules(cooldown=timedelta(0)), "cooldown"),
+    (lambda: Trailing(D("0.5"), D("0.8")), "trailing.activation_pct"),
     (lambda: ExitRules(stop_loss_pct=True), "stop_loss_pct"),
     (lambda: ExitRules(trailing={"activation_pct": 1}), "trailing"),
     (lambda: ExitRules(priority=(ExitReason.STOP_LOSS,) * 6), "priority"),
@@ -128,3 +133,27 @@ def test_rules_are_frozen():
     rules = ExitRules(stop_loss_pct=D(2))
     with pytest.raises(AttributeError):
         rules.stop_loss_pct = D(3)
+
+
+def test_zero_cooldown_is_refused_because_it_would_let_a_rule_fire_on_every_tick():
+    """Regression (issue 8): `cooldown_seconds: 0` was accepted; the floor is 1 s."""
+    with pytest.raises(RuleConfigError, match=">= 1"):
+        ExitRules.from_mapping({"cooldown_seconds": 0})
+    assert ExitRules.from_mapping({"cooldown_seconds": 1}).cooldown == timedelta(seconds=1)
+
+
+def test_trailing_activation_below_its_distance_is_refused_as_it_would_trail_at_a_loss():
+    """Regression (issue 8): activation 0.5 % with distance 0.8 % armed a stop below the entry."""
+    with pytest.raises(RuleConfigError) as err:
+        Trailing(D("0.5"), D("0.8"))
+    assert "distance_pct (0.8)" in str(err.value)
+    assert Trailing(D("0.8"), D("0.8")).activation_pct == D("0.8")
+
+
+def test_time_exit_min_profit_defaults_to_zero_and_may_be_negative():
+    """Regression (issue 8): the default time exit closed at any loss; acceptance scenario 4 asks
+    for the profit target. A negative value means "exit even at this loss"."""
+    assert ExitRules.from_mapping({"time_exit": {"max_hold_seconds": 60}}).time_exit.min_profit_pct == 0
+    assert TimeExit(timedelta(minutes=1)).min_profit_pct == 0
+    negative = ExitRules.from_mapping({"time_exit": {"max_hold_seconds": 60, "min_profit_pct": -1.5}})
+    assert negative.time_exit.min_profit_pct == D("-1.5")

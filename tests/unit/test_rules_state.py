@@ -1,4 +1,5 @@
-"""Exit state: exact peak/trough tracking, reset detection, JSON round trip for the jsonb column."""
+"""A position's state: exact peak/trough folding, identity from events and rows (CONTRACTS §3.5),
+and the JSON round trip for the jsonb column."""
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -7,39 +8,37 @@ from decimal import Decimal as D
 import pytest
 
 from msd.rules import (
-    ExitState,
-    InvalidPositionData,
-    PositionKey,
-    PositionView,
-    Side,
-    initial_state,
-    observe_price,
-    pnl_pct,
-    reset_needed,
+    ExitReason, ExitState, InFlight, InvalidPositionData, PositionKey, RowFacts, Side, fold_bar, fold_price, note_event,
+    note_row, pnl_pct,
 )
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+S = timedelta(seconds=1)
 PRICES = [D("100.5"), D("101.37"), D("99.01"), D("103.999"), D("103.998"), D("97.25"), D("102")]
 
 
-def position(side=Side.LONG, position_id="p1", size=D(1), opened_at=T0, asset="ETHUSDT", entry=D(100)):
-    return PositionView(PositionKey(asset, side, position_id), size, entry, opened_at)
+def row(size="1", version=1, when=T0, entry="100", closed_at=None, pid="p1", asset="ETHUSDT"):
+    return RowFacts(pid, asset, D(size), None if entry is None else D(entry), None, version, when, closed_at)
 
 
-@pytest.mark.parametrize("side, expected", [(Side.LONG, max(PRICES)), (Side.SHORT, min(PRICES))])
-def test_extreme_is_exactly_the_best_price_seen(side, expected):
-    state = initial_state(position(side), T0)
+def opened(size="1", now=T0, **kw):
+    return note_row(None, row(size, **kw), now).state
+
+
+@pytest.mark.parametrize("size, expected", [("1", max(PRICES)), ("-1", min(PRICES))])
+def test_extreme_is_exactly_the_best_price_seen(size, expected):
+    state = opened(size)
     for price in PRICES:
-        state = observe_price(state, side, price)
+        state = fold_price(state, price)
     assert state.extreme_price == expected
-    assert state.highest_pnl_pct == max(pnl_pct(side, D(100), p) for p in PRICES)
+    assert state.highest_pnl_pct == max(pnl_pct(state.side, D(100), p) for p in PRICES)
 
 
-@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
-def test_initial_state_starts_at_entry(side):
-    state = initial_state(position(side), T0)
+@pytest.mark.parametrize("size", ["1", "-1"])
+def test_a_new_position_starts_its_extreme_at_the_entry(size):
+    state = opened(size)
     assert (state.extreme_price, state.highest_pnl_pct, state.ladder_steps_done) == (D(100), 0, ())
-    assert state.last_exit_at is None and not state.stop_moved_to_breakeven
+    assert state.last_exit_at is None and not state.stop_moved_to_breakeven and state.opened_by == "table"
 
 
 @pytest.mark.parametrize("side, price, pnl", [
@@ -50,60 +49,188 @@ def test_pnl_pct_sign_for_both_sides(side, price, pnl):
     assert pnl_pct(side, D(100), price) == pnl
 
 
-def test_observe_price_refuses_wrong_side_and_bad_price():
-    state = initial_state(position(Side.LONG), T0)
-    with pytest.raises(ValueError, match="side"):
-        observe_price(state, Side.SHORT, D(100))
+def test_fold_price_refuses_a_bad_price():
     with pytest.raises(InvalidPositionData) as err:
-        observe_price(state, Side.LONG, D(0))
+        fold_price(opened(), D(0))
     assert err.value.field == "price"
 
 
-@pytest.mark.parametrize("other, expected", [
-    (position(), False),
-    (position(entry=D(95), size=D(3)), False),  # added to: same position
-    (position(position_id="p2"), True),
-    (position(opened_at=T0 + timedelta(seconds=1)), True),
-    (position(side=Side.SHORT), True),
-    (position(asset="BTCUSDT"), True),
-    (position(size=D(0)), True),
-])
-def test_reset_needed(other, expected):
-    assert reset_needed(initial_state(position(), T0), other) is expected
+@pytest.mark.parametrize("size, extreme", [("1", D("104.5")), ("-1", D("95.5"))])
+def test_a_closed_bar_moves_the_extreme_by_its_high_or_low(size, extreme):
+    state = fold_bar(opened(size), D("104.5"), D("95.5"), T0)
+    assert state.extreme_price == extreme
 
+
+def test_a_bar_that_began_before_the_position_was_seen_is_left_out():
+    state = opened(now=T0 + timedelta(seconds=30))
+    assert fold_bar(state, D(120), D(80), T0) is state
+
+
+# --- identity: events and rows --------------------------------------------------------------------
+
+def test_reopened_position_on_a_days_old_row_is_dated_from_when_msd_saw_it():
+    """Regression (issue 8): position-manager keeps one row per asset forever and its created_at
+    is the first position's; msd dates a position from when it first saw it non-zero."""
+    now = T0 + timedelta(days=9)
+    first = note_event(None, "ETHUSDT", "p1", D("0.5"), now, now)
+    assert (first.opened_at, first.opened_by, first.row) == (now, "event", None)
+    confirmed = note_row(first, row("0.5", 17, now, closed_at=T0 + timedelta(days=2)), now + S)
+    assert confirmed.change == "confirmed" and confirmed.state.opened_at == now
+    from_table = note_row(None, row("0.5", 17, now), now + S).state
+    assert (from_table.opened_at, from_table.opened_by) == (now + S, "table")
+
+
+def test_close_and_reopen_in_one_debounce_window_start_a_new_position():
+    """Regression (issue 8): the debouncer coalesced a close and a reopen, and the new position
+    inherited the old one's ladder steps, breakeven flag and peak."""
+    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,), stop_moved_to_breakeven=True,
+                  ladder_base_size=D(1))
+    closed = note_event(old, "ETHUSDT", "p1", D(0), T0 + S, T0 + S)
+    reopened = note_event(closed, "ETHUSDT", "p1", D(2), T0 + 2 * S, T0 + 2 * S)
+    outcome = note_row(reopened, row("2", 3, T0 + 2 * S, entry="110"), T0 + 3 * S)
+    new = outcome.state
+    assert outcome.change == "new_position" and new.opened_at == T0 + 2 * S
+    assert (new.extreme_price, new.ladder_steps_done, new.stop_moved_to_breakeven) == (D(110), (), False)
+    assert (new.ladder_base_size, new.entry_price, new.closed_seen_at) == (None, D(110), None)
+
+
+def test_flip_in_one_update_starts_a_new_position_on_the_other_side():
+    """CONTRACTS §3.5: a fill that crosses zero flips the row in one update, no zero in between."""
+    old = fold_price(opened(), D(120))
+    outcome = note_row(old, row("-2", 2, T0 + S, entry="119"), T0 + 2 * S)
+    assert outcome.change == "new_position" and outcome.state.side is Side.SHORT
+    assert outcome.state.extreme_price == D(119) and outcome.state.opened_at == T0 + 2 * S
+
+
+def test_a_flip_seen_in_an_event_dates_the_new_position_from_the_event():
+    old = opened()
+    flipped = note_event(old, "ETHUSDT", "p1", D(-2), T0 + S, T0 + S)
+    assert flipped.side is Side.LONG and flipped.next_side is Side.SHORT     # the row decides
+    assert note_row(flipped, row("-2", 2, T0 + S), T0 + 2 * S).state.opened_at == T0 + S
+
+
+def test_an_event_the_row_does_not_confirm_changes_nothing():
+    """A bogus or stale event (e.g. size "-1e10") cannot reset a position: no write, no change."""
+    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,))
+    bogus = note_event(old, "ETHUSDT", "p1", D("-1e10"), T0 + S, T0 + S)
+    outcome = note_row(bogus, row("1", 1, T0), T0 + 2 * S)
+    assert outcome.change == "same" and outcome.state.ladder_steps_done == (0,)
+    assert outcome.state.extreme_price == D(120) and outcome.state.closed_seen_at is None
+
+
+def test_an_event_older_than_the_row_is_ignored():
+    state = opened(when=T0 + timedelta(seconds=10))
+    assert note_event(state, "ETHUSDT", "p1", D(0), T0, T0 + timedelta(seconds=11)) is state
+
+
+def test_a_late_zero_event_of_an_earlier_close_does_not_close_the_new_position():
+    state = note_event(None, "ETHUSDT", "p1", D(1), T0 + 2 * S, T0 + 2 * S)
+    assert note_event(state, "ETHUSDT", "p1", D(0), T0 + S, T0 + 3 * S) is state
+
+
+def test_position_seen_only_by_events_follows_the_newest_and_a_close_forgets_it():
+    state = note_event(None, "ETHUSDT", "p1", D(1), T0, T0)
+    assert note_event(state, "ETHUSDT", "p1", D(-1), T0 + S, T0 + S).side is Side.SHORT
+    assert note_event(state, "ETHUSDT", "p1", D(0), T0 + S, T0 + S) is None
+    assert note_event(None, "ETHUSDT", "p1", D(0), T0, T0) is None
+
+
+def test_close_and_reopen_on_the_websocket_path_is_seen_from_closed_at():
+    """CONTRACTS §3.5: the websocket path sets closed_at on a close and never resets it."""
+    old = opened(when=T0)
+    reopened = note_row(old, row("1", 5, T0 + timedelta(minutes=5), closed_at=T0 + timedelta(minutes=2)),
+                        T0 + timedelta(minutes=5))
+    assert reopened.change == "new_position"
+    again = note_row(reopened.state, row("1", 6, T0 + timedelta(minutes=6), closed_at=T0 + timedelta(minutes=2)),
+                     T0 + timedelta(minutes=6))
+    assert again.change == "same", "the old closed_at stays on the row; it is not a new close"
+
+
+def test_close_and_reopen_while_msd_was_down_starts_a_new_position():
+    old = replace(fold_price(opened(), D(130)), ladder_steps_done=(0,))
+    outcome = note_row(old, row("1", 9, T0 + timedelta(hours=1), entry="101"), T0 + timedelta(hours=2),
+                       closed_between=True)
+    assert outcome.change == "new_position" and outcome.state.ladder_steps_done == ()
+    assert outcome.state.opened_at == T0 + timedelta(hours=2)
+
+
+def test_an_older_read_of_the_row_is_ignored():
+    state = opened(version=5)
+    assert note_row(state, row("3", 4, T0 - S), T0 + S).change == "old_row"
+
+
+def test_an_add_follows_the_new_entry_and_keeps_the_peak():
+    state = fold_price(opened(), D(120))
+    added = note_row(state, row("2", 2, T0 + S, entry="110"), T0 + S).state
+    assert (added.entry_price, added.extreme_price, added.opened_at) == (D(110), D(120), T0)
+
+
+def test_entry_of_a_websocket_reopen_comes_from_the_fill_path():
+    """CONTRACTS §3.5: a reopen via the websocket path keeps the stale average_entry_price."""
+    stale = row("1", 7, T0 + S, entry="100", closed_at=T0)
+    state = note_row(None, stale, T0 + S, fill_entry=D("93.5")).state
+    assert (state.entry_price, state.entry_source) == (D("93.5"), "fill_path")
+    agreeing = note_row(None, stale, T0 + S, fill_entry=D(100)).state
+    assert agreeing.entry_source == "positions_table"
+    fill_path_row = note_row(None, row("1", 7, T0 + S, entry="100"), T0 + S, fill_entry=D("93.5")).state
+    assert fill_path_row.entry_source == "positions_table", "a row reopened on the fill path is right"
+
+
+def test_flat_row_closes_the_position():
+    assert note_row(opened(), row("0", 2, T0 + S), T0 + S).state is None
+
+
+def test_state_upgraded_from_format_1_keeps_its_peak_unless_the_row_says_otherwise():
+    upgraded = ExitState(PositionKey("ETHUSDT", Side.LONG, "p1"), T0, "upgrade", D(100), None, D(130), D(30))
+    kept = note_row(upgraded, row("1", 3, T0 + S), T0 + S)
+    assert kept.change == "confirmed" and kept.state.extreme_price == D(130)
+    flipped = note_row(upgraded, row("-1", 3, T0 + S), T0 + S)
+    assert flipped.change == "new_position" and flipped.state.extreme_price == D(100)
+
+
+# --- round trip -----------------------------------------------------------------------------------
 
 FULL = ExitState(
     key=PositionKey("BTCUSDT", Side.SHORT, "abc-1"),
-    entry_price=D("64250.50"),
     opened_at=datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
+    opened_by="event",
+    entry_price=D("64250.50"),
+    entry_source="fill_path",
     extreme_price=D("63000.125"),
     highest_pnl_pct=D("1.945548011921898816415000"),
-    ladder_steps_done=(0, 1),
+    ladder_steps_done=(0, 2),
+    ladder_base_size=D("0.004"),
     stop_moved_to_breakeven=True,
-    last_exit_at=datetime(2024, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+    last_exit_at=datetime(2024, 3, 1, 13, 0, tzinfo=timezone.utc),
+    in_flight=(InFlight("sig-1", ExitReason.TAKE_PROFIT_STEP, D("0.002"), 4, D("0.004"),
+                        T0, T0 + S, {"ladder_steps_done": [0]}, "partially_filled", D("0.001")),),
+    row=RowFacts("abc-1", "BTCUSDT", D("-0.004"), D("64250.5"), D("63010"), 4, T0, T0 - S),
+    last_event_at=T0,
+    closed_seen_at=T0 + S,
+    next_side=Side.LONG,
+    next_seen_at=T0 + 2 * S,
+    below_minimum_warned=True,
 )
 
 
-@pytest.mark.parametrize("state", [FULL, replace(FULL, ladder_steps_done=(), last_exit_at=None,
-                                                 stop_moved_to_breakeven=False)])
+@pytest.mark.parametrize("state", [FULL, opened(), note_event(None, "ETHUSDT", "p2", D(1), T0, T0)])
 def test_exit_state_dict_round_trip_through_json(state):
     data = json.loads(json.dumps(state.to_dict()))
     assert ExitState.from_dict(data) == state
 
 
 @pytest.mark.parametrize("field, value", [
-    ("entry_price", "NaN"), ("extreme_price", None), ("opened_at", "yesterday"),
-    ("opened_at", "2024-03-01T12:00:00"), ("ladder_steps_done", [0, -1]), ("side", "up"),
-    ("stop_moved_to_breakeven", "yes"), ("version", 99), ("position_id", ""),
+    ("version", 1), ("entry_price", "-5"), ("opened_at", "yesterday"), ("ladder_steps_done", [-1]),
+    ("stop_moved_to_breakeven", "yes"), ("side", "up"), ("in_flight", "x"), ("last_exit_reason", "panic"),
 ])
 def test_exit_state_from_damaged_dict_names_the_field(field, value):
-    data = {**FULL.to_dict(), field: value}
+    data = FULL.to_dict()
+    data[field] = value
     with pytest.raises(InvalidPositionData) as err:
         ExitState.from_dict(data)
-    assert err.value.field == field
+    assert err.value.field.endswith(field if field != "in_flight" else "in_flight")
 
 
-@pytest.mark.parametrize("text, side", [("long", Side.LONG), ("Buy", Side.LONG), ("SHORT", Side.SHORT),
-                                        ("Sell", Side.SHORT)])
+@pytest.mark.parametrize("text, side", [("Buy", Side.LONG), ("sell", Side.SHORT), (" LONG ", Side.LONG)])
 def test_side_parse(text, side):
     assert Side.parse(text) is side

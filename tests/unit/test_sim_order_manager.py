@@ -9,7 +9,7 @@ import pytest
 from msd.bus.codecs import parse_order_event, parse_position_update
 from msd.sim import order_manager as om
 from msd.sim.market import CATALOG, Quote
-from msd.sim.position_manager import apply_fill, mark, position_event
+from msd.sim.position_manager import apply_fill, apply_websocket, mark, position_event
 from msd.sim.signals import Refused, Signal, read_signal, rejection_market_conditions, signal_block
 from tests import examples
 
@@ -74,6 +74,29 @@ def test_quantity_is_amount_over_price_on_the_lot_and_at_least_the_minimum_value
     assert om.order_quantity(Decimal(25), Decimal(95000), BTC.lot, Decimal(5)) == Decimal("0.0002")
     assert om.order_quantity(Decimal(1), Decimal(95000), BTC.lot, Decimal(5)) == Decimal("0.0001")
     assert om.order_quantity(Decimal(3), Decimal(95000), BTC.lot, Decimal(10)) == Decimal("0.0002")
+
+
+def test_quantity_follows_contracts_3_6_step_is_min_of_lot_and_min_qty_and_rounds_down():
+    """CONTRACTS §3.6: 291.37 USDT at 97,123.4 is 0.0029999... BTC, rounded DOWN to 0.002."""
+    btc = om.InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal(5))
+    assert om.order_quantity(Decimal("291.37"), Decimal("97123.4"), btc.step, btc.min_order_value) == Decimal("0.002")
+    assert om.order_quantity(Decimal("291.3702"), Decimal("97123.4"), btc.step, btc.min_order_value) == Decimal("0.003")
+    odd = om.InstrumentRules(Decimal("0.01"), Decimal("0.001"), Decimal(5))
+    assert odd.step == Decimal("0.001")
+    doge = om.InstrumentRules(Decimal(1), Decimal(1), Decimal(5))
+    assert om.order_quantity(Decimal("4.8"), Decimal("0.16"), doge.step, doge.min_order_value) == 32  # raised
+    assert om.DEFAULT_INSTRUMENT == om.InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal(5))
+
+
+def test_reduce_only_only_while_the_position_manager_row_shows_a_position_to_reduce():
+    """CONTRACTS §3.6: an exit sent after position-manager shows the position flat is a plain
+    order, which opens the position the other way."""
+    sell = read(variant(signal_type="sell", confidence=0.95))
+    reduce_long = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal("0.01"), Decimal(950)), PARAMS)
+    flat = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal(0), Decimal(0)), PARAMS)
+    short = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal("-0.01"), Decimal(950)), PARAMS)
+    assert (reduce_long.reduce_only, flat.reduce_only, short.reduce_only) == (True, False, False)
+    assert om.reduces("Buy", Decimal(-1)) and not om.reduces("Buy", Decimal(1))
 
 
 def test_risk_limits():
@@ -158,19 +181,36 @@ def test_rejection_event_has_signal_and_market_conditions_and_parses():
     assert event.event_type == "rejected" and event.strategy_id == "momentum_v1"
 
 
-def test_positions_average_in_realise_on_reduction_and_flip():
+def test_fill_path_follows_contracts_3_5():
+    """CONTRACTS §3.5 fill path: averaging on adds, entry kept on a partial close, a flip in one
+    update at the fill's price, closed_at set and entry cleared when flat, reset on reopen."""
     opened = apply_fill(None, "BTCUSDT", "Buy", Decimal("0.002"), Decimal(100), Decimal("0.1"), NOW)
-    assert (opened.size, opened.average_entry_price, opened.created_at) == (Decimal("0.002"), Decimal(100), NOW)
+    assert (opened.size, opened.average_entry_price, opened.closed_at) == (Decimal("0.002"), Decimal(100), None)
     added = apply_fill(opened, "BTCUSDT", "Buy", Decimal("0.002"), Decimal(110), Decimal(0), NOW)
     assert added.average_entry_price == Decimal(105)
     later = NOW + timedelta(minutes=3)
     reduced = apply_fill(added, "BTCUSDT", "SELL", Decimal("0.001"), Decimal(115), Decimal(0), later)
-    assert reduced.realized_pnl == Decimal("-0.1") + Decimal("0.01") and reduced.created_at == NOW
+    assert reduced.realized_pnl == Decimal("-0.1") + Decimal("0.01") and reduced.average_entry_price == 105
     flipped = apply_fill(reduced, "BTCUSDT", "SELL", Decimal("0.005"), Decimal(120), Decimal(0), later)
-    assert (flipped.size, flipped.average_entry_price, flipped.created_at) == (Decimal("-0.002"), Decimal(120), later)
+    assert (flipped.size, flipped.average_entry_price, flipped.closed_at) == (Decimal("-0.002"), Decimal(120), None)
     closed = apply_fill(flipped, "BTCUSDT", "Buy", Decimal("0.002"), Decimal(110), Decimal(0), later)
     assert (closed.size, closed.average_entry_price, closed.closed_at) == (0, None, later)
+    reopened = apply_fill(closed, "BTCUSDT", "Buy", Decimal("0.001"), Decimal(90), Decimal(0), later)
+    assert (reopened.average_entry_price, reopened.closed_at) == (Decimal(90), None)
     assert mark(flipped, Decimal(119), later).unrealized_pnl == Decimal("0.002")
+
+
+def test_websocket_path_keeps_closed_at_and_a_stale_entry_on_reopen():
+    """CONTRACTS §3.5 websocket path: closed_at is set when the size becomes 0 but not reset on a
+    reopen, and the entry keeps its old value when the exchange sends none."""
+    opened = apply_fill(None, "BTCUSDT", "Buy", Decimal("0.002"), Decimal(100), Decimal(0), NOW)
+    later = NOW + timedelta(minutes=3)
+    closed = apply_websocket(opened, "BTCUSDT", Decimal(0), Decimal(101), None, later)
+    assert (closed.size, closed.closed_at, closed.average_entry_price) == (0, later, Decimal(100))
+    reopened = apply_websocket(closed, "BTCUSDT", Decimal("0.003"), Decimal(95), None, later + timedelta(minutes=1))
+    assert (reopened.closed_at, reopened.average_entry_price) == (later, Decimal(100))     # both stale
+    priced = apply_websocket(closed, "BTCUSDT", Decimal("0.003"), Decimal(95), Decimal(95), later)
+    assert priced.average_entry_price == Decimal(95)
 
 
 def position_row(size, entry, unrealized, created=NOW):

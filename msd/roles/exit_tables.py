@@ -1,0 +1,114 @@
+"""The exit role's reads of the shared tables (CONTRACTS §5): positions rows, what became of its
+exit orders, the fills of the fill path, and order-manager's instrument filters.
+
+Each read is one autocommit statement (no BEGIN/COMMIT round trips on the latency path). A
+missing or changed shared table is logged and answered with "nothing known" (None), never a
+guess; a value the driver cannot send is narrowed down to the one id that carries it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Callable
+
+from msd.errors import DatabaseUnavailable
+from msd.roles.exit_signal import fills_of, instrument_of
+from msd.rules import ExitState, Instrument, RowFacts, crossed_zero, fill_path_entry, row_order
+from msd.store.db import Database
+from msd.store.neighbours import (
+    OrderOutcome, PositionRow, SharedSchemaError, read_fills_since, read_instruments, read_open_positions,
+    read_order_outcomes, read_positions,
+)
+
+log = logging.getLogger("msd.exits")
+INSTRUMENT_REFRESH_S = 300.0
+# The orders of a row's first fill may be stamped just before position-manager inserted the row.
+FIRST_FILL_MARGIN = timedelta(minutes=1)
+
+Contain = Callable[[str, dict[str, Any], Callable[[], None]], None]
+
+
+class SharedTables:
+    def __init__(self, db: Database, contain: Contain, on_error: Callable[[str], None]):
+        self.db, self.contain, self.on_error = db, contain, on_error
+        self.instruments: dict[str, tuple[Instrument, float]] = {}
+
+    def _unusable(self, exc: SharedSchemaError) -> None:
+        self.on_error(str(exc))
+        log.error("cannot read the shared tables: %s", exc)
+
+    def rows(self, ids: list[str]) -> dict[str, PositionRow] | None:
+        """These positions rows by id; None when the table is unusable."""
+        try:
+            with self.db.autocommit() as conn:
+                return read_positions(conn, ids)
+        except SharedSchemaError as exc:
+            self._unusable(exc)
+            return None
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            if len(ids) == 1:
+                raise
+        found: dict[str, PositionRow] = {}
+        for one in ids:
+            self.contain("positions row read", {"position_id": ascii(one)[1:-1]},
+                         lambda one=one: found.update(self.rows([one]) or {}))
+        return found
+
+    def open_rows(self) -> dict[tuple[str, str], PositionRow] | None:
+        """Every open position in the table by (asset, id); None when the table is unusable."""
+        try:
+            with self.db.autocommit() as conn:
+                return {(row.asset, row.position_id): row for row in read_open_positions(conn)}
+        except SharedSchemaError as exc:
+            self._unusable(exc)
+            return None
+
+    def order_outcomes(self, signal_ids: list[str]) -> dict[str, OrderOutcome]:
+        try:
+            with self.db.autocommit() as conn:
+                return read_order_outcomes(conn, signal_ids)
+        except SharedSchemaError as exc:
+            self._unusable(exc)
+            return {}
+
+    def fill_path_entry(self, facts: RowFacts, row: PositionRow) -> Decimal | None:
+        """The open position's entry from the fills since the row was last flat (CONTRACTS §3.5),
+        for a reopen on the websocket path (whose row keeps a stale entry) or a row without one;
+        None unless the fills add up to the row's size."""
+        since = row.closed_at or (row.created_at - FIRST_FILL_MARGIN if row.created_at else None)
+        if since is None:
+            return None
+        with self.db.autocommit() as conn:
+            fills = read_fills_since(conn, facts.asset, since)
+        entry, size = fill_path_entry(fills_of(fills))
+        return entry if entry is not None and size == facts.size else None
+
+    def closed_between(self, state: ExitState | None, facts: RowFacts) -> bool:
+        """Did the fills since the stored row cross zero (a close and reopen while msd was away)?"""
+        if state is None or state.row is None or row_order(facts) == row_order(state.row):
+            return False
+        with self.db.autocommit() as conn:
+            fills = read_fills_since(conn, facts.asset, state.row.last_updated)
+        return crossed_zero(state.row.size, fills_of(fills))
+
+    def instrument(self, asset: str) -> Instrument:
+        """order-manager's rounding inputs for `asset` from `instrument_info` (cached), else its defaults."""
+        cached = self.instruments.get(asset)
+        if cached is not None and time.monotonic() - cached[1] < INSTRUMENT_REFRESH_S:
+            return cached[0]
+        try:
+            with self.db.autocommit() as conn:
+                rows = read_instruments(conn, [asset])
+        except SharedSchemaError as exc:
+            log.warning("instrument_info unusable, using order-manager's defaults for %s: %s", asset, exc)
+            rows = {}
+        if rows is None and cached is None:
+            log.warning("no instrument_info table: %s exits use order-manager's defaults (lot step 0.001, "
+                        "minimum 5 USDT)", asset)
+        instrument = instrument_of((rows or {}).get(asset))
+        self.instruments[asset] = (instrument, time.monotonic())
+        return instrument
