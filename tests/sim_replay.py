@@ -59,5 +59,7 @@ def _decide(i, strategy, seed, moment, snapshot, coin, signals, executions) -> N
 
 
 def days_ago(days: float) -> datetime:
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    return now - timedelta(days=days)
+    """`days` before the last UTC midnight: the features include the time of day, so a start
+    that moved with the clock gave a different dataset (and a flaky test) every minute."""
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=days)

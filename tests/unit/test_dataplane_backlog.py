@@ -1,13 +1,16 @@
 """A full data-plane queue: ticks may be dropped, position updates and closed bars never are."""
 import queue
 import threading
+from pathlib import Path
 from datetime import datetime, timezone
 from decimal import Decimal as D
 
+from msd.config import load_config
 from msd.bus.messages import Kline, PositionUpdate, Trade
 from msd.roles.consumer import BatchProcessor, must_deliver
 from msd.roles.dataplane import Backlog
 
+SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "model-service.yaml"
 T0 = datetime(2025, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
@@ -49,8 +52,11 @@ def test_backlog_over_its_limit_blocks_for_room_instead_of_dropping():
 
 
 class _Ctx:
+    name = "consumer"
+
     def __init__(self, queues):
         self.queues, self.stopping = queues, threading.Event()
+        self.config = load_config(SHIPPED, env={})
 
 
 def test_consumer_never_drops_a_size_zero_update_but_may_drop_a_tick():
