@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from msd import metrics
 from msd.learning.dataset import DatasetBuilder
@@ -183,7 +183,3 @@ def _prune(run: _Run, strategy: str) -> None:
         mark_files_pruned(conn, strategy, doomed)
     for version in doomed:
         remove_version_files(models_dir, strategy, version)
-
-
-def scope_text(strategies: Sequence[str] | None) -> str:
-    return "all strategies" if strategies is None else ", ".join(strategies)

@@ -12,7 +12,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "msd.json"
 PANELS_AN_OPERATOR_WATCHES = (
     "Signals sent by strategy and mode", "Throttled and suppressed", "Exits by reason", "Invalid messages by source",
     "Outbox backlog and age", "Dependency state per role", "Role restarts", "Training runs and outcomes",
-    "Live model quality against its threshold", "Warm-up notional sent",
+    "Live model quality against its threshold", "Warm-up spend", "Live calibration", "Exit protection",
 )
 
 
