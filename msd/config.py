@@ -25,7 +25,7 @@ from msd.rules.pacing import AssetRateLimit
 from msd.strategies.conflicts import ConflictRules
 from msd.strategies.engine import SharedLimits
 from msd.strategies.params import StrategyParams
-from msd.strategies.ratelimit import TokenBucket
+from msd.values.bucket import TokenBucket
 
 ROLES = ("consumer", "signaller", "exits")
 TRAINER = "trainer"

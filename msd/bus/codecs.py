@@ -1,10 +1,10 @@
-"""Parse inbound AMQP messages into the typed forms of `msd.bus.messages` (wire: CONTRACTS.md §2–§4).
+"""Parse inbound AMQP messages into the typed forms of `msd.values.messages` (wire: CONTRACTS.md §2–§4).
 
 Pure and stdlib-only, so the rules can be tested without a broker. Every rejection is
 `InvalidMessage(reason, detail)`: `reason` is one of `REASONS` (a stable metric label), `detail`
 names the field path (e.g. `order.filled_quantity`) and the offending value. What a single value
 must satisfy (storable text, sane magnitudes per kind of field, plausible timestamps, bodies
-that are UTF-8 JSON objects within `consumer.max_body_bytes`) is `msd.bus.values`; this module
+that are UTF-8 JSON objects within `consumer.max_body_bytes`) is `msd.bus.checks`; this module
 knows which field is which. Values outside an allowed set (a side that is neither buy nor sell,
 an orderbook `type` that is neither snapshot nor delta) count as `out_of_range`. A required value
 that is absent or null (or an empty required string) is `missing_field`.
@@ -19,10 +19,10 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from msd.bus.messages import (
+from msd.values.messages import (
     BookTop, Kline, MarketUpdate, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade,
 )
-from msd.bus.values import (  # noqa: F401  (parse_decimal, parse_timestamp, Limits: re-exported)
+from msd.bus.checks import (  # noqa: F401  (parse_decimal, parse_timestamp, Limits: re-exported)
     DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, REASONS, SIZE, VOLUME, Limits, Magnitude,
     bounded_text, decode_object, latest_plausible, parse_decimal, parse_timestamp, plausible_moment, shown,
 )

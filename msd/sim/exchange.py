@@ -26,7 +26,7 @@ from msd.sim.market import AssetSpec, AssetTick, Quote
 from msd.sim.outbound import Outbound, new_uuid
 from msd.sim.position_manager import apply_fill, apply_websocket, mark, position_event, state_from_row
 from msd.sim.signals import Refused, Signal, read_signal, rejection_market_conditions, signal_block
-from msd.store import sim_exchange as store
+from msd.store import shared_writes as store
 from msd.store.db import Database
 
 log = logging.getLogger("msd.sim")

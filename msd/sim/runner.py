@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from msd.bus.connection import reconnect_delay
-from msd.bus.sim_link import SimLink
+from msd.bus.plain_link import SimLink
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.sim.exchange import ACK, DROP, POSITION_PATHS, PaperExchange, SimControls

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from msd.bus.messages import OrderSnapshot
+from msd.values.messages import OrderSnapshot
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision, decision_price
 from msd.ml.roundtrips import Fill

@@ -15,10 +15,11 @@ from decimal import Decimal
 from typing import Callable, Mapping
 
 from msd.market.state import MarketSnapshot, Unavailable
-from msd.strategies import conflicts, ratelimit
+from msd.strategies import conflicts
+from msd.values import bucket as ratelimit
 from msd.strategies.conflicts import ConflictRules, ConflictWindow
 from msd.strategies.params import StrategyParams
-from msd.strategies.ratelimit import BucketState, TokenBucket
+from msd.values.bucket import BucketState, TokenBucket
 from msd.strategies.warmup import ExposureUnknown, Planned, Skip, frequency_allows, plan_signal
 
 THROTTLED_STRATEGY = "throttled_strategy"

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from msd.strategies.heuristics import Heuristic
-from msd.strategies.ratelimit import TokenBucket
+from msd.values.bucket import TokenBucket
 from msd.strategies.validation import check_keys, invalid, is_real_number, to_decimal, to_float
 
 # order-manager refuses amounts below 0.01 USDT, and amounts are drawn on a 0.01 grid.

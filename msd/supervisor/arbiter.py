@@ -25,8 +25,8 @@ from msd.supervisor.trainer_slot import TrainerSlot
 
 log = logging.getLogger("msd.supervisor")
 
-MODULES = {"consumer": "msd.roles.consumer", "signaller": "msd.roles.signaller",
-           "exits": "msd.roles.exits", TRAINER: "msd.roles.trainer"}
+MODULES = {"consumer": "msd.roles.consumer.main", "signaller": "msd.roles.signaller.main",
+           "exits": "msd.roles.exits.main", TRAINER: "msd.roles.trainer.main"}
 # Data-plane queues: name -> (writer role, reader role). One writer and one reader each.
 QUEUES = {"market": ("consumer", "signaller"), "exit_prices": ("consumer", "exits"),
           "positions": ("consumer", "exits")}

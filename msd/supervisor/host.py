@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from msd.config import Config
-from msd.roles.runtime import ChildSpec, child_main
+from msd.roles.runtime.process import ChildSpec, child_main
 
 
 @dataclass

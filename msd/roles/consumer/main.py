@@ -22,13 +22,13 @@ from typing import Any, Callable, Mapping, Sequence
 from msd import metrics
 from msd.bus.codecs import Limits, parse_market_event, parse_order_event, parse_position_update
 from msd.bus.consumer import BatchConsumer, Delivery
-from msd.bus.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec
 from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
-from msd.roles.dataplane import Backlog
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.runtime.dataplane import Backlog
+from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
 from msd.store.db import Database
 from msd.store.deadletters import (
     DeadLetter, DeadLetterBudget, purge_dead_letters, record_dead_letters, record_overflow, stored_per_source,

@@ -29,19 +29,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from msd import metrics
-from msd.bus.messages import PositionUpdate
+from msd.values.messages import PositionUpdate
 from msd.bus.publisher import ConfirmingPublisher
 from msd.errors import DatabaseUnavailable
 from msd.market.state import MarketSnapshot, MarketState
-from msd.roles.dataplane import drain
-from msd.roles.exit_report import ExitStats, report_status
-from msd.roles.exit_signal import (
+from msd.roles.runtime.dataplane import drain
+from msd.roles.exits.report import ExitStats, report_status
+from msd.roles.exits.signals import (
     PriceQuote, exit_signal, freshest, market_quotes, price_folder, row_facts, table_quote,
 )
-from msd.roles.exit_tables import SharedTables
-from msd.roles.outbox import Outbox
-from msd.roles.publishing import run_publishing_role
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.exits.tables import SharedTables
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.publishing import run_publishing_role
+from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
 from msd.rules import (
     AssetRateLimit, Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls,
     row_order, take, would_allow,
@@ -284,7 +284,7 @@ class ExitRole:
     # --- one turn -----------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One turn of msd.roles.publishing: take the inputs, then evaluate what is due."""
+        """One turn of msd.roles.runtime.publishing: take the inputs, then evaluate what is due."""
         drain(self.ctx.queues["positions"], self.on_update, timeout=MAX_WAIT_S)
         drain(self.ctx.queues["exit_prices"], self.on_price, timeout=0)
         self.advance()

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from msd.bus.messages import BookTop, Kline, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
 from msd.bus.signal_format import MarketDataSnapshot, TradingSignal
 from msd.market.state import AssetState, MarketSnapshot, MarketState, mid_price
 from msd.rules import (

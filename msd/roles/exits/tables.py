@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
-from msd.roles.exit_signal import fills_of, instrument_of
+from msd.roles.exits.signals import fills_of, instrument_of
 from msd.rules import ExitState, Instrument, RowFacts, crossed_zero, fill_path_entry, row_order
 from msd.store.db import Database
 from msd.store.neighbours import (

@@ -35,7 +35,7 @@ _STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asct
 class ChildSpec:
     """Everything a child needs; pickled once by `spawn`."""
     name: str
-    module: str                              # e.g. "msd.roles.consumer"
+    module: str                              # e.g. "msd.roles.consumer.main"
     config: Config
     conn: Any                                # multiprocessing Connection to the supervisor
     queues: Mapping[str, Any] = field(default_factory=dict)

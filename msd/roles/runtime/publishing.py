@@ -19,8 +19,8 @@ from msd import metrics
 from msd.config import Config
 from msd.errors import DatabaseUnavailable
 from msd.logs import LineBudget
-from msd.roles.outbox import Outbox
-from msd.roles.runtime import RoleContext
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.process import RoleContext
 
 STATUS_EVERY_S = 1.0
 BACKLOG_EVERY_S = 5.0

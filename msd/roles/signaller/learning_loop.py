@@ -26,9 +26,9 @@ from msd.learning.dataset import label_all
 from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
 from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
-from msd.roles.learning_online import OnlineChallengers
-from msd.roles.models import ModelBook
-from msd.roles.runtime import RoleContext
+from msd.roles.signaller.online import OnlineChallengers
+from msd.roles.signaller.model_book import ModelBook
+from msd.roles.runtime.process import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
                                 load_cost_fills, reconcile_executions, recent_decisions)
 from msd.store.db import Database

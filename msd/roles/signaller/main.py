@@ -20,18 +20,18 @@ from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
-from msd.roles.dataplane import drain
-from msd.roles.outbox import Expiry, Outbox
-from msd.roles.publishing import run_publishing_role
-from msd.roles.random_streams import RandomStreams
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.runtime.dataplane import drain
+from msd.roles.runtime.outbox import Expiry, Outbox
+from msd.roles.runtime.publishing import run_publishing_role
+from msd.roles.signaller.random_streams import RandomStreams
+from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
 from msd.store.db import Database
 from msd.store.neighbours import Exposure, read_open_exposure
 from msd.store.outbox import in_flight_notional
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
-from msd.roles.learning_loop import LearningLoop
-from msd.roles.models import ModelBook, sync_modes
+from msd.roles.signaller.learning_loop import LearningLoop
+from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
 from msd.strategies.model_plan import plan_model_signal
 from msd.strategies.warmup import frequency_allows
@@ -268,7 +268,7 @@ class Signaller:
         else:
             stats.dropped["not_recorded"] += 1
 
-    # ----- the loop (msd.roles.publishing) -------------------------------------------------
+    # ----- the loop (msd.roles.runtime.publishing) -------------------------------------------------
     def step(self) -> None:
         notices = self.ctx.take_notices()
         changed = [d.get("reason", "models changed") for kind, d in notices if kind == "models_changed"]

@@ -14,7 +14,7 @@ from msd.learning.dataset import features_of
 from msd.learning.online import Challenger, Verdict
 from msd.learning.promotion import Publication, publish_version
 from msd.ml.features import MissingFeature
-from msd.roles.models import ModelBook
+from msd.roles.signaller.model_book import ModelBook
 from msd.store.artifacts import load_online_state, save_online_state
 from msd.store.versions import get_active
 

@@ -14,7 +14,7 @@ import os
 import signal
 from typing import Any, Callable
 
-from msd.roles.runtime import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT, RoleContext
+from msd.roles.runtime.process import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT, RoleContext
 from msd.store.db import Database
 from msd.store.training import finish_run, mark_abandoned_runs, start_run
 
