@@ -8,7 +8,6 @@ environment or a credentials file, and never puts a secret in a repr or a log li
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,10 +20,10 @@ from msd.errors import ConfigError
 from msd.learning.triggers import Schedule
 from msd.ml.params import OnlineParams, TrainingParams
 from msd.rules.config import ExitRules
-from msd.rules.pacing import AssetRateLimit
 from msd.strategies.conflicts import ConflictRules
 from msd.strategies.engine import SharedLimits
 from msd.strategies.params import StrategyParams
+from msd.values.parsing import InvalidValue
 from msd.values.bucket import TokenBucket
 
 ROLES = ("consumer", "signaller", "exits")
@@ -143,7 +142,7 @@ class ExitsConfig:
     strategy_id: str                # strategy_id carried by exit signals
     debounce_s: float               # a burst of updates for one position is coalesced to its latest
     debounce_max_delay_s: float     # ...but evaluated at least this often while the burst lasts
-    asset_rate: AssetRateLimit      # exit signals per asset
+    asset_rate: TokenBucket         # exit signals per asset
     rules: ExitRules                # default rules
     per_asset: Mapping[str, ExitRules]
     in_flight_timeout_s: float = 60.0   # an exit whose effect is not seen this long is reported stalled
@@ -264,17 +263,12 @@ def applies_live(role: str, old: Config, new: Config) -> bool:
 
 
 def _built(path: str, build, prefix: str = ""):
-    """Run a parameter class's constructor; its ValueError becomes a ConfigError naming the key
-    (under `prefix` when the class names its fields bare)."""
+    """Run a domain validator; its InvalidValue becomes a ConfigError with the same key (under
+    `prefix` when the validator names its fields bare), value and allowed range."""
     try:
         return build()
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        match = re.match(r"^(?P<key>[^:]+): (?P<value>.*) is invalid; expected (?P<allowed>.*)$", str(exc))
-        if match:
-            raise ConfigError(prefix + match["key"], match["value"], match["allowed"]) from None
-        raise ConfigError(path, "<see message>", str(exc)) from None
+    except InvalidValue as exc:
+        raise ConfigError(prefix + exc.key, exc.value, exc.allowed) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -490,8 +484,9 @@ def _exits(s: Section) -> ExitsConfig:
         strategy_id=s.string("strategy_id", "exit-engine"),
         debounce_s=s.number("debounce_s", 0.05, lo=0.0, hi=60),
         debounce_max_delay_s=s.number("debounce_max_delay_s", 0.25, lo=0.0, hi=600),
-        asset_rate=_built("exits.asset_rate", lambda: AssetRateLimit(
-            rate_per_second=rate.number("rate_per_s", 1.0, lo=0.0, lo_open=True), burst=rate.integer("burst", 3, lo=1))),
+        asset_rate=_built("exits.asset_rate", lambda: TokenBucket(
+            rate_per_s=rate.number("rate_per_s", 1.0, lo=0.0, lo_open=True), burst=rate.integer("burst", 3, lo=1),
+            path="exits.asset_rate")),
         rules=rules,
         per_asset=per_asset,
         in_flight_timeout_s=s.number("in_flight_timeout_s", 60.0, lo=0.1, hi=86400),

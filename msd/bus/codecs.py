@@ -19,14 +19,14 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from msd.bus.checks import (
+    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, SIZE, VOLUME, Limits, Magnitude,
+    bounded_text, decode_object, latest_plausible, parse_decimal, plausible_moment, shown,
+)
+from msd.errors import InvalidMessage
 from msd.values.messages import (
     BookTop, Kline, MarketUpdate, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade,
 )
-from msd.bus.checks import (  # noqa: F401  (parse_decimal, parse_timestamp, Limits: re-exported)
-    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, REASONS, SIZE, VOLUME, Limits, Magnitude,
-    bounded_text, decode_object, latest_plausible, parse_decimal, parse_timestamp, plausible_moment, shown,
-)
-from msd.errors import InvalidMessage
 
 _ASSET_TEXT = re.compile(r"[A-Z0-9]{1,30}")
 _SIDES = frozenset({"buy", "sell"})

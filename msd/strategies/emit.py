@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from msd.bus.signal_format import MarketDataSnapshot, TradingSignal
+from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.market.state import MarketSnapshot
 from msd.strategies.engine import Emit
 from msd.strategies.params import StrategyParams

@@ -7,7 +7,8 @@ import pika
 import pytest
 
 from msd.bus.publisher import ConfirmingPublisher
-from msd.bus.signal_format import MarketDataSnapshot, TradingSignal, signal_to_wire
+from msd.bus.signal_format import signal_to_wire
+from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.roles.runtime.outbox import Outbox
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations

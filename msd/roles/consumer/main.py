@@ -20,7 +20,8 @@ from datetime import timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from msd import metrics
-from msd.bus.codecs import Limits, parse_market_event, parse_order_event, parse_position_update
+from msd.bus.checks import Limits
+from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update
 from msd.bus.consumer import BatchConsumer, Delivery
 from msd.values.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec

@@ -43,13 +43,13 @@ from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.publishing import run_publishing_role
 from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
 from msd.rules import (
-    AssetRateLimit, Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls,
-    row_order, take, would_allow,
+    Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls, row_order,
 )
 from msd.store.db import Database, retry_backoff
 from msd.store.exit_state import delete_states, load_states, save_states, save_states_sql
 from msd.store.migrate import apply_migrations
 from msd.store.neighbours import PositionRow
+from msd.values.bucket import BucketState, full_bucket, take, would_allow
 
 log = logging.getLogger("msd.exits")
 MAX_WAIT_S = 0.01           # longest wait on the positions queue per turn
@@ -108,7 +108,7 @@ class ExitRole:
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
         self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
-        self.buckets: dict[str, AssetRateLimit] = {}
+        self.buckets: dict[str, BucketState] = {}                # exit signals per asset
         self.debouncer: Debouncer = make_debouncer(self.config)
         self.mode = "event"
         self.last_update = time.monotonic()
@@ -493,8 +493,7 @@ class ExitRole:
         if verdict.decision is None:
             self.put(pid, verdict.state)
             return
-        bucket = self.buckets.get(pid[0], self.config.asset_rate)
-        if not would_allow(bucket, now):
+        if not would_allow(self.config.asset_rate, self.bucket(pid[0]), now):
             self.put(pid, verdict.state)
             self.stats.suppressed["asset_rate"] += 1
             metrics.EXITS_SUPPRESSED.labels("asset_rate").inc()
@@ -523,7 +522,7 @@ class ExitRole:
             return
         self.book[pid] = verdict.sent_state        # saved with the signal
         self.dirty.discard(pid)
-        _, self.buckets[pid[0]] = take(self.buckets.get(pid[0], self.config.asset_rate), decision.decided_at)
+        _, self.buckets[pid[0]] = take(self.config.asset_rate, self.bucket(pid[0]), decision.decided_at)
         self.stats.sent[decision.reason.value] += 1
         self.stats.last_exit = f"{pid[0]} {decision.reason.value} {signal.signal_type} {decision.quantity}"
         metrics.EXIT_SIGNALS.labels(decision.reason.value).inc()
@@ -531,6 +530,9 @@ class ExitRole:
                  decision.quantity, decision.amount, decision.reason.value, decision.trigger_price, quote.source,
                  extra={"trace_id": signal.trace_id, "signal_id": signal_id, "position_id": pid[1],
                         "published": submitted.published})
+
+    def bucket(self, asset: str) -> BucketState:
+        return self.buckets.get(asset) or full_bucket(self.config.asset_rate)
 
     def _snapshot(self, asset: str, now: datetime) -> MarketSnapshot | None:
         snap = self.market.snapshot(asset, now, 60.0)

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
-from msd.bus.signal_format import MarketDataSnapshot, TradingSignal
+from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.market.state import AssetState, MarketSnapshot, MarketState, mid_price
 from msd.rules import (
     ORDER_MANAGER_DEFAULTS, ExitDecision, ExitState, Fill, Instrument, RowFacts, Side, fold_bar, fold_price,

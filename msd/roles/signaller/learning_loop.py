@@ -36,6 +36,7 @@ from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
 from msd.store.versions import (active_versions, deactivate, get_version, last_good,
                                 latest_retirements, latest_training_outcomes, retire, rollback)
+from msd.values.parsing import aware_time
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -216,7 +217,7 @@ class LearningLoop:
         training attempt of it has happened since; a run covering it is never cancelled."""
         for sid, retired_at in sorted(g.retired.items()):
             last = g.last_training.get(sid)
-            if sid not in configured or (last and datetime.fromisoformat(last["at"]) >= retired_at):
+            if sid not in configured or (last and aware_time("last_training.at", last["at"]) >= retired_at):
                 continue
             if not self._asked_recently("quality_degradation", sid):
                 self.request("quality_degradation", f"quality degradation: a version was retired at "
