@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
-from msd.confread import Section
+from msd.config.reader import Section
 from msd.errors import ConfigError
 from msd.learning.triggers import Schedule
 from msd.ml.params import OnlineParams, TrainingParams
