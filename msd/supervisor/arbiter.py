@@ -14,12 +14,12 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from msd import logs, metrics
-from msd.config import (ROLES, TRAINER, Config, ConfigError, applies_live, changed_roles, changed_sections,
-                        load_config)
+from msd.config import ROLES, TRAINER, Config, ConfigError
 from msd.supervisor import children as ch
 from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
 from msd.supervisor.inbox import Event, Inbox
+from msd.supervisor.reload_check import ReloadPlan, check_reload
 from msd.supervisor.status import describe_exit, status_line, status_snapshot
 from msd.supervisor.trainer_slot import TrainerSlot
 
@@ -42,8 +42,10 @@ def restart_policy(config: Config) -> ch.RestartPolicy:
 
 class Arbiter:
     def __init__(self, config: Config, host: Any, notifier: Any, *, inbox: Inbox | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 check: Callable[[Config], tuple[Config, ReloadPlan]] = check_reload):
         self.config = config
+        self.check = check              # validates a reload in a child (msd.supervisor.reload_check)
         self.host, self.notifier = host, notifier
         self.inbox = inbox or Inbox()
         self.clock, self.wall = clock, wall
@@ -308,10 +310,10 @@ class Arbiter:
         if self.trainer.handle is None:
             return
         # The trainer enforces trainer.timeout_s itself; this is the backstop for one that cannot.
-        hard_limit = self.config.trainer.timeout_s + self.config.supervisor.stop_deadline_s
+        hard_limit = self.config.trainer_timeout_s + self.config.supervisor.stop_deadline_s
         if self.trainer.cancel_requested_at is None and now - self.trainer.started_at > hard_limit:
             log.error("training request %d exceeded trainer.timeout_s=%gs; cancelling",
-                      self.trainer.current.id, self.config.trainer.timeout_s)
+                      self.trainer.current.id, self.config.trainer_timeout_s)
             self.trainer.cancel("timed_out", now)
             self.host.kill(self.trainer.handle, signal.SIGTERM)
         elif self.trainer.cancel_requested_at is not None and not self.trainer.killed \
@@ -328,17 +330,16 @@ class Arbiter:
             return {"applied": False, "error": "msd is stopping"}
         self.notifier.reloading()
         try:
-            new = load_config(self.config.source)
+            new, plan = self.check(self.config)
         except ConfigError as exc:
             self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
             metrics.CONFIG_RELOADS.labels("invalid").inc()
             log.error("config reload from %s failed, keeping the running config: %s", source, exc)
             self._reloaded()
             return {"applied": False, "error": str(exc)}
-        sections = sorted(changed_sections(self.config, new))
-        affected = [r for r in ROLES if r in changed_roles(self.config, new)]
-        live = [r for r in affected if applies_live(r, self.config, new)
-                and self.records[r].state is ch.State.RUNNING]
+        sections = plan.changed_sections
+        affected = [r for r in ROLES if r in plan.affected]
+        live = [r for r in affected if r in plan.live and self.records[r].state is ch.State.RUNNING]
         restart = [r for r in affected if r not in live]
         self.config, self.config_error, self.config_loaded_wall = new, None, self.wall()
         logging.getLogger().setLevel(new.logging.level)

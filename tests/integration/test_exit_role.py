@@ -23,7 +23,8 @@ from msd.bus.publisher import ConfirmingPublisher
 from msd.config import load_config
 from msd.roles.exits.main import ExitRole
 from msd.roles.runtime.outbox import Outbox
-from msd.roles.runtime.process import ChildSpec, RoleContext
+from msd.roles.runtime.process import RoleContext
+from msd.supervisor.spawn import ChildSpec
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.neighbours import create_neighbour_tables

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msd.config import changed_roles, changed_sections, load_config
+from msd.config import changed_sections, load_config
+from msd.roles.runtime.reload import changed_roles
 from msd.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "model-service.yaml"
@@ -171,3 +172,18 @@ def test_invalid_exits_settings_name_the_key(tmp_path, exits, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, {"exits": exits}), env={})
     assert err.value.key == key
+
+
+def test_consumer_is_told_not_restarted_when_the_strategies_change(tmp_path):
+    """Regression (issue #11): the consumer subscribes the strategies' assets at ws-gateway but the
+    hand-kept section map neither restarted nor told it when signaller.strategies changed."""
+    from msd.roles.runtime.reload import applies_live, reload_plan
+    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
+    old = load_config(write(tmp_path, {"signaller": {"strategies": [strategy]}}, "a.yaml"), env={})
+    new = load_config(write(tmp_path, {"signaller": {"strategies": [{**strategy, "assets": ["BTCUSDT", "ETHUSDT"]}]}},
+                            "b.yaml"), env={})
+    assert changed_roles(old, new) == {"consumer", "signaller", "exits"}
+    assert applies_live("consumer", old, new)
+    assert reload_plan(old, new) == {"changed_sections": ["signaller"], "affected": ["consumer", "exits", "signaller"],
+                                     "live": ["consumer", "exits", "signaller"]}

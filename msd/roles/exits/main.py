@@ -41,7 +41,8 @@ from msd.roles.exits.signals import (
 from msd.roles.exits.tables import SharedTables
 from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.publishing import run_publishing_role
-from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.runtime.process import DependencyHealth, RoleContext
+from msd.supervisor.spawn import EXIT_OK
 from msd.rules import (
     Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls, row_order,
 )

@@ -24,7 +24,8 @@ from msd.roles.runtime.dataplane import drain
 from msd.roles.runtime.outbox import Expiry, Outbox
 from msd.roles.runtime.publishing import run_publishing_role
 from msd.roles.signaller.random_streams import RandomStreams
-from msd.roles.runtime.process import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.runtime.process import DependencyHealth, RoleContext
+from msd.supervisor.spawn import EXIT_OK
 from msd.store.db import Database
 from msd.store.neighbours import Exposure, read_open_exposure
 from msd.store.outbox import in_flight_notional

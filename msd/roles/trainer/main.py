@@ -14,7 +14,8 @@ import os
 import signal
 from typing import Any, Callable
 
-from msd.roles.runtime.process import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT, RoleContext
+from msd.roles.runtime.process import RoleContext
+from msd.supervisor.spawn import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT
 from msd.store.db import Database
 from msd.store.training import finish_run, mark_abandoned_runs, start_run
 
