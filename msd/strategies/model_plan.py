@@ -72,7 +72,7 @@ def plan_model_signal(params: WarmupParams, call: ModelCall | MissingFeature, th
     reasoning = (f"model v{call.version}: P(buy pays)={call.buy_probability:.3f}, "
                  f"P(sell pays)={call.sell_probability:.3f}, {amount} USDT; "
                  f"exposure {exposure_usdt} USDT")
-    return Planned(side=call.side, amount_usdt=amount, confidence=call.confidence, reasoning=reasoning)
+    return Planned(side=call.side, amount_usdt=amount, confidence=call.confidence, reasoning=reasoning, call=call)
 
 
 def prediction_label(call: ModelCall) -> int:

@@ -8,9 +8,9 @@ import pytest
 
 from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.market.state import AssetState
-from msd.roles.exits.signals import (
-    PriceQuote, exit_signal, fills_of, freshest, instrument_of, market_quotes, row_facts, table_quote,
-)
+from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
+from msd.roles.exits.tables import fills_of, instrument_of, row_facts
+from msd.strategies.emit import exit_signal
 from msd.roles.exits.main import canonical_id, update_context
 from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules, InvalidPositionData, Side, decide, note_row
 from msd.store.neighbours import FillRow, InstrumentRow, PositionRow

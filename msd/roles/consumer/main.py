@@ -28,6 +28,7 @@ from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
 from msd.roles.consumer.subscriptions import start_subscriber, strategy_assets
 from msd.roles.runtime.dataplane import Backlog
+from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.supervisor.spawn import EXIT_OK
 from msd.store.db import Database
@@ -287,8 +288,7 @@ def destinations(message: Any) -> tuple[str, ...]:
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     deps = DependencyHealth(ctx, log)
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s,
-                  application_name="msd-consumer", on_result=deps.reporter("database"))
+    db = open_database(cfg, "msd-consumer", deps)
     kind_of_queue = {name: kind for kind, name in cfg.consumer.queues.items()}
     processor = BatchProcessor(ctx, db, kind_of_queue, deps)
 

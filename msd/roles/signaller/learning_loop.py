@@ -28,6 +28,7 @@ from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
 from msd.roles.signaller.online import OnlineChallengers
 from msd.roles.signaller.model_book import ModelBook
+from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.process import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
                                 load_cost_fills, reconcile_executions, recent_decisions)
@@ -80,8 +81,7 @@ class LearningLoop:
                  on_versions_changed: Callable[[str], None]):
         self.ctx, self.db, self.book = ctx, db, book
         self.on_versions_changed = on_versions_changed
-        cfg = ctx.config.database
-        self.worker_db = Database(cfg.url, connect_timeout=cfg.connect_timeout_s, application_name="msd-learning")
+        self.worker_db = open_database(ctx.config, "msd-learning")
         self.next_check = 0.0
         self.next_slow = 0.0
         self.degraded: dict[tuple[str, int | None], bool] = {}
