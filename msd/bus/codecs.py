@@ -148,13 +148,21 @@ def _start(body: bytes, now: datetime | None, limits: Limits) -> tuple[_Object, 
     return _Object(decode_object(body, limits)), _Clock(now, limits, latest_plausible(now, limits))
 
 
+def trace_id_header(headers: Headers) -> str | None:
+    """The AMQP `trace_id` header as text, the one decoder of it: bytes are read as UTF-8 with bad
+    bytes replaced (as order-manager reads them); None when absent, empty or not text."""
+    value = (headers or {}).get("trace_id")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) and value else None
+
+
 def _trace_id(headers: Headers, root: _Object) -> str | None:
     """The AMQP header wins over the body, as order-manager does (CONTRACTS.md §1.1)."""
-    header_value = (headers or {}).get("trace_id")
-    if isinstance(header_value, bytes):
-        header_value = header_value.decode("utf-8", errors="replace")
-    if header_value is not None and not isinstance(header_value, str):
-        raise InvalidMessage("wrong_type", f"headers.trace_id: expected a string, got {shown(header_value)}")
+    raw = (headers or {}).get("trace_id")
+    if raw is not None and not isinstance(raw, (str, bytes)):
+        raise InvalidMessage("wrong_type", f"headers.trace_id: expected a string, got {shown(raw)}")
+    header_value = trace_id_header(headers)
     if header_value:
         return bounded_text(header_value, "headers.trace_id")
     return root.text("trace_id", nullable=True) or None

@@ -112,7 +112,7 @@ class TradePrint:
 
 
 @dataclass(frozen=True)
-class Bar:
+class GeneratedBar:
     """A 1-minute bar of trade prices; `confirmed` once the minute is over."""
     start: datetime
     open: Decimal
@@ -144,8 +144,8 @@ class AssetTick:
     last_price: Decimal
     last_tick_direction: str
     trades: tuple[TradePrint, ...]
-    closed_bars: tuple[Bar, ...]
-    forming_bar: Bar
+    closed_bars: tuple[GeneratedBar, ...]
+    forming_bar: GeneratedBar
     stats: DayStats
     drift_sign: int
 
@@ -197,7 +197,7 @@ class MarketGenerator:
         self._now = start
         self._paths = {spec.symbol: self._new_path(spec, start) for spec in assets}
         self._trades: dict[str, list[TradePrint]] = {symbol: [] for symbol in self._paths}
-        self._closed: dict[str, list[Bar]] = {symbol: [] for symbol in self._paths}
+        self._closed: dict[str, list[GeneratedBar]] = {symbol: [] for symbol in self._paths}
 
     @property
     def now(self) -> datetime:
@@ -323,9 +323,9 @@ class MarketGenerator:
         return Quote(bid, ask, bid_size, ask_size)
 
     @staticmethod
-    def _decimal_bar(spec: AssetSpec, bar: _FloatBar, *, confirmed: bool) -> Bar:
+    def _decimal_bar(spec: AssetSpec, bar: _FloatBar, *, confirmed: bool) -> GeneratedBar:
         price = lambda value: _quantize(value, spec.price_tick, ROUND_CEILING)  # noqa: E731
-        return Bar(start=bar.start, open=price(bar.open), high=price(bar.high), low=price(bar.low),
+        return GeneratedBar(start=bar.start, open=price(bar.open), high=price(bar.high), low=price(bar.low),
                    close=price(bar.close), volume=_quantize(bar.volume, spec.lot),
                    turnover=_quantize(bar.turnover, Decimal("0.0001")), confirmed=confirmed)
 

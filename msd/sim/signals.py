@@ -19,6 +19,7 @@ from typing import Any, Mapping
 # order-manager's exact pre-conversions (Decimal(str(x)), fromisoformat with Z replaced,
 # pydantic's epoch and bool rules): the same functions msd's pre-publish check uses, so acceptance
 # and parsing cannot drift apart.
+from msd.bus.codecs import trace_id_header
 from msd.bus.signal_format import lax_bool, lax_datetime, validate_wire_signal
 from msd.values.parsing import finite_decimal
 from msd.sim.outbound import new_uuid
@@ -59,12 +60,9 @@ class Signal:
         return bool(self.metadata) and self.metadata.get("urgency") is True
 
 
-def header_trace_id(headers: Mapping[str, Any] | None, rng: random.Random) -> str:
+def signal_trace_id(headers: Mapping[str, Any] | None, rng: random.Random) -> str:
     """order-manager reads the AMQP header (bytes decoded) and generates one when it is absent."""
-    value = (headers or {}).get("trace_id")
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) and value else new_uuid(rng)
+    return trace_id_header(headers) or new_uuid(rng)
 
 
 def read_signal(body: bytes, headers: Mapping[str, Any] | None, rng: random.Random) -> Signal | Refused:
@@ -92,7 +90,7 @@ def read_signal(body: bytes, headers: Mapping[str, Any] | None, rng: random.Rand
         volume_24h=_optional_decimal(snapshot.get("volume_24h")),
         volatility=_optional_decimal(snapshot.get("volatility")),
         metadata=data.get("metadata"),
-        trace_id=header_trace_id(headers, rng),
+        trace_id=signal_trace_id(headers, rng),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from msd import metrics
 from msd.bus.checks import Limits
-from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update
+from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update, trace_id_header
 from msd.bus.consumer import BatchConsumer, Delivery
 from msd.values.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec
@@ -99,16 +99,9 @@ def classify(batch: Sequence[Delivery], kind_of_queue: Mapping[str, str],
     return parsed, rejected
 
 
-def header_trace_id(delivery: Delivery) -> str | None:
-    value = (delivery.headers or {}).get("trace_id")
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
-
 def dead_letter(item: Rejected) -> DeadLetter:
     d = item.delivery
-    return DeadLetter(d.queue, item.error.reason, item.error.detail, d.body, d.headers, header_trace_id(d))
+    return DeadLetter(d.queue, item.error.reason, item.error.detail, d.body, d.headers, trace_id_header(d.headers))
 
 
 class BatchProcessor:
@@ -207,7 +200,7 @@ class BatchProcessor:
             return
         level = logging.ERROR if reason in BUG_REASONS else logging.WARNING
         log.log(level, "invalid message dead-lettered: %s", item.error.detail, extra={
-            "source_queue": d.queue, "reason": reason, "trace_id": header_trace_id(d),
+            "source_queue": d.queue, "reason": reason, "trace_id": trace_id_header(d.headers),
             "raw_payload": d.body[:RAW_LOG_LIMIT].decode("utf-8", "replace"), "payload_bytes": len(d.body)})
 
     def summarise_invalid(self) -> None:

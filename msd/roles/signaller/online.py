@@ -11,7 +11,7 @@ from typing import Any
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.learning.dataset import features_of
-from msd.learning.online import Challenger, Verdict
+from msd.learning.online import Challenger, ChallengerVerdict
 from msd.learning.promotion import Publication, publish_version
 from msd.ml.features import MissingFeature
 from msd.roles.signaller.model_book import ModelBook
@@ -79,7 +79,7 @@ class OnlineChallengers:
         except OSError as exc:
             log.error("online challenger of %s not saved: %s", challenger.strategy, exc)
 
-    def _publish(self, config: Config, challenger: Challenger, verdict: Verdict) -> None:
+    def _publish(self, config: Config, challenger: Challenger, verdict: ChallengerVerdict) -> None:
         sid, params = challenger.strategy, config.trainer.training
         try:
             with self.db.transaction() as conn:
