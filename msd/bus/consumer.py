@@ -98,10 +98,10 @@ class BatchConsumer(Link):
                     self._serve(stop)
                 except BrokerUnavailable as exc:
                     self._report(False, str(exc))
-                    self._drop()
+                    self._forget_session()
                     self._wait(stop, self._next_delay(), connected=False)
         finally:
-            self._drop()
+            self._forget_session()
 
     # -- session ----------------------------------------------------------------------------
 
@@ -122,9 +122,9 @@ class BatchConsumer(Link):
         self._failures = 0
         self._report(True, None)
 
-    def _drop(self) -> None:
+    def _forget_session(self) -> None:
         """Forget the session; unacked deliveries return to their queues when it closes."""
-        super()._drop()
+        self._drop()
         self._queue_by_tag.clear()
         self._cancelled.clear()
         self._buffer.clear()

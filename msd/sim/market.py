@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from msd.values.parsing import finite_decimal
+
 REGIMES = ("learnable", "noise")
 MINUTE = timedelta(minutes=1)
 DAY_MINUTES = 1440
@@ -163,7 +165,7 @@ class _FloatBar:
 
 def _quantize(value: float, step: Decimal, rounding=ROUND_FLOOR) -> Decimal:
     """`value` rounded to a multiple of `step`, written with the step's decimals."""
-    units = (Decimal(repr(value)) / step).to_integral_value(rounding=rounding)
+    units = (finite_decimal(value) / step).to_integral_value(rounding=rounding)
     return (units * step).quantize(step)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from msd.sim.market import AssetSpec, Quote
 from msd.sim.outbound import Outbound, json_body, naive_iso, new_uuid
 from msd.sim.signals import Signal
+from msd.values.parsing import finite_decimal
 
 SIGNALS_QUEUE = "model-service.trading_signals"
 ORDER_EVENTS_QUEUE = "order-manager.order_events"
@@ -170,7 +171,7 @@ def market_fill(side: str, quantity: Decimal, quote: Quote, spec: AssetSpec,
     """A taker fill at the touch, worse by random slippage and by size beyond the level-1 size."""
     touch, depth = (quote.ask, quote.ask_size) if side == "Buy" else (quote.bid, quote.bid_size)
     beyond = max(Decimal(0), quantity / depth - 1)
-    slip = Decimal(repr(rng.uniform(0, float(params.max_slippage_bps)))) + params.impact_bps * beyond
+    slip = finite_decimal(rng.uniform(0, float(params.max_slippage_bps))) + params.impact_bps * beyond
     if side == "Buy":
         price = (touch * (1 + slip * BPS) / spec.price_tick).to_integral_value(ROUND_CEILING)
     else:
@@ -188,7 +189,7 @@ def limit_fill(side: str, price: Decimal, remaining: Decimal, quote: Quote, spec
     if crossed:
         quantity = remaining
     elif at_top and rng.random() < params.limit_fill_probability:
-        share = Decimal(repr(rng.uniform(0.2, 0.8)))
+        share = finite_decimal(rng.uniform(0.2, 0.8))
         quantity = min(remaining, max(spec.lot, (remaining * share / spec.lot).to_integral_value(ROUND_FLOOR) * spec.lot))
     else:
         return None

@@ -183,7 +183,8 @@ def test_consumer_is_told_not_restarted_when_the_strategies_change(tmp_path):
     old = load_config(write(tmp_path, {"signaller": {"strategies": [strategy]}}, "a.yaml"), env={})
     new = load_config(write(tmp_path, {"signaller": {"strategies": [{**strategy, "assets": ["BTCUSDT", "ETHUSDT"]}]}},
                             "b.yaml"), env={})
-    assert changed_roles(old, new) == {"consumer", "signaller", "exits"}
+    assert changed_roles(old, new) == {"consumer", "signaller", "exits", "trainer"}
     assert applies_live("consumer", old, new)
-    assert reload_plan(old, new) == {"changed_sections": ["signaller"], "affected": ["consumer", "exits", "signaller"],
+    assert reload_plan(old, new) == {"changed_sections": ["signaller"],
+                                     "affected": ["consumer", "exits", "signaller", "trainer"],
                                      "live": ["consumer", "exits", "signaller"]}

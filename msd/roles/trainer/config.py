@@ -14,7 +14,9 @@ from msd.errors import ConfigError
 from msd.learning.triggers import Schedule
 from msd.ml.params import OnlineParams, TrainingParams
 
-READS = Reads(frozenset({"database", "trainer"}))
+# The training job trains the configured strategies (signaller.strategies); the trainer is started
+# per request with the running config, so nothing needs applying live.
+READS = Reads(frozenset({"database", "trainer", "signaller.strategies"}))
 DEFAULT_JOB = "msd.learning.job:train_strategies"
 # Job paths of earlier versions, still accepted in existing configs.
 JOB_ALIASES = {"msd.roles.trainer_jobs:train_strategies": DEFAULT_JOB,
