@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from msd.bus.messages import Kline, TickerUpdate  # noqa: E402
+from msd.values.messages import Kline, TickerUpdate  # noqa: E402
 from msd.learning.costs import CostFill, RollingCost  # noqa: E402
 from msd.learning.dataset import build_dataset, features_of  # noqa: E402
 from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend  # noqa: E402

@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start-up")
     check = sub.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
     check.add_argument("file")
+    # Used by the supervisor to validate a reload (msd.supervisor.reload_check): the running config
+    # and the file's text come pickled on stdin, the answer goes out as JSON.
+    check.add_argument("--reload-plan", action="store_true", help=argparse.SUPPRESS)
     migrate = sub.add_parser("migrate", help="apply SQL migrations to the configured database")
     migrate.add_argument("-c", "--config", default="etc/model-service.yaml")
     return parser
@@ -29,9 +32,29 @@ def _load(path: str):
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.reload_plan:
+        return _reload_plan(args.file)
     cfg = _load(args.file)
     print(f"{cfg.source}: OK")
     return 0
+
+
+def _reload_plan(path: str) -> int:
+    """Validate the text the supervisor read against the config it runs; answer in JSON."""
+    import json
+    import pickle
+    from msd.config import load_config
+    from msd.roles.runtime.reload import reload_plan
+    request = pickle.load(sys.stdin.buffer)
+    running = request["running"]
+    try:
+        new = load_config(path, running.context.env, text=request["text"])
+        answer = {"ok": True, **reload_plan(running, new)}
+    except ConfigError as exc:
+        answer = {"ok": False, "error": {"key": exc.key, "value": exc.value, "allowed": exc.allowed,
+                                         "message": str(exc)}}
+    print(json.dumps(answer, default=repr))
+    return 0 if answer["ok"] else EXIT_BAD_CONFIG
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -43,16 +66,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The supervisor process: it loads the config's shape only; the file is validated in full
+    (and migrations applied) by a child running `msd migrate`/`msd check-config` (DESIGN §3)."""
     from msd import logs
+    from msd.config import read_config
     from msd.metrics_dir import prepare_multiprocess_dir, remove_multiprocess_dir
+    from msd.supervisor.reload_check import check_at_start
     # Before anything imports prometheus_client (msd.metrics_dir says why).
     prom_dir = prepare_multiprocess_dir()
     try:
-        cfg = _load(args.config)
+        cfg = read_config(args.config)
         logs.setup(cfg.logging.level, fmt=cfg.logging.format)
-        if not args.no_migrate:
-            from msd.store.migrate import apply_migrations
-            apply_migrations(cfg.database.url)
+        code = check_at_start(cfg.source, migrate=not args.no_migrate)
+        if code != 0:
+            remove_multiprocess_dir(prom_dir)
+            return code
         from msd.supervisor.daemon import serve
     except BaseException:
         remove_multiprocess_dir(prom_dir)

@@ -68,12 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", help="why (recorded in the audit trail)")
 
 
-def run(args: argparse.Namespace, ask: Ask, default_config: str) -> int:
-    """Run a model command; prints the result or `msd-ctl: <why>` and returns the exit code."""
+def run(args: argparse.Namespace, ask: Ask, default_config: str, dispatch: Callable | None = None) -> int:
+    """Run a command that reads the database (models here, modes in msd.ctl_modes); prints the
+    result or `msd-ctl: <why>` and returns the exit code."""
     try:
         cfg, db = _open(args, default_config)
         try:
-            return _dispatch(args, cfg, db, ask)
+            return (dispatch or _dispatch)(args, cfg, db, ask)
         finally:
             db.close()
     except CtlFailure as exc:

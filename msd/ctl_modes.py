@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from msd import ctl_models
 from msd.ctl_models import EXIT_OK, Ask, CtlFailure, database_location
 
 COMMANDS = ("pause", "resume")
@@ -27,17 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, ask: Ask, default_config: str) -> int:
-    from msd.ctl_models import _open
-    import sys
-    try:
-        cfg, db = _open(args, default_config)
-        try:
-            return _dispatch(args, cfg, db, ask)
-        finally:
-            db.close()
-    except CtlFailure as exc:
-        print(f"msd-ctl: {exc}", file=sys.stderr)
-        return exc.code
+    return ctl_models.run(args, ask, default_config, dispatch=_dispatch)
 
 
 def _dispatch(args: argparse.Namespace, cfg, db, ask: Ask) -> int:

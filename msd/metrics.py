@@ -10,7 +10,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from msd.metrics_dir import ENV, prepare_multiprocess_dir, remove_multiprocess_dir  # noqa: F401  (re-exported)
+from msd.metrics_dir import ENV
 
 
 def mark_process_dead(pid: int) -> None:

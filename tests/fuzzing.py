@@ -18,8 +18,8 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 
 from msd.bus.codecs import PARSERS
-from msd.bus.messages import BookTop, Kline, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade
-from msd.bus.values import EARLIEST_TIMESTAMP, REASONS, SMALLEST_NONZERO, VOLUME
+from msd.values.messages import BookTop, Kline, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade
+from msd.bus.checks import EARLIEST_TIMESTAMP, REASONS, SMALLEST_NONZERO, VOLUME
 from tests import examples
 
 NOW = datetime(2025, 11, 20, 12, 0, tzinfo=timezone.utc)

@@ -1,10 +1,10 @@
-"""Parse inbound AMQP messages into the typed forms of `msd.bus.messages` (wire: CONTRACTS.md §2–§4).
+"""Parse inbound AMQP messages into the typed forms of `msd.values.messages` (wire: CONTRACTS.md §2–§4).
 
 Pure and stdlib-only, so the rules can be tested without a broker. Every rejection is
 `InvalidMessage(reason, detail)`: `reason` is one of `REASONS` (a stable metric label), `detail`
 names the field path (e.g. `order.filled_quantity`) and the offending value. What a single value
 must satisfy (storable text, sane magnitudes per kind of field, plausible timestamps, bodies
-that are UTF-8 JSON objects within `consumer.max_body_bytes`) is `msd.bus.values`; this module
+that are UTF-8 JSON objects within `consumer.max_body_bytes`) is `msd.bus.checks`; this module
 knows which field is which. Values outside an allowed set (a side that is neither buy nor sell,
 an orderbook `type` that is neither snapshot nor delta) count as `out_of_range`. A required value
 that is absent or null (or an empty required string) is `missing_field`.
@@ -19,14 +19,14 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from msd.bus.messages import (
-    BookTop, Kline, MarketUpdate, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade,
-)
-from msd.bus.values import (  # noqa: F401  (parse_decimal, parse_timestamp, Limits: re-exported)
-    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, REASONS, SIZE, VOLUME, Limits, Magnitude,
-    bounded_text, decode_object, latest_plausible, parse_decimal, parse_timestamp, plausible_moment, shown,
+from msd.bus.checks import (
+    DEFAULT_LIMITS, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MINUTES, MONEY, PERCENT, PRICE, SIZE, VOLUME, Limits, Magnitude,
+    bounded_text, decode_object, latest_plausible, parse_decimal, plausible_moment, shown,
 )
 from msd.errors import InvalidMessage
+from msd.values.messages import (
+    BookTop, Kline, MarketUpdate, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade,
+)
 
 _ASSET_TEXT = re.compile(r"[A-Z0-9]{1,30}")
 _SIDES = frozenset({"buy", "sell"})
@@ -148,13 +148,21 @@ def _start(body: bytes, now: datetime | None, limits: Limits) -> tuple[_Object, 
     return _Object(decode_object(body, limits)), _Clock(now, limits, latest_plausible(now, limits))
 
 
+def trace_id_header(headers: Headers) -> str | None:
+    """The AMQP `trace_id` header as text, the one decoder of it: bytes are read as UTF-8 with bad
+    bytes replaced (as order-manager reads them); None when absent, empty or not text."""
+    value = (headers or {}).get("trace_id")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) and value else None
+
+
 def _trace_id(headers: Headers, root: _Object) -> str | None:
     """The AMQP header wins over the body, as order-manager does (CONTRACTS.md §1.1)."""
-    header_value = (headers or {}).get("trace_id")
-    if isinstance(header_value, bytes):
-        header_value = header_value.decode("utf-8", errors="replace")
-    if header_value is not None and not isinstance(header_value, str):
-        raise InvalidMessage("wrong_type", f"headers.trace_id: expected a string, got {shown(header_value)}")
+    raw = (headers or {}).get("trace_id")
+    if raw is not None and not isinstance(raw, (str, bytes)):
+        raise InvalidMessage("wrong_type", f"headers.trace_id: expected a string, got {shown(raw)}")
+    header_value = trace_id_header(headers)
     if header_value:
         return bounded_text(header_value, "headers.trace_id")
     return root.text("trace_id", nullable=True) or None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import pika
 import pika.exceptions
@@ -79,6 +79,19 @@ def errors(action: str) -> Iterator[None]:
     except (pika.exceptions.AMQPError, OSError) as exc:
         # OSError: pika lets some socket errors (reset, refused during handshake) escape unwrapped.
         raise BrokerUnavailable(f"{action}: {describe(exc)}") from exc
+
+
+class Link:
+    """One connection and its channel, as every broker client in msd.bus holds them."""
+
+    _connection: pika.BlockingConnection | None = None
+    _channel: Any = None
+
+    def _drop(self) -> None:
+        """Forget the connection and channel, closing the connection quietly (it may be dead)."""
+        close_quietly(self._connection)
+        self._connection = None
+        self._channel = None
 
 
 def close_quietly(connection: pika.BlockingConnection | None) -> None:

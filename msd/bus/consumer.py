@@ -21,7 +21,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from msd import metrics
-from msd.bus.connection import close_quietly, connect, errors, reconnect_delay
+from msd.bus.connection import Link, connect, errors, reconnect_delay
 from msd.bus.topology import QueueSpec, declare
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 
@@ -47,7 +47,7 @@ OnState = Callable[[bool, str | None], None]
 OnTick = Callable[[], None]
 
 
-class BatchConsumer:
+class BatchConsumer(Link):
     """Consumes `queues` on one connection and channel; `run` blocks until `stop` is set.
 
     `on_state(up, reason)` is about the broker only: (False, reason) while it is unreachable, a
@@ -98,10 +98,10 @@ class BatchConsumer:
                     self._serve(stop)
                 except BrokerUnavailable as exc:
                     self._report(False, str(exc))
-                    self._drop()
+                    self._forget_session()
                     self._wait(stop, self._next_delay(), connected=False)
         finally:
-            self._drop()
+            self._forget_session()
 
     # -- session ----------------------------------------------------------------------------
 
@@ -122,11 +122,9 @@ class BatchConsumer:
         self._failures = 0
         self._report(True, None)
 
-    def _drop(self) -> None:
+    def _forget_session(self) -> None:
         """Forget the session; unacked deliveries return to their queues when it closes."""
-        close_quietly(self._connection)
-        self._connection = None
-        self._channel = None
+        self._drop()
         self._queue_by_tag.clear()
         self._cancelled.clear()
         self._buffer.clear()

@@ -20,7 +20,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from msd import metrics
-from msd.bus.connection import close_quietly, connect, errors, reconnect_delay
+from msd.bus.connection import Link, connect, errors, reconnect_delay
 from msd.bus.topology import QueueSpec, declare
 from msd.errors import BrokerUnavailable
 
@@ -32,7 +32,7 @@ SERVICE_EVERY_S = 0.1
 OnState = Callable[[bool, "str | None"], None]
 
 
-class ConfirmingPublisher:
+class ConfirmingPublisher(Link):
     """One connection and one confirm-mode channel, kept open and reopened after a loss.
 
     `on_state(ok, reason)` hears every outcome: (True, None) once a connection and confirm
@@ -152,7 +152,3 @@ class ConfirmingPublisher:
         if self._on_state is not None:
             self._on_state(ok, reason)
 
-    def _drop(self) -> None:
-        close_quietly(self._connection)
-        self._connection = None
-        self._channel = None

@@ -1,4 +1,5 @@
-"""Outbound trading signals: the typed form msd decides, and the JSON order-manager reads (CONTRACTS.md §1).
+"""Outbound trading signals: the JSON order-manager reads (CONTRACTS.md §1) of the `TradingSignal`
+msd decides (msd.values.messages).
 
 `validate_wire_signal` reproduces order-manager's effective acceptance rules — `TradingSignal.from_dict`
 plus pydantic v2 plus `SignalProcessor._validate_signal` — so a signal it would nack (and drop without
@@ -9,48 +10,13 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timezone
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-
-@dataclass(frozen=True)
-class MarketDataSnapshot:
-    """Market state at decision time; it is both order-manager's conversion input and our feature source."""
-    price: Decimal                      # quote per base; order quantity = amount / price
-    spread: Decimal | None              # percent of mid: (ask - bid) / mid * 100
-    volume_24h: Decimal | None          # base units (ticker volume24h)
-    volatility: float | None            # std of 1-minute log returns over the last hour, a fraction
-    orderbook_depth: Mapping[str, Any] | None = None
-    technical_indicators: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class TradingSignal:
-    """One decision to send to order-manager; `amount` is always USDT, for buys, sells and exits alike."""
-    signal_id: str                      # uuid4
-    signal_type: str                    # "buy" / "sell"
-    asset: str                          # uppercase alphanumeric, e.g. BTCUSDT
-    amount: Decimal                     # quote currency (USDT)
-    confidence: float                   # 0..1
-    timestamp: datetime                 # aware
-    strategy_id: str
-    model_version: str | None           # None while warming up
-    is_warmup: bool
-    market_data_snapshot: MarketDataSnapshot
-    metadata: Mapping[str, Any]
-    trace_id: str
-    # Send `amount` and the snapshot `price` as decimal strings (CONTRACTS §1.2 accepts them), so
-    # order-manager's amount / price is exactly the quantity msd meant (exits, CONTRACTS §3.6);
-    # a float such as 305.52 / 3055.2 would come out a hair below 0.1 and round down a lot.
-    exact_decimals: bool = False
-
-
-def decimal_text(value: Decimal) -> str:
-    """A Decimal as plain positional text, no exponent and no trailing zeros ("305.52", "0.003")."""
-    return format(value.normalize(), "f")
+from msd.values.messages import TradingSignal
+from msd.values.parsing import finite_decimal, from_epoch, from_iso, plain_decimal
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -72,7 +38,7 @@ def signal_to_wire(signal: TradingSignal) -> dict[str, Any]:
     """The JSON object for the body; numbers are JSON floats, as the reference producer sent them,
     except `amount` and the snapshot `price` of a signal with `exact_decimals` (decimal strings)."""
     snapshot = signal.market_data_snapshot
-    number = decimal_text if signal.exact_decimals else float
+    number = plain_decimal if signal.exact_decimals else float
     return {
         "signal_id": signal.signal_id,
         "signal_type": signal.signal_type,
@@ -118,36 +84,28 @@ _TRUE_TEXTS = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE_TEXTS = frozenset({"0", "off", "f", "false", "n", "no"})
 # pydantic reads numbers above 2e10 as milliseconds.
 _PYDANTIC_MILLISECONDS_ABOVE = 2e10
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MIN_AMOUNT_USDT = Decimal("0.01")
 
 
-def _lax_decimal(value: Any) -> Decimal | None:
-    """order-manager's `Decimal(str(x))` pre-conversion then pydantic's finite check; None = rejected."""
-    # Booleans are ints, but Decimal(str(True)) raises in from_dict just as it does here.
-    if not isinstance(value, (str, int, float)):
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _lax_datetime(value: Any) -> datetime | None:
-    """from_dict's `fromisoformat(s.replace("Z", "+00:00"))` for strings, pydantic's epoch rule for numbers."""
+def lax_datetime(value: Any) -> datetime | None:
+    """order-manager's reading of `timestamp`: from_dict's `fromisoformat(s.replace("Z", "+00:00"))`
+    for strings (a naive time stays naive), pydantic's epoch rule for numbers; None = rejected."""
     if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    unit = "milliseconds" if abs(value) > _PYDANTIC_MILLISECONDS_ABOVE else "seconds"
-    try:
-        return _UNIX_EPOCH + timedelta(**{unit: value})
-    except OverflowError:
-        return None
+        return from_iso(value.replace("Z", "+00:00"), naive="keep")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return from_epoch(value, milliseconds=abs(value) > _PYDANTIC_MILLISECONDS_ABOVE)
+    return None
+
+
+def lax_bool(value: Any) -> bool | None:
+    """pydantic v2's lax reading of a bool (`is_warmup`); None = rejected."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE_TEXTS | _FALSE_TEXTS:
+        return value.lower() in _TRUE_TEXTS
+    return None
 
 
 def _string_problem(value: Any, *, max_length: int, nullable: bool = False, non_empty: bool = False) -> str | None:
@@ -193,7 +151,7 @@ def _check_asset(value: Any) -> str | None:
 
 
 def _check_amount(value: Any) -> str | None:
-    amount = _lax_decimal(value)
+    amount = finite_decimal(value)
     if amount is None:
         return f"must be a finite number or numeric string, got {value!r}"
     if amount <= 0:
@@ -204,24 +162,20 @@ def _check_amount(value: Any) -> str | None:
 
 
 def _check_confidence(value: Any) -> str | None:
-    confidence = _lax_decimal(value)
+    confidence = finite_decimal(value)
     if confidence is None or not 0 <= confidence <= 1:
         return f"must be a number in [0, 1], got {value!r}"
     return None
 
 
 def _check_timestamp(value: Any) -> str | None:
-    if _lax_datetime(value) is None:
+    if lax_datetime(value) is None:
         return f"must be an ISO-8601 string (not ending +00:00Z) or epoch number, got {value!r}"
     return None
 
 
 def _check_is_warmup(value: Any) -> str | None:
-    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
-        return None
-    if isinstance(value, str) and value.lower() in _TRUE_TEXTS | _FALSE_TEXTS:
-        return None
-    return f"must be a boolean, got {value!r}"
+    return None if lax_bool(value) is not None else f"must be a boolean, got {value!r}"
 
 
 def _object_check(*, nullable: bool) -> Check:
@@ -237,7 +191,7 @@ def _number_check(*, positive: bool) -> Check:
     def check(value: Any) -> str | None:
         if value is None and not positive:
             return None
-        number = _lax_decimal(value)
+        number = finite_decimal(value)
         if number is None or number < 0 or (positive and number == 0):
             return f"must be a finite number {'> 0' if positive else '>= 0 or null'}, got {value!r}"
         return None

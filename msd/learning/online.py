@@ -20,7 +20,7 @@ import numpy as np
 from msd.learning.outcomes import Labelled
 from msd.ml.calibration import CalibratedModel, PlattScaling
 from msd.ml.evaluation import Metrics, metrics
-from msd.ml.gate import Decision, promotion_decision
+from msd.ml.gate import GateDecision, promotion_decision
 from msd.ml.models import Naive, OnlineConfig, OnlineLogistic
 from msd.ml.params import OnlineParams, TrainingParams
 from msd.ml.prequential import PrequentialRecord
@@ -30,9 +30,9 @@ CONTENDERS = ("challenger", "incumbent")
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ChallengerVerdict:
     """The gate's answer for the challenger on the scored part of its record."""
-    decision: Decision
+    decision: GateDecision
     challenger: Metrics
     incumbent: Metrics
     baselines: Mapping[str, Metrics]
@@ -79,7 +79,7 @@ class Challenger:
         """Drop ids of decisions older than `cutoff` (their labels can no longer arrive)."""
         self.learned = {sid: at for sid, at in self.learned.items() if at >= cutoff}
 
-    def verdict(self, params: TrainingParams) -> Verdict | None:
+    def verdict(self, params: TrainingParams) -> ChallengerVerdict | None:
         """The gate on the record, or None until the scored part can reach min_samples."""
         n = len(self.record)
         calibration_rows = int(round(n * params.calibration_fraction))
@@ -101,7 +101,7 @@ class Challenger:
                                       params.gate())
         model = CalibratedModel(copy.deepcopy(self.learner), scaling, params.calibration_fraction)
         self.last_verdict = "; ".join(decision.reasons)
-        return Verdict(decision, challenger, incumbent, baselines, model,
+        return ChallengerVerdict(decision, challenger, incumbent, baselines, model,
                        float(scored["decided_at"][0]), float(scored["decided_at"][-1]),
                        calibration_rows)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 import numpy as np
 
 from msd.ml.features import BUY, LABELS, NEITHER, SELL
+from msd.values.parsing import finite_float
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,8 @@ class Labelled:
 
 def decision_price(snapshot: Mapping[str, Any]) -> float | None:
     """The snapshot's `price` as a positive finite float, or None."""
-    raw = snapshot.get("price") if isinstance(snapshot, Mapping) else None
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        value = float(Decimal(raw) if isinstance(raw, str) else raw)
-    except (TypeError, ValueError, InvalidOperation):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
+    value = finite_float(snapshot.get("price")) if isinstance(snapshot, Mapping) else None
+    return value if value is not None and value > 0 else None
 
 
 def outcome_labels(moves: np.ndarray, costs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from msd.ml.dataset import Dataset
 from msd.ml.estimator import FORMAT_VERSION
 from msd.ml.evaluation import Metrics
 from msd.ml.features import FEATURE_NAMES, FEATURE_VERSION, LABELS
-from msd.ml.gate import Decision, promotion_decision
+from msd.ml.gate import GateDecision, promotion_decision
 from msd.ml.params import TrainingParams
 from msd.ml.roundtrips import FifoBook, RoundTripTally
 from msd.ml.training import MODEL_TYPE, Candidate, candidate_report, flatten_metrics, score
@@ -52,7 +52,7 @@ class Publication:
     request_id: str | None = None
     run_id: int | None = None
 
-    def decision(self) -> Decision:
+    def decision(self) -> GateDecision:
         return promotion_decision(self.validation, self.baselines, self.active_metrics,
                                   self.validation.n, self.params.gate())
 

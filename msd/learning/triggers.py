@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
+from msd.values.parsing import InvalidValue
+
 _DAILY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -23,12 +25,12 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if (self.every_s is None) == (self.daily_at is None):
-            raise ValueError("trainer.schedule: exactly one of every_s or daily_at is invalid; "
-                             "expected one of them to be set")
+            raise InvalidValue("trainer.schedule", {"every_s": self.every_s, "daily_at": self.daily_at},
+                               "exactly one of every_s or daily_at")
         if self.every_s is not None and not self.every_s >= 60:
-            raise ValueError(f"trainer.schedule.every_s: {self.every_s!r} is invalid; expected a number >= 60")
+            raise InvalidValue("trainer.schedule.every_s", self.every_s, "a number >= 60")
         if self.daily_at is not None and not _DAILY.match(str(self.daily_at)):
-            raise ValueError(f"trainer.schedule.daily_at: {self.daily_at!r} is invalid; expected HH:MM (UTC)")
+            raise InvalidValue("trainer.schedule.daily_at", self.daily_at, "HH:MM (UTC)")
 
     def next_after(self, moment: datetime) -> datetime:
         """The first scheduled time strictly after `moment`."""

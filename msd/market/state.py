@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Mapping
 
-from msd.bus.messages import BookTop, Kline, MarketUpdate, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, MarketUpdate, TickerUpdate, Trade
 
 UNAVAILABLE_REASONS = ("no_data", "stale", "no_price", "crossed_book")
 BAR_LENGTH = timedelta(minutes=1)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 import numpy as np
+
+from msd.values.parsing import finite_float
 
 # Bump whenever a name, its order or its formula changes: stored models record the version they
 # were trained with and must not be fed vectors built by a different recipe.
@@ -169,10 +170,7 @@ def _number(source: Mapping[str, Any], key: str, feature: str) -> float:
         raise _Missing(MissingFeature(feature, f"{key} is absent"))
     if isinstance(raw, bool):  # bool is an int subclass; True is not a price
         raise _Missing(MissingFeature(feature, f"{key} is a bool"))
-    try:
-        value = float(Decimal(raw) if isinstance(raw, str) else raw)
-    except (TypeError, ValueError, InvalidOperation):
-        raise _Missing(MissingFeature(feature, f"{key} {raw!r} is not a number")) from None
-    if not math.isfinite(value):
-        raise _Missing(MissingFeature(feature, f"{key} {raw!r} is not finite"))
+    value = finite_float(raw)
+    if value is None:
+        raise _Missing(MissingFeature(feature, f"{key} {raw!r} is not a finite number"))
     return value

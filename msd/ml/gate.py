@@ -21,14 +21,14 @@ _TOLERANCE = 1e-12   # "exactly the margin" must not be lost to rounding
 
 
 @dataclass(frozen=True)
-class Decision:
+class GateDecision:
     """`reasons` lists every failed check when refused, every passed check when promoted."""
     promote: bool
     reasons: tuple[str, ...]
 
 
 def promotion_decision(candidate: Metrics, baselines: Mapping[str, Metrics],
-                       active: Metrics | None, n_val: int, config: GateConfig) -> Decision:
+                       active: Metrics | None, n_val: int, config: GateConfig) -> GateDecision:
     """Promote only if every check passes; all metrics must come from the same window."""
     margin = config.min_margin_over_baselines
     lower = candidate.net_return_lower
@@ -58,8 +58,8 @@ def promotion_decision(candidate: Metrics, baselines: Mapping[str, Metrics],
                                     config.min_margin_over_active))
     failed = tuple(f"fail: {text}" for ok, text in checks if not ok)
     if failed:
-        return Decision(False, failed)
-    return Decision(True, tuple(f"pass: {text}" for _, text in checks))
+        return GateDecision(False, failed)
+    return GateDecision(True, tuple(f"pass: {text}" for _, text in checks))
 
 
 def _margin_check(candidate: Metrics, other: Metrics | None, label: str,

@@ -1,7 +1,7 @@
 """Parameters of training and of the promotion gate: plain frozen dataclasses, no numpy.
 
-Kept apart from the numeric code so the supervisor can validate the `trainer` section of the
-config without importing numpy (DESIGN.md §3).
+Kept apart from the numeric code so that validating the `trainer` section of the config (in
+`msd check-config` and the reload check) does not import numpy.
 """
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from msd.values.parsing import InvalidValue
+
+
 def _fraction(name: str, value: object, low: float, high: float) -> None:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool)
             and low <= value <= high):
-        raise ValueError(f"{name}: {value!r} is invalid; expected a number in [{low}, {high}]")
+        raise InvalidValue(name, value, f"a number in [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,7 @@ class GateConfig:
         _fraction("min_accuracy", self.min_accuracy, 0.5, 1.0)
         if not (isinstance(self.min_samples, int) and not isinstance(self.min_samples, bool)
                 and self.min_samples >= 1):
-            raise ValueError(f"min_samples: {self.min_samples!r} is invalid; "
-                             "expected an int >= 1")
+            raise InvalidValue("min_samples", self.min_samples, "an int >= 1")
         # A zero margin over the baselines would let a constant predictor tie its way through.
         _fraction("min_margin_over_baselines", self.min_margin_over_baselines, 1e-9, 0.5)
         _fraction("min_margin_over_active", self.min_margin_over_active, 0.0, 0.5)
@@ -39,8 +41,7 @@ class GateConfig:
         _fraction("min_balanced_accuracy", self.min_balanced_accuracy, 0.5, 1.0)
         if not (isinstance(self.min_emitted_calls, int) and not isinstance(self.min_emitted_calls, bool)
                 and self.min_emitted_calls >= 2):
-            raise ValueError(f"min_emitted_calls: {self.min_emitted_calls!r} is invalid; "
-                             "expected an int >= 2")
+            raise InvalidValue("min_emitted_calls", self.min_emitted_calls, "an int >= 2")
 
 
 _GATE_FIELDS = ("min_accuracy", "min_samples", "min_margin_over_baselines",
@@ -52,12 +53,19 @@ def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = 
         (low < value if low_open else low <= value) and value <= high)
     if not ok:
         bound = "(" if low_open else "["
-        raise ValueError(f"{name}: {value!r} is invalid; expected a number in {bound}{low}, {high}]")
+        raise InvalidValue(name, value, f"a number in {bound}{low}, {high}]")
 
 
 def _whole(name: str, value: Any, low: int) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"{name}: {value!r} is invalid; expected an int >= {low}")
+        raise InvalidValue(name, value, f"an int >= {low}")
+
+
+def _reject_unknown(cls: type, data: Mapping[str, Any]) -> None:
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InvalidValue(unknown[0], data[unknown[0]], "no such key; expected one of " + ", ".join(known))
 
 
 @dataclass(frozen=True)
@@ -109,22 +117,18 @@ class TrainingParams:
         _number("confidence_threshold", self.confidence_threshold, 0, 1.0, low_open=True)
         self.gate()  # GateConfig validates its own fields with the same style of message
         if not (isinstance(self.l2_grid, tuple) and self.l2_grid):
-            raise ValueError(f"l2_grid: {self.l2_grid!r} is invalid; expected a non-empty list")
+            raise InvalidValue("l2_grid", self.l2_grid, "a non-empty list")
         for value in self.l2_grid:
             _number("l2_grid[]", value, 0, 1e6, low_open=True)
         _whole("walk_forward_folds", self.walk_forward_folds, 1)
         if not (isinstance(self.models_dir, str) and self.models_dir):
-            raise ValueError(f"models_dir: {self.models_dir!r} is invalid; expected a path")
+            raise InvalidValue("models_dir", self.models_dir, "a path")
         _whole("keep_files", self.keep_files, 1)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "TrainingParams":
         """Build from plain data (YAML section or request JSON); unknown keys are refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"training params: {unknown} are invalid; expected keys among "
-                             f"{sorted(known)}")
+        _reject_unknown(cls, data)
         values = dict(data)
         if isinstance(values.get("l2_grid"), list):
             values["l2_grid"] = tuple(values["l2_grid"])
@@ -147,8 +151,6 @@ class TrainingParams:
         return data
 
 
-
-
 @dataclass(frozen=True)
 class OnlineParams:
     """The online challenger (DESIGN §6): warm-started from the active version, it learns every
@@ -164,7 +166,7 @@ class OnlineParams:
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled: {self.enabled!r} is invalid; expected true or false")
+            raise InvalidValue("enabled", self.enabled, "true or false")
         _whole("window", self.window, 20)
         _number("lookback_s", self.lookback_s, 60, 365 * 86400)
         _number("learning_rate", self.learning_rate, 0, 10, low_open=True)
@@ -172,9 +174,5 @@ class OnlineParams:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "OnlineParams":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"online params: {unknown} are invalid; expected keys among "
-                             f"{sorted(known)}")
+        _reject_unknown(cls, data)
         return cls(**dict(data))

@@ -17,7 +17,7 @@ _DIRECTION = {"buy": 1, "sell": -1}
 
 
 @dataclass(frozen=True)
-class Fill:
+class TradeFill:
     asset: str
     side: str                  # executed side, "buy" / "sell"
     quantity: Decimal          # base units, > 0
@@ -50,7 +50,7 @@ class _Lot:
     opened_at: datetime
 
 
-def _checked(fill: Fill) -> int:
+def _checked(fill: TradeFill) -> int:
     direction = _DIRECTION.get(fill.side)
     if direction is None:
         raise ValueError(f"side: {fill.side!r} is invalid; expected one of {sorted(_DIRECTION)}")
@@ -60,7 +60,7 @@ def _checked(fill: Fill) -> int:
     return direction
 
 
-def _close(lot: _Lot, fill: Fill, quantity: Decimal, fee_per_unit: Decimal) -> RoundTrip:
+def _close(lot: _Lot, fill: TradeFill, quantity: Decimal, fee_per_unit: Decimal) -> RoundTrip:
     fees = (lot.fee_per_unit + fee_per_unit) * quantity
     gross = (fill.price - lot.price) * quantity * lot.direction
     return RoundTrip(fill.asset, "long" if lot.direction > 0 else "short", quantity, lot.price,
@@ -77,7 +77,7 @@ class FifoBook:
     def __init__(self) -> None:
         self._books: dict[str, deque[_Lot]] = {}
 
-    def add(self, fill: Fill) -> list[RoundTrip]:
+    def add(self, fill: TradeFill) -> list[RoundTrip]:
         direction = _checked(fill)
         fee_per_unit = fill.fee / fill.quantity
         book = self._books.setdefault(fill.asset, deque())
@@ -95,7 +95,7 @@ class FifoBook:
         return trips
 
 
-def fifo_round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
+def fifo_round_trips(fills: Iterable[TradeFill]) -> list[RoundTrip]:
     """Round trips in closing order; lots still open at the end are not round trips yet."""
     book = FifoBook()
     return [trip for fill in sorted(fills, key=lambda f: f.executed_at) for trip in book.add(fill)]

@@ -20,7 +20,7 @@ _SIGNAL_WEIGHTS = {"return_5m": 0.6, "book_imbalance": 0.6, "ma_deviation_z": -0
 
 
 @dataclass(frozen=True)
-class Dataset:
+class SyntheticData:
     X: np.ndarray            # (n, len(FEATURE_NAMES))
     y: np.ndarray            # int64 labels, 1 = price went up over the horizon
     returns: np.ndarray      # forward fractional returns over the horizon
@@ -28,7 +28,7 @@ class Dataset:
 
 
 def make_dataset(n: int, *, strength: float = 2.0, drift: float = 0.0, seed: int = 0,
-                 start: float = 1.7e9, step: float = 60.0) -> Dataset:
+                 start: float = 1.7e9, step: float = 60.0) -> SyntheticData:
     """`n` decisions `step` seconds apart with features, labels and forward returns."""
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n: {n!r} is invalid; expected an int >= 1")
@@ -53,7 +53,7 @@ def make_dataset(n: int, *, strength: float = 2.0, drift: float = 0.0, seed: int
     horizon_std = volatility * np.sqrt(15)
     standard_move = strength * score + drift + rng.normal(0.0, 1.0, n)
     returns = standard_move * horizon_std
-    return Dataset(X=X, y=(returns > 0).astype(np.int64), returns=returns,
+    return SyntheticData(X=X, y=(returns > 0).astype(np.int64), returns=returns,
                    timestamps=timestamps)
 
 

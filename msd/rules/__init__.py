@@ -20,7 +20,7 @@ from msd.rules.exit_amount import (
     AMOUNT_PADDING, ExitAmountError, Fill, check_amount, crossed_zero, encode_amount, fill_path_entry,
     order_manager_quantity, size_exit,
 )
-from msd.rules.pacing import AssetRateLimit, Debouncer, take, would_allow
+from msd.rules.pacing import Debouncer
 from msd.rules.state import (
     RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct, row_order,
 )
@@ -42,7 +42,7 @@ __all__ = [
     "Trailing", "Verdict", "decide",
     "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount", "fill_path_entry",
     "order_manager_quantity", "size_exit",
-    "AssetRateLimit", "Debouncer", "take", "would_allow",
+    "Debouncer",
     "RowOutcome", "fold_bar", "fold_price", "new_position", "note_event", "note_order", "note_row", "note_stalls",
     "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",

@@ -7,13 +7,13 @@ accepted and converted (floats via repr, so 0.1 stays 0.1).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Mapping
 
 from msd.rules.types import ExitReason
+from msd.values.parsing import InvalidValue, to_decimal
 
 # Protective exits come first: when a loss-limiting rule and a profit-taking rule are true on the
 # same price, closing everything to protect capital beats a partial take-profit. Stop loss leads
@@ -36,27 +36,16 @@ MIN_COOLDOWN = timedelta(seconds=1)
 DEFAULT_BREAKEVEN_FEE_PCT = Decimal("0.1")
 
 
-class RuleConfigError(ValueError):
+class RuleConfigError(InvalidValue):
     """A rule parameter is invalid. `key` is the dotted path, so the YAML loader can point at it."""
 
     def __init__(self, key: str, value: object, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}: {value!r} is invalid; expected {allowed}")
+        super().__init__(key, value, allowed, message=f"{key}: {value!r} is invalid; expected {allowed}")
 
 
 def _number(key: str, value: object) -> Decimal:
     """A finite Decimal from int/str/float/Decimal, or RuleConfigError naming `key`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise RuleConfigError(key, value, "a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RuleConfigError(key, value, "a finite number")
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise RuleConfigError(key, value, "a number") from None
-    if not number.is_finite():
-        raise RuleConfigError(key, value, "a finite number")
-    return number
+    return to_decimal(key, value, allowed="a finite number", error=RuleConfigError)
 
 
 def _in_range(key: str, value: object, low: Decimal, high: Decimal | None, *, low_open: bool,

@@ -1,21 +1,19 @@
-"""Pacing of position updates and exit signals: debounce per position, token bucket per asset.
+"""Pacing of position updates: debounce per position (the exit signals' token bucket per asset is
+msd.values.bucket, the one token bucket).
 
 No clock is read here: every method takes `now`, so the same input gives the same output in live
 runs, replays and tests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Generic, Hashable, TypeVar
 
-from msd.rules.types import InvalidPositionData, check_aware, to_decimal
+from msd.rules.types import check_aware
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
-
-_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass
@@ -73,54 +71,3 @@ class Debouncer(Generic[K, T]):
         items = [p.item for p in sorted(self._pending.values(), key=lambda p: p.first_at)]
         self._pending.clear()
         return items
-
-
-@dataclass(frozen=True)
-class AssetRateLimit:
-    """Token bucket for one asset: up to `burst` signals at once, refilled at `rate_per_second`.
-
-    Keep one per asset, e.g. `allowed, limits[asset] = take(limits.get(asset, template), now)`.
-    `tokens=None` means a full bucket (nothing taken yet).
-    """
-
-    rate_per_second: Decimal
-    burst: int
-    tokens: Decimal | None = None
-    updated_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            rate = to_decimal("rate_per_second", self.rate_per_second, positive=True)
-        except InvalidPositionData as exc:
-            raise ValueError(str(exc)) from None
-        object.__setattr__(self, "rate_per_second", rate)
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ValueError(f"burst: {self.burst!r} is invalid; expected an integer >= 1")
-        if self.updated_at is not None:
-            check_aware("updated_at", self.updated_at)
-
-
-def _refilled(state: AssetRateLimit, now: datetime) -> tuple[Decimal, AssetRateLimit]:
-    """Tokens available at `now` and the bucket state carrying them."""
-    check_aware("now", now)
-    if state.tokens is None or state.updated_at is None:
-        tokens = Decimal(state.burst)
-        return tokens, replace(state, tokens=tokens, updated_at=now)
-    # A clock stepping backwards adds nothing; whole microseconds keep the refill exact in Decimal.
-    elapsed = max(timedelta(0), now - state.updated_at) // _MICROSECOND
-    refill = Decimal(elapsed) / Decimal(1_000_000) * state.rate_per_second
-    tokens = min(Decimal(state.burst), state.tokens + refill)
-    return tokens, replace(state, tokens=tokens, updated_at=max(now, state.updated_at))
-
-
-def would_allow(state: AssetRateLimit, now: datetime) -> bool:
-    """Whether `take` would allow a signal at `now`, without taking a token."""
-    return _refilled(state, now)[0] >= 1
-
-
-def take(state: AssetRateLimit, now: datetime) -> tuple[bool, AssetRateLimit]:
-    """Try to take one token at `now`; return whether it was allowed and the new bucket state."""
-    tokens, refilled = _refilled(state, now)
-    if tokens < 1:
-        return False, refilled
-    return True, replace(refilled, tokens=tokens - 1)

@@ -11,26 +11,38 @@ that row with a non-zero size of one sign; msd decides where it starts (`ExitSta
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import Enum
+from functools import partial
 from typing import Any, Mapping
+
+from msd.values import parsing
+from msd.values.parsing import InvalidValue
 
 # 1: the first version, which took `opened_at` from the row's `created_at` (upgraded by sql/005).
 STATE_FORMAT_VERSION = 2
 
 
-class InvalidPositionData(ValueError):
+class InvalidPositionData(InvalidValue):
     """An input of the exit engine cannot be used. Callers log it with context and skip the update.
 
-    `field` names the offending input so the log line says which part of the message was bad.
+    `field` (also `key`) names the offending input so the log line says which part of the message
+    was bad.
     """
 
     def __init__(self, field_name: str, value: object, allowed: str):
-        self.field, self.value, self.allowed = field_name, value, allowed
-        super().__init__(f"{field_name}: {value!r} is invalid; expected {allowed}")
+        super().__init__(field_name, value, allowed,
+                         message=f"{field_name}: {value!r} is invalid; expected {allowed}")
+        self.field = field_name
+
+
+# Numbers and times are read by msd.values.parsing, with the exit engine's error.
+to_decimal = partial(parsing.to_decimal, error=InvalidPositionData)
+check_aware = partial(parsing.check_aware, error=InvalidPositionData)
+parse_time = partial(parsing.aware_time, error=InvalidPositionData)
+plain = parsing.plain_decimal
 
 
 class Side(str, Enum):
@@ -79,38 +91,6 @@ class ExitReason(str, Enum):
 
 # May still fire for the remaining size while a take-profit slice is in flight.
 PROTECTIVE = frozenset({ExitReason.STOP_LOSS, ExitReason.BREAKEVEN_STOP})
-
-
-def to_decimal(name: str, value: object, *, positive: bool = False, non_negative: bool = False) -> Decimal:
-    """Convert a number from a message to a finite Decimal or raise InvalidPositionData naming `name`.
-
-    Floats go through `repr` so 0.1 becomes Decimal('0.1'), not its binary expansion. Booleans are
-    refused: `True` is an int in Python but never a price.
-    """
-    allowed = "a finite number" + (" > 0" if positive else " >= 0" if non_negative else "")
-    if value is None or isinstance(value, bool):
-        raise InvalidPositionData(name, value, allowed)
-    try:
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidPositionData(name, value, allowed)
-            number = Decimal(repr(value))
-        elif isinstance(value, (Decimal, int, str)):
-            number = Decimal(value.strip() if isinstance(value, str) else value)
-        else:
-            raise InvalidPositionData(name, value, allowed)
-    except InvalidOperation:
-        raise InvalidPositionData(name, value, allowed) from None
-    if not number.is_finite() or (positive and number <= 0) or (non_negative and number < 0):
-        raise InvalidPositionData(name, value, allowed)
-    return number
-
-
-def check_aware(name: str, value: object) -> datetime:
-    """Return `value` if it is a timezone-aware datetime, else raise InvalidPositionData."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise InvalidPositionData(name, value, "a timezone-aware datetime")
-    return value
 
 
 def _text(name: str, value: object) -> str:
@@ -386,11 +366,6 @@ def _mapping(name: str, data: object) -> Mapping[str, Any]:
     return data
 
 
-def plain(value: Decimal) -> str:
-    """A Decimal as positional text without trailing zeros: "2", "0.003", "305.52"."""
-    return format(value.normalize(), "f")
-
-
 def _opt_str(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
@@ -405,16 +380,6 @@ def _opt_decimal(name: str, value: object) -> Decimal | None:
 
 def _opt_time(name: str, value: object) -> datetime | None:
     return None if value is None else parse_time(name, value)
-
-
-def parse_time(name: str, value: object) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidPositionData(name, value, "an ISO 8601 time with offset")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidPositionData(name, value, "an ISO 8601 time with offset") from None
-    return check_aware(name, parsed)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from msd.errors import DatabaseUnavailable
 from msd.sim.market import CATALOG, REGIMES, MarketParams
 from msd.sim.runner import SimConfig, run
+from msd.values.parsing import from_iso
 
 PASSWORD_ENV = "MSD_RABBITMQ_PASSWORD"
 
@@ -34,6 +35,13 @@ def with_password(url: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _start_time(text: str) -> datetime:
+    moment = from_iso(text, naive="keep")
+    if moment is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time")
+    return moment
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="msd-sim", description=__doc__.splitlines()[0])
     parser.add_argument("--amqp-url", required=True, help="AMQP URL; the path is the vhost")
@@ -44,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tick-rate", type=float, default=2.0, help="market ticks per wall second")
     parser.add_argument("--assets", nargs="+", default=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
                         choices=sorted(CATALOG), metavar="SYMBOL")
-    parser.add_argument("--start", type=datetime.fromisoformat, default=None,
+    parser.add_argument("--start", type=_start_time, default=None,
                         help="sim start, aware ISO-8601 (default: now)")
     parser.add_argument("--position-update-s", type=float, default=5.0,
                         help="sim seconds between websocket position updates")

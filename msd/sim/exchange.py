@@ -26,7 +26,7 @@ from msd.sim.market import AssetSpec, AssetTick, Quote
 from msd.sim.outbound import Outbound, new_uuid
 from msd.sim.position_manager import apply_fill, apply_websocket, mark, position_event, state_from_row
 from msd.sim.signals import Refused, Signal, read_signal, rejection_market_conditions, signal_block
-from msd.store import sim_exchange as store
+from msd.store import shared_writes as store
 from msd.store.db import Database
 
 log = logging.getLogger("msd.sim")
@@ -70,7 +70,7 @@ class _PendingFill:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Settlement:
     settle: str                       # ACK, DROP (nack without requeue) or RETRY (requeue)
     messages: tuple[Outbound, ...] = ()
 
@@ -109,19 +109,19 @@ class PaperExchange:
 
     # -- signals -------------------------------------------------------------------------------
 
-    def handle_signal(self, body: bytes, headers: Mapping[str, Any]) -> Verdict:
+    def handle_signal(self, body: bytes, headers: Mapping[str, Any]) -> Settlement:
         """One delivery of model-service.trading_signals; DB effects are committed on return."""
         signal = read_signal(body, headers, self._rng)
         if isinstance(signal, Refused):
             log.warning("signal dropped (nack): %s", signal.reason)
-            return Verdict(DROP)
+            return Settlement(DROP)
         if self._now is None or signal.asset in self._specs and signal.asset not in self._quotes:
-            return Verdict(RETRY)   # no market yet: order-manager would not have a price either
+            return Settlement(RETRY)   # no market yet: order-manager would not have a price either
         with self._db.transaction() as conn:
             status = store.linked_order_status(conn, signal.signal_id)
             if status is not None and status not in om.RETRYABLE_STATUSES:
                 log.info("signal %s is a duplicate (order %s): ignored", signal.signal_id, status)
-                return Verdict(ACK)
+                return Settlement(ACK)
             if signal.asset not in self._specs:
                 return self._reject(conn, signal, f"Order execution failed: unknown symbol {signal.asset}",
                                     DROP, "Market", self._fallback_quantity(signal), None)
@@ -150,7 +150,7 @@ class PaperExchange:
             # Bybit fills a market order within milliseconds, before any later signal can
             # cancel it; filling it at once keeps that order of events.
             messages += self._work_order(str(row["id"]))
-        return Verdict(ACK, tuple(messages))
+        return Settlement(ACK, tuple(messages))
 
     def _instrument(self, conn, asset: str) -> om.InstrumentRules:
         row = store.instrument_row(conn, asset)
@@ -169,7 +169,7 @@ class PaperExchange:
         return max(om.EIGHT_PLACES, (signal.amount / signal.price).quantize(om.EIGHT_PLACES))
 
     def _reject(self, conn, signal: Signal, reason: str, settle: str, order_type: str,
-                quantity: Decimal, price: Decimal | None) -> Verdict:
+                quantity: Decimal, price: Decimal | None) -> Settlement:
         row = store.insert_order(
             conn, order_id=f"REJECTED-{signal.signal_id}", signal_id=signal.signal_id,
             asset=signal.asset, side=signal.side, order_type=order_type, quantity=quantity,
@@ -181,15 +181,15 @@ class PaperExchange:
                                rng=self._rng, extra=extra)
         log.info("rejected %s %s %s: %s (signal %s)", signal.asset, signal.side, quantity, reason,
                  signal.signal_id)
-        return Verdict(settle, (event,))
+        return Settlement(settle, (event,))
 
-    def _exposure(self, conn, asset: str) -> om.Exposure:
+    def _exposure(self, conn, asset: str) -> om.AccountExposure:
         size, total = Decimal(0), Decimal(0)
         for row in store.open_position_rows(conn):
             total += abs(row["size"]) * (row["current_price"] or row["average_entry_price"])
             if row["asset"] == asset:
                 size = row["size"]
-        return om.Exposure(size, total)
+        return om.AccountExposure(size, total)
 
     def _cancel_older(self, conn, asset: str) -> list[Outbound]:
         """order-manager cancels an asset's older working orders when a new signal arrives."""
@@ -244,7 +244,7 @@ class PaperExchange:
         # A reduce-only order larger than the position is cut to it and then counts as filled.
         return [] if fill is None else self._apply_fill(key, fill, final=capped and fill.quantity == remaining)
 
-    def _apply_fill(self, key: str, fill: om.Fill, *, final: bool = False) -> list[Outbound]:
+    def _apply_fill(self, key: str, fill: om.OrderFill, *, final: bool = False) -> list[Outbound]:
         before = self._working[key]
         asset, side = before["asset"], before["side"]
         filled, average, fees = om.accumulate(before["filled_quantity"], before["average_price"],

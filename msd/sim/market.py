@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from msd.values.parsing import finite_decimal
+
 REGIMES = ("learnable", "noise")
 MINUTE = timedelta(minutes=1)
 DAY_MINUTES = 1440
@@ -112,7 +114,7 @@ class TradePrint:
 
 
 @dataclass(frozen=True)
-class Bar:
+class GeneratedBar:
     """A 1-minute bar of trade prices; `confirmed` once the minute is over."""
     start: datetime
     open: Decimal
@@ -144,8 +146,8 @@ class AssetTick:
     last_price: Decimal
     last_tick_direction: str
     trades: tuple[TradePrint, ...]
-    closed_bars: tuple[Bar, ...]
-    forming_bar: Bar
+    closed_bars: tuple[GeneratedBar, ...]
+    forming_bar: GeneratedBar
     stats: DayStats
     drift_sign: int
 
@@ -163,7 +165,7 @@ class _FloatBar:
 
 def _quantize(value: float, step: Decimal, rounding=ROUND_FLOOR) -> Decimal:
     """`value` rounded to a multiple of `step`, written with the step's decimals."""
-    units = (Decimal(repr(value)) / step).to_integral_value(rounding=rounding)
+    units = (finite_decimal(value) / step).to_integral_value(rounding=rounding)
     return (units * step).quantize(step)
 
 
@@ -197,7 +199,7 @@ class MarketGenerator:
         self._now = start
         self._paths = {spec.symbol: self._new_path(spec, start) for spec in assets}
         self._trades: dict[str, list[TradePrint]] = {symbol: [] for symbol in self._paths}
-        self._closed: dict[str, list[Bar]] = {symbol: [] for symbol in self._paths}
+        self._closed: dict[str, list[GeneratedBar]] = {symbol: [] for symbol in self._paths}
 
     @property
     def now(self) -> datetime:
@@ -323,9 +325,9 @@ class MarketGenerator:
         return Quote(bid, ask, bid_size, ask_size)
 
     @staticmethod
-    def _decimal_bar(spec: AssetSpec, bar: _FloatBar, *, confirmed: bool) -> Bar:
+    def _decimal_bar(spec: AssetSpec, bar: _FloatBar, *, confirmed: bool) -> GeneratedBar:
         price = lambda value: _quantize(value, spec.price_tick, ROUND_CEILING)  # noqa: E731
-        return Bar(start=bar.start, open=price(bar.open), high=price(bar.high), low=price(bar.low),
+        return GeneratedBar(start=bar.start, open=price(bar.open), high=price(bar.high), low=price(bar.low),
                    close=price(bar.close), volume=_quantize(bar.volume, spec.lot),
                    turnover=_quantize(bar.turnover, Decimal("0.0001")), confirmed=confirmed)
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from msd.sim.market import AssetSpec, Quote
 from msd.sim.outbound import Outbound, json_body, naive_iso, new_uuid
 from msd.sim.signals import Signal
+from msd.values.parsing import finite_decimal
 
 SIGNALS_QUEUE = "model-service.trading_signals"
 ORDER_EVENTS_QUEUE = "order-manager.order_events"
@@ -78,7 +79,7 @@ DEFAULT_INSTRUMENT = InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal
 
 
 @dataclass(frozen=True)
-class Exposure:
+class AccountExposure:
     """What the account holds when a signal arrives (signed base size of the asset, all notional)."""
     position_size: Decimal
     total_notional: Decimal
@@ -95,7 +96,7 @@ class OrderPlan:
 
 
 @dataclass(frozen=True)
-class Fill:
+class OrderFill:
     quantity: Decimal
     price: Decimal
     fee: Decimal
@@ -133,7 +134,7 @@ def limit_price(side: str, quote: Quote, spec: AssetSpec, params: OrderManagerPa
     return ((quote.ask + offset) / spec.price_tick).to_integral_value(ROUND_CEILING) * spec.price_tick
 
 
-def risk_rejection(side: str, quantity: Decimal, price: Decimal, exposure: Exposure,
+def risk_rejection(side: str, quantity: Decimal, price: Decimal, exposure: AccountExposure,
                    params: OrderManagerParams) -> str | None:
     """The RiskLimitError message order-manager would raise, or None when the order may go."""
     notional = quantity * price
@@ -150,7 +151,7 @@ def risk_rejection(side: str, quantity: Decimal, price: Decimal, exposure: Expos
     return None
 
 
-def plan_order(signal: Signal, spec: AssetSpec, quote: Quote, exposure: Exposure,
+def plan_order(signal: Signal, spec: AssetSpec, quote: Quote, exposure: AccountExposure,
                params: OrderManagerParams, instrument: InstrumentRules = DEFAULT_INSTRUMENT) -> OrderPlan:
     """Quantity, type, limit price, reduceOnly and the risk verdict for an accepted signal.
 
@@ -166,21 +167,21 @@ def plan_order(signal: Signal, spec: AssetSpec, quote: Quote, exposure: Exposure
 # -- fills ---------------------------------------------------------------------------------------
 
 def market_fill(side: str, quantity: Decimal, quote: Quote, spec: AssetSpec,
-                params: OrderManagerParams, rng: random.Random) -> Fill:
+                params: OrderManagerParams, rng: random.Random) -> OrderFill:
     """A taker fill at the touch, worse by random slippage and by size beyond the level-1 size."""
     touch, depth = (quote.ask, quote.ask_size) if side == "Buy" else (quote.bid, quote.bid_size)
     beyond = max(Decimal(0), quantity / depth - 1)
-    slip = Decimal(repr(rng.uniform(0, float(params.max_slippage_bps)))) + params.impact_bps * beyond
+    slip = finite_decimal(rng.uniform(0, float(params.max_slippage_bps))) + params.impact_bps * beyond
     if side == "Buy":
         price = (touch * (1 + slip * BPS) / spec.price_tick).to_integral_value(ROUND_CEILING)
     else:
         price = (touch * (1 - slip * BPS) / spec.price_tick).to_integral_value(ROUND_FLOOR)
     price = max(spec.price_tick, price * spec.price_tick)
-    return Fill(quantity, price, _fee(quantity, price, params.taker_fee_rate))
+    return OrderFill(quantity, price, _fee(quantity, price, params.taker_fee_rate))
 
 
 def limit_fill(side: str, price: Decimal, remaining: Decimal, quote: Quote, spec: AssetSpec,
-               params: OrderManagerParams, rng: random.Random) -> Fill | None:
+               params: OrderManagerParams, rng: random.Random) -> OrderFill | None:
     """A resting maker order: filled whole once the market trades through it, in random parts
     while it is at (or inside) the top of book, not at all while the market is away from it."""
     crossed = quote.ask <= price if side == "Buy" else quote.bid >= price
@@ -188,11 +189,11 @@ def limit_fill(side: str, price: Decimal, remaining: Decimal, quote: Quote, spec
     if crossed:
         quantity = remaining
     elif at_top and rng.random() < params.limit_fill_probability:
-        share = Decimal(repr(rng.uniform(0.2, 0.8)))
+        share = finite_decimal(rng.uniform(0.2, 0.8))
         quantity = min(remaining, max(spec.lot, (remaining * share / spec.lot).to_integral_value(ROUND_FLOOR) * spec.lot))
     else:
         return None
-    return Fill(quantity, price, _fee(quantity, price, params.maker_fee_rate))
+    return OrderFill(quantity, price, _fee(quantity, price, params.maker_fee_rate))
 
 
 def _fee(quantity: Decimal, price: Decimal, rate: Decimal) -> Decimal:
@@ -200,7 +201,7 @@ def _fee(quantity: Decimal, price: Decimal, rate: Decimal) -> Decimal:
 
 
 def accumulate(filled: Decimal, average: Decimal | None, fees: Decimal | None,
-               fill: Fill) -> tuple[Decimal, Decimal, Decimal]:
+               fill: OrderFill) -> tuple[Decimal, Decimal, Decimal]:
     """Cumulative filled quantity, volume-weighted average price and fees after `fill`."""
     total = filled + fill.quantity
     value = filled * (average or 0) + fill.quantity * fill.price

@@ -1,5 +1,5 @@
 """What the paper exchange sends, independent of the broker client: built by the pure stand-ins,
-published by the edge (`msd.bus.sim_link`) with exactly these properties."""
+published by the edge (`msd.bus.plain_link`) with exactly these properties."""
 from __future__ import annotations
 
 import json

@@ -13,7 +13,7 @@ write it, as in the real service (`services/position_manager.py`), with their su
   old value when the exchange sends none (§3.5).
 
 `created_at` is not here: the row's INSERT sets it once and no write changes it (`msd.store.
-sim_exchange.save_position`). Pure; the DB round trip and publishing are in `msd.sim.exchange`.
+shared_writes.save_position`). Pure; the DB round trip and publishing are in `msd.sim.exchange`.
 """
 from __future__ import annotations
 

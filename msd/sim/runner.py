@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from msd.bus.connection import reconnect_delay
-from msd.bus.sim_link import SimLink
+from msd.bus.plain_link import PlainLink
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.sim.exchange import ACK, DROP, POSITION_PATHS, PaperExchange, SimControls
@@ -79,7 +79,7 @@ class _Broker:
 
     def __init__(self, config: SimConfig, rng: random.Random):
         self._config, self._rng = config, rng
-        self.link = SimLink(config.amqp_url)
+        self.link = PlainLink(config.amqp_url)
         self._up, self._failures, self._retry_at = False, 0, 0.0
 
     def usable(self) -> bool:

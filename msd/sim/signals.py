@@ -16,9 +16,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
-# The private helpers are order-manager's exact pre-conversions (Decimal(str(x)), fromisoformat
-# with Z replaced, pydantic's epoch rule); reusing them keeps acceptance and parsing identical.
-from msd.bus.signal_format import _TRUE_TEXTS, _lax_datetime, _lax_decimal, validate_wire_signal
+# order-manager's exact pre-conversions (Decimal(str(x)), fromisoformat with Z replaced,
+# pydantic's epoch and bool rules): the same functions msd's pre-publish check uses, so acceptance
+# and parsing cannot drift apart.
+from msd.bus.codecs import trace_id_header
+from msd.bus.signal_format import lax_bool, lax_datetime, validate_wire_signal
+from msd.values.parsing import finite_decimal
 from msd.sim.outbound import new_uuid
 
 
@@ -57,12 +60,9 @@ class Signal:
         return bool(self.metadata) and self.metadata.get("urgency") is True
 
 
-def header_trace_id(headers: Mapping[str, Any] | None, rng: random.Random) -> str:
+def signal_trace_id(headers: Mapping[str, Any] | None, rng: random.Random) -> str:
     """order-manager reads the AMQP header (bytes decoded) and generates one when it is absent."""
-    value = (headers or {}).get("trace_id")
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) and value else new_uuid(rng)
+    return trace_id_header(headers) or new_uuid(rng)
 
 
 def read_signal(body: bytes, headers: Mapping[str, Any] | None, rng: random.Random) -> Signal | Refused:
@@ -79,30 +79,23 @@ def read_signal(body: bytes, headers: Mapping[str, Any] | None, rng: random.Rand
         signal_id=str(uuid.UUID(data["signal_id"])),
         signal_type=data["signal_type"].lower(),
         asset=data["asset"].upper(),
-        amount=_lax_decimal(data["amount"]),
-        confidence=_lax_decimal(data["confidence"]),
-        timestamp=_lax_datetime(data["timestamp"]),
+        amount=finite_decimal(data["amount"]),
+        confidence=finite_decimal(data["confidence"]),
+        timestamp=lax_datetime(data["timestamp"]),
         strategy_id=data["strategy_id"],
         model_version=data.get("model_version"),
-        is_warmup=_lax_bool(data.get("is_warmup", False)),
-        price=_lax_decimal(snapshot["price"]),
+        is_warmup=bool(lax_bool(data.get("is_warmup", False))),
+        price=finite_decimal(snapshot["price"]),
         spread=_optional_decimal(snapshot.get("spread")),
         volume_24h=_optional_decimal(snapshot.get("volume_24h")),
         volatility=_optional_decimal(snapshot.get("volatility")),
         metadata=data.get("metadata"),
-        trace_id=header_trace_id(headers, rng),
+        trace_id=signal_trace_id(headers, rng),
     )
 
 
 def _optional_decimal(value: Any) -> Decimal | None:
-    return None if value is None else _lax_decimal(value)
-
-
-def _lax_bool(value: Any) -> bool:
-    # validate_wire_signal already refused anything pydantic would not read as a bool.
-    if isinstance(value, str):
-        return value.lower() in _TRUE_TEXTS
-    return bool(value)
+    return None if value is None else finite_decimal(value)
 
 
 def signal_block(signal: Signal) -> dict[str, Any]:

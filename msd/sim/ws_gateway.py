@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
 
-from msd.sim.market import AssetTick, Bar, Quote, TradePrint
+from msd.sim.market import AssetTick, GeneratedBar, Quote, TradePrint
 from msd.sim.outbound import Outbound, epoch_ms, json_body, naive_iso, new_uuid
 
 QUEUE_PREFIX = "ws-gateway."
@@ -37,7 +37,7 @@ class _Sent:
     book: Quote | None = None
     book_at: datetime | None = None
     update_id: int = 0
-    forming: Bar | None = None
+    forming: GeneratedBar | None = None
 
 
 @dataclass
@@ -163,7 +163,7 @@ def _trade_payload(trade: TradePrint, symbol: str, topic: str) -> dict[str, Any]
             "topic": topic}
 
 
-def _kline_payload(bar: Bar, at: datetime, topic: str) -> dict[str, Any]:
+def _kline_payload(bar: GeneratedBar, at: datetime, topic: str) -> dict[str, Any]:
     start = epoch_ms(bar.start)
     return {"start": start, "end": start + 59999, "interval": "1", "open": str(bar.open),
             "close": str(bar.close), "high": str(bar.high), "low": str(bar.low),

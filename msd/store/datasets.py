@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from msd.bus.messages import OrderSnapshot
+from msd.values.messages import OrderSnapshot
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision, decision_price
-from msd.ml.roundtrips import Fill
+from msd.ml.roundtrips import TradeFill
 from msd.store.executions import record_order_events
 from msd.store.neighbours import SharedSchemaError, missing_columns
 
@@ -236,7 +236,7 @@ def trainable_strategies(conn) -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
-def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Fill]:
+def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[TradeFill]:
     """The strategy's priced fills in execution order, for FIFO round trips (streamed)."""
     with conn.cursor(name="msd_strategy_fills") as cur:
         cur.itersize = chunk_size
@@ -244,7 +244,7 @@ def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Fil
                         WHERE strategy_id = %s AND price IS NOT NULL
                         ORDER BY executed_at, id""", (strategy_id,))
         for row in cur:
-            yield Fill(*row)
+            yield TradeFill(*row)
 
 
 def _chunk(rows: list[tuple]) -> TrainingRows:

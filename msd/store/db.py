@@ -18,7 +18,7 @@ from msd.errors import DatabaseUnavailable
 
 CONNECTION_LOST_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # Told the outcome of every use: (True, None) after a commit, (False, reason) when the database
-# could not be used. Roles pass msd.roles.runtime.DependencyHealth.reporter("database").
+# could not be used. Roles pass msd.roles.runtime.process.DependencyHealth.reporter("database").
 OnResult = Callable[[bool, "str | None"], None]
 
 

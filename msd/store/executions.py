@@ -15,7 +15,7 @@ from typing import Sequence
 
 from psycopg2.extras import execute_values
 
-from msd.bus.messages import OrderEvent, OrderSnapshot
+from msd.values.messages import OrderEvent, OrderSnapshot
 from msd.store.jsonb import to_json
 
 ZERO = Decimal(0)

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from psycopg2.extras import execute_values
 
-from msd.bus.messages import Kline
+from msd.values.messages import Kline
 
 UPSERT_BARS_SQL = """
 INSERT INTO msd.market_bars AS bar

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
 
-from msd.bus.signal_format import TradingSignal
+from msd.values.messages import TradingSignal
 from msd.store.jsonb import to_json
 
 

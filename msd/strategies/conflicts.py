@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Mapping
 
-from msd.strategies.validation import check_keys, invalid, to_float
+from msd.values.parsing import InvalidValue, check_keys, to_float
 
 
 class ConflictPolicy(StrEnum):
@@ -30,11 +30,11 @@ class ConflictRules:
 
     def __post_init__(self, path: str) -> None:
         if not isinstance(self.policy, ConflictPolicy):
-            raise invalid(f"{path}.policy", self.policy,
+            raise InvalidValue(f"{path}.policy", self.policy,
                           f"one of {', '.join(p.value for p in ConflictPolicy)}")
-        window = to_float(self.window_s, f"{path}.window_s", "a number >= 0 (seconds)")
+        window = to_float(f"{path}.window_s", self.window_s, allowed="a number >= 0 (seconds)")
         if window < 0:
-            raise invalid(f"{path}.window_s", self.window_s, "a number >= 0 (seconds)")
+            raise InvalidValue(f"{path}.window_s", self.window_s, "a number >= 0 (seconds)")
 
     @property
     def window(self) -> timedelta:
@@ -48,7 +48,7 @@ class ConflictRules:
         try:
             policy = ConflictPolicy(policy)
         except ValueError:
-            raise invalid(f"{path}.policy", policy,
+            raise InvalidValue(f"{path}.policy", policy,
                           f"one of {', '.join(p.value for p in ConflictPolicy)}") from None
         return cls(policy=policy, window_s=data.get("window_s", 60.0), path=path)
 

@@ -1,4 +1,5 @@
-"""From an engine decision to the trading signal msd publishes (pure)."""
+"""From a decision to the trading signal msd publishes (pure): warm-up and model signals from the
+strategy engine, exit signals from the exit rules."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,12 +7,17 @@ import uuid
 from enum import Enum
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Mapping
 
-from msd.bus.signal_format import MarketDataSnapshot, TradingSignal
+from msd.market.quotes import PriceQuote
 from msd.market.state import MarketSnapshot
+from msd.rules import ExitDecision
 from msd.strategies.engine import Emit
 from msd.strategies.params import StrategyParams
+from msd.values.messages import MarketDataSnapshot, TradingSignal
+
+# Exits are rule outcomes, not predictions: the rule either fired or it did not.
+EXIT_CONFIDENCE = 1.0
 
 
 def signal_snapshot(snap: MarketSnapshot) -> MarketDataSnapshot:
@@ -52,10 +58,11 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def model_signal(emit: Emit, params: StrategyParams, now: datetime, call, feature_version: str) -> TradingSignal:
+def model_signal(emit: Emit, params: StrategyParams, now: datetime, feature_version: str) -> TradingSignal:
     """A model-mode signal: the confidence is the model's calibrated probability that the call
-    pays after costs; its version is named."""
-    plan, version = emit.planned, f"v{call.version}"
+    pays after costs (the call the plan was made on); its version is named."""
+    plan = emit.planned
+    call, version = plan.call, f"v{plan.call.version}"
     return TradingSignal(
         signal_id=str(uuid.uuid4()), signal_type=plan.side, asset=emit.asset, amount=plan.amount_usdt,
         confidence=plan.confidence, timestamp=now, strategy_id=params.id, model_version=version,
@@ -67,3 +74,30 @@ def model_signal(emit: Emit, params: StrategyParams, now: datetime, call, featur
                                         "neither_probability": call.neither_probability},
                   "inference_timestamp": now.isoformat()},
         trace_id=str(uuid.uuid4()))
+
+
+def exit_signal(decision: ExitDecision, quote: PriceQuote, market: MarketSnapshot | None,
+                strategy_id: str, trace_id: str | None, signal_id: str, context: Mapping[str, Any]) -> TradingSignal:
+    """The trading signal for one exit decision.
+
+    The snapshot's price is the trigger price, the one the amount was computed with: order-manager
+    turns the amount back into a quantity with it (amount / price = exactly `decision.quantity`).
+    Both go out as decimal strings. `urgency` asks for a market order: a resting limit exit may
+    never fill.
+    """
+    snapshot = MarketDataSnapshot(price=decision.trigger_price, spread=None, volume_24h=None, volatility=None)
+    if market is not None:
+        snapshot = dataclasses.replace(signal_snapshot(market), price=decision.trigger_price)
+    metadata = {
+        **decision.metadata(),
+        "reasoning": f"exit: {decision.reason.value}",
+        "urgency": True,
+        "price_source": quote.source,
+        "price_at": quote.at.isoformat(),
+        **context,
+    }
+    return TradingSignal(
+        signal_id=signal_id, signal_type=decision.side_to_send, asset=decision.key.asset,
+        amount=decision.amount, confidence=EXIT_CONFIDENCE, timestamp=decision.decided_at,
+        strategy_id=strategy_id, model_version=None, is_warmup=False, market_data_snapshot=snapshot,
+        metadata=metadata, trace_id=trace_id or str(uuid.uuid4()), exact_decimals=True)

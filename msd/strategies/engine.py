@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Callable, Mapping
 
 from msd.market.state import MarketSnapshot, Unavailable
-from msd.strategies import conflicts, ratelimit
+from msd.strategies import conflicts
 from msd.strategies.conflicts import ConflictRules, ConflictWindow
 from msd.strategies.params import StrategyParams
-from msd.strategies.ratelimit import BucketState, TokenBucket
+from msd.values.bucket import BucketState, TokenBucket, full_bucket, retune, take
 from msd.strategies.warmup import ExposureUnknown, Planned, Skip, frequency_allows, plan_signal
 
 THROTTLED_STRATEGY = "throttled_strategy"
@@ -35,12 +35,12 @@ class StrategyRuntime:
 
 def start_runtime(params: StrategyParams, now: datetime) -> StrategyRuntime:
     """A fresh strategy: full bucket, warm-up starting `now`, no signal yet."""
-    return StrategyRuntime(bucket=ratelimit.full_bucket(params.rate), started_at=now)
+    return StrategyRuntime(bucket=full_bucket(params.rate), started_at=now)
 
 
 def retune_runtime(params_new: StrategyParams, runtime: StrategyRuntime) -> StrategyRuntime:
     """Keep a strategy's state across a live reload (bucket clipped to the new burst)."""
-    return replace(runtime, bucket=ratelimit.retune(params_new.rate, runtime.bucket))
+    return replace(runtime, bucket=retune(params_new.rate, runtime.bucket))
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,12 @@ class SharedState:
 
 
 def start_shared(limits: SharedLimits) -> SharedState:
-    return SharedState(global_bucket=ratelimit.full_bucket(limits.global_rate))
+    return SharedState(global_bucket=full_bucket(limits.global_rate))
 
 
 def retune_shared(limits_new: SharedLimits, shared: SharedState) -> SharedState:
     """Keep the shared state across a live reload (global bucket clipped to the new burst)."""
-    return replace(shared, global_bucket=ratelimit.retune(limits_new.global_rate,
+    return replace(shared, global_bucket=retune(limits_new.global_rate,
                                                           shared.global_bucket))
 
 
@@ -121,10 +121,10 @@ def evaluate(params: StrategyParams, runtime: StrategyRuntime, limits: SharedLim
                                               plan.side, now, rules.window, rules.policy)
     if not allowed:
         return Evaluation(Drop(params.id, asset, reason), runtime, shared)
-    allowed, bucket = ratelimit.take(params.rate, runtime.bucket, now)
+    allowed, bucket = take(params.rate, runtime.bucket, now)
     if not allowed:
         return Evaluation(Drop(params.id, asset, THROTTLED_STRATEGY), runtime, shared)
-    allowed, global_bucket = ratelimit.take(limits.global_rate, shared.global_bucket, now)
+    allowed, global_bucket = take(limits.global_rate, shared.global_bucket, now)
     if not allowed:
         return Evaluation(Drop(params.id, asset, THROTTLED_GLOBAL), runtime, shared)
     new_runtime = replace(runtime, bucket=bucket,

@@ -22,7 +22,7 @@ _LOOKBACKS = (("5m", 5), ("1m", 1))
 
 
 @dataclass(frozen=True)
-class Decision:
+class HeuristicCall:
     """A heuristic's call: side ("buy"/"sell"), confidence in the configured range, and why."""
     side: str
     confidence: float
@@ -55,15 +55,15 @@ def _apply_randomness(side: str, rng: random.Random, randomness: float) -> tuple
     return (_opposite(side) if flipped else side), flipped
 
 
-def _finish(side: str, why: str, rng: random.Random, params: "WarmupParams") -> Decision:
+def _finish(side: str, why: str, rng: random.Random, params: "WarmupParams") -> HeuristicCall:
     side, flipped = _apply_randomness(side, rng, params.randomness)
     if flipped:
         why += f"; flipped to {side} by randomness {params.randomness}"
-    return Decision(side=side, confidence=_draw_confidence(rng, params), reasoning=why)
+    return HeuristicCall(side=side, confidence=_draw_confidence(rng, params), reasoning=why)
 
 
 def momentum(snapshot: "MarketSnapshot", rng: random.Random,
-             params: "WarmupParams") -> Decision | None:
+             params: "WarmupParams") -> HeuristicCall | None:
     """Follow the sign of the recent log return (5 min, else 1 min); flat or unknown: no opinion."""
     recent = _recent_return(snapshot)
     if recent is None or recent[2] == 0:
@@ -74,7 +74,7 @@ def momentum(snapshot: "MarketSnapshot", rng: random.Random,
 
 
 def mean_reversion(snapshot: "MarketSnapshot", rng: random.Random,
-                   params: "WarmupParams") -> Decision | None:
+                   params: "WarmupParams") -> HeuristicCall | None:
     """Bet against a stretched move: |z| >= stretch_z, z = return / (volatility * sqrt(minutes))."""
     recent = _recent_return(snapshot)
     if recent is None or not snapshot.volatility:
@@ -89,10 +89,10 @@ def mean_reversion(snapshot: "MarketSnapshot", rng: random.Random,
 
 
 def controlled_random(snapshot: "MarketSnapshot", rng: random.Random,
-                      params: "WarmupParams") -> Decision:
+                      params: "WarmupParams") -> HeuristicCall:
     """Buy or sell with probability 1/2 each, from the seeded generator."""
     side = BUY if rng.random() < 0.5 else SELL
-    return Decision(side=side, confidence=_draw_confidence(rng, params),
+    return HeuristicCall(side=side, confidence=_draw_confidence(rng, params),
                     reasoning=f"controlled random -> {side}")
 
 
@@ -103,12 +103,12 @@ class Heuristic(StrEnum):
     RANDOM = "random"
 
     def decide(self, snapshot: "MarketSnapshot", rng: random.Random,
-               params: "WarmupParams") -> Decision | None:
+               params: "WarmupParams") -> HeuristicCall | None:
         """Run this heuristic on a snapshot."""
         return _DECIDERS[self](snapshot, rng, params)
 
 
-_DECIDERS: dict[Heuristic, Callable[..., Decision | None]] = {
+_DECIDERS: dict[Heuristic, Callable[..., HeuristicCall | None]] = {
     Heuristic.MOMENTUM: momentum,
     Heuristic.MEAN_REVERSION: mean_reversion,
     Heuristic.RANDOM: controlled_random,

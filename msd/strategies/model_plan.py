@@ -11,6 +11,7 @@ from typing import Mapping
 from msd.ml.features import BUY, LABELS, NO_CALL, SELL, MissingFeature, features_from_snapshot
 from msd.strategies.params import WarmupParams
 from msd.strategies.warmup import ExposureUnknown, Planned, Skip, exposure_allows, frequency_allows
+from msd.values.parsing import finite_decimal
 
 CENT = Decimal("0.01")
 
@@ -49,7 +50,7 @@ def scaled_amount(params: WarmupParams, confidence: float, threshold: float) -> 
     """From min_amount at the confidence threshold to max_amount at certainty, whole cents."""
     share = 1.0 if threshold >= 1.0 else max(0.0, min(1.0, (confidence - threshold) / (1.0 - threshold)))
     span = params.max_amount_usdt - params.min_amount_usdt
-    return (params.min_amount_usdt + span * Decimal(str(round(share, 6)))).quantize(CENT, rounding=ROUND_DOWN)
+    return (params.min_amount_usdt + span * finite_decimal(round(share, 6))).quantize(CENT, rounding=ROUND_DOWN)
 
 
 def plan_model_signal(params: WarmupParams, call: ModelCall | MissingFeature, threshold: float,
@@ -72,7 +73,7 @@ def plan_model_signal(params: WarmupParams, call: ModelCall | MissingFeature, th
     reasoning = (f"model v{call.version}: P(buy pays)={call.buy_probability:.3f}, "
                  f"P(sell pays)={call.sell_probability:.3f}, {amount} USDT; "
                  f"exposure {exposure_usdt} USDT")
-    return Planned(side=call.side, amount_usdt=amount, confidence=call.confidence, reasoning=reasoning)
+    return Planned(side=call.side, amount_usdt=amount, confidence=call.confidence, reasoning=reasoning, call=call)
 
 
 def prediction_label(call: ModelCall) -> int:

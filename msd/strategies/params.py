@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from msd.strategies.heuristics import Heuristic
-from msd.strategies.ratelimit import TokenBucket
-from msd.strategies.validation import check_keys, invalid, is_real_number, to_decimal, to_float
+from msd.values.bucket import TokenBucket
+from msd.values.parsing import InvalidValue, check_keys, is_real_number, to_decimal, to_float
 
 # order-manager refuses amounts below 0.01 USDT, and amounts are drawn on a 0.01 grid.
 MIN_AMOUNT_USDT = Decimal("0.01")
@@ -39,17 +39,17 @@ def _is_cent_multiple(amount: Decimal) -> bool:
 
 
 def _positive_float(value: object, path: str) -> float:
-    number = to_float(value, path, "a finite number > 0")
+    number = to_float(path, value, allowed="a finite number > 0")
     if number <= 0:
-        raise invalid(path, value, "a finite number > 0")
+        raise InvalidValue(path, value, "a finite number > 0")
     return number
 
 
 def _unit_interval(value: object, path: str) -> float:
     allowed = "a number in [0, 1]"
-    number = to_float(value, path, allowed)
+    number = to_float(path, value, allowed=allowed)
     if not 0.0 <= number <= 1.0:
-        raise invalid(path, value, allowed)
+        raise InvalidValue(path, value, allowed)
     return number
 
 
@@ -80,7 +80,7 @@ class WarmupParams:
     def __post_init__(self, path: str) -> None:
         self._check_amounts(path)
         if not isinstance(self.heuristic, Heuristic):
-            raise invalid(f"{path}.heuristic", self.heuristic,
+            raise InvalidValue(f"{path}.heuristic", self.heuristic,
                           f"one of {', '.join(h.value for h in Heuristic)}")
         checks = {"frequency_s": _positive_float, "randomness": _unit_interval,
                   "confidence_min": _unit_interval, "confidence_max": _unit_interval,
@@ -89,7 +89,7 @@ class WarmupParams:
             # Stored as float whatever number type came in, so equal configs compare equal.
             object.__setattr__(self, name, check(getattr(self, name), f"{path}.{name}"))
         if self.confidence_max < self.confidence_min:
-            raise invalid(f"{path}.confidence_max", self.confidence_max,
+            raise InvalidValue(f"{path}.confidence_max", self.confidence_max,
                           f"a number in [confidence_min={self.confidence_min}, 1]")
 
     def _check_amounts(self, path: str) -> None:
@@ -97,18 +97,18 @@ class WarmupParams:
         grid = "a Decimal amount >= 0.01 with at most 2 decimal places"
         if not isinstance(low, Decimal) or not is_real_number(low) \
                 or low < MIN_AMOUNT_USDT or not _is_cent_multiple(low):
-            raise invalid(f"{path}.min_amount_usdt", low, grid)
+            raise InvalidValue(f"{path}.min_amount_usdt", low, grid)
         if not isinstance(high, Decimal) or not is_real_number(high) \
                 or high < low or not _is_cent_multiple(high):
-            raise invalid(f"{path}.max_amount_usdt", high,
+            raise InvalidValue(f"{path}.max_amount_usdt", high,
                           f"a Decimal amount >= min_amount_usdt ({low}) with at most 2 decimal places")
         # A cap below the smallest signal would silently forbid every buy of this strategy.
         if not isinstance(cap, Decimal) or not is_real_number(cap) or cap < low:
-            raise invalid(f"{path}.max_exposure_usdt", cap,
+            raise InvalidValue(f"{path}.max_exposure_usdt", cap,
                           f"a Decimal amount >= min_amount_usdt ({low})")
         budget = self.budget_usdt
         if not isinstance(budget, Decimal) or not is_real_number(budget) or budget <= 0:
-            raise invalid(f"{path}.budget_usdt", budget, "a finite amount > 0 (USDT)")
+            raise InvalidValue(f"{path}.budget_usdt", budget, "a finite amount > 0 (USDT)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: str = "warmup") -> "WarmupParams":
@@ -117,12 +117,12 @@ class WarmupParams:
             data = dict(data)
             for old, new in _WARMUP_ALIASES.items():
                 if old in data and new in data:
-                    raise invalid(f"{path}.{old}", data[old], f"absent when {new} is given (alias)")
+                    raise InvalidValue(f"{path}.{old}", data[old], f"absent when {new} is given (alias)")
                 if old in data:
                     _positive_float(data[old], f"{path}.{old}")
                     data[new] = data.pop(old)
         check_keys(data, path, _WARMUP_REQUIRED, _WARMUP_OPTIONAL)
-        money = {key: to_decimal(data[key], f"{path}.{key}", "a number (USDT)")
+        money = {key: to_decimal(f"{path}.{key}", data[key], allowed="a number (USDT)")
                  for key in _WARMUP_REQUIRED + ("budget_usdt",) if key in data}
         # Plain numbers pass through unconverted so that errors quote them as written.
         numbers = {key: data[key] for key in _WARMUP_OPTIONAL
@@ -136,7 +136,7 @@ def _parse_heuristic(value: object, path: str) -> Heuristic:
     try:
         return Heuristic(value)
     except ValueError:
-        raise invalid(path, value, f"one of {', '.join(h.value for h in Heuristic)}") from None
+        raise InvalidValue(path, value, f"one of {', '.join(h.value for h in Heuristic)}") from None
 
 
 def default_seed(strategy_id: str) -> int:
@@ -157,26 +157,26 @@ class StrategyParams:
 
     def __post_init__(self, path: str) -> None:
         if not isinstance(self.id, str) or not STRATEGY_ID_PATTERN.fullmatch(self.id):
-            raise invalid(f"{path}.id", self.id, "1 to 100 characters from A-Z a-z 0-9 _ . -")
+            raise InvalidValue(f"{path}.id", self.id, "1 to 100 characters from A-Z a-z 0-9 _ . -")
         self._check_assets(path)
         if self.trigger not in TRIGGERS:
-            raise invalid(f"{path}.trigger", self.trigger, f"one of {', '.join(TRIGGERS)}")
+            raise InvalidValue(f"{path}.trigger", self.trigger, f"one of {', '.join(TRIGGERS)}")
         if not isinstance(self.rate, TokenBucket):
-            raise invalid(f"{path}.rate", self.rate, "a TokenBucket")
+            raise InvalidValue(f"{path}.rate", self.rate, "a TokenBucket")
         if not isinstance(self.warmup, WarmupParams):
-            raise invalid(f"{path}.warmup", self.warmup, "WarmupParams")
+            raise InvalidValue(f"{path}.warmup", self.warmup, "WarmupParams")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise invalid(f"{path}.seed", self.seed, "an integer")
+            raise InvalidValue(f"{path}.seed", self.seed, "an integer")
 
     def _check_assets(self, path: str) -> None:
         if not isinstance(self.assets, tuple) or not self.assets:
-            raise invalid(f"{path}.assets", self.assets, "a non-empty list of assets")
+            raise InvalidValue(f"{path}.assets", self.assets, "a non-empty list of assets")
         for index, asset in enumerate(self.assets):
             if not isinstance(asset, str) or not ASSET_PATTERN.fullmatch(asset):
-                raise invalid(f"{path}.assets[{index}]", asset,
+                raise InvalidValue(f"{path}.assets[{index}]", asset,
                               "4 to 20 uppercase letters or digits, e.g. BTCUSDT")
             if asset in self.assets[:index]:
-                raise invalid(f"{path}.assets[{index}]", asset, "each asset listed once")
+                raise InvalidValue(f"{path}.assets[{index}]", asset, "each asset listed once")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: str = "strategy") -> "StrategyParams":
@@ -185,7 +185,7 @@ class StrategyParams:
                    optional=("trigger", "seed"))
         assets = data["assets"]
         if not isinstance(assets, (list, tuple)):
-            raise invalid(f"{path}.assets", assets, "a non-empty list of assets")
+            raise InvalidValue(f"{path}.assets", assets, "a non-empty list of assets")
         strategy_id = data["id"]
         seed = data.get("seed")
         if seed is None and isinstance(strategy_id, str):

@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from msd.market.state import MarketSnapshot
 from msd.strategies.heuristics import BUY
@@ -34,11 +35,13 @@ class ExposureUnknown:
 
 @dataclass(frozen=True)
 class Planned:
-    """A warm-up signal to emit (before rate limits and conflict checks)."""
+    """A signal to emit (before rate limits and conflict checks); a model-mode plan carries the
+    model call it was decided on (msd.strategies.model_plan.ModelCall), so the signal names it."""
     side: str
     amount_usdt: Decimal
     confidence: float
     reasoning: str
+    call: Any = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,20 @@ def frequency_allows(params: WarmupParams, last_signal_at: datetime | None, now:
     if last_signal_at is None:
         return True
     return now >= last_signal_at + timedelta(seconds=params.frequency_s)
+
+
+def exposure_usdt(exposure: Any, market_price: Decimal) -> Decimal:
+    """Net signed USDT committed on the asset (long positive), from the asset's open orders and
+    positions as read from the shared tables (msd.store.neighbours.Exposure).
+
+    Orders and positions without a price in the shared tables (a pending Market order has
+    none) are valued at the current market price.
+    """
+    priced_size = exposure.position_size - exposure.unpriced_position_size
+    sign = Decimal(-1) if priced_size < 0 else Decimal(1)
+    unpriced = (exposure.unpriced_position_size + exposure.unpriced_buy_quantity
+                - exposure.unpriced_sell_quantity) * market_price
+    return sign * exposure.position_notional + exposure.open_buy_notional - exposure.open_sell_notional + unpriced
 
 
 def exposure_allows(side: str, amount: Decimal, exposure_usdt: Decimal, cap: Decimal) -> bool:

@@ -14,36 +14,32 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from msd import logs, metrics
-from msd.config import (ROLES, TRAINER, Config, ConfigError, applies_live, changed_roles, changed_sections,
-                        load_config)
+from msd.config import ROLES, TRAINER, Config, ConfigError
 from msd.supervisor import children as ch
 from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
 from msd.supervisor.inbox import Event, Inbox
-from msd.supervisor.status import describe_exit, status_line, status_snapshot
+from msd.supervisor.reload_check import ReloadPlan, check_reload
+from msd.supervisor.status import describe_exit, health, status_line, status_snapshot
 from msd.supervisor.trainer_slot import TrainerSlot
+from msd.supervisor.training import TRAINER_MODULE, TrainerDuties
 
 log = logging.getLogger("msd.supervisor")
 
-MODULES = {"consumer": "msd.roles.consumer", "signaller": "msd.roles.signaller",
-           "exits": "msd.roles.exits", TRAINER: "msd.roles.trainer"}
+MODULES = {"consumer": "msd.roles.consumer.main", "signaller": "msd.roles.signaller.main",
+           "exits": "msd.roles.exits.main", TRAINER: TRAINER_MODULE}
 # Data-plane queues: name -> (writer role, reader role). One writer and one reader each.
 QUEUES = {"market": ("consumer", "signaller"), "exit_prices": ("consumer", "exits"),
           "positions": ("consumer", "exits")}
 STOP_ORDER = (TRAINER,) + tuple(reversed(ROLES))
 
 
-def restart_policy(config: Config) -> ch.RestartPolicy:
-    s = config.supervisor
-    return ch.RestartPolicy(backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
-                            stable_after_s=s.stable_after_s, fatal_after_failures=s.fatal_after_failures,
-                            heartbeat_timeout_s=s.heartbeat_timeout_s, boot_timeout_s=s.boot_timeout_s)
-
-
-class Arbiter:
+class Arbiter(TrainerDuties):
     def __init__(self, config: Config, host: Any, notifier: Any, *, inbox: Inbox | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 check: Callable[[Config], tuple[Config, ReloadPlan]] = check_reload):
         self.config = config
+        self.check = check              # validates a reload in a child (msd.supervisor.reload_check)
         self.host, self.notifier = host, notifier
         self.inbox = inbox or Inbox()
         self.clock, self.wall = clock, wall
@@ -208,7 +204,7 @@ class Arbiter:
             self.term_sent_at.setdefault(name, self.clock())
 
     def reap(self, now: float) -> None:
-        policy = restart_policy(self.config)
+        policy = ch.RestartPolicy.of(self.config.supervisor)
         for name, handle in list(self.handles.items()):
             code = self.host.exit_code(handle)
             if code is None:
@@ -233,7 +229,7 @@ class Arbiter:
             log.info("role %s %s", rec.name, rec.last_exit)
 
     def kill_unresponsive(self, now: float) -> None:
-        policy = restart_policy(self.config)
+        policy = ch.RestartPolicy.of(self.config.supervisor)
         for name, rec in self.records.items():
             reason = ch.unresponsive_reason(rec, now, policy)
             sent = self.term_sent_at.get(name)
@@ -251,76 +247,6 @@ class Arbiter:
             if ch.due_to_start(self.records[name], now):
                 self.start_child(name)
 
-    # ----- trainer ----------------------------------------------------------------------
-    def request_training(self, reason: str, strategy: str | None, *, source: str,
-                         repeat: bool = False) -> dict[str, Any]:
-        """Start or queue a training run. A `repeat` ask (a condition that still holds) is
-        dropped when the running or waiting request covers it: it never cancels a run that
-        would serve it."""
-        if self.stop_deadline is not None:
-            raise RuntimeError("the daemon is stopping; training request refused")
-        covering = self.trainer.covered_by(strategy) if repeat else None
-        if covering is not None:
-            log.info("training request (%s) already covered by request %d; not cancelling it",
-                     reason, covering.id)
-            return {"request_id": None, "covered_by": covering.id,
-                    "running": self.trainer.current.id if self.trainer.current else None}
-        request = self.trainer.new_request(reason, strategy, source, self.wall())
-        log.info("training requested: %s (request %d, strategy %s, from %s)",
-                 reason, request.id, strategy or "all", source)
-        if self.trainer.handle is None:
-            self._start_trainer(request)
-        else:
-            superseded = self.trainer.queue_next(request)
-            if superseded is not None:
-                log.info("training request %d superseded by %d before it started", superseded.id, request.id)
-            if self.trainer.cancel_requested_at is None:
-                log.info("cancelling training run %d: superseded by request %d",
-                         self.trainer.current.id, request.id)
-                self.trainer.cancel("superseded", self.clock())
-                self.host.kill(self.trainer.handle, signal.SIGTERM)
-        return {"request_id": request.id, "running": self.trainer.current.id if self.trainer.current else None}
-
-    def _start_trainer(self, request: Any) -> None:
-        handle = self.host.spawn(TRAINER, MODULES[TRAINER], self.config, {}, args={"request": request.as_dict()})
-        self.trainer.started(request, handle, self.clock())
-
-    def _reap_trainer(self, now: float) -> None:
-        handle = self.trainer.handle
-        if handle is None:
-            return
-        code = self.host.exit_code(handle)
-        if code is None:
-            return
-        self.release(TRAINER, handle)
-        outcome = self.trainer.finished(code, describe_exit(code), now)
-        metrics.TRAINING_RUNS.labels(outcome["outcome"]).inc()
-        level = logging.INFO if outcome["outcome"] in ("succeeded", "cancelled") else logging.ERROR
-        log.log(level, "training request %d ended: %s (%s)", outcome["request_id"], outcome["outcome"],
-                outcome["exit"], extra={"training": outcome})
-        # Whatever the exit: a run cancelled after promoting one strategy has changed versions.
-        self.notify_models_changed(None, f"training request {outcome['request_id']} {outcome['outcome']}")
-        pending = self.trainer.take_pending()
-        if pending is not None and self.stop_deadline is None:
-            self._start_trainer(pending)
-
-    def police_trainer(self, now: float) -> None:
-        if self.trainer.handle is None:
-            return
-        # The trainer enforces trainer.timeout_s itself; this is the backstop for one that cannot.
-        hard_limit = self.config.trainer.timeout_s + self.config.supervisor.stop_deadline_s
-        if self.trainer.cancel_requested_at is None and now - self.trainer.started_at > hard_limit:
-            log.error("training request %d exceeded trainer.timeout_s=%gs; cancelling",
-                      self.trainer.current.id, self.config.trainer.timeout_s)
-            self.trainer.cancel("timed_out", now)
-            self.host.kill(self.trainer.handle, signal.SIGTERM)
-        elif self.trainer.cancel_requested_at is not None and not self.trainer.killed \
-                and now - self.trainer.cancel_requested_at > self.config.supervisor.stop_deadline_s:
-            log.error("trainer pid %s ignored SIGTERM for %gs; killing it",
-                      self.trainer.handle.pid, self.config.supervisor.stop_deadline_s)
-            self.trainer.killed = True
-            self.host.kill(self.trainer.handle, signal.SIGKILL)
-
     # ----- reload -----------------------------------------------------------------------
     def reload(self, source: str) -> dict[str, Any]:
         if self.stop_deadline is not None:
@@ -328,17 +254,16 @@ class Arbiter:
             return {"applied": False, "error": "msd is stopping"}
         self.notifier.reloading()
         try:
-            new = load_config(self.config.source)
+            new, plan = self.check(self.config)
         except ConfigError as exc:
             self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
             metrics.CONFIG_RELOADS.labels("invalid").inc()
             log.error("config reload from %s failed, keeping the running config: %s", source, exc)
             self._reloaded()
             return {"applied": False, "error": str(exc)}
-        sections = sorted(changed_sections(self.config, new))
-        affected = [r for r in ROLES if r in changed_roles(self.config, new)]
-        live = [r for r in affected if applies_live(r, self.config, new)
-                and self.records[r].state is ch.State.RUNNING]
+        sections = plan.changed_sections
+        affected = [r for r in ROLES if r in plan.affected]
+        live = [r for r in affected if r in plan.live and self.records[r].state is ch.State.RUNNING]
         restart = [r for r in affected if r not in live]
         self.config, self.config_error, self.config_loaded_wall = new, None, self.wall()
         logging.getLogger().setLevel(new.logging.level)
@@ -423,17 +348,4 @@ class Arbiter:
             self.notifier.watchdog()   # withheld while a role is FATAL, so systemd restarts us
         for name, rec in self.records.items():
             metrics.CHILD_UP.labels(name).set(1 if rec.state is ch.State.RUNNING else 0)
-        self.health = _health(self)
-
-
-def _health(arbiter: Arbiter) -> tuple[bool, list[str]]:
-    reasons = [f"{n} is {r.state.value}" for n, r in arbiter.records.items() if r.state is not ch.State.RUNNING]
-    if arbiter.config_error:
-        reasons.append("config reload failed: " + arbiter.config_error["message"])
-    for name, rec in arbiter.records.items():
-        for dependency, state in sorted((rec.status.get("dependencies") or {}).items()):
-            if state.get("up") is False:
-                reasons.append(f"{name}: {dependency} down: {state.get('reason')}")
-        for component, why in (rec.status.get("degraded") or {}).items():
-            reasons.append(f"{name}: {component} degraded: {why}")
-    return (not reasons, reasons)
+        self.health = health(self)

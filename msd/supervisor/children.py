@@ -29,6 +29,13 @@ class RestartPolicy:
     heartbeat_timeout_s: float
     boot_timeout_s: float
 
+    @classmethod
+    def of(cls, s: Any) -> "RestartPolicy":
+        """From the config's `supervisor` section (msd.config.SupervisorConfig)."""
+        return cls(backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
+                   stable_after_s=s.stable_after_s, fatal_after_failures=s.fatal_after_failures,
+                   heartbeat_timeout_s=s.heartbeat_timeout_s, boot_timeout_s=s.boot_timeout_s)
+
 
 @dataclass(frozen=True)
 class ChildRecord:

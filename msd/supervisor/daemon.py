@@ -10,7 +10,7 @@ import logging
 import signal
 from pathlib import Path
 
-from msd import metrics
+from msd.metrics_dir import prepare_multiprocess_dir, remove_multiprocess_dir
 from msd.logs import StrayOutput
 from msd.config import Config
 from msd.supervisor.arbiter import Arbiter
@@ -47,7 +47,7 @@ def _capture_stray_output(inbox: Inbox) -> StrayOutput:
 
 def serve(config: Config, prom_dir: Path | None = None) -> int:
     """Run the supervisor; `prom_dir` is the metrics directory prepared before prometheus_client was imported."""
-    prom_dir = prom_dir or metrics.prepare_multiprocess_dir()
+    prom_dir = prom_dir or prepare_multiprocess_dir()
     inbox = Inbox()
     stray = _capture_stray_output(inbox)
     notifier = Notifier()
@@ -73,5 +73,5 @@ def serve(config: Config, prom_dir: Path | None = None) -> int:
         if http is not None:
             http.shutdown()
         notifier.close()
-        metrics.remove_multiprocess_dir(prom_dir)
+        remove_multiprocess_dir(prom_dir)
         stray.restore()

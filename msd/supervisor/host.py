@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from msd.config import Config
-from msd.roles.runtime import ChildSpec, child_main
+from msd.supervisor.spawn import ChildSpec, child_entry
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ProcessHost:
         parent_end, child_end = self._mp.Pipe(duplex=True)
         spec = ChildSpec(name=name, module=module, config=config, conn=child_end,
                          queues=dict(queues), args=dict(args or {}))
-        process = self._mp.Process(target=child_main, args=(spec,), name=f"msd-{name}", daemon=False)
+        process = self._mp.Process(target=child_entry, args=(spec,), name=f"msd-{name}", daemon=False)
         process.start()
         child_end.close()   # only the child holds this end now, so its death closes the pipe
         return Handle(name=name, process=process, conn=parent_end)

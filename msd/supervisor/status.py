@@ -8,6 +8,20 @@ from typing import Any
 from msd.supervisor import children as ch
 
 
+def health(arbiter: Any) -> tuple[bool, list[str]]:
+    """/healthz and the STATUS line: healthy only when every role runs and nothing is degraded."""
+    reasons = [f"{n} is {r.state.value}" for n, r in arbiter.records.items() if r.state is not ch.State.RUNNING]
+    if arbiter.config_error:
+        reasons.append("config reload failed: " + arbiter.config_error["message"])
+    for name, rec in arbiter.records.items():
+        for dependency, state in sorted((rec.status.get("dependencies") or {}).items()):
+            if state.get("up") is False:
+                reasons.append(f"{name}: {dependency} down: {state.get('reason')}")
+        for component, why in (rec.status.get("degraded") or {}).items():
+            reasons.append(f"{name}: {component} degraded: {why}")
+    return (not reasons, reasons)
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:

@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from msd.roles.runtime import EXIT_CANCELLED, EXIT_OK, EXIT_TIMED_OUT
 from msd.supervisor import children as ch
+from msd.supervisor.spawn import EXIT_CANCELLED, EXIT_OK, EXIT_TIMED_OUT
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import yaml
 
 from msd.bus.consumer import Delivery
 from msd.config import load_config
-from msd.roles.consumer import BatchProcessor
+from msd.roles.consumer.main import BatchProcessor
 from msd.store.db import Database
 from msd.store.deadletters import purge_dead_letters
 

@@ -18,12 +18,13 @@ import pytest
 import yaml
 
 from msd import metrics
-from msd.bus.messages import Kline, PositionUpdate, Trade
+from msd.values.messages import Kline, PositionUpdate, Trade
 from msd.bus.publisher import ConfirmingPublisher
 from msd.config import load_config
-from msd.roles.exits import ExitRole
-from msd.roles.outbox import Outbox
-from msd.roles.runtime import ChildSpec, RoleContext
+from msd.roles.exits.main import ExitRole
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.process import RoleContext
+from msd.supervisor.spawn import ChildSpec
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.neighbours import create_neighbour_tables
@@ -57,7 +58,7 @@ class Harness:
         self.config = load_config(path, env={})
         self.dsn = dsn
         self.queues = {"positions": queue.Queue(), "exit_prices": queue.Queue()}
-        ctx = RoleContext(ChildSpec("exits", "msd.roles.exits", self.config, multiprocessing.Pipe()[0], self.queues))
+        ctx = RoleContext(ChildSpec("exits", "msd.roles.exits.main", self.config, multiprocessing.Pipe()[0], self.queues))
         self.ctx = ctx
         self.db = Database(dsn)
         self.publisher = ConfirmingPublisher(amqp_url(vhost), connection_name="test-exits")

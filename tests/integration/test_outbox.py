@@ -7,8 +7,9 @@ import pika
 import pytest
 
 from msd.bus.publisher import ConfirmingPublisher
-from msd.bus.signal_format import MarketDataSnapshot, TradingSignal, signal_to_wire
-from msd.roles.outbox import Outbox
+from msd.bus.signal_format import signal_to_wire
+from msd.values.messages import MarketDataSnapshot, TradingSignal
+from msd.roles.runtime.outbox import Outbox
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.outbox import insert_signal
@@ -119,7 +120,7 @@ def states(db) -> dict:
 
 
 def test_a_pending_signal_older_than_the_age_limit_expires_instead_of_going_out_late(setup):
-    from msd.roles.outbox import Expiry
+    from msd.roles.runtime.outbox import Expiry
     db, publisher, url = setup
     stale, fresh, stale_exit = aged(signal(), 90), aged(signal(), 5), aged(signal("exit-engine"), 90)
     with db.transaction() as conn:
@@ -140,7 +141,7 @@ def test_a_pending_signal_older_than_the_age_limit_expires_instead_of_going_out_
 
 def test_expiry_and_the_hook_commit_together_or_not_at_all(setup):
     """The hook is where the exit role will undo a stale exit's ladder step: same transaction."""
-    from msd.roles.outbox import Expiry
+    from msd.roles.runtime.outbox import Expiry
     db, publisher, _ = setup
     stale = aged(signal("exit-engine"), 90)
     with db.transaction() as conn:
@@ -161,7 +162,7 @@ def test_expiry_and_the_hook_commit_together_or_not_at_all(setup):
 
 
 def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
-    from msd.roles.outbox import Expiry
+    from msd.roles.runtime.outbox import Expiry
     from msd.store.neighbours import create_neighbour_tables
     from msd.store.outbox import in_flight_notional
     db, publisher, _ = setup

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.messages import OrderEvent, OrderSnapshot
+from msd.values.messages import OrderEvent, OrderSnapshot
 from msd.store.db import Database
 from msd.store.executions import (count_executions, count_order_events, executions_of_order,
                                   record_order_events)

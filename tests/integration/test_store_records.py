@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.messages import Kline, OrderEvent, OrderSnapshot
+from msd.values.messages import Kline, OrderEvent, OrderSnapshot
 from msd.store.db import Database
 from msd.store.deadletters import count_dead_letters, record_dead_letter
 from msd.store.executions import record_order_events

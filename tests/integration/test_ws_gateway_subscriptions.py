@@ -102,3 +102,35 @@ def test_daemon_reports_a_failing_gateway_as_degraded_and_recovers(gateway, tmp_
 def ws_gateway(daemon) -> dict:
     """The consumer's view of ws-gateway (msd.roles.runtime.DependencyHealth)."""
     return (daemon.role("consumer")["status"].get("dependencies") or {}).get("ws-gateway", {})
+
+
+@pytest.mark.integration
+def test_asset_added_by_a_reload_is_subscribed_at_ws_gateway_without_restarting_the_consumer(
+        gateway, tmp_path, fresh_vhost, monkeypatch):
+    """Regression (issue #11): the consumer reads signaller.strategies but was neither restarted nor
+    told when it changed, so an asset added by a reload was not subscribed at ws-gateway until the
+    consumer restarted for another reason."""
+    monkeypatch.setenv("WS_GATEWAY_API_KEY", KEY)
+    dsn = create_database()
+    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
+    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": [strategy]},
+                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
+                                                  "retry_s": 1}})
+    d = Daemon(tmp_path, cfg)
+    try:
+        d.start()
+        wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 4, 10, what="BTCUSDT subscribed")
+        before = d.status()
+        cfg["signaller"]["strategies"] = [{**strategy, "assets": ["BTCUSDT", "ETHUSDT"]}]
+        d.write_config(cfg)
+        wait_for(lambda: d.status()["daemon"]["config_loaded_at"] > before["daemon"]["config_loaded_at"], 5,
+                 what="reload")
+        wait_for(lambda: {topic for _, topic in gateway.active} >= {"tickers.ETHUSDT", "orderbook.1.ETHUSDT",
+                                                                    "publicTrade.ETHUSDT", "kline.1.ETHUSDT"},
+                 10, what="ETHUSDT subscribed at ws-gateway")
+        wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 8, 5, what="8 channels in status")
+        assert d.role("consumer")["pid"] == before["roles"]["consumer"]["pid"]
+    finally:
+        d.close()
+        drop_database(dsn)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from msd.config import load_config
-from msd.roles.runtime import EXIT_CANCELLED, EXIT_OK
+from msd.supervisor.spawn import EXIT_CANCELLED, EXIT_OK
 from msd.supervisor.arbiter import Arbiter
 from msd.supervisor.children import State
 from msd.supervisor.inbox import Event

@@ -10,8 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.codecs import PARSERS, Limits, parse_market_event, parse_order_event, parse_position_update
-from msd.bus.values import REASONS, decode_object
+from msd.bus.checks import Limits
+from msd.bus.codecs import PARSERS, parse_market_event, parse_order_event, parse_position_update
+from msd.bus.checks import REASONS, decode_object
 from msd.errors import InvalidMessage
 from tests.examples import FILLED_EVENT, KLINE_EVENT, ORDERBOOK_EVENT, POSITION_SHORT, TICKER_EVENT, TRADE_EVENT
 

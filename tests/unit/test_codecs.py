@@ -5,10 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.codecs import (
-    PARSERS, REASONS, parse_decimal, parse_market_event, parse_order_event, parse_position_update, parse_timestamp,
-)
-from msd.bus.messages import BookTop, Kline, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade
+from msd.bus.checks import REASONS, parse_decimal, parse_timestamp
+from msd.bus.codecs import PARSERS, parse_market_event, parse_order_event, parse_position_update
+from msd.values.messages import BookTop, Kline, OrderEvent, OrderSnapshot, PositionUpdate, TickerUpdate, Trade
 from msd.errors import InvalidMessage
 
 NOW = datetime(2025, 11, 20, 12, 0, tzinfo=timezone.utc)

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msd.config import changed_roles, changed_sections, load_config
+from msd.config import changed_sections, load_config
+from msd.roles.runtime.reload import changed_roles
 from msd.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "model-service.yaml"
@@ -171,3 +172,37 @@ def test_invalid_exits_settings_name_the_key(tmp_path, exits, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, {"exits": exits}), env={})
     assert err.value.key == key
+
+
+def test_consumer_is_told_not_restarted_when_the_strategies_change(tmp_path):
+    """Regression (issue #11): the consumer subscribes the strategies' assets at ws-gateway but the
+    hand-kept section map neither restarted nor told it when signaller.strategies changed."""
+    from msd.roles.runtime.reload import applies_live, reload_plan
+    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
+    old = load_config(write(tmp_path, {"signaller": {"strategies": [strategy]}}, "a.yaml"), env={})
+    new = load_config(write(tmp_path, {"signaller": {"strategies": [{**strategy, "assets": ["BTCUSDT", "ETHUSDT"]}]}},
+                            "b.yaml"), env={})
+    assert changed_roles(old, new) == {"consumer", "signaller", "exits", "trainer"}
+    assert applies_live("consumer", old, new)
+    assert reload_plan(old, new) == {"changed_sections": ["signaller"],
+                                     "affected": ["consumer", "exits", "signaller", "trainer"],
+                                     "live": ["consumer", "exits", "signaller"]}
+
+
+@pytest.mark.parametrize("data, key, value, allowed", [
+    ({"signaller": {"strategies": [{"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 0, "burst": 1},
+                                    "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20,
+                                               "max_exposure_usdt": 100}}]}},
+     "signaller.strategies[0].rate.rate_per_s", 0, "a finite number > 0 (tokens per second)"),
+    ({"signaller": {"global_rate": {"rate_per_s": 1, "burst": 0}}}, "signaller.global_rate.burst", 0, "an integer >= 1"),
+    ({"exits": {"rules": {"stop_loss_pct": "x"}}}, "exits.rules.stop_loss_pct", "x", "a finite number"),
+    ({"trainer": {"online": {"window": 5}}}, "trainer.online.window", 5, "an int >= 20"),
+    ({"trainer": {"schedule": {"every_s": 5}}}, "trainer.schedule.every_s", 5, "a number >= 60"),
+])
+def test_domain_errors_carry_key_value_and_allowed_as_attributes(tmp_path, data, key, value, allowed):
+    """Config errors as data (issue #11): what a domain validator refused reaches the ConfigError
+    as attributes, never by reading its message back."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data), env={})
+    assert (err.value.key, err.value.value, err.value.allowed) == (key, value, allowed)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from msd.bus.consumer import Delivery
-from msd.roles.consumer import classify
+from msd.roles.consumer.main import classify
 from tests import examples
 
 KINDS = {"q.orders": "order_events", "q.ticker": "ticker"}

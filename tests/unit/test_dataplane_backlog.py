@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 from decimal import Decimal as D
 
 from msd.config import load_config
-from msd.bus.messages import Kline, PositionUpdate, Trade
-from msd.roles.consumer import BatchProcessor, must_deliver
-from msd.roles.dataplane import Backlog
+from msd.values.messages import Kline, PositionUpdate, Trade
+from msd.roles.consumer.main import BatchProcessor, must_deliver
+from msd.roles.runtime.dataplane import Backlog
 
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "model-service.yaml"
 T0 = datetime(2025, 11, 20, 10, 0, tzinfo=timezone.utc)

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from msd.roles.runtime import DependencyHealth
+from msd.roles.runtime.process import DependencyHealth
 
 
 class FakeContext:

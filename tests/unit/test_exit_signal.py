@@ -8,10 +8,10 @@ import pytest
 
 from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.market.state import AssetState
-from msd.roles.exit_signal import (
-    PriceQuote, exit_signal, fills_of, freshest, instrument_of, market_quotes, row_facts, table_quote,
-)
-from msd.roles.exits import canonical_id, update_context
+from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
+from msd.roles.exits.tables import fills_of, instrument_of, row_facts
+from msd.strategies.emit import exit_signal
+from msd.roles.exits.main import canonical_id, update_context
 from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules, InvalidPositionData, Side, decide, note_row
 from msd.store.neighbours import FillRow, InstrumentRow, PositionRow
 from tests.contract.order_manager_rules import problems
@@ -86,6 +86,6 @@ def test_position_ids_must_be_uuids_so_nothing_else_reaches_a_query():
 
 
 def test_update_context_of_an_id_with_a_lone_surrogate_can_be_logged():
-    from msd.bus.messages import PositionUpdate
+    from msd.values.messages import PositionUpdate
     update = PositionUpdate("\ud800", "BTCUSDT", D(1), D(0), D(0), "one-way", None, None, "websocket", None, T0)
     assert json.dumps(update_context(update)).encode("utf-8")

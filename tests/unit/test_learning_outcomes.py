@@ -13,7 +13,7 @@ from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
 from msd.learning.outcomes import (Decision, call_paid, call_result, label_decision,
                                    outcome_label)
 from msd.ml.features import BUY, FEATURE_NAMES, NEITHER, SELL
-from msd.ml.roundtrips import Fill, RoundTripTally, fifo_round_trips
+from msd.ml.roundtrips import TradeFill, RoundTripTally, fifo_round_trips
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
 from tests.learning_data import snapshot_of
 
@@ -199,8 +199,8 @@ def test_live_quality_counts_calls_inside_the_cost_band_as_not_paid():
     assert quality.calibration_status(min_samples=5, max_gap=0.1).startswith("too few")
 
 
-def fill(side: str, quantity: str, price: str, fee: str, minute: int, asset="BTCUSDT") -> Fill:
-    return Fill(asset, side, D(quantity), D(price), D(fee), T0 + timedelta(minutes=minute))
+def fill(side: str, quantity: str, price: str, fee: str, minute: int, asset="BTCUSDT") -> TradeFill:
+    return TradeFill(asset, side, D(quantity), D(price), D(fee), T0 + timedelta(minutes=minute))
 
 
 def test_fifo_pairs_oldest_lots_first_with_fees():

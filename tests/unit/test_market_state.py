@@ -5,7 +5,7 @@ from decimal import Decimal as D
 import numpy as np
 import pytest
 
-from msd.bus.messages import BookTop, Kline, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
 from msd.market.state import MarketSnapshot, MarketState, Unavailable
 
 T0 = datetime(2025, 11, 20, 10, 0, tzinfo=timezone.utc)

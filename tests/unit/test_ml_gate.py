@@ -7,7 +7,7 @@ import pytest
 
 from msd.ml.evaluation import Metrics, metrics
 from msd.ml.features import BUY, NEITHER, SELL
-from msd.ml.gate import Decision, GateConfig, degradation_check, promotion_decision
+from msd.ml.gate import GateDecision, GateConfig, degradation_check, promotion_decision
 from msd.ml.models import MajorityClass
 
 GATE = GateConfig(min_accuracy=0.75, min_samples=200, min_margin_over_baselines=0.02,
@@ -50,7 +50,7 @@ def test_a_candidate_passing_every_rule_is_promoted_and_the_reasons_list_each_ru
 ])
 def test_each_rule_refuses_and_names_itself(candidate, baselines, active, n_val, fragment):
     decision = promotion_decision(candidate, baselines, active, n_val, GATE)
-    assert decision == Decision(False, decision.reasons)
+    assert decision == GateDecision(False, decision.reasons)
     assert any(r.startswith("fail: ") and fragment in r for r in decision.reasons), decision.reasons
 
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msd.bus.signal_format import signal_to_wire
-from msd.roles.exit_signal import PriceQuote, exit_signal
+from msd.market.quotes import PriceQuote
+from msd.strategies.emit import exit_signal
 from msd.rules import (
     AMOUNT_PADDING, ExitAmountError, ExitRules, Fill, Instrument, LadderStep, RowFacts, Side, TakeProfit,
     crossed_zero, decide, encode_amount, fill_path_entry, note_row, size_exit,

@@ -4,7 +4,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from msd.rules import AssetRateLimit, Debouncer, take, would_allow
+from msd.rules import Debouncer
+from msd.values.bucket import TokenBucket, full_bucket, take, would_allow
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
@@ -58,47 +59,51 @@ def test_debouncer_validates(window, max_delay):
 
 
 def test_asset_rate_limit_burst_then_steady():
-    state = AssetRateLimit(rate_per_second=D("0.5"), burst=3)
+    """The exits' per-asset bucket is the one token bucket (msd.values.bucket)."""
+    params = TokenBucket(rate_per_s=D("0.5"), burst=3)
+    state = full_bucket(params)
     allowed = []
     for _ in range(5):  # five signals at the same instant: the burst of 3 passes
-        ok, state = take(state, T0)
+        ok, state = take(params, state, T0)
         allowed.append(ok)
     assert allowed == [True, True, True, False, False]
     # Steady: one token per 2 s.
-    assert take(state, T0 + timedelta(milliseconds=1999))[0] is False
-    ok, state = take(state, T0 + timedelta(seconds=2))
-    assert ok and not would_allow(state, T0 + timedelta(seconds=2))
-    steady = [take(state, T0 + timedelta(seconds=2 + s))[0] for s in (1, 2)]
+    assert take(params, state, T0 + timedelta(milliseconds=1999))[0] is False
+    ok, state = take(params, state, T0 + timedelta(seconds=2))
+    assert ok and not would_allow(params, state, T0 + timedelta(seconds=2))
+    steady = [take(params, state, T0 + timedelta(seconds=2 + s))[0] for s in (1, 2)]
     assert steady == [False, True]
 
 
 def test_asset_rate_limit_refills_only_up_to_burst():
-    state = AssetRateLimit(rate_per_second=D(1), burst=2)
-    _, state = take(state, T0)
-    _, state = take(state, T0)
+    params = TokenBucket(rate_per_s=D(1), burst=2)
+    state = full_bucket(params)
+    _, state = take(params, state, T0)
+    _, state = take(params, state, T0)
     later = T0 + timedelta(hours=1)
     results = []
     for _ in range(3):
-        ok, state = take(state, later)
+        ok, state = take(params, state, later)
         results.append(ok)
     assert results == [True, True, False]
 
 
 def test_asset_rate_limit_clock_going_back_adds_nothing():
-    state = AssetRateLimit(rate_per_second=D(1), burst=1)
-    _, state = take(state, T0)
-    ok, state = take(state, T0 - timedelta(seconds=30))
+    params = TokenBucket(rate_per_s=D(1), burst=1)
+    _, state = take(params, full_bucket(params), T0)
+    ok, state = take(params, state, T0 - timedelta(seconds=30))
     assert not ok and state.updated_at == T0
 
 
 def test_would_allow_does_not_consume():
-    state = AssetRateLimit(rate_per_second=D(1), burst=1)
-    assert would_allow(state, T0) and would_allow(state, T0)
-    assert take(state, T0)[0]
+    params = TokenBucket(rate_per_s=D(1), burst=1)
+    state = full_bucket(params)
+    assert would_allow(params, state, T0) and would_allow(params, state, T0)
+    assert take(params, state, T0)[0]
 
 
-@pytest.mark.parametrize("kwargs", [{"rate_per_second": D(0), "burst": 1}, {"rate_per_second": D(1), "burst": 0},
-                                    {"rate_per_second": "x", "burst": 1}, {"rate_per_second": D(1), "burst": True}])
+@pytest.mark.parametrize("kwargs", [{"rate_per_s": D(0), "burst": 1}, {"rate_per_s": D(1), "burst": 0},
+                                    {"rate_per_s": "x", "burst": 1}, {"rate_per_s": D(1), "burst": True}])
 def test_asset_rate_limit_validates(kwargs):
     with pytest.raises(ValueError):
-        AssetRateLimit(**kwargs)
+        TokenBucket(**kwargs)

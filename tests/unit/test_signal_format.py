@@ -5,9 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.signal_format import (
-    MarketDataSnapshot, TradingSignal, encode_signal, format_timestamp, signal_to_wire, validate_wire_signal,
-)
+from msd.bus.signal_format import encode_signal, format_timestamp, signal_to_wire, validate_wire_signal
+from msd.values.messages import MarketDataSnapshot, TradingSignal
 
 from tests.examples import ABSENT, with_value  # noqa: E402
 

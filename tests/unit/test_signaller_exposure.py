@@ -3,7 +3,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from msd.roles.signaller import exposure_usdt
+from msd.strategies.warmup import exposure_usdt
 from msd.store.neighbours import Exposure
 
 

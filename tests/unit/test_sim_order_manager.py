@@ -92,24 +92,24 @@ def test_reduce_only_only_while_the_position_manager_row_shows_a_position_to_red
     """CONTRACTS §3.6: an exit sent after position-manager shows the position flat is a plain
     order, which opens the position the other way."""
     sell = read(variant(signal_type="sell", confidence=0.95))
-    reduce_long = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal("0.01"), Decimal(950)), PARAMS)
-    flat = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal(0), Decimal(0)), PARAMS)
-    short = om.plan_order(sell, BTC, QUOTE, om.Exposure(Decimal("-0.01"), Decimal(950)), PARAMS)
+    reduce_long = om.plan_order(sell, BTC, QUOTE, om.AccountExposure(Decimal("0.01"), Decimal(950)), PARAMS)
+    flat = om.plan_order(sell, BTC, QUOTE, om.AccountExposure(Decimal(0), Decimal(0)), PARAMS)
+    short = om.plan_order(sell, BTC, QUOTE, om.AccountExposure(Decimal("-0.01"), Decimal(950)), PARAMS)
     assert (reduce_long.reduce_only, flat.reduce_only, short.reduce_only) == (True, False, False)
     assert om.reduces("Buy", Decimal(-1)) and not om.reduces("Buy", Decimal(1))
 
 
 def test_risk_limits():
-    flat = om.Exposure(Decimal(0), Decimal(0))
+    flat = om.AccountExposure(Decimal(0), Decimal(0))
     params = om.OrderManagerParams(max_order_usdt=Decimal(1000), max_position_usdt=Decimal(1500),
                                    balance_usdt=Decimal(2000))
     price = Decimal(100)
     assert om.risk_rejection("Buy", Decimal(5), price, flat, params) is None
     assert "Order size" in om.risk_rejection("Buy", Decimal(11), price, flat, params)
-    long = om.Exposure(Decimal(10), Decimal(1000))
+    long = om.AccountExposure(Decimal(10), Decimal(1000))
     assert "Position size" in om.risk_rejection("Buy", Decimal(6), price, long, params)
     assert om.risk_rejection("SELL", Decimal(10), price, long, params) is None   # reducing
-    busy = om.Exposure(Decimal(0), Decimal(1800))
+    busy = om.AccountExposure(Decimal(0), Decimal(1800))
     assert "Insufficient balance" in om.risk_rejection("SELL", Decimal(3), price, busy, params)
 
 

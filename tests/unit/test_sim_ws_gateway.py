@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from msd.bus.codecs import parse_market_event
-from msd.bus.messages import BookTop, Kline, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
 from msd.sim.market import CATALOG, MarketGenerator, MarketParams
 from msd.sim.ws_gateway import WsGatewayFormatter
 from tests import examples

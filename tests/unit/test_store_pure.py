@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from msd.bus.messages import Kline, OrderSnapshot
+from msd.values.messages import Kline, OrderSnapshot
 from msd.errors import MsdError
 from msd.store.db import retry_backoff
 from msd.store.executions import FillState, fill_delta

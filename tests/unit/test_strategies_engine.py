@@ -10,7 +10,7 @@ from msd.strategies import engine
 from msd.strategies.conflicts import ConflictPolicy, ConflictRules
 from msd.strategies.engine import Drop, Emit, SharedLimits
 from msd.strategies.params import StrategyParams
-from msd.strategies.ratelimit import TokenBucket
+from msd.values.bucket import TokenBucket
 from msd.strategies.warmup import ExposureUnknown
 
 T0 = datetime(2025, 11, 20, 10, 0, tzinfo=timezone.utc)

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from msd.strategies.ratelimit import BucketState, TokenBucket, full_bucket, retune, take
+from msd.values.bucket import BucketState, TokenBucket, full_bucket, retune, take
 
 T0 = datetime(2025, 11, 20, 10, 0, tzinfo=timezone.utc)
 

@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from msd import metrics
-from msd.bus.codecs import Limits, parse_market_event, parse_order_event, parse_position_update
+from msd.bus.checks import Limits
+from msd.bus.codecs import parse_market_event, parse_order_event, parse_position_update, trace_id_header
 from msd.bus.consumer import BatchConsumer, Delivery
-from msd.bus.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
+from msd.values.messages import BookTop, Kline, OrderEvent, PositionUpdate, TickerUpdate, Trade
 from msd.bus.topology import QueueSpec
-from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
-from msd.roles.dataplane import Backlog
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.consumer.subscriptions import start_subscriber, strategy_assets
+from msd.roles.runtime.dataplane import Backlog
+from msd.roles.runtime.edges import open_database
+from msd.roles.runtime.process import DependencyHealth, RoleContext
+from msd.supervisor.spawn import EXIT_OK
 from msd.store.db import Database
 from msd.store.deadletters import (
     DeadLetter, DeadLetterBudget, purge_dead_letters, record_dead_letters, record_overflow, stored_per_source,
@@ -97,16 +99,9 @@ def classify(batch: Sequence[Delivery], kind_of_queue: Mapping[str, str],
     return parsed, rejected
 
 
-def header_trace_id(delivery: Delivery) -> str | None:
-    value = (delivery.headers or {}).get("trace_id")
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
-
 def dead_letter(item: Rejected) -> DeadLetter:
     d = item.delivery
-    return DeadLetter(d.queue, item.error.reason, item.error.detail, d.body, d.headers, header_trace_id(d))
+    return DeadLetter(d.queue, item.error.reason, item.error.detail, d.body, d.headers, trace_id_header(d.headers))
 
 
 class BatchProcessor:
@@ -205,7 +200,7 @@ class BatchProcessor:
             return
         level = logging.ERROR if reason in BUG_REASONS else logging.WARNING
         log.log(level, "invalid message dead-lettered: %s", item.error.detail, extra={
-            "source_queue": d.queue, "reason": reason, "trace_id": header_trace_id(d),
+            "source_queue": d.queue, "reason": reason, "trace_id": trace_id_header(d.headers),
             "raw_payload": d.body[:RAW_LOG_LIMIT].decode("utf-8", "replace"), "payload_bytes": len(d.body)})
 
     def summarise_invalid(self) -> None:
@@ -283,28 +278,10 @@ def destinations(message: Any) -> tuple[str, ...]:
     return ()
 
 
-def keep_subscribed(ctx: RoleContext, deps: DependencyHealth) -> None:
-    """Subscribe the strategies' assets at ws-gateway; on failure say so and try again later."""
-    sub = ctx.config.consumer.subscriptions
-    assets = {asset for strategy in ctx.config.signaller.strategies for asset in strategy.assets}
-    while not ctx.stopping.is_set():
-        try:
-            done = subscribe_all(sub.url, sub.api_key, sub.requesting_service, assets)
-        except SubscriptionFailed as exc:
-            deps.failed("ws-gateway", f"{exc} (retried every {sub.retry_s:g}s)")
-            ctx.stopping.wait(sub.retry_s)
-            continue
-        deps.succeeded("ws-gateway")
-        ctx.set_status(subscriptions=len(done))
-        log.info("subscribed %d ws-gateway channels for %s", len(done), ", ".join(sorted(assets)))
-        return
-
-
 def run(ctx: RoleContext) -> int:
     cfg = ctx.config
     deps = DependencyHealth(ctx, log)
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s,
-                  application_name="msd-consumer", on_result=deps.reporter("database"))
+    db = open_database(cfg, "msd-consumer", deps)
     kind_of_queue = {name: kind for kind, name in cfg.consumer.queues.items()}
     processor = BatchProcessor(ctx, db, kind_of_queue, deps)
 
@@ -312,10 +289,14 @@ def run(ctx: RoleContext) -> int:
         deps.reporter("broker")(up, reason)
         ctx.set_status(broker="up" if up else "down")
 
+    subscriber = None
+
     def on_tick() -> None:
         processor.on_tick()
         processor.summarise_invalid()
         processor.maybe_purge()
+        if ctx.poll_control() is not None and subscriber is not None:
+            subscriber.want(strategy_assets(ctx.config))     # a reload changed the strategies
 
     consumer = BatchConsumer(cfg.rabbitmq.url, queue_specs(cfg), processor,
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,
@@ -327,8 +308,7 @@ def run(ctx: RoleContext) -> int:
         # updates, which the next tick and the exit role's reading of the table make good.
         data_plane.cancel_join_thread()
     ctx.booted()
-    if cfg.consumer.subscriptions.url:
-        threading.Thread(target=keep_subscribed, args=(ctx, deps), name="subscriptions", daemon=True).start()
+    subscriber = start_subscriber(ctx, deps)
     consumer.run(ctx.stopping)
     db.close()
     return EXIT_OK

@@ -11,10 +11,10 @@ from typing import Any
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.learning.dataset import features_of
-from msd.learning.online import Challenger, Verdict
+from msd.learning.online import Challenger, ChallengerVerdict
 from msd.learning.promotion import Publication, publish_version
 from msd.ml.features import MissingFeature
-from msd.roles.models import ModelBook
+from msd.roles.signaller.model_book import ModelBook
 from msd.store.artifacts import load_online_state, save_online_state
 from msd.store.versions import get_active
 
@@ -79,7 +79,7 @@ class OnlineChallengers:
         except OSError as exc:
             log.error("online challenger of %s not saved: %s", challenger.strategy, exc)
 
-    def _publish(self, config: Config, challenger: Challenger, verdict: Verdict) -> None:
+    def _publish(self, config: Config, challenger: Challenger, verdict: ChallengerVerdict) -> None:
         sid, params = challenger.strategy, config.trainer.training
         try:
             with self.db.transaction() as conn:

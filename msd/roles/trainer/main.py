@@ -14,7 +14,9 @@ import os
 import signal
 from typing import Any, Callable
 
-from msd.roles.runtime import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT, RoleContext
+from msd.roles.runtime.edges import open_database
+from msd.roles.runtime.process import RoleContext
+from msd.supervisor.spawn import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT
 from msd.store.db import Database
 from msd.store.training import finish_run, mark_abandoned_runs, start_run
 
@@ -46,7 +48,7 @@ def run(ctx: RoleContext) -> int:
     request = dict(ctx.args["request"])
     signal.signal(signal.SIGTERM, _raise(TrainingCancelled))
     signal.signal(signal.SIGALRM, _raise(TrainingTimedOut))
-    db = Database(ctx.config.database.url, connect_timeout=ctx.config.database.connect_timeout_s)
+    db = open_database(ctx.config, "msd")
     run_id = None
     try:
         job = resolve_job(ctx.config.trainer.job)

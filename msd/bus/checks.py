@@ -23,10 +23,11 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from msd.errors import InvalidMessage
+from msd.values.parsing import finite_decimal, from_epoch, from_iso
 
 REASONS = frozenset({
     "bad_json", "not_object", "missing_field", "wrong_type", "bad_decimal", "bad_timestamp",
@@ -43,7 +44,6 @@ SMALLEST_NONZERO = Decimal("1e-20")
 MAX_TEXT_CHARS = 200            # ids, statuses, symbols: the shared tables hold at most 100
 MAX_LONG_TEXT_CHARS = 4000      # free text such as a rejection reason
 
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_TEXT = re.compile(r"\d+(\.\d+)?")
 _ASCII_SPACE = b" \t\r\n"
 # The first byte of any JSON value that is not an object (string, array, number, true/false/null).
@@ -167,15 +167,18 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     """An aware UTC datetime from ISO-8601 (naive = UTC, `Z`, any offset) or epoch s/ms (number or digits)."""
     if value is None:
         raise InvalidMessage("missing_field", f"{field}: null where a timestamp is required")
-    if isinstance(value, bool):
-        raise InvalidMessage("bad_timestamp", f"{field}: {value!r} is not a timestamp")
-    if isinstance(value, (int, float)):
-        return _from_epoch(value, field)
     if isinstance(value, str) and len(value) <= 40 and _EPOCH_TEXT.fullmatch(value):
-        return _from_epoch(float(value) if "." in value else int(value), field)
-    if isinstance(value, str) and len(value) <= 40:
-        return _from_iso(value, field)
-    raise InvalidMessage("bad_timestamp", f"{field}: {shown(value)} is not a timestamp")
+        value = float(value) if "." in value else int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = from_epoch(value, milliseconds=value > EPOCH_MILLISECONDS_ABOVE)
+    elif isinstance(value, str) and len(value) <= 40:
+        moment = from_iso(value, naive="utc")
+    else:
+        moment = None
+    if moment is None:
+        raise InvalidMessage("bad_timestamp", f"{field}: {shown(value)} is not a timestamp (ISO-8601 or epoch "
+                                              "seconds/milliseconds within the calendar)")
+    return moment
 
 
 def latest_plausible(now: datetime, limits: Limits) -> datetime:
@@ -193,37 +196,11 @@ def plausible_moment(value: Any, field: str, now: datetime, limits: Limits,
     return moment
 
 
-def _from_epoch(number: int | float, field: str) -> datetime:
-    if isinstance(number, int) and abs(number) > 10 ** 18:   # would overflow float(); far beyond any calendar
-        raise InvalidMessage("bad_timestamp", f"{field}: {shown(number)} is beyond the calendar")
-    if not math.isfinite(number):
-        raise InvalidMessage("bad_timestamp", f"{field}: {number!r} is not a timestamp")
-    try:
-        if number > EPOCH_MILLISECONDS_ABOVE:
-            return _UNIX_EPOCH + timedelta(milliseconds=number)
-        return _UNIX_EPOCH + timedelta(seconds=number)
-    except OverflowError:
-        raise InvalidMessage("bad_timestamp", f"{field}: {shown(number)} is beyond the calendar") from None
-
-
-def _from_iso(text: str, field: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidMessage("bad_timestamp", f"{field}: {shown(text)} is not ISO-8601") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    try:
-        return moment.astimezone(timezone.utc)
-    except OverflowError:   # e.g. 0001-01-01T00:00+01:00 has no UTC form
-        raise InvalidMessage("bad_timestamp", f"{field}: {shown(text)} is beyond the calendar") from None
-
-
 # --- numbers ----------------------------------------------------------------------------------
 
 def parse_decimal(value: Any, field: str, *, nullable: bool = False, positive: bool = False,
                   non_negative: bool = False, magnitude: Magnitude | None = None) -> Decimal | None:
-    """A finite Decimal from a string or JSON number (floats via `str`); None only when `nullable`.
+    """A finite Decimal from a string or JSON number (msd.values.parsing); None only when `nullable`.
 
     Every number must lie within the sane range of `magnitude` (or of the widest kind when not
     given); nonzero numbers must also be at least SMALLEST_NONZERO in size.
@@ -236,11 +213,8 @@ def parse_decimal(value: Any, field: str, *, nullable: bool = False, positive: b
         raise InvalidMessage("bad_decimal", f"{field}: {shown(value)} is not a number")
     if isinstance(value, str) and len(value) > 100:
         raise InvalidMessage("bad_decimal", f"{field}: {len(value)} characters is not a number an exchange sends")
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):   # ValueError: an int too long to print
-        raise InvalidMessage("bad_decimal", f"{field}: {shown(value)} is not a number") from None
-    if not number.is_finite():
+    number = finite_decimal(value)
+    if number is None:
         raise InvalidMessage("bad_decimal", f"{field}: {shown(value)} is not a finite number")
     _check_magnitude(number, value, field, magnitude or VOLUME)
     if positive and number <= 0:

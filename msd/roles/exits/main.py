@@ -29,36 +29,32 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from msd import metrics
-from msd.bus.messages import PositionUpdate
+from msd.values.messages import PositionUpdate
 from msd.bus.publisher import ConfirmingPublisher
 from msd.errors import DatabaseUnavailable
-from msd.market.state import MarketSnapshot, MarketState
-from msd.roles.dataplane import drain
-from msd.roles.exit_report import ExitStats, report_status
-from msd.roles.exit_signal import (
-    PriceQuote, exit_signal, freshest, market_quotes, price_folder, row_facts, table_quote,
-)
-from msd.roles.exit_tables import SharedTables
-from msd.roles.outbox import Outbox
-from msd.roles.publishing import run_publishing_role
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.market.state import MarketState
+from msd.roles.runtime.dataplane import drain
+from msd.roles.exits.report import ExitStats, report_status
+from msd.market.quotes import price_folder
+from msd.roles.exits.positions import PositionReading
+from msd.roles.exits.sending import ExitSending
+from msd.roles.exits.tables import SharedTables
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.publishing import serve_publishing_role
+from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.rules import (
-    AssetRateLimit, Debouncer, ExitState, InvalidPositionData, decide, note_event, note_order, note_row, note_stalls,
-    row_order, take, would_allow,
+    Debouncer, ExitState, InvalidPositionData, note_event,
 )
 from msd.store.db import Database, retry_backoff
-from msd.store.exit_state import delete_states, load_states, save_states, save_states_sql
+from msd.store.exit_state import delete_states, load_states, save_states
 from msd.store.migrate import apply_migrations
-from msd.store.neighbours import PositionRow
+from msd.values.bucket import BucketState
 
 log = logging.getLogger("msd.exits")
 MAX_WAIT_S = 0.01           # longest wait on the positions queue per turn
 OUTBOX_RETRY_S = 1.0
 VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
-VERIFY_BATCH = 50           # ...and evaluated, this many per turn
-IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often,
-OLD_FLIGHT_CHECK_S = 2.0    # or this often once sent more than OLD_FLIGHT_S ago
-OLD_FLIGHT_S = 5.0
+IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
 TICK_GRACE = timedelta(seconds=5)   # a tick stamped this much before msd saw the position is not its price
 
@@ -90,7 +86,10 @@ def make_debouncer(cfg) -> Debouncer:
     return Debouncer(timedelta(seconds=cfg.debounce_s), timedelta(seconds=cfg.debounce_max_delay_s))
 
 
-class ExitRole:
+class ExitRole(PositionReading, ExitSending):
+    """The role's state and its turn; reading the table is PositionReading (positions.py),
+    deciding and sending ExitSending (sending.py)."""
+
     def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
         self.deps = deps or DependencyHealth(ctx, log)     # database/broker state: one line down, one back
@@ -108,7 +107,7 @@ class ExitRole:
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
         self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
-        self.buckets: dict[str, AssetRateLimit] = {}
+        self.buckets: dict[str, BucketState] = {}                # exit signals per asset
         self.debouncer: Debouncer = make_debouncer(self.config)
         self.mode = "event"
         self.last_update = time.monotonic()
@@ -284,7 +283,7 @@ class ExitRole:
     # --- one turn -----------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One turn of msd.roles.publishing: take the inputs, then evaluate what is due."""
+        """One turn of msd.roles.runtime.publishing: take the inputs, then evaluate what is due."""
         drain(self.ctx.queues["positions"], self.on_update, timeout=MAX_WAIT_S)
         drain(self.ctx.queues["exit_prices"], self.on_price, timeout=0)
         self.advance()
@@ -367,223 +366,6 @@ class ExitRole:
         log.info("restored exit state of %d positions", len(self.book))
         self.verify(utc_now())
 
-    # --- reading the table --------------------------------------------------------------------
-
-    def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime) -> None:
-        """What a read of the position's row changes (msd.rules.note_row)."""
-        state = self.book.get(pid)
-        if row is None:
-            if state is not None:
-                log.info("position %s %s is no longer in the positions table", *pid,
-                         extra={"position_id": pid[1], "asset": pid[0]})
-            self.put(pid, None)
-            return
-        if row.mode == "hedge":
-            self.refuse(pid, "hedge_mode", "hedge-mode row (long_size/short_size): msd does not read it by "
-                                           "the sign of size and leaves it alone")
-            return
-        if not self.config.enabled_for(row.asset):
-            self.refuse(pid, "disabled", f"exits.per_asset.{row.asset}.enabled is false")
-            return
-        self.refused.pop(pid, None)
-        if (state is not None and state.row is not None and pid not in self.unverified
-                and (row.version, row.last_updated) == (state.row.version, state.row.last_updated)):
-            return                                  # nothing written since the last read
-        facts = row_facts(row)
-        changed = state is None or state.row is None or row_order(facts) != row_order(state.row)
-        fill_entry = None
-        if changed and facts.size != 0 and (facts.closed_at is not None or facts.average_entry_price is None):
-            fill_entry = self.tables.fill_path_entry(facts, row)
-        closed_between = pid in self.unverified and self.tables.closed_between(state, facts)
-        self.unverified.discard(pid)
-        outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry)
-        if outcome.change in ("opened", "new_position", "closed") and (state is not None or outcome.change != "closed"):
-            new = outcome.state
-            log.info("position %s %s: %s%s", pid[0], pid[1], outcome.change.replace("_", " "),
-                     f" ({new.side.value} {new.size} at {new.entry_price}, opened {new.opened_at.isoformat()} "
-                     f"by {new.opened_by})" if new is not None else "",
-                     extra={"position_id": pid[1], "asset": pid[0], "change": outcome.change})
-        for flight in outcome.released:
-            log.info("exit %s of %s %s seen in the positions table (version %d)", flight.signal_id, *pid,
-                     facts.version, extra={"signal_id": flight.signal_id, "position_id": pid[1]})
-        self.put(pid, outcome.state)
-
-    def verify(self, now: datetime) -> None:
-        """Read every open position and every one in the book from the table, then evaluate all."""
-        open_rows = self.tables.open_rows()
-        if open_rows is None:
-            return
-        others = sorted(pid for pid in self.book if pid not in open_rows)
-        extra = self.tables.rows([pid[1] for pid in others]) if others else {}
-        if extra is None:
-            return
-        for pid, row in open_rows.items():
-            self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid, row=row: self.apply_row(pid, row, now))
-        for pid in others:
-            self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid: self.apply_row(pid, extra.get(pid[1]), now))
-        self.refused = {pid: why for pid, why in self.refused.items() if pid in open_rows}
-        self.to_verify = deque(sorted(self.book))      # evaluated a batch per turn (evaluate_verified)
-
-    def evaluate_verified(self, now: datetime) -> None:
-        """Evaluate the next few positions of the last verification: a few thousand evaluations in
-        one turn would hold up the position updates that arrive meanwhile."""
-        trigger = "poll" if self.mode == "fallback" else "verify"
-        for _ in range(min(VERIFY_BATCH, len(self.to_verify))):
-            self.decide_one(self.to_verify.popleft(), now, trigger)
-
-    def evaluate_due(self, due: list[PositionId], now: datetime) -> None:
-        stale = sorted(pid for pid in due if pid in self.reread)
-        if stale:
-            try:
-                rows = self.tables.rows([pid[1] for pid in stale])
-            except DatabaseUnavailable:
-                for pid in due:         # what was not evaluated waits for the database
-                    self.debouncer.offer(pid, pid, now)
-                raise
-            for pid in stale:
-                self.reread.discard(pid)
-                if rows is None:
-                    self.skip("positions_table_unusable", f"no positions row for {pid[1]}", {"position_id": pid[1]})
-                    continue
-                found, state = rows.get(pid[1]), self.book.get(pid)
-                if state is not None and state.row is None:     # seen by its event only
-                    context = self.event_context(pid)
-                    if found is None:
-                        self.skip("position_not_in_table", f"no positions row for position {pid[1]}", context)
-                    elif found.size == 0:
-                        # A late or redelivered update of a position the table shows flat.
-                        self.skip("stale_update", f"position {pid[1]} is flat in the positions table", context)
-                self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
-                               lambda pid=pid: self.apply_row(pid, rows.get(pid[1]), now))
-        for pid in due:
-            self.decide_one(pid, now, "event" if pid in stale else "price")
-
-    # --- deciding and sending -----------------------------------------------------------------
-
-    def decide_one(self, pid: PositionId, now: datetime, trigger: str) -> None:
-        self.contained("exit evaluation", {"position_id": pid[1], "asset": pid[0], "trigger": trigger},
-                       lambda: self._decide(pid, now, trigger))
-
-    def _decide(self, pid: PositionId, now: datetime, trigger: str) -> None:
-        state = self.book.get(pid)
-        if state is None or not state.ready:
-            if state is not None and state.row is not None and state.entry_price is None:
-                self.skip_once(pid, state, "incomplete_position",
-                               f"positions row of {pid[1]} has no average_entry_price (nor does the fill path)")
-            return
-        quote = freshest([*market_quotes(self.market.asset_state(pid[0])), table_quote(state.row)])
-        if quote is None:
-            self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
-            return
-        signal_id = str(uuid.uuid4())
-        verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
-                         now, signal_id)
-        self.stats.evaluations += 1
-        metrics.EXIT_EVALUATIONS.labels(trigger).inc()
-        if verdict.held is not None and verdict.held != "not_ready":
-            self.stats.suppressed[verdict.held] += 1
-            metrics.EXITS_SUPPRESSED.labels(verdict.held).inc()
-            if verdict.held == "below_min_order_value" and not state.below_minimum_warned:
-                log.warning("position %s %s (%s %s at %s) is worth less than order-manager's minimum order value: "
-                            "%s fired but no exit signal can close it", pid[0], pid[1], state.side.value, state.size,
-                            quote.price, ",".join(r.value for r in verdict.fired),
-                            extra={"position_id": pid[1], "asset": pid[0]})
-        if verdict.decision is None:
-            self.put(pid, verdict.state)
-            return
-        bucket = self.buckets.get(pid[0], self.config.asset_rate)
-        if not would_allow(bucket, now):
-            self.put(pid, verdict.state)
-            self.stats.suppressed["asset_rate"] += 1
-            metrics.EXITS_SUPPRESSED.labels("asset_rate").inc()
-            return
-        self.send(pid, verdict, quote, trigger, signal_id)
-
-    def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
-        """Record the signal and the state it commits in one transaction, then publish."""
-        decision = verdict.decision
-        event = self.context.get(pid)
-        trace_id, source = (event.trace_id, event.update_source) if event else (None, "positions_table")
-        signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
-                             trace_id if trigger == "event" else None, signal_id,
-                             {"trigger": trigger, "update_source": source})
-        submitted = self.outbox.submit(signal, mode="exit",
-                                       also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
-        if not submitted.recorded:
-            self.put(pid, verdict.state)
-            cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
-            self.stats.failed[cause] += 1
-            self.stats.error(f"exit not sent ({cause}): {submitted.error}")
-            metrics.EXITS_NOT_SENT.labels(cause).inc()
-            log.error("EXIT NOT SENT for %s position %s (%s at %s): %s; it is retried on the next evaluation",
-                      pid[0], pid[1], decision.reason.value, decision.trigger_price, submitted.error,
-                      extra={"trace_id": trace_id, "position_id": pid[1], "cause": cause, "exit": decision.metadata()})
-            return
-        self.book[pid] = verdict.sent_state        # saved with the signal
-        self.dirty.discard(pid)
-        _, self.buckets[pid[0]] = take(self.buckets.get(pid[0], self.config.asset_rate), decision.decided_at)
-        self.stats.sent[decision.reason.value] += 1
-        self.stats.last_exit = f"{pid[0]} {decision.reason.value} {signal.signal_type} {decision.quantity}"
-        metrics.EXIT_SIGNALS.labels(decision.reason.value).inc()
-        log.info("exit signal %s: %s %s %s (%s USDT; %s at %s from %s)", signal_id, signal.signal_type, pid[0],
-                 decision.quantity, decision.amount, decision.reason.value, decision.trigger_price, quote.source,
-                 extra={"trace_id": signal.trace_id, "signal_id": signal_id, "position_id": pid[1],
-                        "published": submitted.published})
-
-    def _snapshot(self, asset: str, now: datetime) -> MarketSnapshot | None:
-        snap = self.market.snapshot(asset, now, 60.0)
-        return snap if isinstance(snap, MarketSnapshot) else None
-
-    # --- exits in flight ----------------------------------------------------------------------
-
-    def check_in_flight(self, now: datetime) -> None:
-        """Look up the orders and rows of positions with exits in flight; report the stalled."""
-        mono, young = time.monotonic(), now - timedelta(seconds=OLD_FLIGHT_S)
-        every = mono >= self.next_old_flight_check
-        if every:
-            self.next_old_flight_check = mono + OLD_FLIGHT_CHECK_S
-        flying = sorted(pid for pid, state in self.book.items()
-                        if state.in_flight and (every or any(f.sent_at > young for f in state.in_flight)))
-        if not flying:
-            return
-        outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
-        rows = self.tables.rows([pid[1] for pid in flying]) or {}
-        for pid in flying:
-            self.contained("exit in flight", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid: self._settle(pid, outcomes, rows.get(pid[1]), now))
-
-    def _settle(self, pid: PositionId, outcomes, row: PositionRow | None, now: datetime) -> None:
-        state = self.book[pid]
-        for flight in state.in_flight:
-            outcome = outcomes.get(flight.signal_id)
-            if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status, flight.order_filled):
-                continue
-            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity)
-            if released is not None:
-                metrics.EXIT_ORDERS_UNFILLED.labels(outcome.status).inc()
-                log.warning("exit %s of %s %s ended %s with nothing filled: it may be decided again",
-                            flight.signal_id, *pid, outcome.status,
-                            extra={"signal_id": flight.signal_id, "position_id": pid[1], "status": outcome.status})
-                self.debouncer.offer(pid, pid, now)
-        self.put(pid, state)
-        if row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row):
-            self.apply_row(pid, row, now)
-        state = self.book.get(pid)
-        if state is None:
-            return
-        state, stalled = note_stalls(state, now, timedelta(seconds=self.config.in_flight_timeout_s))
-        for flight in stalled:
-            self.stats.stalls += 1
-            metrics.EXIT_STALLS.inc()
-            log.error("EXIT STALLED for %s position %s: signal %s (%s, %s) sent %.0fs ago, order %s, positions row "
-                      "still at version %s; nothing is re-sent until a newer positions row", pid[0], pid[1],
-                      flight.signal_id, flight.reason.value, flight.quantity, (now - flight.sent_at).total_seconds(),
-                      flight.order_status or "not seen", state.row.version if state.row else "?",
-                      extra={"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0]})
-        self.put(pid, state)
-
     # --- reporting ----------------------------------------------------------------------------
 
     def report(self) -> None:
@@ -594,16 +376,8 @@ class ExitRole:
 
 
 def run(ctx: RoleContext) -> int:
-    cfg = ctx.config
-    deps = DependencyHealth(ctx, log)
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-exits",
-                  on_result=deps.reporter("database"))
-    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-exits", on_state=deps.reporter("broker"))
-    # Exits do not expire yet: a stale exit needs re-deciding and its ladder step rolled back
-    # (Expiry.on_expired), which the exit state does not support yet (see README).
-    role = ExitRole(ctx, db, Outbox(db, publisher, cfg.signaller.signals_queue, modes=("exit",)), deps)
-    ctx.booted()
-    run_publishing_role(ctx, role)
-    publisher.close()
-    db.close()
-    return EXIT_OK
+    def make(db: Database, publisher: ConfirmingPublisher, deps: DependencyHealth) -> ExitRole:
+        # Exits do not expire yet: a stale exit needs re-deciding and its ladder step rolled back
+        # (Expiry.on_expired), which the exit state does not support yet (see README).
+        return ExitRole(ctx, db, Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=("exit",)), deps)
+    return serve_publishing_role(ctx, make)

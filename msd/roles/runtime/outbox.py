@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
-from msd.bus.signal_format import TradingSignal, encode_signal, signal_to_wire
+from msd.bus.signal_format import encode_signal, signal_to_wire
+from msd.values.messages import TradingSignal
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.store.db import Database

@@ -20,23 +20,22 @@ from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
-from msd.roles.dataplane import drain
-from msd.roles.outbox import Expiry, Outbox
-from msd.roles.publishing import run_publishing_role
-from msd.roles.random_streams import RandomStreams
-from msd.roles.runtime import EXIT_OK, DependencyHealth, RoleContext
+from msd.roles.runtime.dataplane import drain
+from msd.roles.runtime.outbox import Expiry, Outbox
+from msd.roles.runtime.publishing import serve_publishing_role
+from msd.roles.signaller.random_streams import RandomStreams
+from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.neighbours import Exposure, read_open_exposure
+from msd.store.neighbours import read_open_exposure
 from msd.store.outbox import in_flight_notional
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
-from msd.roles.learning_loop import LearningLoop
-from msd.roles.models import ModelBook, sync_modes
+from msd.roles.signaller.learning_loop import LearningLoop
+from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
 from msd.strategies.model_plan import plan_model_signal
-from msd.strategies.warmup import frequency_allows
 from msd.strategies.params import StrategyParams
-from msd.strategies.warmup import ExposureUnknown
+from msd.strategies.warmup import ExposureUnknown, exposure_usdt, frequency_allows
 
 log = logging.getLogger("msd.signaller")
 SCHEDULE_ATTEMPT_EVERY_S = 1.0
@@ -48,19 +47,6 @@ EXPIRING_MODES = ("warmup", "model")
 def expiry(config: Config) -> Expiry:
     """Warm-up and model decisions older than signaller.max_signal_age_s are not sent late."""
     return Expiry(modes=EXPIRING_MODES, max_age_s=config.signaller.max_signal_age_s)
-
-
-def exposure_usdt(exposure: Exposure, market_price: Decimal) -> Decimal:
-    """Net signed USDT committed on the asset (long positive).
-
-    Orders and positions without a price in the shared tables (a pending Market order has
-    none) are valued at the current market price.
-    """
-    priced_size = exposure.position_size - exposure.unpriced_position_size
-    sign = Decimal(-1) if priced_size < 0 else Decimal(1)
-    unpriced = (exposure.unpriced_position_size + exposure.unpriced_buy_quantity
-                - exposure.unpriced_sell_quantity) * market_price
-    return sign * exposure.position_notional + exposure.open_buy_notional - exposure.open_sell_notional + unpriced
 
 
 class StrategyStats:
@@ -93,7 +79,6 @@ class Signaller:
         self.streams = RandomStreams(db)
         self.emitted = False               # a signal was submitted this turn (its draws are saved at once)
         self.last_attempt: dict[tuple[str, str], float] = {}
-        self.calls: dict[str, object] = {}     # the model call behind a planned model signal
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
         self.shared = engine.start_shared(self.config.signaller.limits)
@@ -243,13 +228,12 @@ class Signaller:
 
         def plan(snapshot, exposure, last_signal_at):
             call = self.book.call(params.id, snapshot.to_wire(), now)
-            self.calls[params.id] = call
             return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
         return plan
 
     def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
         mode = self.book.mode(params.id)
-        signal = (model_signal(outcome, params, now, self.calls.pop(params.id), FEATURE_VERSION) if mode == "model"
+        signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
         self.emitted = True
         submitted = self.outbox.submit(signal, mode=mode)
@@ -268,7 +252,7 @@ class Signaller:
         else:
             stats.dropped["not_recorded"] += 1
 
-    # ----- the loop (msd.roles.publishing) -------------------------------------------------
+    # ----- the loop (msd.roles.runtime.publishing) -------------------------------------------------
     def step(self) -> None:
         notices = self.ctx.take_notices()
         changed = [d.get("reason", "models changed") for kind, d in notices if kind == "models_changed"]
@@ -318,16 +302,8 @@ class Signaller:
 
 
 def run(ctx: RoleContext) -> int:
-    cfg = ctx.config
-    deps = DependencyHealth(ctx, log)
-    db = Database(cfg.database.url, connect_timeout=cfg.database.connect_timeout_s, application_name="msd-signaller",
-                  on_result=deps.reporter("database"))
-    publisher = ConfirmingPublisher(cfg.rabbitmq.url, connection_name="msd-signaller",
-                                    on_state=deps.reporter("broker"))
-    outbox = Outbox(db, publisher, cfg.signaller.signals_queue, modes=EXPIRING_MODES, expiry=expiry(cfg))
-    signaller = Signaller(ctx, db, outbox, deps)
-    ctx.booted()
-    run_publishing_role(ctx, signaller)
-    publisher.close()
-    db.close()
-    return EXIT_OK
+    def make(db: Database, publisher: ConfirmingPublisher, deps: DependencyHealth) -> Signaller:
+        outbox = Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=EXPIRING_MODES,
+                        expiry=expiry(ctx.config))
+        return Signaller(ctx, db, outbox, deps)
+    return serve_publishing_role(ctx, make)

@@ -1,10 +1,9 @@
 """What every child process runs before and around its role.
 
-The supervisor starts `child_main(spec)` with the `spawn` method. Here the child sets up its
+The supervisor starts `child_main(spec)` with the `spawn` method (msd.supervisor.spawn). Here the child sets up its
 own logging (records go over its private pipe to the supervisor's single writer), its
 heartbeat thread, and SIGTERM handling (SIGTERM sets `ctx.stopping`; the role returns), then
-imports its role module and calls `run(ctx) -> int`. Nothing heavy is imported before the
-role module, so the supervisor can import this file without numpy/pika/psycopg2.
+imports its role module and calls `run(ctx) -> int`.
 """
 from __future__ import annotations
 
@@ -16,30 +15,14 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from msd import metrics
 from msd.config import Config
-
-# Exit codes shared by roles and the supervisor.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CANCELLED = 3
-EXIT_TIMED_OUT = 4
+from msd.supervisor.spawn import EXIT_FAILED, ChildSpec
 
 _STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-@dataclass
-class ChildSpec:
-    """Everything a child needs; pickled once by `spawn`."""
-    name: str
-    module: str                              # e.g. "msd.roles.consumer"
-    config: Config
-    conn: Any                                # multiprocessing Connection to the supervisor
-    queues: Mapping[str, Any] = field(default_factory=dict)
-    args: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RoleContext:

@@ -3,7 +3,8 @@ exit orders, the fills of the fill path, and order-manager's instrument filters.
 
 Each read is one autocommit statement (no BEGIN/COMMIT round trips on the latency path). A
 missing or changed shared table is logged and answered with "nothing known" (None), never a
-guess; a value the driver cannot send is narrowed down to the one id that carries it.
+guess; a value the driver cannot send is narrowed down to the one id that carries it. The rows
+are handed to the rules as the rules' own types (row_facts, instrument_of, fills_of).
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
-from msd.roles.exit_signal import fills_of, instrument_of
-from msd.rules import ExitState, Instrument, RowFacts, crossed_zero, fill_path_entry, row_order
+from msd.rules import (
+    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, fill_path_entry, row_order,
+)
 from msd.store.db import Database
 from msd.store.neighbours import (
-    OrderOutcome, PositionRow, SharedSchemaError, read_fills_since, read_instruments, read_open_positions,
-    read_order_outcomes, read_positions,
+    FillRow, InstrumentRow, OrderOutcome, PositionRow, SharedSchemaError, read_fills_since, read_instruments,
+    read_open_positions, read_order_outcomes, read_positions,
 )
 
 log = logging.getLogger("msd.exits")
@@ -112,3 +114,27 @@ class SharedTables:
         instrument = instrument_of((rows or {}).get(asset))
         self.instruments[asset] = (instrument, time.monotonic())
         return instrument
+
+
+def row_facts(row: PositionRow) -> RowFacts:
+    """The rules' view of a positions row (raises InvalidPositionData for an unusable one)."""
+    return RowFacts(position_id=row.position_id, asset=row.asset, size=row.size,
+                    average_entry_price=row.average_entry_price, current_price=row.current_price,
+                    version=row.version, last_updated=row.last_updated, closed_at=row.closed_at, mode=row.mode)
+
+
+def instrument_of(row: InstrumentRow | None) -> Instrument:
+    """The symbol's rounding inputs; order-manager's own defaults for a missing row or column."""
+    if row is None:
+        return ORDER_MANAGER_DEFAULTS
+    d = ORDER_MANAGER_DEFAULTS
+    return Instrument(row.lot_size if row.lot_size else d.lot_size,
+                      row.min_order_qty if row.min_order_qty else d.min_order_qty,
+                      row.min_order_value if row.min_order_value is not None else d.min_order_value)
+
+
+def fills_of(rows: list[FillRow]) -> list[Fill]:
+    """Orders with fills as the rules replay them (CONTRACTS §3.5 fill path)."""
+    return [Fill(Side.LONG if row.side == "buy" else Side.SHORT, row.filled_quantity,
+                 row.average_price if row.average_price and row.average_price > 0 else None)
+            for row in rows]

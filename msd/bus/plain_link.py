@@ -1,9 +1,10 @@
-"""The paper exchange's broker edge: one connection, one channel, the neighbours' exact properties.
+"""A plain broker link, the way msd's neighbours use RabbitMQ: one connection, one channel.
 
-Unlike msd's own consumer (batch ack after commit), order-manager settles each signal on its
+Unlike msd's own consumer (batch ack after commit), order-manager settles each message on its
 own: ack, or nack(requeue=False) which drops it (there are no dead-letter exchanges). So this
-link hands over single deliveries and lets the caller settle each one. Publishing is plain
-(no confirms), as the neighbours publish. Single-threaded, like pika's BlockingConnection.
+link hands over single deliveries and lets the caller settle each one. Publishing is plain (no
+confirms), with exactly the properties given. Single-threaded, like pika's BlockingConnection.
+The paper exchange (msd.sim) plays the neighbours with it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Mapping, Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from msd.bus.connection import close_quietly, connect, errors
+from msd.bus.connection import Link, connect, errors
 from msd.bus.topology import QueueSpec, declare
 
 
@@ -24,7 +25,7 @@ class Inbound:
     delivery_tag: int
 
 
-class SimLink:
+class PlainLink(Link):
     """Declares the stand-ins' queues, consumes one of them, publishes to any of them.
 
     Every failure surfaces as BrokerUnavailable; after one, `close()` and `open()` again
@@ -52,8 +53,7 @@ class SimLink:
                 self._channel.basic_consume(consume, self._on_message, auto_ack=False)
 
     def close(self) -> None:
-        close_quietly(self._connection)
-        self._connection, self._channel = None, None
+        self._drop()
         self._received.clear()
 
     def publish(self, queue: str, body: bytes, *, persistent: bool,

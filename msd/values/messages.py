@@ -120,3 +120,35 @@ class Kline:
 
 
 MarketUpdate = TickerUpdate | BookTop | Trade | Kline
+
+
+@dataclass(frozen=True)
+class MarketDataSnapshot:
+    """Market state at decision time; it is both order-manager's conversion input and our feature source."""
+    price: Decimal                      # quote per base; order quantity = amount / price
+    spread: Decimal | None              # percent of mid: (ask - bid) / mid * 100
+    volume_24h: Decimal | None          # base units (ticker volume24h)
+    volatility: float | None            # std of 1-minute log returns over the last hour, a fraction
+    orderbook_depth: Mapping[str, Any] | None = None
+    technical_indicators: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TradingSignal:
+    """One decision to send to order-manager; `amount` is always USDT, for buys, sells and exits alike."""
+    signal_id: str                      # uuid4
+    signal_type: str                    # "buy" / "sell"
+    asset: str                          # uppercase alphanumeric, e.g. BTCUSDT
+    amount: Decimal                     # quote currency (USDT)
+    confidence: float                   # 0..1
+    timestamp: datetime                 # aware
+    strategy_id: str
+    model_version: str | None           # None while warming up
+    is_warmup: bool
+    market_data_snapshot: MarketDataSnapshot
+    metadata: Mapping[str, Any]
+    trace_id: str
+    # Send `amount` and the snapshot `price` as decimal strings (CONTRACTS §1.2 accepts them), so
+    # order-manager's amount / price is exactly the quantity msd meant (exits, CONTRACTS §3.6);
+    # a float such as 305.52 / 3055.2 would come out a hair below 0.1 and round down a lot.
+    exact_decimals: bool = False

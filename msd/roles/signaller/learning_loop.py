@@ -26,9 +26,10 @@ from msd.learning.dataset import label_all
 from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
 from msd.learning.triggers import data_threshold_reached, schedule_decision
 from msd.ml.gate import degradation_check
-from msd.roles.learning_online import OnlineChallengers
-from msd.roles.models import ModelBook
-from msd.roles.runtime import RoleContext
+from msd.roles.signaller.online import OnlineChallengers
+from msd.roles.signaller.model_book import ModelBook
+from msd.roles.runtime.edges import open_database
+from msd.roles.runtime.process import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
                                 load_cost_fills, reconcile_executions, recent_decisions)
 from msd.store.db import Database
@@ -36,6 +37,7 @@ from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
 from msd.store.versions import (active_versions, deactivate, get_version, last_good,
                                 latest_retirements, latest_training_outcomes, retire, rollback)
+from msd.values.parsing import aware_time
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -79,8 +81,7 @@ class LearningLoop:
                  on_versions_changed: Callable[[str], None]):
         self.ctx, self.db, self.book = ctx, db, book
         self.on_versions_changed = on_versions_changed
-        cfg = ctx.config.database
-        self.worker_db = Database(cfg.url, connect_timeout=cfg.connect_timeout_s, application_name="msd-learning")
+        self.worker_db = open_database(ctx.config, "msd-learning")
         self.next_check = 0.0
         self.next_slow = 0.0
         self.degraded: dict[tuple[str, int | None], bool] = {}
@@ -216,7 +217,7 @@ class LearningLoop:
         training attempt of it has happened since; a run covering it is never cancelled."""
         for sid, retired_at in sorted(g.retired.items()):
             last = g.last_training.get(sid)
-            if sid not in configured or (last and datetime.fromisoformat(last["at"]) >= retired_at):
+            if sid not in configured or (last and aware_time("last_training.at", last["at"]) >= retired_at):
                 continue
             if not self._asked_recently("quality_degradation", sid):
                 self.request("quality_degradation", f"quality degradation: a version was retired at "

@@ -1,7 +1,8 @@
-"""The paper exchange's writes to the shared tables `orders`, `signal_order_relationships` and
-`positions` (CONTRACTS.md §5), playing order-manager and position-manager.
+"""Writes to the shared tables `orders`, `signal_order_relationships` and `positions` (CONTRACTS.md
+§5) exactly as order-manager and position-manager make them.
 
-Only the paper exchange calls this; msd itself never writes these tables. Every function runs
+msd itself never writes these tables: the paper exchange (msd.sim), which plays those
+neighbours, does, through these public functions. Every function runs
 inside the caller's transaction and returns rows (as dicts) read back with RETURNING, because
 the neighbours publish their events from the stored row: decimals then carry 8 places.
 Timestamps are naive UTC (sim time), as the TIMESTAMP columns hold them.
@@ -10,13 +11,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2.extras
 
-from msd.sim.position_manager import PositionState
-
 Row = dict[str, Any]
+
+
+class PositionFields(Protocol):
+    """What position-manager stores of a one-way position (the paper exchange's PositionState)."""
+    asset: str
+    size: Decimal
+    average_entry_price: Decimal | None
+    current_price: Decimal | None
+    unrealized_pnl: Decimal
+    realized_pnl: Decimal
+    last_updated: datetime
+    closed_at: datetime | None
 
 
 def _one(conn, sql: str, params: tuple) -> Row | None:
@@ -93,7 +104,7 @@ def open_position_rows(conn) -> list[Row]:
     return _all(conn, "SELECT * FROM positions WHERE mode = 'one-way' AND size != 0 ORDER BY asset")
 
 
-def save_position(conn, state: PositionState) -> Row:
+def save_position(conn, state: PositionFields) -> Row:
     """Write the one-way row of `state.asset`, bumping `version`; returns the stored row.
 
     As position-manager does (CONTRACTS §3.5): the row is INSERTed on the asset's first fill,

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from msd import metrics
+from msd.bus.publisher import ConfirmingPublisher
 from msd.config import Config
 from msd.errors import DatabaseUnavailable
 from msd.logs import LineBudget
-from msd.roles.outbox import Outbox
-from msd.roles.runtime import RoleContext
+from msd.roles.runtime.edges import open_database
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.process import DependencyHealth, RoleContext
+from msd.store.db import Database
+from msd.supervisor.spawn import EXIT_OK
 
 STATUS_EVERY_S = 1.0
 BACKLOG_EVERY_S = 5.0
@@ -57,6 +61,24 @@ class Contained:
         for stage_name, n in self.lines.summaries():
             log.error("%s: %d more %s failures in the last %gs", self.role, n, stage_name, self.lines.window_s,
                       extra={"stage": stage_name, "suppressed": n})
+
+
+def serve_publishing_role(ctx: RoleContext,
+                          make_role: Callable[[Database, ConfirmingPublisher, DependencyHealth], PublishingRole]) -> int:
+    """A publishing role's process: its database and confirming publisher (their state is the
+    role's `database` and `broker` dependencies), the role made from them, then the loop."""
+    deps = DependencyHealth(ctx, logging.getLogger(f"msd.{ctx.name}"))
+    db = open_database(ctx.config, f"msd-{ctx.name}", deps)
+    publisher = ConfirmingPublisher(ctx.config.rabbitmq.url, connection_name=f"msd-{ctx.name}",
+                                    on_state=deps.reporter("broker"))
+    try:
+        role = make_role(db, publisher, deps)
+        ctx.booted()
+        run_publishing_role(ctx, role)
+    finally:
+        publisher.close()
+        db.close()
+    return EXIT_OK
 
 
 def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:

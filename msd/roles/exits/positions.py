@@ -1,0 +1,124 @@
+"""The exit role reading the positions table (CONTRACTS §3.5): a row read after an event, every
+open row at each verification, and what each read changes in the book (msd.rules.note_row).
+
+`PositionReading` is the part of msd.roles.exits.main.ExitRole that does it; the role's book,
+tables and debouncer are its state.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import datetime
+
+from msd.errors import DatabaseUnavailable
+from msd.roles.exits.tables import row_facts
+from msd.rules import ExitState, RowOutcome, note_row, row_order
+from msd.store.neighbours import PositionRow
+
+log = logging.getLogger("msd.exits")
+VERIFY_BATCH = 50           # positions of a verification evaluated per turn
+PositionId = tuple[str, str]        # (asset, position id)
+
+
+class PositionReading:
+    def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime) -> None:
+        """What a read of the position's row changes (msd.rules.note_row)."""
+        state = self.book.get(pid)
+        if row is None:
+            if state is not None:
+                log.info("position %s %s is no longer in the positions table", *pid,
+                         extra={"position_id": pid[1], "asset": pid[0]})
+            self.put(pid, None)
+            return
+        if self._left_alone(pid, row):
+            return
+        if (state is not None and state.row is not None and pid not in self.unverified
+                and (row.version, row.last_updated) == (state.row.version, state.row.last_updated)):
+            return                                  # nothing written since the last read
+        facts = row_facts(row)
+        changed = state is None or state.row is None or row_order(facts) != row_order(state.row)
+        fill_entry = None
+        if changed and facts.size != 0 and (facts.closed_at is not None or facts.average_entry_price is None):
+            fill_entry = self.tables.fill_path_entry(facts, row)
+        closed_between = pid in self.unverified and self.tables.closed_between(state, facts)
+        self.unverified.discard(pid)
+        outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry)
+        _log_row_outcome(pid, state, facts.version, outcome)
+        self.put(pid, outcome.state)
+
+    def _left_alone(self, pid: PositionId, row: PositionRow) -> bool:
+        """A hedge-mode row or a disabled asset: refused (msd.roles.exits.main.ExitRole.refuse)."""
+        if row.mode == "hedge":
+            self.refuse(pid, "hedge_mode", "hedge-mode row (long_size/short_size): msd does not read it by "
+                                           "the sign of size and leaves it alone")
+            return True
+        if not self.config.enabled_for(row.asset):
+            self.refuse(pid, "disabled", f"exits.per_asset.{row.asset}.enabled is false")
+            return True
+        self.refused.pop(pid, None)
+        return False
+
+    def verify(self, now: datetime) -> None:
+        """Read every open position and every one in the book from the table, then evaluate all."""
+        open_rows = self.tables.open_rows()
+        if open_rows is None:
+            return
+        others = sorted(pid for pid in self.book if pid not in open_rows)
+        extra = self.tables.rows([pid[1] for pid in others]) if others else {}
+        if extra is None:
+            return
+        for pid, row in open_rows.items():
+            self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
+                           lambda pid=pid, row=row: self.apply_row(pid, row, now))
+        for pid in others:
+            self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
+                           lambda pid=pid: self.apply_row(pid, extra.get(pid[1]), now))
+        self.refused = {pid: why for pid, why in self.refused.items() if pid in open_rows}
+        self.to_verify = deque(sorted(self.book))      # evaluated a batch per turn (evaluate_verified)
+
+    def evaluate_verified(self, now: datetime) -> None:
+        """Evaluate the next few positions of the last verification: a few thousand evaluations in
+        one turn would hold up the position updates that arrive meanwhile."""
+        trigger = "poll" if self.mode == "fallback" else "verify"
+        for _ in range(min(VERIFY_BATCH, len(self.to_verify))):
+            self.decide_one(self.to_verify.popleft(), now, trigger)
+
+    def evaluate_due(self, due: list[PositionId], now: datetime) -> None:
+        stale = sorted(pid for pid in due if pid in self.reread)
+        if stale:
+            try:
+                rows = self.tables.rows([pid[1] for pid in stale])
+            except DatabaseUnavailable:
+                for pid in due:         # what was not evaluated waits for the database
+                    self.debouncer.offer(pid, pid, now)
+                raise
+            for pid in stale:
+                self.reread.discard(pid)
+                if rows is None:
+                    self.skip("positions_table_unusable", f"no positions row for {pid[1]}", {"position_id": pid[1]})
+                    continue
+                found, state = rows.get(pid[1]), self.book.get(pid)
+                if state is not None and state.row is None:     # seen by its event only
+                    context = self.event_context(pid)
+                    if found is None:
+                        self.skip("position_not_in_table", f"no positions row for position {pid[1]}", context)
+                    elif found.size == 0:
+                        # A late or redelivered update of a position the table shows flat.
+                        self.skip("stale_update", f"position {pid[1]} is flat in the positions table", context)
+                self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
+                               lambda pid=pid: self.apply_row(pid, rows.get(pid[1]), now))
+        for pid in due:
+            self.decide_one(pid, now, "event" if pid in stale else "price")
+
+
+def _log_row_outcome(pid: PositionId, before: ExitState | None, version: int, outcome: RowOutcome) -> None:
+    """A position opened, replaced or closed, and the exits the row shows done: one line each."""
+    if outcome.change in ("opened", "new_position", "closed") and (before is not None or outcome.change != "closed"):
+        new = outcome.state
+        log.info("position %s %s: %s%s", pid[0], pid[1], outcome.change.replace("_", " "),
+                 f" ({new.side.value} {new.size} at {new.entry_price}, opened {new.opened_at.isoformat()} "
+                 f"by {new.opened_by})" if new is not None else "",
+                 extra={"position_id": pid[1], "asset": pid[0], "change": outcome.change})
+    for flight in outcome.released:
+        log.info("exit %s of %s %s seen in the positions table (version %d)", flight.signal_id, *pid,
+                 version, extra={"signal_id": flight.signal_id, "position_id": pid[1]})
