@@ -34,8 +34,9 @@ from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_
 from msd.store.db import Database
 from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
-from msd.store.versions import (active_versions, deactivate, get_version, last_good,
-                                latest_retirements, latest_training_outcomes, retire, rollback)
+from msd.learning.versions import fallback_version
+from msd.store.versions import (active_versions, deactivate, get_version, latest_retirements,
+                                latest_training_outcomes, retire, rollback)
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
@@ -165,7 +166,7 @@ class LearningLoop:
             self.view["next_scheduled_training"] = g.next_scheduled
         if g.sizes is not None:
             self.view["datasets"] = g.sizes
-        served = {sid: v for sid, v in self.book.versions().items() if sid in configured}
+        served = {sid: v for sid, v in self.book.considered().items() if sid in configured}
         db_served = {sid: v for sid, v in g.db_versions.items() if sid in configured}
         if db_served != served or (g.db_paused & configured) != set(self.book.paused):
             self.on_versions_changed("the database's active versions or pauses differ from the served ones")
@@ -272,21 +273,33 @@ class LearningLoop:
             self.ctx.recover(component)
 
     def fall_back(self, sid: str, why: str) -> None:
-        """Retire the degraded version, then serve the last good one (never a retired one), or
-        warm-up when there is none."""
+        """Retire the degraded version, then serve the newest good one that loads with today's
+        features, format and label definition (never a retired one), or warm-up when none does.
+        Whatever happens here, the book never keeps serving the retired version."""
         bad = self.book.version(sid)
+        params = self.ctx.config.trainer.training
         try:
             with self.db.transaction() as conn:
                 retire(conn, sid, bad, f"live quality degraded: {why}")
-                target = last_good(conn, sid)
-                if target is not None and target != bad:
-                    rollback(conn, sid, target, reason=f"v{bad} degraded: {why}")
+                target, passed_over = fallback_version(conn, sid, params, skip=bad)
+                for note in passed_over:
+                    log.warning("strategy %s: fall-back passes over %s", sid, note, extra={"strategy": sid})
+                if target is not None:
+                    rollback(conn, sid, target.version, reason=f"v{bad} degraded: {why}")
                 else:
-                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}", evidence={"live": why})
+                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}",
+                               evidence={"live": why, "passed_over": passed_over})
+        except (DatabaseUnavailable, MsdError) as exc:
+            log.error("strategy %s: could not retire degraded v%s, warm-up serves until the database "
+                      "answers: %s", sid, bad, exc)
+            self.book.drop(sid, f"v{bad} degraded and could not be retired: {exc}")
+            return
+        try:
             self.book.reload([sid])
         except (DatabaseUnavailable, MsdError) as exc:
-            log.error("strategy %s: could not stop serving degraded v%s: %s", sid, bad, exc)
-            return
+            self.book.drop(sid, f"v{bad} retired; the fall-back could not be loaded: {exc}")
+        if self.book.version(sid) == bad:       # never serve a retired version
+            self.book.drop(sid, f"v{bad} retired")
         now_serving = f"v{self.book.version(sid)}" if self.book.version(sid) else "warm-up"
         log.error("strategy %s: degraded v%s retired and replaced by %s", sid, bad, now_serving,
                   extra={"strategy": sid})
