@@ -135,6 +135,11 @@ class TrainingParams:
         return self.horizon_s + self.max_bar_lag_s if self.embargo_s is None else float(self.embargo_s)
 
     @property
+    def outcome_overlap_s(self) -> float:
+        """How long a decision's outcome period lasts: calls closer than this share moves."""
+        return self.horizon_s + self.max_bar_lag_s
+
+    @property
     def round_trip_fee(self) -> float:
         return self.round_trip_fee_pct / 100.0
 
