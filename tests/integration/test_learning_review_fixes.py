@@ -127,3 +127,24 @@ def test_no_false_warmup_parameters_changed_row_after_deactivation_or_resume(db,
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT reason FROM msd.mode_transitions ORDER BY id DESC LIMIT 1")
         assert cur.fetchone()[0] == "warm-up parameters changed"
+
+
+def test_only_filled_decisions_became_training_rows(db, tmp_path):
+    """Review finding 3: the dataset joined on `fills > 0`, so which decisions became rows
+    depended on limit-order fills, which depend on the side and the path after the decision.
+    Every recorded decision is now a row; fills only give the fill rate (and cost and PnL)."""
+    from msd.learning.job import build_strategy_dataset
+    data = learning_data.synthetic(400, strength=4.0, seed=11)
+    # fills as a passive limit order gets them: a buy fills when the price then falls, a sell
+    # when it rises, i.e. only decisions whose side did NOT pay
+    paid = [(side == "buy") == (move > 0) for side, move in zip(data.sides, data.returns)]
+    executions = [e for e, p in zip(data.executions, paid) if not p]
+    with db.transaction() as conn:
+        learning_data.copy_rows(conn, "msd.signals", learning_data.SIGNAL_COLUMNS, data.signals)
+        learning_data.copy_rows(conn, "msd.executions", learning_data.EXECUTION_COLUMNS, executions)
+        learning_data.copy_rows(conn, "msd.market_bars", learning_data.BAR_COLUMNS, data.bars)
+    dataset, counts = build_strategy_dataset(db, STRATEGY, params(tmp_path))
+    assert dataset.n == 400 and counts.signals == 400 and counts.filled == len(executions)
+    assert counts.as_dict()["fill_rate"] == round(len(executions) / 400, 4)
+    summary = train(db, tmp_path)
+    assert summary["dataset"]["fill_rate"] == counts.fill_rate and summary["usable_rows"] == 400
