@@ -30,7 +30,8 @@ from msd.roles.learning_online import OnlineChallengers
 from msd.roles.models import ModelBook
 from msd.roles.runtime import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
-                                load_cost_fills, reconcile_executions, recent_decisions)
+                                load_cost_fills, reconcile_executions, recent_decisions,
+                                warmup_budget_decisions)
 from msd.store.db import Database
 from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
@@ -85,6 +86,7 @@ class LearningLoop:
         self.next_check = 0.0
         self.next_slow = 0.0
         self.degraded: dict[tuple[str, int | None], bool] = {}
+        self.stalled: set[str] = set()          # warm-up strategies whose labels stopped arriving
         self.requested_at: dict[tuple[str, str | None], float] = {}
         self.view: dict[str, Any] = {}
         self.reconciled = 0
@@ -140,9 +142,11 @@ class LearningLoop:
                         conn, sid, window, since=self._online_since(conn, sid, version, now, config)), config)
             if slow:
                 starts = budget_starts(conn)
-                for sid in warming & set(starts):
-                    rows = recent_decisions(conn, sid, window, since=starts[sid], mode="warmup")
-                    g.spend[sid] = warmup_spend(_labelled(conn, sid, rows, config), starts[sid], now)
+                loss = {p.id: p.warmup.unlabelled_loss_pct / 100.0 for p in config.signaller.strategies}
+                for sid in warming & set(starts) & set(loss):
+                    ready, overdue = warmup_budget_decisions(conn, sid, window, since=starts[sid])
+                    g.spend[sid] = warmup_spend(_labelled(conn, sid, ready, config), starts[sid], now,
+                                                overdue, loss[sid])
                 g.sizes = dataset_sizes(conn, window)
         return g
 
@@ -313,6 +317,8 @@ class LearningLoop:
                 continue
             warmup[sid] = spend.view(params[sid].budget_usdt, params[sid].max_duration_s)
             metrics.WARMUP_SPEND.labels(sid).set(spend.spend_usdt)
+            metrics.WARMUP_UNLABELLED.labels(sid).set(spend.unlabelled)
+            self._labels_stalled(sid, spend)
             verdict = budget_verdict(spend, params[sid].budget_usdt, params[sid].max_duration_s)
             if verdict is not None:
                 self._pause(sid, *verdict, spend)
@@ -320,6 +326,23 @@ class LearningLoop:
             mode = self.book.mode(sid)
             warmup[sid]["mode"] = mode
             metrics.WARMUP_PAUSED.labels(sid).set(1 if mode == "paused" else 0)
+
+    def _labels_stalled(self, sid: str, spend) -> None:
+        """ALERT once when a warm-up strategy's labels stop arriving (no bars: its spend is then
+        only the worst case charged), and say when they come back."""
+        was = sid in self.stalled
+        metrics.WARMUP_LABELS_STALLED.labels(sid).set(1 if spend.labels_stalled else 0)
+        if spend.labels_stalled and not was:
+            self.stalled.add(sid)
+            why = (f"{spend.unlabelled} warm-up calls ended without a label (no market bar recorded "
+                   f"at their horizon); each is charged the worst case to the budget")
+            log.error("ALERT: strategy %s: labels stopped arriving: %s", sid, why,
+                      extra={"strategy": sid, "alert": "warmup_labels_stalled"})
+            self.ctx.degrade(f"labels {sid}", why)
+        elif was and not spend.labels_stalled:
+            self.stalled.discard(sid)
+            log.info("strategy %s: labels arriving again", sid, extra={"strategy": sid})
+            self.ctx.recover(f"labels {sid}")
 
     def _pause(self, sid: str, cause: str, reason: str, spend) -> None:
         try:

@@ -358,3 +358,27 @@ def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
                   AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
                 GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})
         return dict(cur.fetchall())
+
+
+def warmup_budget_decisions(conn, strategy_id: str, window: LabelWindow, *,
+                            since: datetime) -> tuple[list[Decision], list[Decision]]:
+    """The strategy's warm-up decisions since `since` (oldest first), filled or not, with their
+    fills aggregated: (labelled-ready ones, overdue ones). Overdue: the horizon and bar lag are
+    over but there is no horizon close or no usable price, so no label will come; the warm-up
+    budget charges them at a stated worst case (review finding 6)."""
+    sql = (_ROWS_SQL.format(snapshot="s.snapshot") + " AND s.mode = 'warmup'"
+           " ORDER BY s.created_at, s.signal_id")
+    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": since,
+                              "until": None})
+    ready, overdue = [], []
+    for (signal_id, strategy, asset, side, decided_at, snapshot, amount, mode, version,
+         confidence, fills, close, is_open, notional) in rows:
+        decision = Decision(signal_id, strategy, asset, side, decided_at, snapshot, float(amount),
+                            mode, version, float(confidence),
+                            None if close is None else float(close), int(fills),
+                            None if notional is None else float(notional))
+        if close is not None and decision_price(snapshot or {}) is not None:
+            ready.append(decision)
+        elif not is_open:
+            overdue.append(decision)
+    return ready, overdue

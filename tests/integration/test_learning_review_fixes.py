@@ -148,3 +148,17 @@ def test_only_filled_decisions_became_training_rows(db, tmp_path):
     assert counts.as_dict()["fill_rate"] == round(len(executions) / 400, 4)
     summary = train(db, tmp_path)
     assert summary["dataset"]["fill_rate"] == counts.fill_rate and summary["usable_rows"] == 400
+
+
+def test_warmup_budget_reads_overdue_unlabelled_and_unfilled_calls(db):
+    """Review finding 6 (store side): the budget read only labelled, filled calls."""
+    from msd.store.datasets import LabelWindow, warmup_budget_decisions
+    data = learning_data.synthetic(6, strength=4.0, seed=12)
+    with db.transaction() as conn:
+        learning_data.copy_rows(conn, "msd.signals", learning_data.SIGNAL_COLUMNS, data.signals)
+        learning_data.copy_rows(conn, "msd.executions", learning_data.EXECUTION_COLUMNS, data.executions[1:])
+        learning_data.copy_rows(conn, "msd.market_bars", learning_data.BAR_COLUMNS, data.bars[:4])
+        window = LabelWindow(learning_data.HORIZON_S, 120.0)
+        ready, overdue = warmup_budget_decisions(conn, STRATEGY, window, since=START)
+    assert [d.fills for d in ready] == [0, 1, 1, 1] and ready[1].filled_notional > 0
+    assert len(overdue) == 2 and all(d.horizon_close is None and d.fills == 1 for d in overdue)

@@ -122,3 +122,45 @@ def test_implausible_fill_costs_are_refused_and_counted():
     rolling.add(_fill(4, 100.0, fee=0.2))
     assert rolling.at(T0 + timedelta(hours=1)) == pytest.approx(2 * 0.002)
     assert rolling.at(T0 + timedelta(days=2)) == 0.0   # window passed: back to the floor
+
+
+# ----- warm-up budget (review finding 6) ---------------------------------------------------
+def _decision(i, *, side="buy", close=101.0, amount=3.0, fills=1, notional=5.0):
+    from msd.learning.outcomes import Decision
+    return Decision(f"s-{i}", "w", "BTCUSDT", side, T0 + timedelta(minutes=i), {"price": 100.0},
+                    amount, "warmup", None, 0.6, close, fills, notional)
+
+
+def _labelled(*decisions):
+    from msd.learning.outcomes import label_decision
+    return [label_decision(d, 0.002) for d in decisions]
+
+
+def test_warmup_budget_charged_the_signal_amount_not_what_order_manager_traded():
+    """A 3 USDT signal is raised to the 5 USDT minimum order value (CONTRACTS §3.6): the spend
+    is on the 5 USDT that traded. A call that never filled spends nothing."""
+    from msd.learning.monitoring import warmup_spend
+    later = T0 + timedelta(hours=2)
+    spend = warmup_spend(_labelled(_decision(0, close=99.0), _decision(1, close=99.0, fills=0,
+                                                                       notional=None)), T0, later)
+    assert spend.spend_usdt == pytest.approx(5.0 * (0.01 + 0.002))
+    assert (spend.calls, spend.unfilled) == (1, 1)
+    no_price = warmup_spend(_labelled(_decision(0, close=99.0, notional=None)), T0, later)
+    assert no_price.spend_usdt == pytest.approx(5.0 * 0.012)     # fills without a price: raised amount
+
+
+@pytest.mark.parametrize("labelled_minutes, overdue_minutes, spend, stalled", [
+    ([0, 1], [], 2 * 5.0 * (-0.01 + 0.002), False),
+    ([0, 1], [2, 3], 2 * 5.0 * (-0.01 + 0.002) + 2 * 5.0 * 0.02, True),    # bars stopped
+    ([], [0, 1, 2], 3 * 5.0 * 0.02, True),                              # no label ever came
+    ([0, 3], [1], 2 * 5.0 * (-0.01 + 0.002) + 5.0 * 0.02, False),       # a gap, labels go on
+])
+def test_warmup_spend_stopped_when_labels_stopped(labelled_minutes, overdue_minutes, spend, stalled):
+    """Review finding 6: with no bars there were no labels and the spend stayed 0 while the
+    strategy kept trading. Overdue calls are charged the stated worst case (2 % here)."""
+    from msd.learning.monitoring import warmup_spend
+    rows = _labelled(*(_decision(i, close=101.0) for i in labelled_minutes))
+    overdue = [_decision(i, close=None) for i in overdue_minutes]
+    result = warmup_spend(rows, T0, T0 + timedelta(hours=2), overdue, 0.02)
+    assert result.spend_usdt == pytest.approx(spend)
+    assert result.labels_stalled is stalled and result.unlabelled == len(overdue_minutes)
