@@ -120,7 +120,7 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     new_rows = dataset.n - previous_rows
     detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
               "missing_features": dict(dataset.missing), "bad_prices": dataset.bad_prices,
-              "new_rows": new_rows}
+              "new_rows": new_rows, "fill_rate": counts.fill_rate}
     if new_rows < run.params.min_new_rows:
         since = f"since v{last.version}" if last else "in total"
         return _skip(run, strategy, f"data drought: {new_rows} new usable labelled rows {since}; "
@@ -130,9 +130,9 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     except NotTrainable as exc:
         return _skip(run, strategy, f"not trainable: {exc}", detail)
     run.ctx.beat()
-    active_metrics, note = score_active(active, dataset, candidate, run.params)
+    incumbent = score_active(active, dataset, candidate, run.params)
     realised = realised_figures(run.db, strategy, run.ctx.beat)
-    publication = batch_publication(strategy, candidate, dataset, active, active_metrics, note,
+    publication = batch_publication(strategy, candidate, dataset, active, incumbent,
                                     realised, detail, run.params, run.request_id, run.run_id)
     summary = publish_version(run.db, publication)
     run.ctx.beat()

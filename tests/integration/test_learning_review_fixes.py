@@ -162,3 +162,63 @@ def test_warmup_budget_reads_overdue_unlabelled_and_unfilled_calls(db):
         ready, overdue = warmup_budget_decisions(conn, STRATEGY, window, since=START)
     assert [d.fills for d in ready] == [0, 1, 1, 1] and ready[1].filled_notional > 0
     assert len(overdue) == 2 and all(d.horizon_close is None and d.fills == 1 for d in overdue)
+
+
+def _candidate_against_v1(db, tmp_path):
+    """A batch candidate scored while v1 was active (what the job holds before publishing)."""
+    from msd.learning.job import build_strategy_dataset
+    from msd.learning.promotion import batch_publication, score_active
+    from msd.ml.training import fit_and_evaluate
+    seed(db, strength=4.0, seed=1)
+    assert train(db, tmp_path)["promoted"]
+    seed(db, n=400, strength=4.0, seed=5, start=START + timedelta(days=3))
+    p = params(tmp_path)
+    dataset, _ = build_strategy_dataset(db, STRATEGY, p)
+    candidate = fit_and_evaluate(dataset, p)
+    with db.transaction() as conn:
+        v1 = get_active(conn, STRATEGY)
+    return batch_publication(STRATEGY, candidate, dataset, v1, score_active(v1, dataset, candidate, p),
+                             {}, {}, p, "r", None)
+
+
+def test_batch_gate_compared_against_an_incumbent_that_was_no_longer_active(db, tmp_path):
+    """Review finding 7: the job read the active version once at its start; publish_version did
+    not check it again under the lock, so a candidate was gated against a replaced incumbent."""
+    from msd.learning.promotion import StaleIncumbent, publish_version
+    pub = _candidate_against_v1(db, tmp_path)
+    assert pub.active.version == 1 and pub.active_metrics is not None
+    with db.transaction() as conn:
+        deactivate(conn, STRATEGY, reason="v1 degraded")       # meanwhile: no active version
+    online_like = pub.__class__(**{**pub.__dict__, "rescore": None})
+    with pytest.raises(StaleIncumbent, match="changed from v1 to none"):
+        publish_version(db, online_like)
+    with db.transaction() as conn:
+        assert [v.version for v in list_versions(conn, STRATEGY)] == [1]      # nothing written
+    summary = publish_version(db, pub)                        # batch: re-gated on what is active
+    assert summary["version"] == 2 and not any(k.startswith("active.") for k in summary["metrics"])
+    assert not any("active version" in reason for reason in summary["gate_reasons"])
+
+
+def test_online_promoted_incumbent_was_rescored_on_rows_it_learned(db, tmp_path):
+    """Review finding 7: an online-promoted incumbent had learned recent decisions and was
+    rescored on them (in-sample) when a batch candidate was judged."""
+    pub = _candidate_against_v1(db, tmp_path)
+    n_val = pub.validation.n
+    from msd.learning.job import build_strategy_dataset
+    from msd.learning.promotion import score_active
+    from msd.ml.training import fit_and_evaluate
+    p = params(tmp_path)
+    dataset, _ = build_strategy_dataset(db, STRATEGY, p)
+    candidate = fit_and_evaluate(dataset, p)
+    val_times = dataset.timestamps[candidate.val_idx]
+    learned = float(val_times[len(val_times) // 3])            # v1 "learned" the first third
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE msd.model_versions SET metrics = metrics || jsonb_build_object("
+                    "'source', 'online', 'learned_until', to_timestamp(%s)::text) WHERE version = 1",
+                    (learned,))
+        v1 = get_active(conn, STRATEGY)
+    score = score_active(v1, dataset, candidate, p)
+    unseen = int((val_times >= learned).sum())
+    assert score.metrics.n == score.candidate.n == unseen < n_val
+    score = score_active(v1, dataset, candidate, params(tmp_path, min_samples=unseen + 1))
+    assert score.metrics is None and score.blocking and "never saw" in score.note
