@@ -57,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="two versions rescored on one window, side by side")
     compare.add_argument("--strategy", required=True)
     compare.add_argument("--on", type=version_number, dest="on",
-                         help="whose validation window both are scored on (default: b's)")
+                         help="whose validation window both are scored on (default: the newer "
+                              "version's; a window either version learned from is refused)")
     compare.add_argument("a", type=version_number, help="version, e.g. v3 or 3")
     compare.add_argument("b", type=version_number, help="version, e.g. v120 or 120")
     compare.add_argument("--json", **json_flag)
@@ -192,7 +193,7 @@ def _version_line(v: dict[str, Any]) -> str:
 def _compare(args: argparse.Namespace, cfg, db) -> int:
     from msd.learning.evaluation import rescore_versions
     result = rescore_versions(db, cfg.trainer.training, args.strategy, args.a, args.b,
-                              args.on or args.b)
+                              args.on or max(args.a, args.b))
     print(json.dumps(result, indent=2, sort_keys=True) if getattr(args, "json", False)
           else render_compare(result))
     return EXIT_OK

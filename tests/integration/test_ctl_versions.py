@@ -264,3 +264,21 @@ def test_unreachable_database_names_the_host_not_the_password(capsys, tmp_path, 
 
     assert code == 1 and out == ""
     assert "127.0.0.1:1/msd" in err and "s3cret-pw" not in err
+
+
+def test_compare_scored_a_version_on_its_own_training_data(capsys, config, db, tmp_path):
+    """Review finding 8: compare --on an older version's window scored the newer version on
+    decisions it had learned (in-sample). Such a window is refused; the default is the newer
+    version's window, whatever order the versions are named in."""
+    data = learning_data.synthetic(600, strength=4.0, seed=1)
+    with db.transaction() as conn:
+        learning_data.insert(conn, data)
+    at = lambda i: data.signals[i][9]  # noqa: E731
+    models_dir = tmp_path / "models"
+    publish(db, models_dir, fitted(0.0, 5), promoted=True, window=(at(100), at(200)))
+    publish(db, models_dir, fitted(4.0, 6), promoted=True, window=(at(300), at(599)))
+
+    code, _, err = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "--on", "1", "v1", "v2")
+    assert code == 1 and "overlaps v2's training" in err and "--on 2" in err
+    code, out, _ = run_ctl(capsys, "-c", config, "--json", "compare", "--strategy", STRATEGY, "v2", "v1")
+    assert code == 0 and json.loads(out)["window"]["of_version"] == 2
