@@ -89,7 +89,7 @@ def _dispatch(args: argparse.Namespace, cfg, db, ask: Ask) -> int:
             return _versions(args, cfg, db)
         if args.command == "compare":
             return _compare(args, cfg, db)
-        return _rollback(args, db, ask)
+        return _rollback(args, db, ask, cfg.trainer.training)
     except CtlFailure:
         raise
     except DatabaseUnavailable as exc:
@@ -218,7 +218,7 @@ def render_compare(result: dict[str, Any]) -> str:
 
 
 # ----- rollback ----------------------------------------------------------------------------
-def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
+def _rollback(args: argparse.Namespace, db, ask: Ask, expected=None) -> int:
     from msd.store.versions import get_version, rollback
     strategy, number = args.strategy, args.to
     reason = f"rollback to v{number} (msd-ctl{': ' + args.reason if args.reason else ''})"
@@ -229,7 +229,7 @@ def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
         if target.is_active:
             print(f"{strategy}: v{number} is already the active version; nothing changed")
             return EXIT_OK
-        verify_artifact(target)
+        verify_artifact(target, expected)
         transition = rollback(conn, strategy, number, reason=reason)
     print(f"{strategy}: v{number} is now the active version (audit row {transition}: {reason})")
     if not target.promoted_when_trained:
@@ -238,9 +238,10 @@ def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
     return _tell_daemon(ask, strategy, number)
 
 
-def verify_artifact(target) -> None:
+def verify_artifact(target, expected=None) -> None:
     """Load the version as the signaller will (recorded hashes, today's features, arrays of
-    the model class); refuse the rollback if that fails."""
+    the model class, the configured label definition `expected`); refuse the rollback if that
+    fails."""
     from msd.errors import MsdError
     from msd.learning.versions import load_model
     from msd.store.artifacts import TamperedArtifact
@@ -248,7 +249,7 @@ def verify_artifact(target) -> None:
     if target.files_pruned_at is not None:
         raise CtlFailure(f"{refused}: its files were pruned at {target.files_pruned_at.isoformat()}")
     try:
-        load_model(target)
+        load_model(target, expected)
     except TamperedArtifact as exc:
         raise CtlFailure(f"{refused}: tampered artifact {exc.path}: sha256 is {exc.actual}, "
                          f"recorded {exc.expected}") from None

@@ -69,7 +69,7 @@ def publish(db, models_dir: Path, arrays, *, promoted: bool,
         reasons = ["pass: accuracy vs minimum 0.75"] if promoted else ["fail: accuracy vs minimum 0.75"]
         version_id = insert_version(conn, NewVersion(
             STRATEGY, version, str(ref.path.resolve()), ref.sha256, ref.manifest_sha256,
-            "logistic_regression", FEATURE_VERSION, list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900},
+            "logistic_regression", FEATURE_VERSION, list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900, "round_trip_fee_pct": 0.2},
             {"validation": figures(version)}, promoted, reasons, 1000 + version, *window))
         record_quality_metrics(conn, version_id, figures(version), "validation", 250)
         if promoted:
@@ -202,6 +202,17 @@ def test_rollback_to_a_version_the_signaller_cannot_serve_is_refused(capsys, con
     code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", other)
 
     assert code == 1 and "refused" in err and "feature names" in err
+    assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
+
+
+def test_rollback_to_a_version_of_another_label_definition_is_refused(capsys, config, versions, db):
+    """Review finding 11: a version trained for another horizon was served as if its confidence
+    answered today's question."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE msd.model_versions SET training_config = '{\"horizon_s\": 600, "
+                    "\"round_trip_fee_pct\": 0.2}' WHERE version = 1")
+    code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "1")
+    assert code == 1 and "label definition differs: horizon_s 600" in err
     assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
 
 
