@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from msd import metrics
 from msd.learning.dataset import DatasetBuilder
+from msd.learning.versions import fallback_version
 from msd.learning.promotion import (batch_publication, publish_version, realised_figures,
                                     score_active)
 from msd.ml.dataset import Dataset
@@ -177,7 +178,11 @@ def _prune(run: _Run, strategy: str) -> None:
     with run.db.transaction() as conn:
         lock_strategy(conn, strategy)
         active = get_active(conn, strategy)
+        # the version a fall-back would load now, and the newest good one by the rows alone
+        fallback, _ = fallback_version(conn, strategy, run.params,
+                                       skip=active.version if active else None)
         protected = {v for v in (active.version if active else None,
+                                 fallback.version if fallback else None,
                                  last_good(conn, strategy)) if v is not None}
         doomed = prune_plan(models_dir, strategy, run.params.keep_files, protected)
         mark_files_pruned(conn, strategy, doomed)
