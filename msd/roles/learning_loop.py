@@ -135,7 +135,12 @@ class LearningLoop:
             g.db_versions, g.db_paused = active_versions(conn), set(pauses(conn))
             g.retired = latest_retirements(conn)
             for sid, version in versions.items():
-                calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window)
+                # A version's record starts when it was last activated: a rolled-back version is
+                # judged on its calls since, not on those of an earlier stint (now that unfilled
+                # calls are labelled too, those would be many).
+                info = get_version(conn, sid, version)
+                calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window,
+                                         since=info.activated_at if info is not None else None)
                 g.quality[sid] = _labelled(conn, sid, calls, config)
                 if trainer.online.enabled:
                     g.recent[sid] = _labelled(conn, sid, recent_decisions(
