@@ -47,7 +47,7 @@ def rescore_versions(db: Database, params: TrainingParams, strategy: str, a: int
     models = {}
     for number in (a, b):
         try:
-            models[number] = load_model(infos[number])
+            models[number] = load_model(infos[number], params)
         except (MsdError, OSError, ValueError) as exc:
             raise VersionError(f"v{number} cannot be rescored ({exc}); stored figures come from "
                                "different windows and are not compared") from None

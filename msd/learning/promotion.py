@@ -114,7 +114,7 @@ def score_active(active: VersionInfo | None, dataset: Dataset, candidate: Candid
     if active is None:
         return IncumbentScore()
     try:
-        model = load_model(active)
+        model = load_model(active, params)      # another label definition: not comparable
     except (MsdError, OSError, ValueError) as exc:
         return IncumbentScore(note=f"active v{active.version} not comparable: {exc}")
     rows = candidate.val_idx
