@@ -288,8 +288,7 @@ class Challenger:
 
     @staticmethod
     def _insort(rows: list[_Row], row: _Row, key: str) -> None:
-        keys = [getattr(r, key) for r in rows]
-        rows.insert(bisect.bisect_right(keys, getattr(row, key)), row)
+        bisect.insort_right(rows, row, key=lambda r: getattr(r, key))
 
 
 def _replace_decision(verdict: Verdict, decision: Decision) -> Verdict:
