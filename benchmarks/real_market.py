@@ -14,15 +14,20 @@ live quality degradation retires a version and falls back, as the signaller does
 
 What the candles cannot give is assumed, and printed: the spread (`--spread-pct`, constant),
 an order book with equal sizes on both sides (so book imbalance is 0 and carries nothing),
-no exposure cap (positions are not simulated: each call is judged on its own), no online
-challenger. Candles longer than a minute run on a candle clock: one candle is one msd
-"minute" (returns, volatility and the horizon are then in candles, and the time-of-day
-features are meaningless).
+no exposure cap (positions are not simulated: each call is judged on its own). What msd does
+live and this replay does not, also printed: every call fills at once at the bid/ask (live,
+limit orders fill only when the price comes to them, and every decision is still labelled);
+no online challenger; a version retired for degradation falls back without the immediate
+retrain msd asks for (training stays on the `--retrain-every` schedule). Candles longer than a
+minute run on a candle clock: one candle is one msd "minute" (returns, volatility and the
+horizon are then in candles, and the time-of-day features are meaningless).
 
-Ends with exactly one line:
+Ends with two lines over the promoted versions' emitted calls (`n/a` when there are none):
+  recorded precision R (...)
   promotions N; emitted calls M; recorded accuracy A; out-of-sample pay rate P; net bps per call B
-over the promoted versions' emitted calls (A = the validation accuracy recorded with the version
-that made each call, call-weighted; `n/a` when there are none).
+A is the validation accuracy recorded with the version that made each call (over all its
+validation decisions, calls or not) and R its recorded precision (the pay rate of its emitted
+validation calls), both call-weighted: R, not A, is the figure to compare with P.
 Usage: python benchmarks/real_market.py [--candles FILE] [--fee-pct 0.2] [--spread-pct 0.1]
 """
 from __future__ import annotations
@@ -46,6 +51,7 @@ from msd.values.messages import Kline, TickerUpdate  # noqa: E402
 from msd.learning.costs import CostFill, RollingCost  # noqa: E402
 from msd.learning.dataset import build_dataset, features_of  # noqa: E402
 from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend  # noqa: E402
+from msd.learning.promotion import IncumbentScore  # noqa: E402
 from msd.learning.outcomes import Decision, label_decision  # noqa: E402
 from msd.market.state import MarketSnapshot, MarketState  # noqa: E402
 from msd.ml.features import BUY, SELL, MissingFeature  # noqa: E402
@@ -81,7 +87,9 @@ class Strategy:
     model: object = None
     version: int = 0
     recorded_accuracy: float | None = None
-    versions: dict = field(default_factory=dict)          # version -> recorded accuracy
+    versions: dict = field(default_factory=dict)          # version -> (recorded accuracy, precision)
+    learned_until: dict = field(default_factory=dict)     # version -> last decision time it learned
+    overdue: list = field(default_factory=list)           # decisions whose horizon bar never came
     retired: set = field(default_factory=set)
     good: list = field(default_factory=list)              # promoted versions, oldest first
     trainings: int = 0
@@ -158,7 +166,8 @@ def label_ready(s: Strategy, minute: int, minute_of: dict, params: TrainingParam
             return                                  # the bar may still come
         s.next_label += 1
         if close_row is None:
-            continue                                # no bar: unlabelled, as msd counts it
+            s.overdue.append(decision)              # no bar: unlabelled, charged to the budget
+            continue
         while s.fill_ptr < len(s.fills) and s.fills[s.fill_ptr].executed_at < decision.decided_at:
             s.costs.add(s.fills[s.fill_ptr])
             s.fill_ptr += 1
@@ -190,7 +199,7 @@ def decide(s: Strategy, snapshot: MarketSnapshot, now: datetime, minute: int, pa
             s.budget_start = now
     price = float(snapshot.price)
     decision = Decision(f"{s.name}-{minute}", s.name, ASSET, side, now, snapshot.to_wire(), amount, mode,
-                        f"v{s.version}" if mode == "model" else None, confidence, None)
+                        f"v{s.version}" if mode == "model" else None, confidence, None, 1, amount)
     s.decisions.append((minute, decision))
     fill_price = price * (1 + half_spread if side == "buy" else 1 - half_spread)
     quantity = amount / fill_price
@@ -209,11 +218,14 @@ def maybe_train(s: Strategy, params: TrainingParams, args) -> None:
     except NotTrainable as exc:
         s.best = f"not trainable: {exc}"
         return
-    active = score(s.model, dataset, candidate.val_idx, params) if s.model is not None else None
-    decision = promotion_decision(candidate.validation, candidate.baselines, active, candidate.validation.n,
-                                  params.gate())
+    incumbent = rescore_incumbent(s, dataset, candidate, params)
+    decision = promotion_decision(candidate.validation, candidate.baselines, incumbent.metrics,
+                                  candidate.validation.n, params.gate(), candidate_vs_active=incumbent.candidate)
+    if incumbent.blocking:
+        decision = replace(decision, promote=False)
     v = candidate.validation
-    s.versions[s.trainings] = v.accuracy
+    s.versions[s.trainings] = (v.accuracy, v.precision)
+    s.learned_until[s.trainings] = float(dataset.timestamps[candidate.train_idx].max())
     line = (f"accuracy {v.accuracy:.3f} vs base rate {v.base_rate:.3f}, balanced {v.balanced_accuracy:.3f}, "
             f"{v.n_calls} calls, net {fmt_bps(v.net_return_mean)} bps/call")
     if s.best == "no training yet" or "accuracy" not in s.best or v.accuracy > float(s.best.split()[1]):
@@ -223,6 +235,17 @@ def maybe_train(s: Strategy, params: TrainingParams, args) -> None:
         s.promotions += 1
         s.good.append((s.version, candidate.model, v.accuracy))
         s.paused, s.degraded = None, False
+
+
+def rescore_incumbent(s: Strategy, dataset, candidate, params: TrainingParams) -> IncumbentScore:
+    """As msd.learning.promotion.score_active: the incumbent on the validation decisions it never
+    learned, the candidate on the same ones."""
+    if s.model is None:
+        return IncumbentScore()
+    rows = candidate.val_idx[dataset.timestamps[candidate.val_idx] > s.learned_until[s.version]]
+    if rows.size < params.min_samples:
+        return IncumbentScore(note="incumbent learned the window", blocking=True)
+    return IncumbentScore(score(s.model, dataset, rows, params), score(candidate.model, dataset, rows, params))
 
 
 def watch(s: Strategy, now: datetime, params: TrainingParams) -> None:
@@ -241,8 +264,8 @@ def watch(s: Strategy, now: datetime, params: TrainingParams) -> None:
         return
     if s.budget_start is None or s.paused:
         return
-    verdict = budget_verdict(warmup_spend(s.labelled, s.budget_start, now), s.warmup.budget_usdt,
-                             s.warmup.max_duration_s)
+    spend = warmup_spend(s.labelled, s.budget_start, now, s.overdue, s.warmup.unlabelled_loss_pct / 100.0)
+    verdict = budget_verdict(spend, s.warmup.budget_usdt, s.warmup.max_duration_s)
     if verdict is not None:
         s.paused = f"{verdict[0]} at {now.isoformat()}: {verdict[1]}"
 
@@ -253,9 +276,12 @@ def fmt_bps(value):
 
 def summarise(strategies: list[Strategy], params: TrainingParams, args) -> dict:
     print(f"candles {args.candles.name}; round-trip fee {args.fee_pct} %; assumed spread {args.spread_pct} % "
-          f"(constant), equal book sizes, no exposure cap, no online challenger; horizon "
+          f"(constant), equal book sizes, no exposure cap; horizon "
           f"{args.horizon_candles} candles; retrain every {args.retrain_every} new outcomes; warm-up budget "
           f"{args.budget_usdt:g} (quote currency) and {args.max_duration_s / 86400:g} days per strategy")
+    print("not replayed (live msd differs): every call fills at once at the bid/ask, so there is no "
+          "limit-order fill selection (live, every decision is labelled and only fills that happen cost); "
+          "no online challenger; a degraded version falls back without the immediate retrain msd asks for")
     emitted = []
     for s in strategies:
         warm = [r for r in s.labelled if r.decision.mode == "warmup"]
@@ -270,11 +296,15 @@ def summarise(strategies: list[Strategy], params: TrainingParams, args) -> dict:
                     if r.decision.mode == "model"]
     promotions = sum(s.promotions for s in strategies)
     if emitted:
-        recorded = f"{np.mean([a for _, a in emitted]):.4f}"
+        recorded = f"{np.mean([a for _, (a, _) in emitted]):.4f}"
+        precisions = [p for _, (_, p) in emitted if p is not None]
+        precision = f"{np.mean(precisions):.4f}" if precisions else "n/a"
         pay = f"{np.mean([r.paid for r, _ in emitted]):.4f}"
         bps = f"{np.mean([(r.move if r.decision.side == 'buy' else -r.move) - r.cost for r, _ in emitted]) * 1e4:.1f}"
     else:
-        recorded = pay = bps = "n/a"
+        recorded = precision = pay = bps = "n/a"
+    print(f"recorded precision {precision} (the validation pay rate of the emitted calls of the version that "
+          f"made each call, call-weighted: compare it, not recorded accuracy, with the out-of-sample pay rate)")
     print(f"promotions {promotions}; emitted calls {len(emitted)}; recorded accuracy {recorded}; "
           f"out-of-sample pay rate {pay}; net bps per call {bps}")
     return {"promotions": promotions, "emitted": len(emitted)}

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from msd.learning.job import build_strategy_dataset, train_strategies  # noqa: E402
-from msd.learning.promotion import (batch_publication, publish_version,  # noqa: E402
+from msd.learning.promotion import (IncumbentScore, batch_publication, publish_version,  # noqa: E402
                                     realised_figures)
 from msd.ml.models import LogisticConfig, LogisticModel  # noqa: E402
 from msd.ml.training import TrainingParams, fit_and_evaluate  # noqa: E402
@@ -144,7 +144,7 @@ def main() -> None:
         realised = stages.timed("realised PnL (FIFO)", realised_figures, db, STRATEGY,
                                 lambda: None)
         candidate = stages.timed("fit + evaluation (walk-forward)", fit_and_evaluate, dataset, p)
-        plan = batch_publication(STRATEGY, candidate, dataset, None, None, None, realised,
+        plan = batch_publication(STRATEGY, candidate, dataset, None, IncumbentScore(), realised,
                                  counts.as_dict(), p, "bench", None)
         stages.timed("version write (artifact + rows)", publish_version, db, plan)
         sklearn_comparison(dataset, candidate)

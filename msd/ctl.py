@@ -156,7 +156,10 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
     for sid, spend in sorted((learning.get("warmup") or {}).items()):
         lines.append(f"warm-up {sid}: spent {spend['spend_usdt']:.2f} of {spend['budget_usdt']:g} USDT over "
                      f"{spend['calls']} labelled calls, {spend['elapsed_s'] / 3600:.1f} h of "
-                     f"{spend['max_duration_s'] / 3600:g} h (budget since {spend['started_at']})"
+                     f"{spend['max_duration_s'] / 3600:g} h (budget since {spend['started_at']}); "
+                     f"{spend.get('unlabelled_calls', 0)} calls without a label charged the worst case, "
+                     f"{spend.get('unfilled_calls', 0)} never filled"
+                     f"{'; LABELS STOPPED' if spend.get('labels_stalled') else ''}"
                      f"{'; PAUSED' if spend.get('mode') == 'paused' else ''}")
     for sid, live in sorted((learning.get("live_quality") or {}).items()):
         accuracy = "-" if live["accuracy"] is None else f"{live['accuracy']:.3f}"
@@ -166,7 +169,9 @@ def _strategy_lines(signaller: dict[str, Any]) -> list[str]:
                      f"({live.get('calibration', '-')})")
     for sid, online in sorted((learning.get("online") or {}).items()):
         lines.append(f"online {sid}: challenger from v{online['from_version']}, {online['learned']} outcomes "
-                     f"learned, record {online['record']}; last gate: {online['last_verdict'] or 'not yet'}")
+                     f"learned, {online['scored']} decisions replayed, {online['phase']} (block "
+                     f"{online['block']}, {online['looks']} gate looks); last gate: "
+                     f"{online['last_verdict'] or 'not yet'}")
     return lines
 
 

@@ -57,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="two versions rescored on one window, side by side")
     compare.add_argument("--strategy", required=True)
     compare.add_argument("--on", type=version_number, dest="on",
-                         help="whose validation window both are scored on (default: b's)")
+                         help="whose validation window both are scored on (default: the newer "
+                              "version's; a window either version learned from is refused)")
     compare.add_argument("a", type=version_number, help="version, e.g. v3 or 3")
     compare.add_argument("b", type=version_number, help="version, e.g. v120 or 120")
     compare.add_argument("--json", **json_flag)
@@ -89,7 +90,7 @@ def _dispatch(args: argparse.Namespace, cfg, db, ask: Ask) -> int:
             return _versions(args, cfg, db)
         if args.command == "compare":
             return _compare(args, cfg, db)
-        return _rollback(args, db, ask)
+        return _rollback(args, db, ask, cfg.trainer.training)
     except CtlFailure:
         raise
     except DatabaseUnavailable as exc:
@@ -193,7 +194,7 @@ def _version_line(v: dict[str, Any]) -> str:
 def _compare(args: argparse.Namespace, cfg, db) -> int:
     from msd.learning.evaluation import rescore_versions
     result = rescore_versions(db, cfg.trainer.training, args.strategy, args.a, args.b,
-                              args.on or args.b)
+                              args.on or max(args.a, args.b))
     print(json.dumps(result, indent=2, sort_keys=True) if getattr(args, "json", False)
           else render_compare(result))
     return EXIT_OK
@@ -218,7 +219,7 @@ def render_compare(result: dict[str, Any]) -> str:
 
 
 # ----- rollback ----------------------------------------------------------------------------
-def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
+def _rollback(args: argparse.Namespace, db, ask: Ask, expected=None) -> int:
     from msd.store.versions import get_version, rollback
     strategy, number = args.strategy, args.to
     reason = f"rollback to v{number} (msd-ctl{': ' + args.reason if args.reason else ''})"
@@ -229,7 +230,7 @@ def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
         if target.is_active:
             print(f"{strategy}: v{number} is already the active version; nothing changed")
             return EXIT_OK
-        verify_artifact(target)
+        verify_artifact(target, expected)
         transition = rollback(conn, strategy, number, reason=reason)
     print(f"{strategy}: v{number} is now the active version (audit row {transition}: {reason})")
     if not target.promoted_when_trained:
@@ -238,9 +239,10 @@ def _rollback(args: argparse.Namespace, db, ask: Ask) -> int:
     return _tell_daemon(ask, strategy, number)
 
 
-def verify_artifact(target) -> None:
+def verify_artifact(target, expected=None) -> None:
     """Load the version as the signaller will (recorded hashes, today's features, arrays of
-    the model class); refuse the rollback if that fails."""
+    the model class, the configured label definition `expected`); refuse the rollback if that
+    fails."""
     from msd.errors import MsdError
     from msd.learning.versions import load_model
     from msd.store.artifacts import TamperedArtifact
@@ -248,7 +250,7 @@ def verify_artifact(target) -> None:
     if target.files_pruned_at is not None:
         raise CtlFailure(f"{refused}: its files were pruned at {target.files_pruned_at.isoformat()}")
     try:
-        load_model(target)
+        load_model(target, expected)
     except TamperedArtifact as exc:
         raise CtlFailure(f"{refused}: tampered artifact {exc.path}: sha256 is {exc.actual}, "
                          f"recorded {exc.expected}") from None

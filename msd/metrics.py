@@ -111,6 +111,13 @@ MODEL_CALIBRATION_GAP = Gauge("msd_model_live_calibration_gap", "Mean confidence
 MODEL_MISCALIBRATED = Gauge("msd_model_miscalibrated", "1 while |calibration gap| exceeds "
                             "trainer.quality.max_calibration_gap", ["strategy"], multiprocess_mode="livemax")
 WARMUP_SPEND = Gauge("msd_warmup_spend_usdt", "Warm-up spend of the current budget: minus the sum of the "
-                     "labelled warm-up calls' results after costs", ["strategy"], multiprocess_mode="livemax")
+                     "labelled warm-up calls' results after costs on the traded notional, plus the worst "
+                     "case charged for calls left without a label", ["strategy"], multiprocess_mode="livemax")
+WARMUP_UNLABELLED = Gauge("msd_warmup_unlabelled_calls", "Traded warm-up calls of the current budget whose "
+                          "horizon ended without a label (charged at warmup.unlabelled_loss_pct)",
+                          ["strategy"], multiprocess_mode="livemax")
+WARMUP_LABELS_STALLED = Gauge("msd_warmup_labels_stalled", "1 while a warm-up strategy's labels have stopped "
+                              "arriving (its newest finished call has none and no later call has one)",
+                              ["strategy"], multiprocess_mode="livemax")
 WARMUP_PAUSED = Gauge("msd_warmup_paused", "1 while the strategy is paused (no new entries)", ["strategy"],
                       multiprocess_mode="livemax")

@@ -57,11 +57,13 @@ DECISIVE_MOVE = 0.004
 
 def synthetic(n: int, *, strength: float, drift: float = 0.0, seed: int = 0,
               strategy: str = "momentum_v1", asset: str = "BTCUSDT", start: datetime = START,
-              shuffle_outcomes: bool = False, order_prefix: str | None = None) -> Synthetic:
-    """`n` decisions a minute apart from `start`, each filled once, with its horizon's bar."""
+              shuffle_outcomes: bool = False, order_prefix: str | None = None,
+              step_s: float = 60.0) -> Synthetic:
+    """`n` decisions `step_s` apart (a minute by default) from `start`, each filled once, with
+    its horizon's bar."""
     order_prefix = order_prefix or f"o{seed}-{int(start.timestamp())}"
     data = make_dataset(n, strength=strength, drift=drift, seed=seed,
-                        start=start.timestamp(), step=60.0)
+                        start=start.timestamp(), step=step_s)
     rng = np.random.default_rng(seed + 1)
     returns = rng.permutation(data.returns) if shuffle_outcomes else data.returns
     # Every synthetic move clears the ~0.2 % round-trip cost, so the learnable signal decides

@@ -3,7 +3,8 @@
 Stored figures come from each version's own validation window; subtracting them compares two
 different periods (a defect of the first version of this command). Here both models are loaded
 as the signaller would load them and scored by the same metrics on the same decisions: the
-validation window of one of them, rebuilt from the store with today's cost settings.
+validation window of one of them, rebuilt from the store with today's cost settings. A window
+that overlaps either version's training span (decisions it learned) is refused.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from msd.errors import MsdError
 from msd.learning.job import build_strategy_dataset
+from msd.learning.promotion import learned_until
 from msd.learning.versions import load_model
 from msd.ml.params import TrainingParams
 from msd.ml.training import flatten_metrics, score
@@ -32,10 +34,20 @@ def rescore_versions(db: Database, params: TrainingParams, strategy: str, a: int
     window = infos[on]
     if window.validation_from is None or window.validation_to is None:
         raise VersionError(f"v{on} of {strategy!r} records no validation window to score on")
+    for number in (a, b):
+        # A version scored on decisions it learned is scored in-sample (review finding 8).
+        until = learned_until(infos[number])
+        if until is not None and window.validation_from < until:
+            raise VersionError(
+                f"v{on}'s validation window {window.validation_from.isoformat()} .. "
+                f"{window.validation_to.isoformat()} overlaps v{number}'s training (it learned "
+                f"decisions up to {until.isoformat()}); scored there v{number} would be judged on "
+                f"its own training data. Compare on the newer version's window (--on "
+                f"{max(a, b)}), which neither learned")
     models = {}
     for number in (a, b):
         try:
-            models[number] = load_model(infos[number])
+            models[number] = load_model(infos[number], params)
         except (MsdError, OSError, ValueError) as exc:
             raise VersionError(f"v{number} cannot be rescored ({exc}); stored figures come from "
                                "different windows and are not compared") from None

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from msd import metrics
 from msd.learning.dataset import DatasetBuilder
+from msd.learning.versions import fallback_version
 from msd.learning.promotion import (batch_publication, publish_version, realised_figures,
                                     score_active)
 from msd.ml.dataset import Dataset
@@ -120,7 +121,7 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     new_rows = dataset.n - previous_rows
     detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
               "missing_features": dict(dataset.missing), "bad_prices": dataset.bad_prices,
-              "new_rows": new_rows}
+              "new_rows": new_rows, "fill_rate": counts.fill_rate}
     if new_rows < run.params.min_new_rows:
         since = f"since v{last.version}" if last else "in total"
         return _skip(run, strategy, f"data drought: {new_rows} new usable labelled rows {since}; "
@@ -130,9 +131,9 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     except NotTrainable as exc:
         return _skip(run, strategy, f"not trainable: {exc}", detail)
     run.ctx.beat()
-    active_metrics, note = score_active(active, dataset, candidate, run.params)
+    incumbent = score_active(active, dataset, candidate, run.params)
     realised = realised_figures(run.db, strategy, run.ctx.beat)
-    publication = batch_publication(strategy, candidate, dataset, active, active_metrics, note,
+    publication = batch_publication(strategy, candidate, dataset, active, incumbent,
                                     realised, detail, run.params, run.request_id, run.run_id)
     summary = publish_version(run.db, publication)
     run.ctx.beat()
@@ -177,7 +178,11 @@ def _prune(run: _Run, strategy: str) -> None:
     with run.db.transaction() as conn:
         lock_strategy(conn, strategy)
         active = get_active(conn, strategy)
+        # the version a fall-back would load now, and the newest good one by the rows alone
+        fallback, _ = fallback_version(conn, strategy, run.params,
+                                       skip=active.version if active else None)
         protected = {v for v in (active.version if active else None,
+                                 fallback.version if fallback else None,
                                  last_good(conn, strategy)) if v is not None}
         doomed = prune_plan(models_dir, strategy, run.params.keep_files, protected)
         mark_files_pruned(conn, strategy, doomed)

@@ -24,9 +24,9 @@ from msd.values.parsing import finite_float
 
 @dataclass(frozen=True)
 class Decision:
-    """One executed signal as the store reads it. `horizon_close` is the close of the bar
-    ending at decided_at + horizon (None while it is not recorded); `amount` is the signal's
-    USDT amount."""
+    """One recorded signal as the store reads it, filled or not. `horizon_close` is the close of
+    the bar ending at decided_at + horizon (None while it is not recorded); `amount` is the
+    signal's USDT amount; `fills` and `filled_notional` what order-manager traded for it."""
     signal_id: str
     strategy_id: str
     asset: str
@@ -38,6 +38,8 @@ class Decision:
     model_version: str | None
     confidence: float
     horizon_close: float | None
+    fills: int = 0                      # never in the label: fill rate and budget only
+    filled_notional: float | None = None  # USDT actually traded (sum of fill qty x price)
 
     @property
     def price(self) -> float | None:

@@ -37,7 +37,8 @@ class Metrics:
     `base_rate`: max(P(buy pays), P(sell pays)) in this window, the best constant call's accuracy.
     `coverage`, `n_calls`, `precision`: the calls that reach `threshold` (emitted) and the share
     of them that paid. `net_return_*`: mean net return per emitted call after its cost, and its
-    two-sided 95 % Student-t interval (None with fewer than 2 calls). `calibration_error`: the
+    two-sided 95 % interval from the `independent_calls` emitted calls whose outcome periods do
+    not overlap (None with fewer than 2 of them; see `_interval`). `calibration_error`: the
     expected calibration error of confidence vs "the call paid" over 10 equal-width bins.
     """
     n: int
@@ -53,6 +54,7 @@ class Metrics:
     net_return_mean: float | None
     net_return_lower: float | None
     net_return_upper: float | None
+    independent_calls: int
     mean_confidence: float | None
     log_loss: float
     brier: float
@@ -141,27 +143,56 @@ def _calibration_error(confidence: np.ndarray, paid: np.ndarray) -> float:
     return float(error)
 
 
-def _recall(y: np.ndarray, direction: np.ndarray, side: int) -> float | None:
+def _recall(y: np.ndarray, direction: np.ndarray, side: int) -> float:
+    """Recall on outcome `side`; 0 when the window holds no such outcome (see below)."""
     mask = y == side
-    return float(np.mean(direction[mask] == side)) if mask.any() else None
+    return float(np.mean(direction[mask] == side)) if mask.any() else 0.0
 
 
 def _balanced_accuracy(y: np.ndarray, direction: np.ndarray) -> float:
-    """Mean recall on "buy pays" and on "sell pays" (over the ones present; 0 when neither is:
-    then no call could have paid)."""
-    recalls = [r for r in (_recall(y, direction, BUY), _recall(y, direction, SELL)) if r is not None]
-    return float(np.mean(recalls)) if recalls else 0.0
+    """Mean recall on "buy pays" and on "sell pays", the README's formula taken literally: an
+    outcome absent from the window contributes recall 0 (0/0 is not 1). A window where only one
+    direction ever paid cannot show that a model tells the two apart, so nothing scores above
+    0.5 on it; before this, a constant caller scored 1.0 there (review finding 9)."""
+    return float((_recall(y, direction, BUY) + _recall(y, direction, SELL)) / 2.0)
 
 
-def _interval(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+def non_overlapping_calls(decided_at: np.ndarray, overlap_s: float) -> np.ndarray:
+    """Positions (into time-sorted `decided_at`) of a subsample of calls whose outcome periods
+    do not overlap: the first call, then each next call at least `overlap_s` (horizon + bar
+    lag) after the last one kept. Across assets too: crypto assets move together, so calls on
+    two assets in the same minute are not independent evidence either."""
+    kept, next_allowed = [], -math.inf
+    for i, at in enumerate(decided_at):
+        if at >= next_allowed:
+            kept.append(i)
+            next_allowed = at + overlap_s
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _interval(values: np.ndarray, decided_at: np.ndarray | None,
+              overlap_s: float) -> tuple[float | None, float | None, float | None, int]:
+    """(mean, lower, upper, independent calls) of the net returns of the emitted calls.
+
+    Calls whose horizons overlap share most of their move, so their returns are strongly
+    correlated and an interval that treats them as independent is far too narrow (an
+    always-buy model of zero edge had its lower bound above 0 in a third of windows). The
+    mean is over every emitted call; the interval's half-width is the Student-t one of the
+    non-overlapping subsample (`non_overlapping_calls`), which is exact for independent outcome
+    periods and about right (slightly wide) for the mean of all calls."""
     if values.size == 0:
-        return None, None, None
+        return None, None, None, 0
     mean = float(values.mean())
-    if values.size < 2:
-        return mean, None, None
-    half = float(student_t.ppf(0.5 + NET_RETURN_CI / 2, values.size - 1)
-                 * values.std(ddof=1) / math.sqrt(values.size))
-    return mean, mean - half, mean + half
+    if decided_at is None or overlap_s <= 0:
+        sample = values
+    else:
+        order = np.argsort(decided_at, kind="stable")
+        sample = values[order][non_overlapping_calls(decided_at[order], overlap_s)]
+    if sample.size < 2:
+        return mean, None, None, int(sample.size)
+    half = float(student_t.ppf(0.5 + NET_RETURN_CI / 2, sample.size - 1)
+                 * sample.std(ddof=1) / math.sqrt(sample.size))
+    return mean, mean - half, mean + half, int(sample.size)
 
 
 def _vector(name: str, values: object, n: int) -> np.ndarray:
@@ -178,10 +209,12 @@ def net_returns(direction: np.ndarray, moves: np.ndarray, costs: np.ndarray) -> 
 
 
 def metrics(y_true: object, proba: object, *, threshold: float, moves: object,
-            costs: object) -> Metrics:
+            costs: object, decided_at: object = None, overlap_s: float = 0.0) -> Metrics:
     """Every figure of `proba` (n, 3) against outcome classes `y_true`; `moves` are the
     fractional market moves from each decision's price to the horizon close and `costs` the
-    round-trip cost each outcome was judged against (a scalar applies to all)."""
+    round-trip cost each outcome was judged against (a scalar applies to all). `decided_at`
+    (epoch seconds) and `overlap_s` (horizon + bar lag) make the net-return interval account
+    for overlapping outcome periods; without them calls are taken as independent."""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold: {threshold!r} is invalid; expected 0 < threshold <= 1")
     n = len(np.asarray(y_true))
@@ -194,7 +227,10 @@ def metrics(y_true: object, proba: object, *, threshold: float, moves: object,
     paid = (calls.direction != NO_CALL) & (calls.direction == y)
     emitted = (calls.direction != NO_CALL) & (calls.confidence >= threshold)
     net = net_returns(calls.direction, move, cost)[emitted]
-    mean, lower, upper = _interval(net)
+    if overlap_s > 0 and decided_at is None:
+        raise ValueError("decided_at: None is invalid with overlap_s > 0; expected the decision times")
+    stamps = None if decided_at is None else _vector("decided_at", decided_at, n)[emitted]
+    mean, lower, upper, independent = _interval(net, stamps, float(overlap_s))
     called = calls.direction != NO_CALL
     truth = np.eye(matrix.shape[1])[y]
     up_rate, down_rate = float(np.mean(y == BUY)), float(np.mean(y == SELL))
@@ -206,6 +242,7 @@ def metrics(y_true: object, proba: object, *, threshold: float, moves: object,
         coverage=float(emitted.mean()), n_calls=int(emitted.sum()),
         precision=float(paid[emitted].mean()) if emitted.any() else None,
         net_return_mean=mean, net_return_lower=lower, net_return_upper=upper,
+        independent_calls=independent,
         mean_confidence=float(calls.confidence[emitted].mean()) if emitted.any() else None,
         log_loss=float(-np.mean(np.log(np.clip(matrix[np.arange(n), y], _PROBA_EPS, 1.0)))),
         brier=float(np.mean(np.sum((matrix - truth) ** 2, axis=1))),
@@ -214,12 +251,14 @@ def metrics(y_true: object, proba: object, *, threshold: float, moves: object,
 
 
 def baseline_metrics(X_train: object, y_train: object, X_val: object, y_val: object, *,
-                     threshold: float, moves: object, costs: object) -> dict[str, "Metrics"]:
+                     threshold: float, moves: object, costs: object, decided_at: object = None,
+                     overlap_s: float = 0.0) -> dict[str, "Metrics"]:
     """Metrics of the constant (training frequencies) and naive baselines, fitted on the
     training window and scored on the validation window the candidate is scored on."""
     result = {}
     for name, baseline in (("majority", MajorityClass()), ("naive", Naive())):
         baseline.fit(X_train, y_train)
         result[name] = metrics(y_val, baseline.predict_proba(X_val), threshold=threshold,
-                               moves=moves, costs=costs)
+                               moves=moves, costs=costs, decided_at=decided_at,
+                               overlap_s=overlap_s)
     return result

@@ -28,8 +28,11 @@ class GateDecision:
 
 
 def promotion_decision(candidate: Metrics, baselines: Mapping[str, Metrics],
-                       active: Metrics | None, n_val: int, config: GateConfig) -> GateDecision:
-    """Promote only if every check passes; all metrics must come from the same window."""
+                       active: Metrics | None, n_val: int, config: GateConfig, *,
+                       candidate_vs_active: Metrics | None = None) -> GateDecision:
+    """Promote only if every check passes; all metrics must come from the same window.
+    `candidate_vs_active`: the candidate on the decisions the incumbent was rescored on when
+    that is a part of the window (the incumbent learned the rest)."""
     margin = config.min_margin_over_baselines
     lower = candidate.net_return_lower
     checks = [
@@ -54,7 +57,7 @@ def promotion_decision(candidate: Metrics, baselines: Mapping[str, Metrics],
     for name in REQUIRED_BASELINES:
         checks.append(_margin_check(candidate, baselines.get(name), f"baseline {name}", margin))
     if active is not None:
-        checks.append(_margin_check(candidate, active, "active version",
+        checks.append(_margin_check(candidate_vs_active or candidate, active, "active version",
                                     config.min_margin_over_active))
     failed = tuple(f"fail: {text}" for ok, text in checks if not ok)
     if failed:

@@ -139,6 +139,11 @@ class TrainingParams:
         return self.horizon_s + self.max_bar_lag_s if self.embargo_s is None else float(self.embargo_s)
 
     @property
+    def outcome_overlap_s(self) -> float:
+        """How long a decision's outcome period lasts: calls closer than this share moves."""
+        return self.horizon_s + self.max_bar_lag_s
+
+    @property
     def round_trip_fee(self) -> float:
         return self.round_trip_fee_pct / 100.0
 
@@ -154,10 +159,12 @@ class TrainingParams:
 @dataclass(frozen=True)
 class OnlineParams:
     """The online challenger (DESIGN §6): warm-started from the active version, it learns every
-    labelled decision of the strategy (late labels too, up to `lookback_s` after the decision)
-    and keeps a prequential record of its last `window` predictions, each made before the
-    outcome was learned. The first `calibration_fraction` (of TrainingParams) of that record
-    fits its calibration; the rest is the window the gate scores it and the incumbent on."""
+    labelled decision of the strategy (late labels too, up to `lookback_s` after the decision),
+    each once its outcome was known before the next decision it predicts. A frozen copy taken
+    after `window` // 2 new outcomes predicts the next `window` decisions (a block) at decision
+    time: the block's first `calibration_fraction` (of TrainingParams) calibrates it, the rest
+    after an embargo is what the gate scores it and the incumbent on; a pass must be confirmed
+    on the next block (msd.learning.online)."""
     enabled: bool = True
     window: int = 800
     lookback_s: float = 2 * 86400.0

@@ -101,7 +101,9 @@ def fit_and_evaluate(dataset: Dataset, params: TrainingParams,
     training = score(model, dataset, fit_idx, params)
     baselines = baseline_metrics(X_fit, y_fit, dataset.X[val_idx], dataset.y[val_idx],
                                  threshold=params.confidence_threshold,
-                                 moves=dataset.moves[val_idx], costs=dataset.costs[val_idx])
+                                 moves=dataset.moves[val_idx], costs=dataset.costs[val_idx],
+                                 decided_at=dataset.timestamps[val_idx],
+                                 overlap_s=params.outcome_overlap_s)
     return Candidate(model, l2, selection, fit_idx, cal_idx, val_idx, validation, training,
                      baselines, (note,) if note else ())
 
@@ -111,7 +113,8 @@ def score(model: Any, dataset: Dataset, idx: np.ndarray, params: TrainingParams)
     and active version are compared on the very same decisions)."""
     return metrics(dataset.y[idx], model.predict_proba(dataset.X[idx]),
                    threshold=params.confidence_threshold, moves=dataset.moves[idx],
-                   costs=dataset.costs[idx])
+                   costs=dataset.costs[idx], decided_at=dataset.timestamps[idx],
+                   overlap_s=params.outcome_overlap_s)
 
 
 def select_l2(X: np.ndarray, y: np.ndarray, timestamps: np.ndarray, params: TrainingParams,

@@ -2,8 +2,9 @@
 close the label horizon ended at, the strategy's fills for the cost estimate, and
 reconciliation of fills from the shared `orders` table.
 
-One row is one executed signal of a strategy that decides (mode warmup or model; exits are not
-decisions to learn from), because the features describe the decision, not each partial fill.
+One row is one recorded signal of a strategy that decides (mode warmup or model; exits are not
+decisions to learn from), filled or not, because the features describe the decision, not each
+partial fill, and which decisions fill depends on the path after them and on their side.
 The outcome is measured by msd.learning.outcomes from msd's own 1-minute bars: the close of the
 first confirmed bar that ends at or after decided_at + horizon, taken only if it ends within
 `max_bar_lag_s` of that moment. Fill prices never enter it.
@@ -46,16 +47,21 @@ SELECT o.id::text, o.order_id, o.signal_id::text, o.asset, o.side, o.order_type,
 
 DECIDING_MODES = ("warmup", "model")
 
-# One row per executed decision of the selected strategies; `open` is true while bars that
-# would label it may still arrive.
+# One row per recorded decision of the selected strategies, filled or not; `open` is true
+# while bars that would label it may still arrive.
+# Review finding 3: this used to JOIN on `fills > 0`. A limit order fills depending on the path
+# after the decision and on its side, so keeping only filled decisions leaks the side into the
+# labels. Now every decision is a row and its fills are aggregated beside it (count, traded
+# notional) for the fill rate and the warm-up budget only; costs and PnL read fills themselves.
 _ROWS_SQL = """
 SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.created_at,
        {snapshot} AS snapshot, s.amount, s.mode, s.model_version, s.confidence, f.fills,
        bar.close AS horizon_close,
-       s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now()) AS open
+       s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now()) AS open,
+       f.notional AS filled_notional
   FROM msd.signals s
-  JOIN LATERAL (SELECT count(*) AS fills FROM msd.executions e
-                 WHERE e.signal_id = s.signal_id) f ON f.fills > 0
+  LEFT JOIN LATERAL (SELECT count(*) AS fills, sum(e.quantity * e.price) AS notional
+                       FROM msd.executions e WHERE e.signal_id = s.signal_id) f ON true
   LEFT JOIN LATERAL (
         -- a bar stamped `minute` closes one minute later
         SELECT b.close FROM msd.market_bars b
@@ -82,26 +88,33 @@ SELECT e.executed_at, e.side, e.quantity, e.price, e.fee, s.snapshot->>'price'
 
 @dataclass(frozen=True)
 class RowCounts:
-    """Executed decisions by labelling state. `no_price`: the snapshot has no usable price;
-    `no_bars`: the horizon is over but msd recorded no bar to measure it (a gap in market
-    data)."""
+    """Recorded decisions (`signals`, filled or not) by labelling state. `no_price`: the
+    snapshot has no usable price; `no_bars`: the horizon is over but msd recorded no bar to
+    measure it (a gap in market data); `filled`: decisions with at least one fill (of
+    `executions` fills), so `fill_rate` = filled / signals."""
     executions: int = 0
     signals: int = 0
     labelled: int = 0
     pending_label: int = 0
     no_price: int = 0
     no_bars: int = 0
+    filled: int = 0
 
     def __add__(self, other: "RowCounts") -> "RowCounts":
         return RowCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
 
     def as_tuple(self) -> tuple[int, ...]:
         return (self.executions, self.signals, self.labelled, self.pending_label,
-                self.no_price, self.no_bars)
+                self.no_price, self.no_bars, self.filled)
 
-    def as_dict(self) -> dict[str, int]:
-        names = ("executions", "signals", "labelled", "pending_label", "no_price", "no_bars")
-        return dict(zip(names, self.as_tuple()))
+    @property
+    def fill_rate(self) -> float | None:
+        return round(self.filled / self.signals, 4) if self.signals else None
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        names = ("executions", "signals", "labelled", "pending_label", "no_price", "no_bars",
+                 "filled")
+        return {**dict(zip(names, self.as_tuple())), "fill_rate": self.fill_rate}
 
 
 @dataclass(frozen=True)
@@ -207,7 +220,8 @@ def dataset_sizes(conn, window: LabelWindow) -> dict[str, dict[str, int]]:
                      count(*) FILTER (WHERE price_ok AND horizon_close IS NOT NULL),
                      count(*) FILTER (WHERE price_ok AND horizon_close IS NULL AND open),
                      count(*) FILTER (WHERE NOT price_ok),
-                     count(*) FILTER (WHERE price_ok AND horizon_close IS NULL AND NOT open)
+                     count(*) FILTER (WHERE price_ok AND horizon_close IS NULL AND NOT open),
+                     count(*) FILTER (WHERE fills > 0)
                 FROM (SELECT r.*, CASE WHEN jsonb_typeof(r.snapshot->'price') = 'number'
                                        THEN (r.snapshot->>'price')::numeric > 0
                                        ELSE false END AS price_ok
@@ -226,13 +240,12 @@ def strategies_with_executions(conn) -> list[str]:
 
 
 def trainable_strategies(conn) -> list[str]:
-    """Strategies with executed decisions (warm-up or model signals): only these have
-    outcomes to learn from. The exit engine's signals are not decisions (mode 'exit')."""
+    """Strategies with recorded decisions (warm-up or model signals, filled or not): only
+    these have outcomes to learn from. The exit engine's signals are not decisions (mode
+    'exit')."""
     with conn.cursor() as cur:
         cur.execute("""SELECT DISTINCT s.strategy_id FROM msd.signals s
-                        WHERE s.mode IN ('warmup', 'model')
-                          AND EXISTS (SELECT 1 FROM msd.executions e WHERE e.signal_id = s.signal_id)
-                        ORDER BY s.strategy_id""")
+                        WHERE s.mode IN ('warmup', 'model') ORDER BY s.strategy_id""")
         return [row[0] for row in cur.fetchall()]
 
 
@@ -248,11 +261,12 @@ def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Tra
 
 
 def _chunk(rows: list[tuple]) -> TrainingRows:
-    decisions, counts = [], [0] * 6
+    decisions, counts = [], [0] * 7
     for (signal_id, strategy, asset, side, decided_at, snapshot, amount, mode, version,
-         confidence, fills, close, is_open) in rows:
+         confidence, fills, close, is_open, notional) in rows:
         counts[0] += fills
         counts[1] += 1
+        counts[6] += fills > 0
         if decision_price(snapshot or {}) is None:
             counts[4] += 1
         elif close is None:
@@ -261,7 +275,8 @@ def _chunk(rows: list[tuple]) -> TrainingRows:
             counts[2] += 1
             decisions.append(Decision(signal_id, strategy, asset, side, decided_at, snapshot,
                                       float(amount), mode, version, float(confidence),
-                                      float(close)))
+                                      float(close), int(fills),
+                                      None if notional is None else float(notional)))
     return TrainingRows(decisions, RowCounts(*counts))
 
 
@@ -330,8 +345,8 @@ def recent_decisions(conn, strategy_id: str, window: LabelWindow, *, since: date
 
 
 def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
-    """Per strategy: executed decisions whose label horizon ended since its last training
-    attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups.
+    """Per strategy: recorded decisions (filled or not) whose label horizon ended since its last
+    training attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups.
     Exit signals are not decisions and are not counted."""
     with conn.cursor() as cur:
         cur.execute(
@@ -341,6 +356,29 @@ def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
                 WHERE s.created_at + %(horizon)s <= now()
                   AND s.mode IN ('warmup', 'model')
                   AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
-                  AND EXISTS (SELECT 1 FROM msd.executions e WHERE e.signal_id = s.signal_id)
                 GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})
         return dict(cur.fetchall())
+
+
+def warmup_budget_decisions(conn, strategy_id: str, window: LabelWindow, *,
+                            since: datetime) -> tuple[list[Decision], list[Decision]]:
+    """The strategy's warm-up decisions since `since` (oldest first), filled or not, with their
+    fills aggregated: (labelled-ready ones, overdue ones). Overdue: the horizon and bar lag are
+    over but there is no horizon close or no usable price, so no label will come; the warm-up
+    budget charges them at a stated worst case (review finding 6)."""
+    sql = (_ROWS_SQL.format(snapshot="s.snapshot") + " AND s.mode = 'warmup'"
+           " ORDER BY s.created_at, s.signal_id")
+    rows = _fetch(conn, sql, {**window.params(), "strategy": strategy_id, "since": since,
+                              "until": None})
+    ready, overdue = [], []
+    for (signal_id, strategy, asset, side, decided_at, snapshot, amount, mode, version,
+         confidence, fills, close, is_open, notional) in rows:
+        decision = Decision(signal_id, strategy, asset, side, decided_at, snapshot, float(amount),
+                            mode, version, float(confidence),
+                            None if close is None else float(close), int(fills),
+                            None if notional is None else float(notional))
+        if close is not None and decision_price(snapshot or {}) is not None:
+            ready.append(decision)
+        elif not is_open:
+            overdue.append(decision)
+    return ready, overdue

@@ -12,14 +12,16 @@ class ModeRecord:
     mode: str
     model_version: int | None
     parameters: Mapping[str, Any] | None
+    event: str | None = None        # who wrote the row (None: the signaller's own mode rows)
 
 
 def latest_modes(conn) -> dict[str, ModeRecord]:
     """Each strategy's mode, model version and parameters as of its most recent transition."""
     with conn.cursor() as cur:
-        cur.execute("""SELECT DISTINCT ON (strategy_id) strategy_id, to_mode, model_version, parameters
+        cur.execute("""SELECT DISTINCT ON (strategy_id) strategy_id, to_mode, model_version, parameters, event
                          FROM msd.mode_transitions ORDER BY strategy_id, at DESC, id DESC""")
-        return {strategy: ModeRecord(mode, version, params) for strategy, mode, version, params in cur.fetchall()}
+        return {strategy: ModeRecord(mode, version, params, event)
+                for strategy, mode, version, params, event in cur.fetchall()}
 
 
 def record_transition(conn, strategy_id: str, from_mode: str | None, to_mode: str, reason: str,

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from msd.errors import MsdError
 from msd.store.jsonb import to_json
 from msd.store.modes import latest_modes, record_transition
-from msd.store.pauses import end_budget_pause
+from msd.store.pauses import end_budget_pause, start_budget
 
 # Serialises version numbering and activation per strategy (second key: hash of the id).
 VERSION_LOCK_KEY = 0x6D7364_0003
@@ -168,17 +168,38 @@ def latest_version(conn, strategy_id: str) -> VersionInfo | None:
     return None if number is None else get_version(conn, strategy_id, number)
 
 
-def last_good(conn, strategy_id: str) -> int | None:
-    """The newest version that was good enough to serve (promoted when trained, or active at
-    some time), is not active now, was never retired for degraded live quality and still has
-    its files: the version a fall-back returns to, which retention must therefore keep."""
+# A version a fall-back may return to: good enough to serve once (promoted when trained, or
+# active at some time), not active now, never retired for degraded live quality, files kept.
+_GOOD = """strategy_id = %(strategy)s AND NOT is_active AND files_pruned_at IS NULL
+           AND retired_at IS NULL AND (promoted_when_trained OR activated_at IS NOT NULL)
+           AND (%(feature_version)s::text IS NULL OR feature_version = %(feature_version)s::text)
+           AND (%(labels)s::jsonb IS NULL OR label_mapping = %(labels)s::jsonb)"""
+
+
+def last_good(conn, strategy_id: str, feature_version: str | None = None,
+              label_mapping: Mapping[str, int] | None = None) -> int | None:
+    """The newest good version (see _GOOD; optionally only of that feature version and label
+    mapping): retention keeps it. Whether it still loads is msd.learning.versions'
+    `fallback_version`, which is what a fall-back uses."""
     with conn.cursor() as cur:
-        cur.execute("""SELECT max(version) FROM msd.model_versions
-                        WHERE strategy_id = %s AND NOT is_active AND files_pruned_at IS NULL
-                          AND retired_at IS NULL
-                          AND (promoted_when_trained OR activated_at IS NOT NULL)""",
-                    (strategy_id,))
+        cur.execute(f"SELECT max(version) FROM msd.model_versions WHERE {_GOOD}",
+                    _good_params(strategy_id, feature_version, label_mapping))
         return cur.fetchone()[0]
+
+
+def good_versions(conn, strategy_id: str, feature_version: str | None = None,
+                  label_mapping: Mapping[str, int] | None = None) -> list[VersionInfo]:
+    """Every good version (see _GOOD), newest first, without quality figures."""
+    with conn.cursor() as cur:
+        cur.execute(f"{_SELECT} WHERE {_GOOD} ORDER BY version DESC",
+                    _good_params(strategy_id, feature_version, label_mapping))
+        return [VersionInfo(*row) for row in cur.fetchall()]
+
+
+def _good_params(strategy_id: str, feature_version: str | None,
+                 label_mapping: Mapping[str, int] | None) -> dict[str, Any]:
+    return {"strategy": strategy_id, "feature_version": feature_version,
+            "labels": None if label_mapping is None else to_json(dict(label_mapping))}
 
 
 def retire(conn, strategy_id: str, version: int, reason: str) -> bool:
@@ -249,7 +270,8 @@ def rollback(conn, strategy_id: str, to_version: int, *, reason: str) -> int:
 
 def deactivate(conn, strategy_id: str, *, reason: str,
                evidence: Mapping[str, Any] | None = None) -> int | None:
-    """No active version any more: the strategy falls back to warm-up. None if none was."""
+    """No active version any more: the strategy falls back to warm-up with a new warm-up
+    budget. None if none was."""
     lock_strategy(conn, strategy_id)
     previous = get_active(conn, strategy_id)
     if previous is None:
@@ -257,6 +279,9 @@ def deactivate(conn, strategy_id: str, *, reason: str,
     with conn.cursor() as cur:
         cur.execute("UPDATE msd.model_versions SET is_active = false"
                     " WHERE strategy_id = %s AND is_active", (strategy_id,))
+    # Back in warm-up: a new budget starts now, in the same transaction as the audit row (the
+    # signaller sees a warm-up row already and would otherwise keep the old, spent budget).
+    start_budget(conn, strategy_id, f"back in warm-up: {reason}")
     return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup", reason,
                              {**(evidence or {}), "previous_version": previous.version},
                              previous.version, event="deactivation")

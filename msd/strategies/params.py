@@ -27,7 +27,7 @@ TRIGGERS = ("schedule", "market")
 
 _WARMUP_REQUIRED = ("min_amount_usdt", "max_amount_usdt", "max_exposure_usdt")
 _WARMUP_OPTIONAL = ("frequency_s", "heuristic", "randomness", "confidence_min", "confidence_max",
-                    "budget_usdt", "max_duration_s", "stretch_z")
+                    "budget_usdt", "max_duration_s", "stretch_z", "unlabelled_loss_pct")
 # Older configs named the duration cap `warmup_duration_s`; it is read as max_duration_s.
 _WARMUP_ALIASES = {"warmup_duration_s": "max_duration_s"}
 DEFAULT_BUDGET_USDT = Decimal("50")
@@ -62,7 +62,10 @@ class WarmupParams:
     deviations a recent return must reach before mean reversion takes the other side.
     `budget_usdt` is the warm-up spend allowed (minus the sum of the warm-up calls' results
     after costs, msd.learning.budget) and `max_duration_s` how long warm-up may last; when
-    either is spent without a promoted model the strategy pauses.
+    either is spent without a promoted model the strategy pauses. `unlabelled_loss_pct` is the
+    stated worst case charged to the budget, in percent of the traded notional, for a call whose
+    horizon ended without a label (no bar recorded): without it a stopped market-data feed
+    would stop the spend.
     """
     min_amount_usdt: Decimal
     max_amount_usdt: Decimal
@@ -75,6 +78,7 @@ class WarmupParams:
     budget_usdt: Decimal = DEFAULT_BUDGET_USDT
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     stretch_z: float = 1.0
+    unlabelled_loss_pct: float = 2.0
     path: InitVar[str] = "warmup"
 
     def __post_init__(self, path: str) -> None:
@@ -84,7 +88,8 @@ class WarmupParams:
                           f"one of {', '.join(h.value for h in Heuristic)}")
         checks = {"frequency_s": _positive_float, "randomness": _unit_interval,
                   "confidence_min": _unit_interval, "confidence_max": _unit_interval,
-                  "stretch_z": _positive_float, "max_duration_s": _positive_float}
+                  "stretch_z": _positive_float, "max_duration_s": _positive_float,
+                  "unlabelled_loss_pct": _positive_float}
         for name, check in checks.items():
             # Stored as float whatever number type came in, so equal configs compare equal.
             object.__setattr__(self, name, check(getattr(self, name), f"{path}.{name}"))

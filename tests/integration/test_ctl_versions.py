@@ -69,7 +69,7 @@ def publish(db, models_dir: Path, arrays, *, promoted: bool,
         reasons = ["pass: accuracy vs minimum 0.75"] if promoted else ["fail: accuracy vs minimum 0.75"]
         version_id = insert_version(conn, NewVersion(
             STRATEGY, version, str(ref.path.resolve()), ref.sha256, ref.manifest_sha256,
-            "logistic_regression", FEATURE_VERSION, list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900},
+            "logistic_regression", FEATURE_VERSION, list(FEATURE_NAMES), dict(LABELS), {"horizon_s": 900, "round_trip_fee_pct": 0.2},
             {"validation": figures(version)}, promoted, reasons, 1000 + version, *window))
         record_quality_metrics(conn, version_id, figures(version), "validation", 250)
         if promoted:
@@ -205,6 +205,17 @@ def test_rollback_to_a_version_the_signaller_cannot_serve_is_refused(capsys, con
     assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
 
 
+def test_rollback_to_a_version_of_another_label_definition_is_refused(capsys, config, versions, db):
+    """Review finding 11: a version trained for another horizon was served as if its confidence
+    answered today's question."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE msd.model_versions SET training_config = '{\"horizon_s\": 600, "
+                    "\"round_trip_fee_pct\": 0.2}' WHERE version = 1")
+    code, _, err = run_ctl(capsys, "-c", config, "rollback", "--strategy", STRATEGY, "--to", "1")
+    assert code == 1 and "label definition differs: horizon_s 600" in err
+    assert active_version(db) == N_VERSIONS and rollback_rows(db) == []
+
+
 class FakeDaemon:
     """Answers one control request on the config's socket the way the arbiter does."""
 
@@ -264,3 +275,21 @@ def test_unreachable_database_names_the_host_not_the_password(capsys, tmp_path, 
 
     assert code == 1 and out == ""
     assert "127.0.0.1:1/msd" in err and "s3cret-pw" not in err
+
+
+def test_compare_scored_a_version_on_its_own_training_data(capsys, config, db, tmp_path):
+    """Review finding 8: compare --on an older version's window scored the newer version on
+    decisions it had learned (in-sample). Such a window is refused; the default is the newer
+    version's window, whatever order the versions are named in."""
+    data = learning_data.synthetic(600, strength=4.0, seed=1)
+    with db.transaction() as conn:
+        learning_data.insert(conn, data)
+    at = lambda i: data.signals[i][9]  # noqa: E731
+    models_dir = tmp_path / "models"
+    publish(db, models_dir, fitted(0.0, 5), promoted=True, window=(at(100), at(200)))
+    publish(db, models_dir, fitted(4.0, 6), promoted=True, window=(at(300), at(599)))
+
+    code, _, err = run_ctl(capsys, "-c", config, "compare", "--strategy", STRATEGY, "--on", "1", "v1", "v2")
+    assert code == 1 and "overlaps v2's training" in err and "--on 2" in err
+    code, out, _ = run_ctl(capsys, "-c", config, "--json", "compare", "--strategy", STRATEGY, "v2", "v1")
+    assert code == 0 and json.loads(out)["window"]["of_version"] == 2

@@ -153,7 +153,7 @@ def _active_on_noise(dsn, models_dir, sid, seed, asset):
     try:
         with db.transaction() as conn:
             learning_data.insert(conn, learning_data.synthetic(1200, strength=4.0, seed=seed, strategy=sid,
-                                                               asset=asset, start=minutes_ago(4000),
+                                                               asset=asset, start=minutes_ago(16000),
                                                                shuffle_outcomes=True,
                                                                order_prefix=f"{sid}-old"))
         request = {"id": "setup", "strategy": sid, "params": learning_data.params(models_dir=models_dir)}
@@ -170,13 +170,16 @@ def test_the_online_challenger_is_promoted_on_a_learnable_stream_and_never_on_no
     _active_on_noise(dsn, models_dir, "learner", 1, "BTCUSDT")
     _active_on_noise(dsn, models_dir, "noisy", 2, "ETHUSDT")
     with psycopg2.connect(dsn) as conn:
+        # Decisions 20 minutes apart: longer than horizon + bar lag (17 min), so each outcome is
+        # independent evidence for the net-return bound (calls closer than that share moves).
         for sid, strength, seed, asset in (("learner", 4.0, 3, "BTCUSDT"), ("noisy", 0.0, 4, "ETHUSDT")):
             learning_data.insert(conn, learning_data.synthetic(700, strength=strength, seed=seed, strategy=sid,
-                                                               asset=asset, start=minutes_ago(800),
+                                                               asset=asset, start=minutes_ago(14500), step_s=1200,
                                                                order_prefix=f"{sid}-new"))
     cfg = config(tmp_path, dsn, fresh_vhost, [strategy("learner"), strategy("noisy", "ETHUSDT")],
-                 online={"window": 400, "learning_rate": 0.1})
-    cfg["trainer"]["training"].update(min_samples=150, min_emitted_calls=30)
+                 online={"window": 200, "learning_rate": 0.1, "lookback_s": 30 * 86400})
+    # blocks of 200 decisions: 50 calibrate, 17 embargo, ~133 scored; two passes publish
+    cfg["trainer"]["training"].update(min_samples=100, min_emitted_calls=30)
     d = Daemon(tmp_path, cfg)
     try:
         d.start()
@@ -188,6 +191,9 @@ def test_the_online_challenger_is_promoted_on_a_learnable_stream_and_never_on_no
         [(event, reason)] = rows(dsn, "SELECT event, reason FROM msd.mode_transitions WHERE strategy_id = 'learner' "
                                       "AND model_version = 2 AND event = 'activation'")
         assert "(online) passed the promotion gate" in reason
+        [(looks, confirmed)] = rows(dsn, "SELECT metrics->>'gate_looks', metrics->>'confirmed_on_a_fresh_block' "
+                                         "FROM msd.model_versions WHERE strategy_id = 'learner' AND version = 2")
+        assert int(looks) >= 2 and confirmed == "true"
         wait_for(lambda: online().get("noisy", {}).get("learned") == 700, 30, what="noisy learned its stream")
         assert "fail:" in online()["noisy"]["last_verdict"]
         assert rows(dsn, "SELECT count(*) FROM msd.model_versions WHERE strategy_id = 'noisy'") == [(1,)]

@@ -113,19 +113,20 @@ def test_unlabelled_rows_are_counted_by_reason_not_trained_on(db):
         add_fill(conn, gap, at=T0 + timedelta(hours=2))
         unpriced = add_snapshot_signal(conn, {**SNAPSHOT, "price": None}, at=T0 + timedelta(hours=3))
         add_fill(conn, unpriced, at=T0 + timedelta(hours=3))
-        add_signal(conn, at=T0 + timedelta(hours=4))                 # never executed
+        add_signal(conn, at=T0 + timedelta(hours=4))                 # never executed, no bar either
         other = add_signal(conn, strategy="other")
         add_fill(conn, other, strategy="other")
         rows = load_training_rows(conn, "momentum_v1", WINDOW)
         sizes = dataset_sizes(conn, WINDOW)
 
     assert [d.signal_id for d in rows.decisions] == [labelled]
-    expected = {"executions": 4, "signals": 4, "labelled": 1, "pending_label": 1,
-                "no_price": 1, "no_bars": 1}
+    # the never-executed decision is a decision too (review finding 3): only its bar is missing
+    expected = {"executions": 4, "signals": 5, "labelled": 1, "pending_label": 1,
+                "no_price": 1, "no_bars": 2, "filled": 4, "fill_rate": 0.8}
     assert rows.counts.as_dict() == expected
     assert sizes == {"momentum_v1": expected,
                      "other": {"executions": 1, "signals": 1, "labelled": 1, "pending_label": 0,
-                               "no_price": 0, "no_bars": 0}}
+                               "no_price": 0, "no_bars": 0, "filled": 1, "fill_rate": 1.0}}
 
 
 def insert_order(conn, signal_id, order_id, *, status="filled", filled="0.01", price="95000",

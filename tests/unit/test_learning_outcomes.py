@@ -25,12 +25,12 @@ PARAMS = TrainingParams(horizon_s=900, max_bar_lag_s=120, round_trip_fee_pct=0.2
 
 def decision(i: int, *, side: str = "buy", price: float = 100.0, close: float | None = 101.0,
              snapshot: dict | None = None, mode: str = "warmup", amount: float = 10.0,
-             confidence: float = 0.6) -> Decision:
+             confidence: float = 0.6, fills: int = 1) -> Decision:
     features = np.linspace(-0.5, 0.5, len(FEATURE_NAMES)) + 0.01 * i
     features[FEATURE_NAMES.index("spread_pct")] = 0.01 * (i + 1)  # a spread is never negative
     return Decision(f"s-{i}", "momentum_v1", "BTCUSDT", side, T0 + timedelta(minutes=i),
                     snapshot if snapshot is not None else snapshot_of(features, price),
-                    amount, mode, None, confidence, close)
+                    amount, mode, None, confidence, close, fills, amount if fills else None)
 
 
 @pytest.mark.parametrize("move, cost, expected", [

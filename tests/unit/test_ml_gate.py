@@ -19,7 +19,7 @@ def _m(accuracy=0.80, n=500, **changes):
     base = Metrics(n=n, threshold=0.6, accuracy=accuracy, base_rate=0.5, up_rate=0.5,
                    down_rate=0.3, balanced_accuracy=0.8, coverage=0.5, n_calls=250,
                    precision=0.85, net_return_mean=0.004, net_return_lower=0.002,
-                   net_return_upper=0.006, mean_confidence=0.8, log_loss=0.6, brier=0.3,
+                   net_return_upper=0.006, independent_calls=40, mean_confidence=0.8, log_loss=0.6, brier=0.3,
                    calibration_error=0.02)
     return dataclasses.replace(base, **changes)
 

@@ -31,12 +31,14 @@ from msd.roles.signaller.model_book import ModelBook
 from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.process import RoleContext
 from msd.store.datasets import (LabelWindow, dataset_sizes, labelled_since_last_training,
-                                load_cost_fills, reconcile_executions, recent_decisions)
+                                load_cost_fills, reconcile_executions, recent_decisions,
+                                warmup_budget_decisions)
 from msd.store.db import Database
 from msd.store.pauses import budget_starts, pause, pauses
 from msd.store.schedule import next_run_at, set_next_run
-from msd.store.versions import (active_versions, deactivate, get_version, last_good,
-                                latest_retirements, latest_training_outcomes, retire, rollback)
+from msd.learning.versions import fallback_version
+from msd.store.versions import (active_versions, deactivate, get_version, latest_retirements,
+                                latest_training_outcomes, retire, rollback)
 from msd.values.parsing import aware_time
 
 log = logging.getLogger("msd.learning")
@@ -85,6 +87,7 @@ class LearningLoop:
         self.next_check = 0.0
         self.next_slow = 0.0
         self.degraded: dict[tuple[str, int | None], bool] = {}
+        self.stalled: set[str] = set()          # warm-up strategies whose labels stopped arriving
         self.requested_at: dict[tuple[str, str | None], float] = {}
         self.view: dict[str, Any] = {}
         self.reconciled = 0
@@ -133,16 +136,23 @@ class LearningLoop:
             g.db_versions, g.db_paused = active_versions(conn), set(pauses(conn))
             g.retired = latest_retirements(conn)
             for sid, version in versions.items():
-                calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window)
+                # A version's record starts when it was last activated: a rolled-back version is
+                # judged on its calls since, not on those of an earlier stint (now that unfilled
+                # calls are labelled too, those would be many).
+                info = get_version(conn, sid, version)
+                calls = recent_decisions(conn, sid, window, model_version=f"v{version}", limit=trainer.quality.window,
+                                         since=info.activated_at if info is not None else None)
                 g.quality[sid] = _labelled(conn, sid, calls, config)
                 if trainer.online.enabled:
                     g.recent[sid] = _labelled(conn, sid, recent_decisions(
                         conn, sid, window, since=self._online_since(conn, sid, version, now, config)), config)
             if slow:
                 starts = budget_starts(conn)
-                for sid in warming & set(starts):
-                    rows = recent_decisions(conn, sid, window, since=starts[sid], mode="warmup")
-                    g.spend[sid] = warmup_spend(_labelled(conn, sid, rows, config), starts[sid], now)
+                loss = {p.id: p.warmup.unlabelled_loss_pct / 100.0 for p in config.signaller.strategies}
+                for sid in warming & set(starts) & set(loss):
+                    ready, overdue = warmup_budget_decisions(conn, sid, window, since=starts[sid])
+                    g.spend[sid] = warmup_spend(_labelled(conn, sid, ready, config), starts[sid], now,
+                                                overdue, loss[sid])
                 g.sizes = dataset_sizes(conn, window)
         return g
 
@@ -166,7 +176,7 @@ class LearningLoop:
             self.view["next_scheduled_training"] = g.next_scheduled
         if g.sizes is not None:
             self.view["datasets"] = g.sizes
-        served = {sid: v for sid, v in self.book.versions().items() if sid in configured}
+        served = {sid: v for sid, v in self.book.considered().items() if sid in configured}
         db_served = {sid: v for sid, v in g.db_versions.items() if sid in configured}
         if db_served != served or (g.db_paused & configured) != set(self.book.paused):
             self.on_versions_changed("the database's active versions or pauses differ from the served ones")
@@ -273,21 +283,33 @@ class LearningLoop:
             self.ctx.recover(component)
 
     def fall_back(self, sid: str, why: str) -> None:
-        """Retire the degraded version, then serve the last good one (never a retired one), or
-        warm-up when there is none."""
+        """Retire the degraded version, then serve the newest good one that loads with today's
+        features, format and label definition (never a retired one), or warm-up when none does.
+        Whatever happens here, the book never keeps serving the retired version."""
         bad = self.book.version(sid)
+        params = self.ctx.config.trainer.training
         try:
             with self.db.transaction() as conn:
                 retire(conn, sid, bad, f"live quality degraded: {why}")
-                target = last_good(conn, sid)
-                if target is not None and target != bad:
-                    rollback(conn, sid, target, reason=f"v{bad} degraded: {why}")
+                target, passed_over = fallback_version(conn, sid, params, skip=bad)
+                for note in passed_over:
+                    log.warning("strategy %s: fall-back passes over %s", sid, note, extra={"strategy": sid})
+                if target is not None:
+                    rollback(conn, sid, target.version, reason=f"v{bad} degraded: {why}")
                 else:
-                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}", evidence={"live": why})
+                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}",
+                               evidence={"live": why, "passed_over": passed_over})
+        except (DatabaseUnavailable, MsdError) as exc:
+            log.error("strategy %s: could not retire degraded v%s, warm-up serves until the database "
+                      "answers: %s", sid, bad, exc)
+            self.book.drop(sid, f"v{bad} degraded and could not be retired: {exc}")
+            return
+        try:
             self.book.reload([sid])
         except (DatabaseUnavailable, MsdError) as exc:
-            log.error("strategy %s: could not stop serving degraded v%s: %s", sid, bad, exc)
-            return
+            self.book.drop(sid, f"v{bad} retired; the fall-back could not be loaded: {exc}")
+        if self.book.version(sid) == bad:       # never serve a retired version
+            self.book.drop(sid, f"v{bad} retired")
         now_serving = f"v{self.book.version(sid)}" if self.book.version(sid) else "warm-up"
         log.error("strategy %s: degraded v%s retired and replaced by %s", sid, bad, now_serving,
                   extra={"strategy": sid})
@@ -301,6 +323,8 @@ class LearningLoop:
                 continue
             warmup[sid] = spend.view(params[sid].budget_usdt, params[sid].max_duration_s)
             metrics.WARMUP_SPEND.labels(sid).set(spend.spend_usdt)
+            metrics.WARMUP_UNLABELLED.labels(sid).set(spend.unlabelled)
+            self._labels_stalled(sid, spend)
             verdict = budget_verdict(spend, params[sid].budget_usdt, params[sid].max_duration_s)
             if verdict is not None:
                 self._pause(sid, *verdict, spend)
@@ -308,6 +332,23 @@ class LearningLoop:
             mode = self.book.mode(sid)
             warmup[sid]["mode"] = mode
             metrics.WARMUP_PAUSED.labels(sid).set(1 if mode == "paused" else 0)
+
+    def _labels_stalled(self, sid: str, spend) -> None:
+        """ALERT once when a warm-up strategy's labels stop arriving (no bars: its spend is then
+        only the worst case charged), and say when they come back."""
+        was = sid in self.stalled
+        metrics.WARMUP_LABELS_STALLED.labels(sid).set(1 if spend.labels_stalled else 0)
+        if spend.labels_stalled and not was:
+            self.stalled.add(sid)
+            why = (f"{spend.unlabelled} warm-up calls ended without a label (no market bar recorded "
+                   f"at their horizon); each is charged the worst case to the budget")
+            log.error("ALERT: strategy %s: labels stopped arriving: %s", sid, why,
+                      extra={"strategy": sid, "alert": "warmup_labels_stalled"})
+            self.ctx.degrade(f"labels {sid}", why)
+        elif was and not spend.labels_stalled:
+            self.stalled.discard(sid)
+            log.info("strategy %s: labels arriving again", sid, extra={"strategy": sid})
+            self.ctx.recover(f"labels {sid}")
 
     def _pause(self, sid: str, cause: str, reason: str, spend) -> None:
         try:

@@ -72,7 +72,7 @@ class Signaller:
         self.dirty: set[str] = set()
         self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
-        self.book = ModelBook(db)
+        self.book = ModelBook(db, lambda: self.config.trainer.training)
         self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}

@@ -2,23 +2,24 @@
 switched at once.
 
 `reload` reads which version is active per strategy (msd.model_versions) and which strategies
-are paused, and loads what changed. A version whose artifact fails its hash, feature-version or
-format check is refused and reported; the strategy then keeps the version it had loaded, or
-warm-up if it had none.
+are paused, and loads what changed. A version whose artifact fails its hash, feature-version,
+format or label-definition check is refused and reported, and the strategy warms up: it never
+keeps serving the version it had loaded, which may be the one just retired as degraded. A
+refused version is not loaded again until another version becomes active.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from msd.errors import MsdError
-from msd.learning.versions import load_model
+from msd.learning.versions import LOAD_ERRORS, load_model
 from msd.ml.calibration import CalibratedModel
 from msd.ml.features import BUY, NEITHER, SELL, MissingFeature
+from msd.ml.params import TrainingParams
 from msd.store.db import Database
 from msd.store.pauses import Pause, pauses, start_budget
 from msd.store.versions import get_active
@@ -34,10 +35,12 @@ class LoadedModel:
 
 
 class ModelBook:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, label_params: Callable[[], TrainingParams | None] = lambda: None):
         self.db = db
+        self.label_params = label_params        # the configured label definition a version must match
         self.models: dict[str, LoadedModel] = {}
         self.refused: dict[str, str] = {}       # strategy -> why its active version is not served
+        self.refused_versions: dict[str, int] = {}
         self.paused: dict[str, Pause] = {}
 
     def mode(self, strategy: str) -> str:
@@ -52,6 +55,10 @@ class ModelBook:
     def versions(self) -> dict[str, int]:
         return {sid: loaded.version for sid, loaded in self.models.items()}
 
+    def considered(self) -> dict[str, int]:
+        """The active versions this book has acted on: served, or refused (then warm-up)."""
+        return {**self.refused_versions, **self.versions()}
+
     def reload(self, strategies: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
         """Load what changed; returns {strategy: (old version, new version)} for the changes."""
         wanted = list(strategies)
@@ -65,20 +72,33 @@ class ModelBook:
             if info is None:
                 self.models.pop(sid, None)
                 self.refused.pop(sid, None)
-            elif info.version != old:
+                self.refused_versions.pop(sid, None)
+            elif info.version != old and self.refused_versions.get(sid) != info.version:
                 self._load(sid, info)
             if self.version(sid) != old:
                 changes[sid] = (old, self.version(sid))
         return changes
 
+    def drop(self, strategy: str, why: str) -> None:
+        """Stop serving the strategy's model at once (warm-up serves) until the next reload."""
+        dropped = self.models.pop(strategy, None)
+        if dropped is not None:
+            self.refused[strategy] = why
+            self.refused_versions[strategy] = dropped.version
+
     def _load(self, strategy: str, info) -> None:
         try:
-            self.models[strategy] = LoadedModel(info.version, load_model(info))
+            self.models[strategy] = LoadedModel(info.version, load_model(info, self.label_params()))
             self.refused.pop(strategy, None)
-        except (MsdError, OSError, ValueError, KeyError) as exc:
+            self.refused_versions.pop(strategy, None)
+        except LOAD_ERRORS as exc:
+            # The version we had is no longer the active one (it may have been retired as
+            # degraded): warm-up is the only safe thing to serve.
+            dropped = self.models.pop(strategy, None)
             self.refused[strategy] = f"v{info.version} refused: {exc}"
-            log.error("strategy %s: active model v%s refused, keeping %s: %s", strategy, info.version,
-                      f"v{self.version(strategy)}" if strategy in self.models else "warm-up", exc)
+            self.refused_versions[strategy] = info.version
+            log.error("strategy %s: active model v%s refused, %swarm-up serves: %s", strategy,
+                      info.version, f"v{dropped.version} dropped, " if dropped else "", exc)
 
     def call(self, strategy: str, wire_snapshot: Mapping, now: datetime) -> ModelCall | MissingFeature:
         loaded = self.models[strategy]
@@ -124,5 +144,9 @@ def _mode_reason(book: ModelBook, sid: str, mode: str, before) -> str:
     if sid in book.refused:
         return book.refused[sid]
     if before is not None and before.mode == "warmup":
-        return "warm-up parameters changed"
+        # Only a row the signaller wrote itself holds warm-up parameters; a deactivation or a
+        # resume row holds its own evidence, so nothing "changed": the parameters are restated.
+        if before.event in (None, "mode_change"):
+            return "warm-up parameters changed"
+        return f"warm-up parameters in force after the {before.event}"
     return "no active model"

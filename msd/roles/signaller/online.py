@@ -1,6 +1,8 @@
 """Wiring of the online challengers (msd.learning.online): one per model-mode strategy,
-warm-started from its active version, saved in `var/models/<strategy>/online/` after each
-update, and published through msd.learning.promotion when the gate says so."""
+warm-started from its active version, fed the strategy's labelled decisions, replayed up to
+now - (horizon + bar lag), saved in `var/models/<strategy>/online/` after each update, and
+published through msd.learning.promotion when a frozen candidate passed the gate on two fresh
+blocks in a row."""
 from __future__ import annotations
 
 import logging
@@ -40,18 +42,21 @@ class OnlineChallengers:
             if loaded is None:
                 continue
             challenger = self._challenger(config, sid, loaded)
-            learned = 0
+            before = (challenger.seen, challenger.scored, len(challenger.ids))
             for row in rows:
                 x = features_of(row.decision)
                 if not isinstance(x, MissingFeature):
-                    learned += challenger.learn(row, x, loaded.model)
+                    challenger.add(row, x)
+            verdicts = challenger.advance(now.timestamp(), loaded.model, config.trainer.training)
             challenger.forget_before(now.timestamp() - online.lookback_s)
-            if not learned:
-                continue
-            self._save(config, challenger)
-            verdict = challenger.verdict(config.trainer.training)
-            if verdict is not None and verdict.decision.promote:
-                self._publish(config, challenger, verdict)
+            if (challenger.seen, challenger.scored, len(challenger.ids)) != before or verdicts:
+                self._save(config, challenger)
+            for verdict in verdicts:
+                log.info("strategy %s: online challenger look %d: %s", sid, verdict.looks,
+                         challenger.last_verdict if verdict is verdicts[-1] else
+                         "; ".join(verdict.decision.reasons), extra={"strategy": sid})
+                if verdict.decision.promote:
+                    self._publish(config, challenger, verdict)
 
     def _challenger(self, config: Config, sid: str, loaded) -> Challenger:
         current = self.challengers.get(sid)
@@ -67,7 +72,8 @@ class OnlineChallengers:
             log.error("online challenger of %s could not be restored, starting afresh: %s", sid, exc)
         log.info("strategy %s: online challenger warm-started from v%s", sid, loaded.version,
                  extra={"strategy": sid})
-        self.challengers[sid] = Challenger.warm_start(sid, loaded.version, loaded.model, online)
+        self.challengers[sid] = Challenger.warm_start(sid, loaded.version, loaded.model, online,
+                                                      config.trainer.training.outcome_overlap_s)
         return self.challengers[sid]
 
     def _save(self, config: Config, challenger: Challenger) -> None:
@@ -86,11 +92,14 @@ class OnlineChallengers:
                 active = get_active(conn, sid)
             if active is None or active.version != challenger.base_version:
                 return   # the active version changed meanwhile: the record is stale
+            learned_until = datetime.fromtimestamp(verdict.learned_until, timezone.utc)
             pub = Publication(
                 sid, verdict.model, "online", verdict.challenger, verdict.baselines, active,
                 verdict.incumbent, None,
                 {"validation": asdict(verdict.challenger), "incumbent": asdict(verdict.incumbent),
-                 "calibration_rows": verdict.calibration_rows, "learned": challenger.seen,
+                 "calibration_rows": verdict.calibration_rows, "learned": challenger.seen_at_freeze,
+                 "learned_until": learned_until.isoformat(), "gate_looks": verdict.looks,
+                 "confirmed_on_a_fresh_block": verdict.confirmation,
                  "warm_started_from": challenger.base_version},
                 params, active.labelled_rows,
                 datetime.fromtimestamp(verdict.scored_from, timezone.utc),
