@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from msd.values.parsing import aware_time
 from msd.errors import MsdError
 from msd.learning.versions import MODEL_CLASS, load_model
 from msd.ml.calibration import CalibratedModel
@@ -95,7 +96,7 @@ def learned_until(info: VersionInfo) -> datetime | None:
     kept learning until it was published)."""
     recorded = (info.metrics or {}).get("learned_until")
     if recorded:
-        return datetime.fromisoformat(recorded)
+        return aware_time("metrics.learned_until", recorded)
     if (info.metrics or {}).get("source") == "online":
         return info.validation_to
     return info.validation_from
