@@ -10,8 +10,8 @@ import pytest
 from msd.errors import MsdError
 from msd.learning.versions import fallback_version, load_model
 from msd.ml.params import TrainingParams
-from msd.roles.learning_loop import LearningLoop
-from msd.roles.models import ModelBook, sync_modes
+from msd.roles.signaller.learning_loop import LearningLoop
+from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.store.artifacts import MODEL_FILE
 from msd.store.modes import latest_modes
 from msd.store.pauses import budget_starts, start_budget
