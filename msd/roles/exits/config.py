@@ -11,6 +11,7 @@ from msd.config.reader import Section
 from msd.errors import ConfigError
 from msd.rules.config import ExitRules
 from msd.values.bucket import TokenBucket
+from msd.values.parsing import asset_symbol
 
 # It publishes to signaller.signals_queue; both sections are applied live.
 READS = Reads(frozenset({"database", "rabbitmq", "exits", "signaller", "supervisor"}),
@@ -75,8 +76,12 @@ def _per_asset(raw: Any, default: ExitRules) -> tuple[dict[str, ExitRules], froz
     if not isinstance(raw, Mapping):
         raise ConfigError("exits.per_asset", raw, "a mapping of asset to exit rules")
     rules, disabled = {}, set()
-    for asset, section in raw.items():
-        path = f"exits.per_asset.{asset}"
+    for key, section in raw.items():
+        path = f"exits.per_asset.{key}"
+        # Positions carry uppercase assets (CONTRACTS §3.2): a `btcusdt` key would never match.
+        asset = built(lambda key=key: asset_symbol(path, key))
+        if asset in rules:
+            raise ConfigError(path, key, f"an asset given once (another key is {asset} too)")
         if not isinstance(section, Mapping):
             raise ConfigError(path, section, "a mapping of exit rules (and enabled: true/false)")
         section = dict(section)
@@ -84,8 +89,8 @@ def _per_asset(raw: Any, default: ExitRules) -> tuple[dict[str, ExitRules], froz
         if not isinstance(enabled, bool):
             raise ConfigError(f"{path}.enabled", enabled, "true or false")
         if not enabled:
-            disabled.add(str(asset))
-        rules[str(asset)] = _exit_rules(section, path) if section else default
+            disabled.add(asset)
+        rules[asset] = _exit_rules(section, path) if section else default
     return rules, frozenset(disabled)
 
 
