@@ -187,8 +187,11 @@ _RULES: dict[ExitReason, Callable[[_Inputs, ExitRules], _Candidate | None]] = {
 
 
 def decide(state: ExitState, price: Decimal, rules: ExitRules, instrument: Instrument, now: datetime,
-           signal_id: str) -> Verdict:
+           signal_id: str, *, price_at: datetime | None = None) -> Verdict:
     """Decide whether to exit the position `state` describes at `price` (module doc).
+
+    `price_at` is when the price was traded or quoted (default `now`): a price from before the
+    position opened is still the latest known and is judged, but never folded into the peak.
 
     Raises InvalidPositionData (a ValueError naming the field) for a missing, NaN or non-positive
     price or a naive `now`; ExitAmountError if an amount would exceed the held size (a bug).
@@ -197,7 +200,7 @@ def decide(state: ExitState, price: Decimal, rules: ExitRules, instrument: Instr
         raise InvalidPositionData("state", state, "an ExitState")
     price = to_decimal("price", price, positive=True)
     check_aware("now", now)
-    state = fold_price(state, price)
+    state = fold_price(state, price, now if price_at is None else price_at)
     if not state.ready:
         return Verdict(None, state, held="not_ready")
     x = _Inputs(state.side, state.entry_price, price, pnl_pct(state.side, state.entry_price, price),

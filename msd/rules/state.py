@@ -45,13 +45,18 @@ def new_position(key: PositionKey, opened_at: datetime, opened_by: str) -> ExitS
     return ExitState(key=key, opened_at=check_aware("opened_at", opened_at), opened_by=opened_by)
 
 
-def fold_price(state: ExitState, price: Decimal) -> ExitState:
-    """Fold one price into the peak (long) or trough (short) and the running highest PnL.
+def fold_price(state: ExitState, price: Decimal, at: datetime) -> ExitState:
+    """Fold one price, traded or quoted at `at`, into the peak (long) or trough (short) and the
+    running highest PnL.
 
-    `highest_pnl_pct` is a running maximum, so a trailing stop once armed stays armed even if the
-    exchange later reports a different average entry.
+    Only prices at or after the position's open count: a tick from before it (a late delivery, a
+    quiet market's last trade) is another position's price, and folded in it would arm a trailing
+    stop from a peak this position never had. `highest_pnl_pct` is a running maximum, so a
+    trailing stop once armed stays armed even if the exchange later reports a different entry.
     """
     price = to_decimal("price", price, positive=True)
+    if check_aware("price time", at) < state.opened_at:
+        return state
     extreme = price if better(state.side, price, state.extreme_price) else state.extreme_price
     highest = state.highest_pnl_pct
     if state.entry_price is not None:
@@ -68,7 +73,7 @@ def fold_bar(state: ExitState, high: Decimal, low: Decimal, bar_start: datetime)
     """
     if check_aware("bar_start", bar_start) < state.opened_at:
         return state
-    return fold_price(state, high if state.side is Side.LONG else low)
+    return fold_price(state, high if state.side is Side.LONG else low, bar_start)
 
 
 # --- events ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def opened(size="1", now=T0, **kw):
 def test_extreme_is_exactly_the_best_price_seen(size, expected):
     state = opened(size)
     for price in PRICES:
-        state = fold_price(state, price)
+        state = fold_price(state, price, T0)
     assert state.extreme_price == expected
     assert state.highest_pnl_pct == max(pnl_pct(state.side, D(100), p) for p in PRICES)
 
@@ -51,7 +51,7 @@ def test_pnl_pct_sign_for_both_sides(side, price, pnl):
 
 def test_fold_price_refuses_a_bad_price():
     with pytest.raises(InvalidPositionData) as err:
-        fold_price(opened(), D(0))
+        fold_price(opened(), D(0), T0)
     assert err.value.field == "price"
 
 
@@ -59,6 +59,33 @@ def test_fold_price_refuses_a_bad_price():
 def test_a_closed_bar_moves_the_extreme_by_its_high_or_low(size, extreme):
     state = fold_bar(opened(size), D("104.5"), D("95.5"), T0)
     assert state.extreme_price == extreme
+
+
+@pytest.mark.parametrize("size, tick_at, price, extreme, highest", [
+    ("1", T0 - timedelta(milliseconds=1), D(130), D(100), D(0)),      # before the open: another position's
+    ("1", T0 - timedelta(seconds=4), D(130), D(100), D(0)),           # inside the old 5 s grace: still before
+    ("1", T0, D(130), D(130), D(30)),                                 # at the open: counts
+    ("1", T0 + S, D(130), D(130), D(30)),
+    ("-1", T0 - S, D(70), D(100), D(0)),
+    ("-1", T0 + S, D(70), D(70), D(30)),
+])
+def test_ticks_received_before_the_position_opened_are_not_folded_into_its_peak(size, tick_at, price, extreme,
+                                                                                 highest):
+    """Regression (exit review 8): ticks stamped up to 5 s before the open (and any price decide()
+    was given, however old) were folded into the extreme, arming a trailing stop from a peak the
+    position never had. Only prices at or after the open count."""
+    state = fold_price(opened(size), price, tick_at)
+    assert (state.extreme_price, state.highest_pnl_pct) == (extreme, highest)
+
+
+def test_decide_judges_a_price_from_before_the_open_but_does_not_fold_it():
+    """Regression (exit review 8): decide() folded the freshest quote whatever its time."""
+    from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules, Trailing, decide
+    rules = ExitRules(trailing=Trailing(D(2), D(1)))
+    verdict = decide(opened(), D(130), rules, ORDER_MANAGER_DEFAULTS, T0 + S, "s1", price_at=T0 - S)
+    assert (verdict.state.extreme_price, verdict.state.highest_pnl_pct) == (D(100), D(0))
+    assert decide(opened(), D(130), rules, ORDER_MANAGER_DEFAULTS, T0 + S, "s1",
+                  price_at=T0 + S).state.extreme_price == D(130)
 
 
 def test_a_bar_that_began_before_the_position_was_seen_is_left_out():
@@ -83,7 +110,7 @@ def test_reopened_position_on_a_days_old_row_is_dated_from_when_msd_saw_it():
 def test_close_and_reopen_in_one_debounce_window_start_a_new_position():
     """Regression (issue 8): the debouncer coalesced a close and a reopen, and the new position
     inherited the old one's ladder steps, breakeven flag and peak."""
-    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,), stop_moved_to_breakeven=True,
+    old = replace(fold_price(opened(), D(120), T0), ladder_steps_done=(0,), stop_moved_to_breakeven=True,
                   ladder_base_size=D(1))
     closed = note_event(old, "ETHUSDT", "p1", D(0), T0 + S, T0 + S)
     reopened = note_event(closed, "ETHUSDT", "p1", D(2), T0 + 2 * S, T0 + 2 * S)
@@ -96,7 +123,7 @@ def test_close_and_reopen_in_one_debounce_window_start_a_new_position():
 
 def test_flip_in_one_update_starts_a_new_position_on_the_other_side():
     """CONTRACTS §3.5: a fill that crosses zero flips the row in one update, no zero in between."""
-    old = fold_price(opened(), D(120))
+    old = fold_price(opened(), D(120), T0)
     outcome = note_row(old, row("-2", 2, T0 + S, entry="119"), T0 + 2 * S)
     assert outcome.change == "new_position" and outcome.state.side is Side.SHORT
     assert outcome.state.extreme_price == D(119) and outcome.state.opened_at == T0 + 2 * S
@@ -111,7 +138,7 @@ def test_a_flip_seen_in_an_event_dates_the_new_position_from_the_event():
 
 def test_an_event_the_row_does_not_confirm_changes_nothing():
     """A bogus or stale event (e.g. size "-1e10") cannot reset a position: no write, no change."""
-    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,))
+    old = replace(fold_price(opened(), D(120), T0), ladder_steps_done=(0,))
     bogus = note_event(old, "ETHUSDT", "p1", D("-1e10"), T0 + S, T0 + S)
     outcome = note_row(bogus, row("1", 1, T0), T0 + 2 * S)
     assert outcome.change == "same" and outcome.state.ladder_steps_done == (0,)
@@ -147,7 +174,7 @@ def test_close_and_reopen_on_the_websocket_path_is_seen_from_closed_at():
 
 
 def test_close_and_reopen_while_msd_was_down_starts_a_new_position():
-    old = replace(fold_price(opened(), D(130)), ladder_steps_done=(0,))
+    old = replace(fold_price(opened(), D(130), T0), ladder_steps_done=(0,))
     outcome = note_row(old, row("1", 9, T0 + timedelta(hours=1), entry="101"), T0 + timedelta(hours=2),
                        closed_between=True)
     assert outcome.change == "new_position" and outcome.state.ladder_steps_done == ()
@@ -160,7 +187,7 @@ def test_an_older_read_of_the_row_is_ignored():
 
 
 def test_an_add_follows_the_new_entry_and_keeps_the_peak():
-    state = fold_price(opened(), D(120))
+    state = fold_price(opened(), D(120), T0)
     added = note_row(state, row("2", 2, T0 + S, entry="110"), T0 + S).state
     assert (added.entry_price, added.extreme_price, added.opened_at) == (D(110), D(120), T0)
 

@@ -56,7 +56,6 @@ OUTBOX_RETRY_S = 1.0
 VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
 IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
-TICK_GRACE = timedelta(seconds=5)   # a tick stamped this much before msd saw the position is not its price
 
 PositionId = tuple[str, str]        # (asset, position id)
 
@@ -222,10 +221,7 @@ class ExitRole(PositionReading, ExitSending):
             return
         now = utc_now()
         for pid in list(watched):
-            state = self.book[pid]
-            if update.timestamp < state.opened_at - TICK_GRACE:
-                continue
-            self.put(pid, fold(state))
+            self.put(pid, fold(self.book[pid]))          # a tick from before the open is left out there
             self.debouncer.offer(pid, pid, now)
 
     def refuse(self, pid: PositionId, reason: str, detail: str) -> None:

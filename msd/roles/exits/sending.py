@@ -44,8 +44,11 @@ class ExitSending:
             self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
             return
         signal_id = str(uuid.uuid4())
+        # The row's mark is this position's price by construction (the row shows it open); a
+        # market price counts for the peak only if it was traded or quoted after the open.
+        price_at = now if quote.source == "positions_table" else quote.at
         verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
-                         now, signal_id)
+                         now, signal_id, price_at=price_at)
         self.stats.evaluations += 1
         metrics.EXIT_EVALUATIONS.labels(trigger).inc()
         if verdict.held is not None and verdict.held != "not_ready":
