@@ -71,8 +71,10 @@ class PositionReading:
             self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
                            lambda pid=pid, row=row: self.apply_row(pid, row, now))
         for pid in others:
+            if pid[1] not in extra:         # its read failed: nothing is known, nothing changes
+                continue
             self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid: self.apply_row(pid, extra.get(pid[1]), now))
+                           lambda pid=pid: self.apply_row(pid, extra[pid[1]], now))
         self.refused = {pid: why for pid, why in self.refused.items() if pid in open_rows}
         self.to_verify = deque(sorted(self.book))      # evaluated a batch per turn (evaluate_verified)
 
@@ -93,10 +95,13 @@ class PositionReading:
                     self.debouncer.offer(pid, pid, now)
                 raise
             for pid in stale:
-                self.reread.discard(pid)
-                if rows is None:
-                    self.skip("positions_table_unusable", f"no positions row for {pid[1]}", {"position_id": pid[1]})
+                if rows is None or pid[1] not in rows:
+                    # The read failed: the state stays as it is; still marked for a re-read, the
+                    # row is read again at the position's next evaluation.
+                    self.skip("positions_row_unread", f"positions row of {pid[1]} could not be read",
+                              {"position_id": pid[1]})
                     continue
+                self.reread.discard(pid)
                 found, state = rows.get(pid[1]), self.book.get(pid)
                 if state is not None and state.row is None:     # seen by its event only
                     context = self.event_context(pid)

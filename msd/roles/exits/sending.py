@@ -124,12 +124,14 @@ class ExitSending:
         if not flying:
             return
         outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
-        rows = self.tables.rows([pid[1] for pid in flying]) or {}
+        rows = self.tables.rows([pid[1] for pid in flying])
         for pid in flying:
+            # A row that could not be read (rows None, or its id left out) is not a closed position.
+            read = rows is not None and pid[1] in rows
             self.contained("exit in flight", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid: self._settle(pid, outcomes, rows.get(pid[1]), now))
+                           lambda pid=pid, read=read: self._settle(pid, outcomes, read, rows and rows.get(pid[1]), now))
 
-    def _settle(self, pid: PositionId, outcomes, row: PositionRow | None, now: datetime) -> None:
+    def _settle(self, pid: PositionId, outcomes, read: bool, row: PositionRow | None, now: datetime) -> None:
         state = self.book[pid]
         for flight in state.in_flight:
             outcome = outcomes.get(flight.signal_id)
@@ -143,7 +145,7 @@ class ExitSending:
                             extra={"signal_id": flight.signal_id, "position_id": pid[1], "status": outcome.status})
                 self.debouncer.offer(pid, pid, now)
         self.put(pid, state)
-        if row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row):
+        if read and (row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row)):
             self.apply_row(pid, row, now)
         state = self.book.get(pid)
         if state is None:

@@ -41,11 +41,15 @@ class SharedTables:
         self.on_error(str(exc))
         log.error("cannot read the shared tables: %s", exc)
 
-    def rows(self, ids: list[str]) -> dict[str, PositionRow] | None:
-        """These positions rows by id; None when the table is unusable."""
+    def rows(self, ids: list[str]) -> dict[str, PositionRow | None] | None:
+        """What a read of these positions rows found, by id: the row, or None when the read
+        succeeded and there is no such row. An id whose read failed is left out (and the whole
+        answer is None when the table is unusable): a failed read says nothing about a position,
+        and callers must leave its state as it is rather than take it for closed."""
         try:
             with self.db.autocommit() as conn:
-                return read_positions(conn, ids)
+                found = read_positions(conn, ids)
+            return {one: found.get(one) for one in ids}
         except SharedSchemaError as exc:
             self._unusable(exc)
             return None
@@ -54,7 +58,7 @@ class SharedTables:
         except Exception:
             if len(ids) == 1:
                 raise
-        found: dict[str, PositionRow] = {}
+        found: dict[str, PositionRow | None] = {}
         for one in ids:
             self.contain("positions row read", {"position_id": ascii(one)[1:-1]},
                          lambda one=one: found.update(self.rows([one]) or {}))
