@@ -1,7 +1,7 @@
 """Exit rules: pure functions, stdlib only, clock passed in.
 
-The live exits role and replays use the same functions: `note_event`/`note_row`/`fold_price`/
-`fold_bar`/`note_order` build a position's `ExitState` from what is observed, and `decide`
+The live exits role and replays use the same functions: `note_row`/`fold_price`/`fold_bar`/
+`note_order` build a position's `ExitState` from what is observed, and `decide`
 returns the decision together with the next state. The caller persists states through
 `ExitState.to_dict()` / `ExitState.from_dict()`.
 """
@@ -22,7 +22,7 @@ from msd.rules.exit_amount import (
 )
 from msd.rules.pacing import Debouncer
 from msd.rules.state import (
-    RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct, row_order,
+    RowOutcome, fold_bar, fold_price, new_position, note_order, note_row, note_stalls, pnl_pct, row_order,
 )
 from msd.rules.types import (
     ORDER_MANAGER_DEFAULTS,
@@ -43,7 +43,7 @@ __all__ = [
     "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount", "fill_path_entry",
     "order_manager_quantity", "size_exit",
     "Debouncer",
-    "RowOutcome", "fold_bar", "fold_price", "new_position", "note_event", "note_order", "note_row", "note_stalls",
+    "RowOutcome", "fold_bar", "fold_price", "new_position", "note_order", "note_row", "note_stalls",
     "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
     "InvalidPositionData", "PositionKey", "RowFacts", "Side",

@@ -3,13 +3,11 @@
 Facts arrive from three places and each has its function here; `msd.rules.evaluate.decide` then
 reads the state they built:
 
-- `note_event`: a `position_updated` event. Events are older than the row or out of order
-  (CONTRACTS §3.5), so an event never sets the size: it only remembers that a close, a flip or
-  a reopen was seen (and when), for the next newer row to confirm. A row whose `version` did not
-  move cannot confirm anything: a bogus or stale event then changes nothing.
-- `note_row`: a read of the `positions` row, the source of truth for size and entry. A newer row
-  after a seen close, a side change, a `closed_at` later than the previous row (websocket path),
-  or a zero crossing in the fills while msd was away (`closed_between`) starts a new position.
+- `note_row`: a read of the `positions` row, the only source of size, side and entry. Events
+  are older than the row, out of order or simply wrong (CONTRACTS §3.5): an event only makes the
+  role read the row, it never changes a state itself. A side change, a `closed_at` later than the
+  previous row (websocket path), or a zero crossing in the fills between two reads
+  (`closed_between`) starts a new position.
 - `fold_price` / `fold_bar`: every tick and every closed 1-minute bar moves the extreme when it
   arrives, so the trailing stop hangs off the true peak, not the price at decision time.
 - `note_order` / `note_stalls`: the outcome of an exit's own order and the in-flight timeout.
@@ -17,6 +15,7 @@ reads the state they built:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
@@ -76,41 +75,6 @@ def fold_bar(state: ExitState, high: Decimal, low: Decimal, bar_start: datetime)
     return fold_price(state, high if state.side is Side.LONG else low, bar_start)
 
 
-# --- events ---------------------------------------------------------------------------------------
-
-def note_event(state: ExitState | None, asset: str, position_id: str, size: Decimal, event_at: datetime,
-               now: datetime) -> ExitState | None:
-    """What one `position_updated` event says about the position's identity (module doc)."""
-    size = to_decimal("size", size)
-    check_aware("event timestamp", event_at)
-    side = Side.of(size)
-    if state is None:
-        if side is None:
-            return None
-        return replace(new_position(PositionKey(asset, side, position_id), now, "event"), last_event_at=event_at)
-    if _stale(state, event_at):
-        return state
-    if state.row is None and state.opened_by == "event":   # seen by events only: the newest says which side
-        if side is None:
-            return None
-        return replace(state, key=replace(state.key, side=side), last_event_at=event_at)
-    closed_seen, next_side, next_seen = state.closed_seen_at, state.next_side, state.next_seen_at
-    if side is None or side is not state.side or closed_seen is not None:
-        closed_seen = closed_seen or now
-        if side is None:
-            next_side, next_seen = None, None
-        elif side is not next_side:         # the first sighting of what is open now
-            next_side, next_seen = side, now
-    return replace(state, last_event_at=event_at, closed_seen_at=closed_seen, next_side=next_side,
-                   next_seen_at=next_seen)
-
-
-def _stale(state: ExitState, event_at: datetime) -> bool:
-    """Older than an event already applied, or than the row already read (it was written before)."""
-    return ((state.last_event_at is not None and event_at <= state.last_event_at)
-            or (state.row is not None and event_at < state.row.last_updated))
-
-
 # --- rows -----------------------------------------------------------------------------------------
 
 def row_order(row: RowFacts) -> tuple[int, datetime]:
@@ -130,46 +94,43 @@ class RowOutcome:
 
 
 def note_row(state: ExitState | None, row: RowFacts, now: datetime, *, closed_between: bool = False,
-             fill_entry: Decimal | None = None) -> RowOutcome:
-    """Apply one read of the position's row. `closed_between`: the fills since the previous row
-    crossed zero (msd was away). `fill_entry`: the entry the fill path gives for a row reopened on
-    the websocket path (`closed_at` set while open), whose `average_entry_price` may be stale, or
-    for a row with no entry at all; it wins when the two disagree."""
+             fill_entry: Decimal | None = None, seen_by: str = "table") -> RowOutcome:
+    """Apply one read of the position's row, the only source of its size, side and entry.
+
+    A new position starts when the row shows the other side (a flip is one write, CONTRACTS
+    §3.5), a `closed_at` later than the previous row (a websocket-path close, never reset on
+    reopen), or `closed_between`: the fills since the previous row crossed zero (a close and a
+    reopen msd did not read in between, one debounce window or a restart apart). A row whose
+    version did not move changes nothing, whatever an event said. `fill_entry`: the entry the fill
+    path gives for a row reopened on the websocket path (`closed_at` set while open), whose
+    `average_entry_price` may be stale, or for a row with no entry at all; it wins when the two
+    disagree. `seen_by`: what made msd read the row ("event" or "table"), kept as `opened_by`."""
     check_aware("now", now)
     side = row.side
     if side is None:
         return RowOutcome(None, "closed")
+    fresh = partial(_fresh, row, side, now, seen_by, fill_entry)
     if state is None:
-        return RowOutcome(_confirm(new_position(PositionKey(row.asset, side, row.position_id), now, "table"),
-                                   row, fill_entry), "opened")
+        return RowOutcome(fresh(), "opened")
     if state.row is None:
-        if state.opened_by != "event" and (side is not state.side or closed_between
-                                           or state.closed_seen_at is not None):
-            # A state upgraded from format 1 (no row facts): a flip or a close since is a new position.
-            fresh = new_position(PositionKey(row.asset, side, row.position_id), now, "table")
-            return RowOutcome(_confirm(fresh, row, fill_entry), "new_position")
-        opened = replace(state, key=replace(state.key, side=side))
-        return RowOutcome(_confirm(opened, row, fill_entry), "confirmed")
+        # A state without row facts: stored by the first format (or seen only by an event then).
+        if side is not state.side or closed_between:
+            return RowOutcome(fresh(), "new_position")
+        return RowOutcome(_confirm(state, row, fill_entry), "confirmed")
     if row_order(row) < row_order(state.row):
         return RowOutcome(state, "old_row")
     if row_order(row) == row_order(state.row):
-        # Nothing was written since: whatever an event said about a close did not happen here.
-        return RowOutcome(_forget_hints(state), "same")
+        return RowOutcome(state, "same")          # nothing was written since
     reopened_on_websocket = row.closed_at is not None and row.closed_at > state.row.last_updated
-    if state.closed_seen_at is not None or side is not state.side or reopened_on_websocket or closed_between:
-        seen = state.next_seen_at if state.next_side is side else None
-        fresh = new_position(PositionKey(row.asset, side, row.position_id), seen or now,
-                             "event" if seen else "table")
-        return RowOutcome(_confirm(fresh, row, fill_entry), "new_position")
-    current = _forget_hints(state)
-    kept, released = _settle(current.in_flight, row)
-    return RowOutcome(_confirm(replace(current, in_flight=kept), row, fill_entry), "same", released)
+    if side is not state.side or reopened_on_websocket or closed_between:
+        return RowOutcome(fresh(), "new_position")
+    kept, released = _settle(state.in_flight, row)
+    return RowOutcome(_confirm(replace(state, in_flight=kept), row, fill_entry), "same", released)
 
 
-def _forget_hints(state: ExitState) -> ExitState:
-    if state.closed_seen_at is None and state.next_side is None and state.next_seen_at is None:
-        return state
-    return replace(state, closed_seen_at=None, next_side=None, next_seen_at=None)
+def _fresh(row: RowFacts, side: Side, now: datetime, seen_by: str, fill_entry: Decimal | None) -> ExitState:
+    """A position first read now: nothing of an earlier position on the same row carries over."""
+    return _confirm(new_position(PositionKey(row.asset, side, row.position_id), now, seen_by), row, fill_entry)
 
 
 def _confirm(state: ExitState, row: RowFacts, fill_entry: Decimal | None) -> ExitState:

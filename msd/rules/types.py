@@ -250,13 +250,14 @@ class ExitState:
     """Everything msd knows and remembers about one position: its identity, the last row seen,
     the price extreme, what the rules already did, and the exits still in flight.
 
-    `opened_at` is when msd first saw this position non-zero after flat (`opened_by` says how:
-    "event", "table", or "upgrade" for states of the first format). `entry_price` is None until the
-    row has been read; `entry_source` says whether it is the row's or the fill path's (CONTRACTS
-    §3.5: a websocket reopen keeps a stale row entry). `extreme_price` is the peak for a long and the
-    trough for a short. `closed_seen_at`/`next_seen_at` remember what events said about a close, a
-    flip or a reopen (`next_side`) until a newer row confirms it. `ladder_base_size` is |size| when the ladder
-    started: steps are cumulative fractions of it, sized against what the row shows.
+    `opened_at` is when msd first read this position's row non-zero after flat (`opened_by` says
+    what made it read the row: "event", "table" (a verification), or "upgrade" for states of the
+    first format). Events never set anything here: they can be older than the row or wrong
+    (CONTRACTS §3.5), so they only make msd read the row. `entry_price` is None until the row has
+    been read; `entry_source` says whether it is the row's or the fill path's (a websocket reopen
+    keeps a stale row entry). `extreme_price` is the peak for a long and the trough for a short.
+    `ladder_base_size` is |size| when the ladder started: steps are cumulative fractions of it,
+    sized against what the row shows.
     """
 
     key: PositionKey
@@ -273,10 +274,6 @@ class ExitState:
     last_exit_reason: ExitReason | None = None
     in_flight: tuple[InFlight, ...] = ()
     row: RowFacts | None = None
-    last_event_at: datetime | None = None
-    closed_seen_at: datetime | None = None
-    next_side: Side | None = None
-    next_seen_at: datetime | None = None
     below_minimum_warned: bool = False
 
     @property
@@ -310,10 +307,7 @@ class ExitState:
             "last_exit_at": _opt_iso(self.last_exit_at),
             "last_exit_reason": self.last_exit_reason.value if self.last_exit_reason else None,
             "in_flight": [f.to_dict() for f in self.in_flight],
-            "row": self.row.to_dict() if self.row else None,
-            "last_event_at": _opt_iso(self.last_event_at), "closed_seen_at": _opt_iso(self.closed_seen_at),
-            "next_side": self.next_side.value if self.next_side else None,
-            "next_seen_at": _opt_iso(self.next_seen_at), "below_minimum_warned": self.below_minimum_warned,
+            "row": self.row.to_dict() if self.row else None, "below_minimum_warned": self.below_minimum_warned,
         }
 
     @classmethod
@@ -352,10 +346,6 @@ class ExitState:
             last_exit_reason=last_reason,
             in_flight=tuple(InFlight.from_dict(f) for f in flights),
             row=None if data.get("row") is None else RowFacts.from_dict(data["row"]),
-            last_event_at=_opt_time("last_event_at", data.get("last_event_at")),
-            closed_seen_at=_opt_time("closed_seen_at", data.get("closed_seen_at")),
-            next_side=None if data.get("next_side") is None else Side.parse(data.get("next_side")),
-            next_seen_at=_opt_time("next_seen_at", data.get("next_seen_at")),
             below_minimum_warned=flags["below_minimum_warned"],
         )
 

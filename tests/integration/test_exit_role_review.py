@@ -3,11 +3,13 @@ bug), in-process against the real database and broker like test_exit_role.py, wh
 they share."""
 import time
 from datetime import datetime, timezone
+from decimal import Decimal as D
 
 import pytest
 
-from tests.integration.exit_helpers import execute, open_position, stored_state
-from tests.integration.test_exit_role import backend, make, update  # noqa: F401  (fixtures)
+from msd import metrics
+from tests.integration.exit_helpers import execute, mark_price, open_position, stored_state
+from tests.integration.test_exit_role import backend, counter, make, trade, update  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +48,54 @@ def test_failed_positions_read_does_not_reset_the_tracked_state_and_exit_twice(m
     settle(h, 2)
     assert len(h.exits(pid)) == 1, "the row unchanged: the exit in flight still holds the next one"
     assert h.role.book[("FAILUSDT", pid)].opened_at == before.opened_at
+
+
+def test_wrong_asset_event_cannot_update_another_assets_position(make):
+    """Regression (exit review 1): the book was keyed by the event's asset, so an update naming
+    AAAUSDT with the id of BBBUSDT's row built a BBB position under AAA: AAA's prices moved it and
+    an AAA stop loss was sent for BBB's size. The row's asset is the key; the event only makes
+    msd read the row its id names."""
+    h = make()
+    pid = open_position(h.dsn, "BBBUSDT", "2.00000000", "100", "100.00000000")
+    invalid = counter(metrics.EXIT_INPUTS_INVALID, "event_asset_mismatch")
+    h.turn()                                                    # the row is watched from the table
+    h.queues["positions"].put(update(pid, "AAAUSDT", "2"))
+    h.queues["exit_prices"].put(trade("AAAUSDT", "40"))
+    settle(h, 3)
+    assert set(h.role.book) == {("BBBUSDT", pid)} and h.exits(pid) == []
+    assert counter(metrics.EXIT_INPUTS_INVALID, "event_asset_mismatch") == invalid + 1
+    h.queues["exit_prices"].put(trade("BBBUSDT", "97"))
+    [(_, body)] = h.until(lambda: h.exits(pid), what="BBB's own stop loss")
+    assert (body["asset"], body["metadata"]["quantity"]) == ("BBBUSDT", "2")
+
+
+def test_wrong_asset_event_of_an_unseen_position_is_keyed_by_the_rows_asset(make):
+    h = make()
+    h.turn()                                                    # restored and verified: nothing open
+    pid = open_position(h.dsn, "CCCUSDT", "2.00000000", "100", "100.00000000")
+    h.queues["positions"].put(update(pid, "DDDUSDT", "2"))     # first sighting, by a wrong event
+    h.turn(2)
+    assert set(h.role.book) == {("CCCUSDT", pid)} and h.role.book[("CCCUSDT", pid)].opened_by == "event"
+
+
+@pytest.mark.parametrize("event", [{"size": "0E-8"}, {"mode": "hedge"}, {"size": "-2"}])
+def test_fake_size_0_or_hedge_mode_event_does_not_reset_the_position(make, event):
+    """Regression (exit review 3): an event saying 0 (or hedge, or the other side) while the row
+    says open marked the position closed (or refused and dropped it); the next row write started
+    a new position with a new open time and the peak (and ladder) lost. Size, side and mode come
+    only from the row."""
+    h = make(rules={"trailing": {"activation_pct": 5, "distance_pct": 1}})
+    pid = open_position(h.dsn, "FAKEUSDT", "2.00000000", "100", "100.00000000")
+    h.turn()
+    h.queues["exit_prices"].put(trade("FAKEUSDT", "103"))
+    h.turn()
+    before = h.role.book[("FAKEUSDT", pid)]
+    assert before.extreme_price == D(103)
+    h.queues["positions"].put(update(pid, "FAKEUSDT", event.get("size", "2"), mode=event.get("mode", "one-way")))
+    h.turn(2)
+    mark_price(h.dsn, "FAKEUSDT", "103")                       # the next real write: same position
+    h.queues["positions"].put(update(pid, "FAKEUSDT", "2"))
+    h.turn(2)
+    after = h.role.book[("FAKEUSDT", pid)]
+    assert (after.opened_at, after.extreme_price, after.row.version) == (before.opened_at, D(103), 2)
+    assert h.role.refused == {} and stored_state(h.dsn, pid)["opened_at"] == before.opened_at.isoformat()

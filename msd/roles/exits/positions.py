@@ -21,8 +21,14 @@ PositionId = tuple[str, str]        # (asset, position id)
 
 
 class PositionReading:
-    def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime) -> None:
-        """What a read of the position's row changes (msd.rules.note_row)."""
+    def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime, seen_by: str = "table") -> None:
+        """What a read of the position's row changes (msd.rules.note_row). `pid` is the book's key;
+        the row's own asset wins (a state kept under another asset is dropped and rebuilt)."""
+        if row is not None and row.asset != pid[0]:
+            log.warning("positions row %s is %s, not %s: its state is rebuilt from the row", pid[1], row.asset,
+                        pid[0], extra={"position_id": pid[1], "asset": row.asset})
+            self.put(pid, None)
+            pid = (row.asset, pid[1])
         state = self.book.get(pid)
         if row is None:
             if state is not None:
@@ -40,11 +46,36 @@ class PositionReading:
         fill_entry = None
         if changed and facts.size != 0 and (facts.closed_at is not None or facts.average_entry_price is None):
             fill_entry = self.tables.fill_path_entry(facts, row)
-        closed_between = pid in self.unverified and self.tables.closed_between(state, facts)
+        closed_between = changed and facts.size != 0 and self.tables.closed_between(state, facts)
         self.unverified.discard(pid)
-        outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry)
+        outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry, seen_by=seen_by)
         _log_row_outcome(pid, state, facts.version, outcome)
         self.put(pid, outcome.state)
+
+    def read_unknown(self, now: datetime) -> None:
+        """Learn which asset the rows that events named belong to (the event's asset is not
+        used), and have them read again and decided like any evented position (evaluate_due). A
+        failed read is left to the next verification, which reads every open row."""
+        ids, self.unknown = sorted(self.unknown), {}
+        rows = self.tables.rows(ids)
+        for position_id in ids:
+            if rows is None or position_id not in rows:
+                continue
+            row, event = rows[position_id], self.context.get(position_id)
+            if row is None or (row.size == 0 and row.mode != "hedge"):
+                if row is None:
+                    self.skip("position_not_in_table", f"no positions row for position {position_id}",
+                              self.event_context(("", position_id)))
+                elif event is not None and event.size != 0:
+                    # A late or redelivered update of a position the table shows flat.
+                    self.skip("stale_update", f"position {position_id} is flat in the positions table",
+                              self.event_context(("", position_id)))
+                self.context.pop(position_id, None)
+                continue
+            pid = (row.asset, position_id)
+            self.ids[position_id] = pid
+            self.reread.add(pid)
+            self.debouncer.offer(pid, pid, now)
 
     def _left_alone(self, pid: PositionId, row: PositionRow) -> bool:
         """A hedge-mode row or a disabled asset: refused (msd.roles.exits.main.ExitRole.refuse)."""
@@ -102,16 +133,8 @@ class PositionReading:
                               {"position_id": pid[1]})
                     continue
                 self.reread.discard(pid)
-                found, state = rows.get(pid[1]), self.book.get(pid)
-                if state is not None and state.row is None:     # seen by its event only
-                    context = self.event_context(pid)
-                    if found is None:
-                        self.skip("position_not_in_table", f"no positions row for position {pid[1]}", context)
-                    elif found.size == 0:
-                        # A late or redelivered update of a position the table shows flat.
-                        self.skip("stale_update", f"position {pid[1]} is flat in the positions table", context)
                 self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},
-                               lambda pid=pid: self.apply_row(pid, rows.get(pid[1]), now))
+                               lambda pid=pid: self.apply_row(pid, rows[pid[1]], now, "event"))
         for pid in due:
             self.decide_one(pid, now, "event" if pid in stale else "price")
 

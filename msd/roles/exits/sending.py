@@ -76,7 +76,7 @@ class ExitSending:
     def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
         """Record the signal and the state it commits in one transaction, then publish."""
         decision = verdict.decision
-        event = self.context.get(pid)
+        event = self.context.get(pid[1])
         trace_id, source = (event.trace_id, event.update_source) if event else (None, "positions_table")
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
                              trace_id if trigger == "event" else None, signal_id,

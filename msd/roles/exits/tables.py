@@ -94,8 +94,10 @@ class SharedTables:
         return entry if entry is not None and size == facts.size else None
 
     def closed_between(self, state: ExitState | None, facts: RowFacts) -> bool:
-        """Did the fills since the stored row cross zero (a close and reopen while msd was away)?"""
-        if state is None or state.row is None or row_order(facts) == row_order(state.row):
+        """Did the fills since the row last read cross zero: a close and a reopen msd did not read
+        in between (both fell in one debounce window, or msd was away)? That takes two writes of
+        the row; with one write or none the fills are not read."""
+        if state is None or state.row is None or facts.version < state.row.version + 2:
             return False
         with self.db.autocommit() as conn:
             fills = read_fills_since(conn, facts.asset, state.row.last_updated)
