@@ -125,7 +125,8 @@ def note_row(state: ExitState | None, row: RowFacts, now: datetime, *, closed_be
     if side is not state.side or reopened_on_websocket or closed_between:
         return RowOutcome(fresh(), "new_position")
     kept, released = _settle(state.in_flight, row)
-    return RowOutcome(_confirm(replace(state, in_flight=kept), row, fill_entry), "same", released)
+    state = _reopen_rests(replace(state, in_flight=kept), released, row)
+    return RowOutcome(_confirm(state, row, fill_entry), "same", released)
 
 
 def _fresh(row: RowFacts, side: Side, now: datetime, seen_by: str, fill_entry: Decimal | None) -> ExitState:
@@ -149,18 +150,33 @@ def _confirm(state: ExitState, row: RowFacts, fill_entry: Decimal | None) -> Exi
 
 
 def _settle(flights: tuple[InFlight, ...], row: RowFacts) -> tuple[tuple[InFlight, ...], tuple[InFlight, ...]]:
-    """Split exits in flight into those still waiting and those whose effect `row` shows."""
+    """Split exits in flight into those still waiting and those whose effect `row` shows: all of
+    the quantity, or, once the order ended (e.g. cancelled after partial fills), all it filled.
+    `order_filled` is the order's cumulative filled quantity (CONTRACTS §2.2), so the row must be
+    down by that much; a row that lags one of the fills keeps the exit in flight."""
     kept, released = [], []
     size = abs(row.size)
     for flight in flights:
         newer = row_order(row) > (flight.decided_version, flight.decided_row_at)
         full_effect = size <= flight.decided_size - flight.quantity
-        ended_with_fill = flight.order_status in ENDED and size < flight.decided_size
-        if newer and (full_effect or ended_with_fill or flight.stalled):
+        ended_and_shown = (flight.order_status in ENDED and flight.order_filled > 0
+                           and size <= flight.decided_size - flight.order_filled)
+        if newer and (full_effect or ended_and_shown or flight.stalled):
             released.append(flight)
         else:
             kept.append(flight)
     return tuple(kept), tuple(released)
+
+
+def _reopen_rests(state: ExitState, released: tuple[InFlight, ...], row: RowFacts) -> ExitState:
+    """Exits released with part of their quantity still open (ended after partial fills, or
+    stalled): what they marked is given back so the rules decide the rest again, sized against
+    the row. A ladder step fires again for what the row shows above its target (its base size is
+    kept); the cooldown is as before the exit."""
+    for flight in released:
+        if abs(row.size) > flight.decided_size - flight.quantity:
+            state = _undo(state, flight, keep_base=True)
+    return state
 
 
 # --- exits in flight ------------------------------------------------------------------------------
@@ -188,22 +204,25 @@ def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal) -
             rest = tuple(f for f in state.in_flight if f is not flight)
             return _undo(replace(state, in_flight=rest), flight), flight
         updated = replace(flight, order_status=status, order_filled=filled)
-        flights = tuple(updated if f is flight else f for f in state.in_flight)
+        state = replace(state, in_flight=tuple(updated if f is flight else f for f in state.in_flight))
         if state.row is not None:       # a row read before the order ended may already show it
-            flights = tuple(f for f in flights if f is not updated or not _settle((f,), state.row)[1])
-        return replace(state, in_flight=flights), None
+            kept, released = _settle(state.in_flight, state.row)
+            state = _reopen_rests(replace(state, in_flight=kept), released, state.row)
+        return state, None
     return state, None
 
 
-def _undo(state: ExitState, flight: InFlight) -> ExitState:
+def _undo(state: ExitState, flight: InFlight, *, keep_base: bool = False) -> ExitState:
+    """Give back what `flight` marked; `keep_base`: part of it filled, so the ladder's base size
+    (the size it started from) stays."""
     undo: Mapping[str, Any] = flight.undo
     if not undo:
         return state
     if flight.reason is ExitReason.TAKE_PROFIT_STEP:
         base = undo.get("ladder_base_size")
+        base = state.ladder_base_size if keep_base else None if base is None else Decimal(base)
         state = replace(state, ladder_steps_done=tuple(undo.get("ladder_steps_done") or ()),
-                        ladder_base_size=None if base is None else Decimal(base),
-                        stop_moved_to_breakeven=bool(undo.get("stop_moved_to_breakeven")))
+                        ladder_base_size=base, stop_moved_to_breakeven=bool(undo.get("stop_moved_to_breakeven")))
     if state.last_exit_at == flight.sent_at:        # no later exit since: the cooldown is as before
         last = undo.get("last_exit_at")
         reason = undo.get("last_exit_reason")

@@ -293,6 +293,47 @@ def test_partly_filled_then_cancelled_exit_ends_when_the_row_already_shows_the_f
     assert undone is None and not state.in_flight
 
 
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("order_first", [True, False])
+def test_ladder_step_ended_with_fills_releases_and_re_decides_the_unfilled_rest(side, order_first):
+    """Regression (exit review 6): a step cancelled after a partial fill was released with the
+    step marked done, so the unfilled rest of the slice was never closed (until a later step).
+    Released once the row shows what the order filled (in either order of order and row), the
+    step is open again and closes what the row shows above its target, never more."""
+    rules = ExitRules(take_profit=LADDER, cooldown=timedelta(seconds=60))
+    sent = decide(position(side, size="10"), at(side, 3), rules, LOT, T0, "s1").sent_state
+    assert sent.in_flight[0].quantity == 5
+    if order_first:
+        state, _ = note_order(sent, "s1", "cancelled", D(2))
+        assert state.in_flight, "the row does not show the 2 filled yet"
+        state = filled(state, D(2), T0 + timedelta(seconds=2))
+    else:
+        state = filled(sent, D(2), T0 + timedelta(seconds=2))
+        state, _ = note_order(state, "s1", "cancelled", D(2))
+    assert not state.in_flight and state.ladder_steps_done == () and state.ladder_base_size == 10
+    again = decide(state, at(side, 3), rules, LOT, T0 + timedelta(seconds=3), "s2")
+    assert again.decision.reason is ExitReason.TAKE_PROFIT_STEP
+    assert (again.decision.quantity, again.decision.rule_params["keep_size"]) == (D(3), "5.0")
+
+
+@pytest.mark.parametrize("status, filled_qty, row_shows, released", [
+    ("cancelled", "2", "2", True),          # the row shows all the order filled
+    ("cancelled", "2", "1", False),         # the row lags one of the fills: still in flight
+    ("partially_filled", "2", "2", False),  # not ended: more may fill
+    ("filled", "5", "5", True),
+    ("rejected", "0", "0", True),           # ended with nothing: released by the order alone
+])
+def test_ended_exit_is_released_when_the_row_shows_its_cumulative_fill(status, filled_qty, row_shows, released):
+    """Regression (exit review 6, CONTRACTS §2.2: filled_quantity is cumulative): an ended order
+    released its exit as soon as the row showed any decrease, before the row showed all it had
+    filled, so the rest was re-decided against a size that still included filled quantity."""
+    rules = ExitRules(take_profit=LADDER, cooldown=timedelta(seconds=60))
+    sent = decide(position(size="10"), at(Side.LONG, 3), rules, LOT, T0, "s1").sent_state
+    state, _ = note_order(sent, "s1", status, D(filled_qty))
+    state = filled(state, D(row_shows), T0 + timedelta(seconds=2))
+    assert (not state.in_flight) == released
+
+
 def test_filled_order_keeps_the_exit_in_flight_until_the_row_shows_it():
     sent = decide(position(), at(Side.LONG, -3), ExitRules(stop_loss_pct=D(2)), LOT, T0, "s1").sent_state
     state, released = note_order(sent, "s1", "filled", D(2))
