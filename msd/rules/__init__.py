@@ -17,8 +17,8 @@ from msd.rules.config import (
 )
 from msd.rules.evaluate import Verdict, decide
 from msd.rules.exit_amount import (
-    AMOUNT_PADDING, ExitAmountError, Fill, check_amount, crossed_zero, encode_amount, fill_path_entry,
-    order_manager_quantity, size_exit,
+    AMOUNT_PADDING, ExitAmountError, Fill, check_amount, crossed_zero, encode_amount, entry_of_an_earlier_position,
+    fill_path_entry, order_manager_quantity, position_entries, size_exit,
 )
 from msd.rules.pacing import Debouncer
 from msd.rules.state import (
@@ -40,8 +40,8 @@ from msd.rules.types import (
 __all__ = [
     "DEFAULT_PRIORITY", "MIN_COOLDOWN", "ExitRules", "LadderStep", "RuleConfigError", "TakeProfit", "TimeExit",
     "Trailing", "Verdict", "decide",
-    "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount", "fill_path_entry",
-    "order_manager_quantity", "size_exit",
+    "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount",
+    "entry_of_an_earlier_position", "fill_path_entry", "order_manager_quantity", "position_entries", "size_exit",
     "Debouncer",
     "RowOutcome", "fold_bar", "fold_price", "new_position", "note_order", "note_row", "note_stalls",
     "pnl_pct", "row_order",

@@ -99,3 +99,48 @@ def test_fake_size_0_or_hedge_mode_event_does_not_reset_the_position(make, event
     after = h.role.book[("FAKEUSDT", pid)]
     assert (after.opened_at, after.extreme_price, after.row.version) == (before.opened_at, D(103), 2)
     assert h.role.refused == {} and stored_state(h.dsn, pid)["opened_at"] == before.opened_at.isoformat()
+
+
+def upgraded_state(asset, position_id, entry, extreme):
+    """A state as sql/005 left a first-format one: no row facts, dated from the upgrade."""
+    from msd.rules import ExitState, PositionKey, Side
+    pnl = (D(extreme) - D(entry)) / D(entry) * 100
+    return ExitState(PositionKey(asset, Side.LONG, position_id), datetime.now(timezone.utc), "upgrade",
+                     D(entry), "positions_table", D(extreme), pnl).to_dict()
+
+
+def add_fill(dsn, asset, side, quantity, price, when):
+    import uuid
+    execute(dsn, """INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, status,
+                                        filled_quantity, average_price, created_at, updated_at)
+                    VALUES (%s, %s, %s, %s, 'Market', %s, 'filled', %s, %s, %s, %s)""",
+            (str(uuid.uuid4()), str(uuid.uuid4()), asset, side, quantity, quantity, price, when, when))
+
+
+@pytest.mark.parametrize("reopened", [True, False])
+def test_upgraded_state_of_a_position_closed_and_reopened_while_down_starts_a_new_position(make, reopened):
+    """Regression (exit review 7): the check for a close and reopen while msd was down read the
+    fills only for states with row facts; a state upgraded from the first format (same row id,
+    stored while an older position was open) kept that position's peak for the new one."""
+    import psycopg2.extras
+    from datetime import timedelta
+    from tests.integration.exit_helpers import utc_now
+    h = make(rules={"trailing": {"activation_pct": 5, "distance_pct": 1}})
+    start = utc_now() - timedelta(hours=3)
+    add_fill(h.dsn, "UPGUSDT", "Buy", 1, 100, start)
+    if reopened:
+        add_fill(h.dsn, "UPGUSDT", "SELL", 1, 120, start + timedelta(hours=1))
+        add_fill(h.dsn, "UPGUSDT", "Buy", 1, 105, start + timedelta(hours=2))
+    pid = open_position(h.dsn, "UPGUSDT", "1.00000000", "105" if reopened else "100", "106.00000000",
+                        created_at=start)
+    execute(h.dsn, "INSERT INTO msd.position_exit_state (asset, side, position_key, state) VALUES (%s, %s, %s, %s)",
+            ("UPGUSDT", "long", pid, psycopg2.extras.Json(upgraded_state("UPGUSDT", pid, "100", "130"))))
+    h.turn(2)
+    state = h.role.book[("UPGUSDT", pid)]
+    if reopened:
+        assert (state.opened_by, state.extreme_price, state.entry_price) == ("table", D(106), D(105))
+        assert h.exits(pid) == [], "no trailing stop from the old position's 130 peak"
+    else:
+        assert (state.opened_by, state.extreme_price) == ("upgrade", D(130)), "the same position keeps its peak"
+        [(_, body)] = h.exits(pid)
+        assert body["metadata"]["exit_reason"] == "trailing_stop"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
 from msd.rules import (
-    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, fill_path_entry, row_order,
+    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, entry_of_an_earlier_position,
+    fill_path_entry,
 )
 from msd.store.db import Database
 from msd.store.neighbours import (
@@ -28,6 +29,7 @@ log = logging.getLogger("msd.exits")
 INSTRUMENT_REFRESH_S = 300.0
 # The orders of a row's first fill may be stamped just before position-manager inserted the row.
 FIRST_FILL_MARGIN = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 Contain = Callable[[str, dict[str, Any], Callable[[], None]], None]
 
@@ -96,12 +98,25 @@ class SharedTables:
     def closed_between(self, state: ExitState | None, facts: RowFacts) -> bool:
         """Did the fills since the row last read cross zero: a close and a reopen msd did not read
         in between (both fell in one debounce window, or msd was away)? That takes two writes of
-        the row; with one write or none the fills are not read."""
-        if state is None or state.row is None or facts.version < state.row.version + 2:
+        the row; with one write or none the fills are not read.
+
+        A state without row facts (upgraded from the first format, which kept no version or size)
+        is of an earlier position when its entry is none of the entries the current position has
+        had by its fills (a close and reopen while msd was down, across the upgrade)."""
+        if state is not None and state.row is None:
+            return self._stored_before_reopen(state, facts)
+        if state is None or facts.version < state.row.version + 2:
             return False
         with self.db.autocommit() as conn:
             fills = read_fills_since(conn, facts.asset, state.row.last_updated)
         return crossed_zero(state.row.size, fills_of(fills))
+
+    def _stored_before_reopen(self, state: ExitState, facts: RowFacts) -> bool:
+        if state.entry_price is None:
+            return False
+        with self.db.autocommit() as conn:
+            fills = read_fills_since(conn, facts.asset, EPOCH)
+        return entry_of_an_earlier_position(state.entry_price, facts.size, fills_of(fills))
 
     def instrument(self, asset: str) -> Instrument:
         """order-manager's rounding inputs for `asset` from `instrument_info` (cached), else its defaults."""
