@@ -161,7 +161,7 @@ def _settle(flights: tuple[InFlight, ...], row: RowFacts) -> tuple[tuple[InFligh
         full_effect = size <= flight.decided_size - flight.quantity
         ended_and_shown = (flight.order_status in ENDED and flight.order_filled > 0
                            and size <= flight.decided_size - flight.order_filled)
-        if newer and (full_effect or ended_and_shown or flight.stalled):
+        if newer and (full_effect or ended_and_shown or (flight.stalled and flight.published)):
             released.append(flight)
         else:
             kept.append(flight)
@@ -229,6 +229,15 @@ def _undo(state: ExitState, flight: InFlight, *, keep_base: bool = False) -> Exi
         state = replace(state, last_exit_at=None if last is None else parse_time("undo.last_exit_at", last),
                         last_exit_reason=None if reason is None else ExitReason(reason))
     return state
+
+
+def note_published(state: ExitState, signal_ids: set[str]) -> ExitState:
+    """The broker confirmed these exits' outbox rows: a stalled one may now give way to a new
+    decision once a newer row comes (before that, its pending row could still go out beside it)."""
+    if not any(f.signal_id in signal_ids and not f.published for f in state.in_flight):
+        return state
+    return replace(state, in_flight=tuple(replace(f, published=True) if f.signal_id in signal_ids else f
+                                          for f in state.in_flight))
 
 
 def note_stalls(state: ExitState, now: datetime, timeout: timedelta) -> tuple[ExitState, tuple[InFlight, ...]]:

@@ -200,8 +200,9 @@ class InFlight:
 
     It ends when a newer positions row shows it (`decided_version` < the row's version and the size
     came down), or when its own order ended without a fill (rejected, or cancelled/dry-run with
-    nothing filled), which also undoes what it marked (`undo`). After `stalled`, any newer row
-    ends it: nothing is re-sent blindly, the next exit needs a newer row.
+    nothing filled), which also undoes what it marked (`undo`). After `stalled`, a newer row ends
+    it once it is `published`: nothing is re-sent blindly, the next exit needs a newer row, and
+    while its outbox row may still go out (broker down) no second exit is decided beside it.
     """
 
     signal_id: str
@@ -215,13 +216,14 @@ class InFlight:
     order_status: str | None = None     # the last status seen for its order, None = not seen yet
     order_filled: Decimal = Decimal(0)
     stalled: bool = False
+    published: bool = False             # the broker confirmed its outbox row: it can no longer go out later
 
     def to_dict(self) -> dict[str, Any]:
         return {"signal_id": self.signal_id, "reason": self.reason.value, "quantity": str(self.quantity),
                 "decided_version": self.decided_version, "decided_size": str(self.decided_size),
                 "decided_row_at": self.decided_row_at.isoformat(),
                 "sent_at": self.sent_at.isoformat(), "undo": dict(self.undo), "order_status": self.order_status,
-                "order_filled": str(self.order_filled), "stalled": self.stalled}
+                "order_filled": str(self.order_filled), "stalled": self.stalled, "published": self.published}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "InFlight":
@@ -242,7 +244,7 @@ class InFlight:
                    undo=dict(_mapping("in_flight.undo", data.get("undo") or {})),
                    order_status=data.get("order_status"),
                    order_filled=to_decimal("in_flight.order_filled", data.get("order_filled", "0"), non_negative=True),
-                   stalled=bool(data.get("stalled")))
+                   stalled=bool(data.get("stalled")), published=bool(data.get("published")))
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,35 @@ def test_upgraded_state_of_a_position_closed_and_reopened_while_down_starts_a_ne
         assert (state.opened_by, state.extreme_price) == ("upgrade", D(130)), "the same position keeps its peak"
         [(_, body)] = h.exits(pid)
         assert body["metadata"]["exit_reason"] == "trailing_stop"
+
+
+def test_stalled_exit_is_not_re_decided_while_its_signal_is_unpublished(make):
+    """Regression (exit review 4): with the broker unreachable, a stalled exit gave way to a new
+    decision with a new signal_id at the next newer row while its own outbox row was still
+    pending: both would have been published on recovery, the second reversing the position. The
+    same decision is re-sent (by the outbox) with its own signal_id; a new one only once the first
+    is published and a newer row shows nothing."""
+    from msd.bus.publisher import ConfirmingPublisher
+    from tests.fixtures.rabbit import amqp_url
+    h = make(in_flight_timeout_s=0.3)
+    h.role.outbox.publisher = ConfirmingPublisher(amqp_url("msd-no-such-vhost"), connection_name="test-down")
+    pid = open_position(h.dsn, "DOWNPUBUSDT", "2.00000000", "100", "97.00000000")
+    h.queues["positions"].put(update(pid, "DOWNPUBUSDT", "2"))
+    [(first, _)] = h.until(lambda: h.exits(pid), what="the exit, recorded but not published")
+    h.until(lambda: h.role.book[("DOWNPUBUSDT", pid)].in_flight[0].stalled, what="stalled")
+    for _ in range(3):                                          # newer rows: marks of position-manager
+        mark_price(h.dsn, "DOWNPUBUSDT", "96")
+        h.queues["positions"].put(update(pid, "DOWNPUBUSDT", "2"))
+        settle(h, 2)
+    assert [sid for sid, _ in h.exits(pid)] == [first]
+    assert execute(h.dsn, "SELECT outbox_state FROM msd.signals WHERE signal_id = %s", (first,)) == [("pending",)]
+    h.role.outbox.publisher.close()
+    h.role.outbox.publisher = h.publisher                       # the broker is back
+    h.until(lambda: h.role.outbox.flush() >= 0 and execute(
+        h.dsn, "SELECT outbox_state FROM msd.signals WHERE signal_id = %s", (first,)) == [("sent",)],
+        what="the pending exit published with its own id")
+    settle(h, 2)
+    mark_price(h.dsn, "DOWNPUBUSDT", "96")                      # a newer row after publication: may go again
+    h.queues["positions"].put(update(pid, "DOWNPUBUSDT", "2"))
+    h.until(lambda: len(h.exits(pid)) == 2, what="a new decision once published")
+    assert len({sid for sid, _ in h.exits(pid)}) == 2

@@ -11,7 +11,7 @@ import pytest
 
 from msd.rules import (
     ORDER_MANAGER_DEFAULTS, ExitAmountError, ExitReason, ExitRules, Instrument, InvalidPositionData, LadderStep,
-    RowFacts, Side, TakeProfit, TimeExit, Trailing, check_amount, decide, note_order, note_row, note_stalls,
+    RowFacts, Side, TakeProfit, TimeExit, Trailing, check_amount, decide, note_order, note_published, note_row, note_stalls,
     order_manager_quantity,
 )
 
@@ -267,9 +267,29 @@ def test_stalled_exit_waits_for_a_newer_row_and_is_never_resent_blindly(side):
     assert [f.signal_id for f in stalled] == ["s1"] and state.in_flight[0].stalled
     assert note_stalls(state, T0 + timedelta(seconds=90), timedelta(seconds=60))[1] == ()   # reported once
     assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=90), "s2").decision is None
+    state = note_published(state, {"s1"})
     newer = note_row(state, row(side, "2", 2, T0 + timedelta(seconds=91)), T0 + timedelta(seconds=91)).state
     assert not newer.in_flight
     assert decide(newer, at(side, -3), rules, LOT, T0 + timedelta(seconds=92), "s3").decision.quantity == 2
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_stalled_exit_is_never_re_decided_while_its_outbox_row_is_unpublished(side):
+    """Regression (exit review 4): a stalled exit gave way to a new decision (a new signal_id) on
+    any newer row, even while its own outbox row was still pending (broker down): both would go
+    out on recovery and the second would reverse the position. It gives way only once published."""
+    rules = ExitRules(stop_loss_pct=D(2), cooldown=timedelta(seconds=1))
+    sent = decide(position(side), at(side, -3), rules, LOT, T0, "s1").sent_state
+    state, _ = note_stalls(sent, T0 + timedelta(seconds=60), timedelta(seconds=60))
+    for version in (2, 3):          # newer rows (marks) while the broker is down
+        state = note_row(state, row(side, "2", version, T0 + timedelta(seconds=60 + version)), T0).state
+        assert [f.signal_id for f in state.in_flight] == ["s1"]
+        assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=70), "s2").decision is None
+    state = note_published(state, {"other", "s1"})
+    assert state.in_flight[0].published and note_published(state, {"s1"}) is state
+    state = note_row(state, row(side, "2", 4, T0 + timedelta(seconds=80)), T0).state
+    assert not state.in_flight
+    assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=81), "s3").decision is not None
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -15,8 +15,9 @@ from msd import metrics
 from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.rules import decide, note_order, note_stalls, row_order
+from msd.rules import decide, note_order, note_published, note_stalls, row_order
 from msd.store.exit_state import save_states_sql
+from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
 from msd.strategies.emit import exit_signal
 from msd.values.bucket import BucketState, full_bucket, take, would_allow
@@ -124,15 +125,23 @@ class ExitSending:
         if not flying:
             return
         outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
+        unconfirmed = [f.signal_id for pid in flying for f in self.book[pid].in_flight if not f.published]
+        published = self._published(unconfirmed) if unconfirmed else set()
         rows = self.tables.rows([pid[1] for pid in flying])
         for pid in flying:
             # A row that could not be read (rows None, or its id left out) is not a closed position.
             read = rows is not None and pid[1] in rows
             self.contained("exit in flight", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid, read=read: self._settle(pid, outcomes, read, rows and rows.get(pid[1]), now))
+                           lambda pid=pid, read=read: self._settle(pid, outcomes, published, read,
+                                                                   rows and rows.get(pid[1]), now))
 
-    def _settle(self, pid: PositionId, outcomes, read: bool, row: PositionRow | None, now: datetime) -> None:
-        state = self.book[pid]
+    def _published(self, signal_ids: list[str]) -> set[str]:
+        with self.db.autocommit() as conn:
+            return published_signals(conn, signal_ids)
+
+    def _settle(self, pid: PositionId, outcomes, published: set[str], read: bool, row: PositionRow | None,
+                now: datetime) -> None:
+        state = note_published(self.book[pid], published)
         for flight in state.in_flight:
             outcome = outcomes.get(flight.signal_id)
             if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status, flight.order_filled):
@@ -155,8 +164,8 @@ class ExitSending:
             self.stats.stalls += 1
             metrics.EXIT_STALLS.inc()
             log.error("EXIT STALLED for %s position %s: signal %s (%s, %s) sent %.0fs ago, order %s, positions row "
-                      "still at version %s; nothing is re-sent until a newer positions row", pid[0], pid[1],
-                      flight.signal_id, flight.reason.value, flight.quantity, (now - flight.sent_at).total_seconds(),
+                      "still at version %s; nothing is re-sent: another exit needs this signal published and a "
+                      "newer positions row", pid[0], pid[1], flight.signal_id, flight.reason.value, flight.quantity, (now - flight.sent_at).total_seconds(),
                       flight.order_status or "not seen", state.row.version if state.row else "?",
                       extra={"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0]})
         self.put(pid, state)
