@@ -176,3 +176,31 @@ def test_stalled_exit_is_not_re_decided_while_its_signal_is_unpublished(make):
     h.queues["positions"].put(update(pid, "DOWNPUBUSDT", "2"))
     h.until(lambda: len(h.exits(pid)) == 2, what="a new decision once published")
     assert len({sid for sid, _ in h.exits(pid)}) == 2
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_exit_whose_outbox_reply_was_lost_is_never_sent_again_under_a_new_signal_id(make, committed):
+    """Regression (exit review 4): when the outbox write raised "connection lost", the exit was
+    decided again under a new signal_id; if the write had committed (only the reply was lost) the
+    first one went out from the outbox too: two full exits, the second reversing the position.
+    The retry uses the same signal_id, and an exit the outbox holds after all is taken as sent."""
+    from msd.roles.runtime.outbox import Submitted
+    h = make()
+    real_submit, lost = h.role.outbox.submit, []
+
+    def reply_lost(signal, mode, also=None):
+        if not lost:
+            lost.append(signal.signal_id)
+            if committed:
+                real_submit(signal, mode, also=also)
+            return Submitted(False, False, "PostgreSQL connection lost: server closed the connection")
+        return real_submit(signal, mode, also=also)
+    h.role.outbox.submit = reply_lost
+    pid = open_position(h.dsn, "LOSTUSDT", "2.00000000", "100", "97.00000000")
+    h.queues["positions"].put(update(pid, "LOSTUSDT", "2"))
+    h.until(lambda: lost, what="the first attempt")
+    h.queues["exit_prices"].put(trade("LOSTUSDT", "96.5"))     # evaluated again
+    settle(h, 3)
+    assert [sid for sid, _ in h.exits(pid)] == lost, "one exit, under the first decision's signal_id"
+    state = h.role.book[("LOSTUSDT", pid)]
+    assert [f.signal_id for f in state.in_flight] == lost and h.role.unsure == {}

@@ -15,8 +15,8 @@ from msd import metrics
 from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.rules import decide, note_order, note_published, note_stalls, row_order
-from msd.store.exit_state import save_states_sql
+from msd.rules import ExitState, decide, note_order, note_published, note_stalls, row_order
+from msd.store.exit_state import load_position_state, save_states_sql, signal_recorded
 from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
 from msd.strategies.emit import exit_signal
@@ -44,7 +44,10 @@ class ExitSending:
         if quote is None:
             self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
             return
-        signal_id = str(uuid.uuid4())
+        signal_id = self.unsure.get(pid)
+        if signal_id is not None and self._recorded_after_all(pid, signal_id):
+            return
+        signal_id = signal_id or str(uuid.uuid4())
         # The row's mark is this position's price by construction (the row shows it open); a
         # market price counts for the peak only if it was traded or quoted after the open.
         price_at = now if quote.source == "positions_table" else quote.at
@@ -87,6 +90,11 @@ class ExitSending:
         if not submitted.recorded:
             self.put(pid, verdict.state)
             cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
+            if cause == "database":
+                # The write may have committed with only its reply lost: the next decision for this
+                # position re-sends the same decision under the same signal_id (order-manager dedupes
+                # by it), once it is known that the outbox does not hold it already.
+                self.unsure[pid] = signal_id
             self.stats.failed[cause] += 1
             self.stats.error(f"exit not sent ({cause}): {submitted.error}")
             metrics.EXITS_NOT_SENT.labels(cause).inc()
@@ -96,6 +104,7 @@ class ExitSending:
             return
         self.book[pid] = verdict.sent_state        # saved with the signal
         self.dirty.discard(pid)
+        self.unsure.pop(pid, None)
         _, self.buckets[pid[0]] = take(self.config.asset_rate, self.bucket(pid[0]), decision.decided_at)
         self.stats.sent[decision.reason.value] += 1
         self.stats.last_exit = f"{pid[0]} {decision.reason.value} {signal.signal_type} {decision.quantity}"
@@ -104,6 +113,21 @@ class ExitSending:
                  decision.quantity, decision.amount, decision.reason.value, decision.trigger_price, quote.source,
                  extra={"trace_id": signal.trace_id, "signal_id": signal_id, "position_id": pid[1],
                         "published": submitted.published})
+
+    def _recorded_after_all(self, pid: PositionId, signal_id: str) -> bool:
+        """An exit whose outbox write seemed to fail: if the outbox holds it, so does the store
+        hold the state it committed (one statement): that state is taken and nothing is decided."""
+        with self.db.autocommit() as conn:
+            stored = load_position_state(conn, *pid) if signal_recorded(conn, signal_id) else None
+        if stored is None:
+            return False
+        del self.unsure[pid]
+        self.book[pid] = ExitState.from_dict(stored.state)
+        self.dirty.discard(pid)
+        log.warning("exit %s of %s %s was recorded after all (only the database's reply was lost): it goes out "
+                    "from the outbox with its own signal_id", signal_id, *pid,
+                    extra={"signal_id": signal_id, "position_id": pid[1], "asset": pid[0]})
+        return True
 
     def bucket(self, asset: str) -> BucketState:
         return self.buckets.get(asset) or full_bucket(self.config.asset_rate)
