@@ -83,8 +83,12 @@ EXITS_STALLED = Gauge("msd_exits_stalled", "Exits in flight longer than exits.in
                       multiprocess_mode="livemax")
 EXIT_STALLS = Counter("msd_exit_in_flight_stalled_total", "Exits whose effect was not seen within "
                       "exits.in_flight_timeout_s (nothing is re-sent until a newer positions row)")
-EXIT_ORDERS_UNFILLED = Counter("msd_exit_orders_unfilled_total", "Exit orders that ended with nothing filled "
-                               "(decided again at once), by status", ["status"])
+EXIT_ORDERS_UNFILLED = Counter("msd_exit_orders_unfilled_total", "Exit orders that ended with nothing filled, by "
+                               "status (decided again at once; from the second refusal in a row, after a backoff)",
+                               ["status"])
+EXITS_REFUSED_BACKOFF = Gauge("msd_exit_positions_refused_backoff", "Open positions whose exits order-manager "
+                              "refused twice or more in a row: their next decision waits a backoff (up to 5 min)",
+                              multiprocess_mode="livemax")
 EXIT_POSITIONS_BELOW_MINIMUM = Gauge("msd_exit_positions_below_minimum", "Open positions worth less than "
                                      "order-manager's minimum order value: no exit signal can close them",
                                      multiprocess_mode="livemax")

@@ -42,8 +42,8 @@ class Verdict:
 
     `state`: keep it when nothing is sent (the price is folded in, nothing is committed).
     `sent_state`: keep it once `decision` is recorded for sending (ladder, cooldown, in flight).
-    `held`: a rule fired but gave no decision, and why: in_flight, cooldown, below_min_order_value,
-    slice_overlaps_in_flight, not_ready.
+    `held`: a rule fired but gave no decision, and why: in_flight, cooldown, rejection_backoff,
+    below_min_order_value, slice_overlaps_in_flight, not_ready.
     """
 
     decision: ExitDecision | None
@@ -241,6 +241,8 @@ def _allowed(state: ExitState, rules: ExitRules, now: datetime) -> tuple[frozens
     flights = state.in_flight
     if any(f.reason is not ExitReason.TAKE_PROFIT_STEP for f in flights):
         return frozenset(), None, "in_flight"
+    if state.retry_at is not None and now < state.retry_at:
+        return frozenset(), None, "rejection_backoff"       # refused more than once in a row
     allowed, cap, pacing = everything, None, "in_flight"
     if flights:
         # The slices may fill: a stop closes only what they leave, as the row showed it then.

@@ -28,6 +28,19 @@ _HUNDRED = Decimal(100)
 # An exit whose order ended with nothing filled changed nothing: a new decision may follow at once.
 UNFILLED_ENDINGS = frozenset({"rejected", "cancelled", "dry_run"})
 ENDED = UNFILLED_ENDINGS | {"filled"}
+# order-manager refused it (CONTRACTS §1.3: risk limits, exchange errors; dry-run mode never fills).
+# The first refusal is decided again at once; a refusal that repeats would loop, so each further
+# one in a row doubles the wait before the next decision, up to REJECTION_BACKOFF_CAP.
+REFUSALS = frozenset({"rejected", "dry_run"})
+REJECTION_BACKOFF_BASE = timedelta(seconds=5)
+REJECTION_BACKOFF_CAP = timedelta(minutes=5)
+
+
+def rejection_backoff(rejections: int) -> timedelta:
+    """The wait after the `rejections`-th refusal in a row: 0, 5 s, 10 s, 20 s ... at most 5 min."""
+    if rejections <= 1:
+        return timedelta(0)
+    return min(REJECTION_BACKOFF_BASE * 2 ** min(rejections - 2, 16), REJECTION_BACKOFF_CAP)
 
 
 def pnl_pct(side: Side, entry_price: Decimal, price: Decimal) -> Decimal:
@@ -126,6 +139,8 @@ def note_row(state: ExitState | None, row: RowFacts, now: datetime, *, closed_be
         return RowOutcome(fresh(), "new_position")
     kept, released = _settle(state.in_flight, row)
     state = _reopen_rests(replace(state, in_flight=kept), released, row)
+    if released and state.rejections:       # an exit took effect: order-manager accepts them again
+        state = replace(state, rejections=0, retry_at=None)
     return RowOutcome(_confirm(state, row, fill_entry), "same", released)
 
 
@@ -192,17 +207,23 @@ def start_flight(state: ExitState, flight: InFlight, after: ExitState) -> ExitSt
     return replace(after, in_flight=after.in_flight + (replace(flight, undo=undo),))
 
 
-def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal) -> tuple[ExitState, InFlight | None]:
+def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal,
+               now: datetime) -> tuple[ExitState, InFlight | None]:
     """The latest status of an exit's own order. Ended with nothing filled: the exit is over and
     undone (the ladder step is open again, the cooldown as before); returns the released flight.
-    Ended with fills (e.g. cancelled after a partial fill): over once the row shows a smaller size."""
+    A refusal also counts towards the rejection backoff (`rejection_backoff`, from `now`).
+    Ended with fills (e.g. cancelled after a partial fill): over once the row shows all it filled."""
     filled = to_decimal("filled_quantity", filled, non_negative=True)
     for flight in state.in_flight:
         if flight.signal_id != signal_id:
             continue
         if status in UNFILLED_ENDINGS and filled == 0:
             rest = tuple(f for f in state.in_flight if f is not flight)
-            return _undo(replace(state, in_flight=rest), flight), flight
+            state = _undo(replace(state, in_flight=rest), flight)
+            if status in REFUSALS:
+                count = state.rejections + 1
+                state = replace(state, rejections=count, retry_at=check_aware("now", now) + rejection_backoff(count))
+            return state, flight
         updated = replace(flight, order_status=status, order_filled=filled)
         state = replace(state, in_flight=tuple(updated if f is flight else f for f in state.in_flight))
         if state.row is not None:       # a row read before the order ended may already show it

@@ -277,6 +277,8 @@ class ExitState:
     in_flight: tuple[InFlight, ...] = ()
     row: RowFacts | None = None
     below_minimum_warned: bool = False
+    rejections: int = 0                     # exits in a row refused by order-manager (rejected, dry_run)
+    retry_at: datetime | None = None        # after one: no new decision before this (msd.rules.state)
 
     @property
     def asset(self) -> str:
@@ -310,6 +312,7 @@ class ExitState:
             "last_exit_reason": self.last_exit_reason.value if self.last_exit_reason else None,
             "in_flight": [f.to_dict() for f in self.in_flight],
             "row": self.row.to_dict() if self.row else None, "below_minimum_warned": self.below_minimum_warned,
+            "rejections": self.rejections, "retry_at": _opt_iso(self.retry_at),
         }
 
     @classmethod
@@ -349,6 +352,8 @@ class ExitState:
             in_flight=tuple(InFlight.from_dict(f) for f in flights),
             row=None if data.get("row") is None else RowFacts.from_dict(data["row"]),
             below_minimum_warned=flags["below_minimum_warned"],
+            rejections=_count("rejections", data.get("rejections", 0)),
+            retry_at=_opt_time("retry_at", data.get("retry_at")),
         )
 
 
@@ -356,6 +361,12 @@ def _mapping(name: str, data: object) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidPositionData(name, data, "a mapping produced by to_dict")
     return data
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidPositionData(name, value, "an integer >= 0")
+    return value
 
 
 def _opt_str(value: Decimal | None) -> str | None:

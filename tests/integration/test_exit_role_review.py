@@ -204,3 +204,32 @@ def test_exit_whose_outbox_reply_was_lost_is_never_sent_again_under_a_new_signal
     assert [sid for sid, _ in h.exits(pid)] == lost, "one exit, under the first decision's signal_id"
     state = h.role.book[("LOSTUSDT", pid)]
     assert [f.signal_id for f in state.in_flight] == lost and h.role.unsure == {}
+
+
+def reject(dsn, signal_id, asset):
+    execute(dsn, """INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, status)
+                    VALUES (%s, %s, %s, 'SELL', 'Market', 2, 'rejected')""", (f"REJECTED-{signal_id}", signal_id, asset))
+
+
+def test_permanently_rejected_exit_backs_off_instead_of_looping(make, caplog):
+    """Regression (exit review 5): each rejection allowed a new decision at once, so an exit
+    order-manager always refuses was re-sent in a loop. The second refusal in a row starts a
+    bounded backoff, said once (ERROR line), in a metric and a status entry (and /healthz)."""
+    import logging
+    h = make(rules={"stop_loss_pct": 2, "cooldown_seconds": 1})
+    pid = open_position(h.dsn, "REFUSEDUSDT", "2.00000000", "100", "97.00000000")
+    h.queues["positions"].put(update(pid, "REFUSEDUSDT", "2"))
+    with caplog.at_level(logging.WARNING, logger="msd.exits"):
+        [(first, _)] = h.until(lambda: h.exits(pid), what="the first exit")
+        reject(h.dsn, first, "REFUSEDUSDT")
+        h.until(lambda: len(h.exits(pid)) == 2, what="decided again at once after the first refusal")
+        reject(h.dsn, h.exits(pid)[1][0], "REFUSEDUSDT")
+        h.until(lambda: h.role.book[("REFUSEDUSDT", pid)].rejections == 2, what="the second refusal")
+        for _ in range(6):                                      # ticks keep coming: nothing is decided
+            h.queues["exit_prices"].put(trade("REFUSEDUSDT", "96"))
+            settle(h, 1)
+    assert len(h.exits(pid)) == 2
+    assert len([r for r in caplog.records if "EXITS REFUSED" in r.getMessage()]) == 1
+    status = h.status()
+    assert list(status["exits_refused"]) == [f"REFUSEDUSDT {pid}"] and "exits_refused" in status["degraded"]
+    assert metrics.EXITS_REFUSED_BACKOFF._value.get() == 1

@@ -15,7 +15,7 @@ from msd import metrics
 from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.rules import ExitState, decide, note_order, note_published, note_stalls, row_order
+from msd.rules import REJECTION_BACKOFF_CAP, ExitState, decide, note_order, note_published, note_stalls, row_order
 from msd.store.exit_state import load_position_state, save_states_sql, signal_recorded
 from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
@@ -159,6 +159,21 @@ class ExitSending:
                            lambda pid=pid, read=read: self._settle(pid, outcomes, published, read,
                                                                    rows and rows.get(pid[1]), now))
 
+    def _unfilled(self, pid: PositionId, flight, status: str, state: ExitState, now: datetime) -> None:
+        """An exit's order ended with nothing filled: counted; the first refusal in a row is said
+        and decided again at once, the second starts the backoff (one ERROR line per streak)."""
+        metrics.EXIT_ORDERS_UNFILLED.labels(status).inc()
+        context = {"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0], "status": status}
+        if state.rejections == 2:
+            log.error("EXITS REFUSED: %s position %s: exit %s ended %s, the second refusal in a row; further "
+                      "decisions wait %.0fs, doubling per refusal (at most %.0fs), until an exit takes effect",
+                      pid[0], pid[1], flight.signal_id, status, (state.retry_at - now).total_seconds(),
+                      REJECTION_BACKOFF_CAP.total_seconds(), extra=context)
+        elif state.rejections <= 1:
+            log.warning("exit %s of %s %s ended %s with nothing filled: it may be decided again",
+                        flight.signal_id, *pid, status, extra=context)
+        self.debouncer.offer(pid, pid, now)       # in backoff: ticks and verifications try again later
+
     def _published(self, signal_ids: list[str]) -> set[str]:
         with self.db.autocommit() as conn:
             return published_signals(conn, signal_ids)
@@ -170,13 +185,9 @@ class ExitSending:
             outcome = outcomes.get(flight.signal_id)
             if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status, flight.order_filled):
                 continue
-            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity)
+            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity, now)
             if released is not None:
-                metrics.EXIT_ORDERS_UNFILLED.labels(outcome.status).inc()
-                log.warning("exit %s of %s %s ended %s with nothing filled: it may be decided again",
-                            flight.signal_id, *pid, outcome.status,
-                            extra={"signal_id": flight.signal_id, "position_id": pid[1], "status": outcome.status})
-                self.debouncer.offer(pid, pid, now)
+                self._unfilled(pid, released, outcome.status, state, now)
         self.put(pid, state)
         if read and (row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row)):
             self.apply_row(pid, row, now)
