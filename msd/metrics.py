@@ -70,9 +70,12 @@ EXIT_FALLBACK = Gauge("msd_exits_fallback", "1 while the exit role polls the pos
 EXIT_EVALUATIONS = Counter("msd_exit_evaluations_total", "Exit rule evaluations, by what triggered them",
                            ["trigger"])
 EXIT_SIGNALS = Counter("msd_exit_signals_total", "Exit signals recorded in the outbox", ["reason"])
-EXITS_SUPPRESSED = Counter("msd_exits_suppressed_total", "Exits a rule fired but pacing held back", ["reason"])
-EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Exits a rule fired that could not be recorded",
-                         ["cause"])
+EXITS_SUPPRESSED = Counter("msd_exits_suppressed_total", "Holds of an exit a rule fired but that was not sent, by "
+                           "reason (in_flight, cooldown, asset_rate, rejection_backoff, below_min_order_value, ...): "
+                           "one per position and reason while it lasts, not one per evaluation", ["reason"])
+EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Attempts to record an exit signal that failed, by cause "
+                         "(a decision retried is counted per attempt; a lost reply of a write that committed is "
+                         "counted here and, once found, in msd_exit_signals_total)", ["cause"])
 EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates skipped as invalid or incomplete",
                               ["reason"])
 EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")

@@ -233,3 +233,27 @@ def test_permanently_rejected_exit_backs_off_instead_of_looping(make, caplog):
     status = h.status()
     assert list(status["exits_refused"]) == [f"REFUSEDUSDT {pid}"] and "exits_refused" in status["degraded"]
     assert metrics.EXITS_REFUSED_BACKOFF._value.get() == 1
+
+
+def test_exit_counters_count_events_not_evaluation_turns(make):
+    """Regression (exit review 12): `exits_suppressed` (and its metric) grew by one on every
+    evaluation of a held exit, i.e. per tick, so "20 suppressed" meant 20 ticks of one exit in
+    flight. Each counter now counts what it says: sent once per signal, a hold once per position
+    and reason, a stall once per exit."""
+    h = make(in_flight_timeout_s=0.3)
+    pid = open_position(h.dsn, "COUNTUSDT", "2.00000000", "100", "97.00000000")
+    held_before = counter(metrics.EXITS_SUPPRESSED, "in_flight")
+    stalls_before, sent_before = counter(metrics.EXIT_STALLS), counter(metrics.EXIT_SIGNALS, "stop_loss")
+    h.queues["positions"].put(update(pid, "COUNTUSDT", "2"))
+    h.until(lambda: h.exits(pid), what="the exit")
+    evaluations = h.role.stats.evaluations
+    for price in ("96.9", "96.8", "96.7", "96.6", "96.5", "96.4", "96.3", "96.2"):
+        h.queues["exit_prices"].put(trade("COUNTUSDT", price))
+        settle(h, 1, 0.1)
+    assert h.role.stats.evaluations >= evaluations + 8, "every tick was evaluated (and held)"
+    status = h.status()
+    assert status["exits_suppressed"] == {"in_flight": 1} and status["exits_sent"] == {"stop_loss": 1}
+    assert counter(metrics.EXITS_SUPPRESSED, "in_flight") == held_before + 1
+    assert counter(metrics.EXIT_SIGNALS, "stop_loss") == sent_before + 1
+    assert status["stalls_total"] == 1 and counter(metrics.EXIT_STALLS) == stalls_before + 1
+    assert status["exits_in_flight"] == 1 and len(status["exits_stalled"]) == 1

@@ -107,6 +107,7 @@ class ExitRole(PositionReading, ExitSending):
         self.unknown: dict[str, datetime] = {}               # events of rows not in the book: read this turn
         self.context: dict[str, PositionUpdate] = {}         # by row id: the last event, for logs and signals
         self.unsure: dict[PositionId, str] = {}              # exits whose outbox write may have committed
+        self.holding: dict[PositionId, str] = {}             # why a fired rule sends nothing now (counted once)
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
         self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
@@ -132,6 +133,7 @@ class ExitRole(PositionReading, ExitSending):
                 del self.ids[pid[1]]
             self.context.pop(pid[1], None)
             self.unsure.pop(pid, None)
+            self.holding.pop(pid, None)
             self.skipped = {key for key in self.skipped if key[0] != pid} if self.skipped else self.skipped
             self.dirty.discard(pid)
             self.by_asset.get(pid[0], set()).discard(pid)

@@ -127,10 +127,8 @@ class PositionReading:
                 raise
             for pid in stale:
                 if rows is None or pid[1] not in rows:
-                    # The read failed: the state stays as it is; still marked for a re-read, the
-                    # row is read again at the position's next evaluation.
-                    self.skip("positions_row_unread", f"positions row of {pid[1]} could not be read",
-                              {"position_id": pid[1]})
+                    # The read failed (said and counted where it failed): the state stays as it is;
+                    # still marked for a re-read, the row is read again at the next evaluation.
                     continue
                 self.reread.discard(pid)
                 self.contained("positions row", {"position_id": pid[1], "asset": pid[0]},

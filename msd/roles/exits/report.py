@@ -25,7 +25,7 @@ class ExitStats:
     evaluations: int = 0
     stalls: int = 0
     sent: Counter = field(default_factory=Counter)         # by exit reason
-    suppressed: Counter = field(default_factory=Counter)   # by pacing reason
+    suppressed: Counter = field(default_factory=Counter)   # holds by reason: once per position and reason
     failed: Counter = field(default_factory=Counter)       # by cause
     invalid: Counter = field(default_factory=Counter)      # by reason
     errors: int = 0

@@ -55,23 +55,28 @@ class ExitSending:
                          now, signal_id, price_at=price_at)
         self.stats.evaluations += 1
         metrics.EXIT_EVALUATIONS.labels(trigger).inc()
-        if verdict.held is not None and verdict.held != "not_ready":
-            self._held(pid, state, verdict, quote)
-        if verdict.decision is None:
+        rate_limited = verdict.decision is not None and not would_allow(self.config.asset_rate, self.bucket(pid[0]),
+                                                                         now)
+        held = "asset_rate" if rate_limited else verdict.held if verdict.held != "not_ready" else None
+        self._held(pid, held, state, verdict, quote)
+        if verdict.decision is None or rate_limited:
             self.put(pid, verdict.state)
-            return
-        if not would_allow(self.config.asset_rate, self.bucket(pid[0]), now):
-            self.put(pid, verdict.state)
-            self.stats.suppressed["asset_rate"] += 1
-            metrics.EXITS_SUPPRESSED.labels("asset_rate").inc()
             return
         self.send(pid, verdict, quote, trigger, signal_id)
 
-    def _held(self, pid: PositionId, state, verdict, quote: PriceQuote) -> None:
-        """A rule fired but no exit goes out (e.g. below order-manager's minimum): counted, said once."""
-        self.stats.suppressed[verdict.held] += 1
-        metrics.EXITS_SUPPRESSED.labels(verdict.held).inc()
-        if verdict.held == "below_min_order_value" and not state.below_minimum_warned:
+    def _held(self, pid: PositionId, held: str | None, state, verdict, quote: PriceQuote) -> None:
+        """A rule fired but no exit goes out (pacing, e.g. in flight or cooldown, or below
+        order-manager's minimum): counted once per hold, not per evaluation (every tick evaluates
+        again); a hold ends with a decision, with no rule firing, or with another reason."""
+        if held is None:
+            self.holding.pop(pid, None)
+            return
+        if self.holding.get(pid) == held:
+            return
+        self.holding[pid] = held
+        self.stats.suppressed[held] += 1
+        metrics.EXITS_SUPPRESSED.labels(held).inc()
+        if held == "below_min_order_value" and not state.below_minimum_warned:
             log.warning("position %s %s (%s %s at %s) is worth less than order-manager's minimum order value: "
                         "%s fired but no exit signal can close it", pid[0], pid[1], state.side.value, state.size,
                         quote.price, ",".join(r.value for r in verdict.fired),
@@ -85,6 +90,7 @@ class ExitSending:
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})
+        self.holding.pop(pid, None)
         submitted = self.outbox.submit(signal, mode="exit",
                                        also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
         if not submitted.recorded:
@@ -124,6 +130,10 @@ class ExitSending:
         del self.unsure[pid]
         self.book[pid] = ExitState.from_dict(stored.state)
         self.dirty.discard(pid)
+        flight = self.book[pid].in_flight[-1] if self.book[pid].in_flight else None
+        if flight is not None and flight.signal_id == signal_id:
+            self.stats.sent[flight.reason.value] += 1       # recorded after all: counted once, here
+            metrics.EXIT_SIGNALS.labels(flight.reason.value).inc()
         log.warning("exit %s of %s %s was recorded after all (only the database's reply was lost): it goes out "
                     "from the outbox with its own signal_id", signal_id, *pid,
                     extra={"signal_id": signal_id, "position_id": pid[1], "asset": pid[0]})
