@@ -161,7 +161,9 @@ class ExitSending:
         outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
         unconfirmed = [f.signal_id for pid in flying for f in self.book[pid].in_flight if not f.published]
         published = self._published(unconfirmed) if unconfirmed else set()
-        rows = self.tables.rows([pid[1] for pid in flying])
+        # Every write of a row publishes an event, which re-reads it: the rows themselves are read
+        # here on the slower pass (and always while polling), for an event lost on the way.
+        rows = self.tables.rows([pid[1] for pid in flying]) if every or self.mode != "event" else None
         for pid in flying:
             # A row that could not be read (rows None, or its id left out) is not a closed position.
             read = rows is not None and pid[1] in rows
