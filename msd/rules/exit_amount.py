@@ -187,7 +187,8 @@ def position_entries(size: Decimal, fills: list[Fill]) -> tuple[Decimal, ...] | 
     return None
 
 
-def _entries_from(held: Decimal, entry: Decimal | None, adds: list[Fill], side: Side | None) -> tuple[Decimal, ...] | None:
+def _entries_from(held: Decimal, entry: Decimal | None, adds: list[Fill],
+                  side: Side | None) -> tuple[Decimal, ...] | None:
     if entry is None or side is None:
         return None
     entries = [entry]

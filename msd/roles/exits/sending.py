@@ -195,7 +195,8 @@ class ExitSending:
         state = note_published(self.book[pid], published)
         for flight in state.in_flight:
             outcome = outcomes.get(flight.signal_id)
-            if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status, flight.order_filled):
+            if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status,
+                                                                                flight.order_filled):
                 continue
             state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity, now)
             if released is not None:
@@ -203,16 +204,19 @@ class ExitSending:
         self.put(pid, state)
         if read and (row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row)):
             self.apply_row(pid, row, now)
-        state = self.book.get(pid)
-        if state is None:
-            return
-        state, stalled = note_stalls(state, now, timedelta(seconds=self.config.in_flight_timeout_s))
+        if pid in self.book:
+            self._stalls(pid, now)
+
+    def _stalls(self, pid: PositionId, now: datetime) -> None:
+        """Exits in flight past exits.in_flight_timeout_s: said and counted once each."""
+        state, stalled = note_stalls(self.book[pid], now, timedelta(seconds=self.config.in_flight_timeout_s))
         for flight in stalled:
             self.stats.stalls += 1
             metrics.EXIT_STALLS.inc()
             log.error("EXIT STALLED for %s position %s: signal %s (%s, %s) sent %.0fs ago, order %s, positions row "
                       "still at version %s; nothing is re-sent: another exit needs this signal published and a "
-                      "newer positions row", pid[0], pid[1], flight.signal_id, flight.reason.value, flight.quantity, (now - flight.sent_at).total_seconds(),
-                      flight.order_status or "not seen", state.row.version if state.row else "?",
+                      "newer positions row", pid[0], pid[1], flight.signal_id, flight.reason.value, flight.quantity,
+                      (now - flight.sent_at).total_seconds(), flight.order_status or "not seen",
+                      state.row.version if state.row else "?",
                       extra={"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0]})
         self.put(pid, state)
