@@ -22,7 +22,8 @@ from msd.rules.exit_amount import (
 )
 from msd.rules.pacing import Debouncer
 from msd.rules.state import (
-    RowOutcome, fold_bar, fold_price, new_position, note_event, note_order, note_row, note_stalls, pnl_pct, row_order,
+    RowOutcome, fold_bar, fold_price, forget_exits, new_position, note_event, note_order, note_row, note_stalls,
+    pnl_pct, row_order,
 )
 from msd.rules.types import (
     ORDER_MANAGER_DEFAULTS,
@@ -43,8 +44,8 @@ __all__ = [
     "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount", "fill_path_entry",
     "order_manager_quantity", "size_exit",
     "Debouncer",
-    "RowOutcome", "fold_bar", "fold_price", "new_position", "note_event", "note_order", "note_row", "note_stalls",
-    "pnl_pct", "row_order",
+    "RowOutcome", "fold_bar", "fold_price", "forget_exits", "new_position", "note_event", "note_order", "note_row",
+    "note_stalls", "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
     "InvalidPositionData", "PositionKey", "RowFacts", "Side",
 ]
