@@ -22,7 +22,7 @@ from msd.store.outbox import ExpiredSignal
 
 log = logging.getLogger("msd.exits")
 EXIT_MODES = ("exit",)
-PositionId = tuple[str, str]        # (asset, position id)
+PositionId = tuple[str, str]        # the book's key (see msd.roles.exits.main); only used as a key here
 
 
 class ExpiredExits:
@@ -51,11 +51,12 @@ class ExpiredExits:
             self.dirty.discard(pid)
             self.reread.add(pid)                    # the size and price as they are now
             self.debouncer.offer(pid, pid, now)
+            asset, position_id = state.asset, state.key.position_id
             for flight in flights:
-                log.warning("exit %s of %s %s (%s %s) expired unsent after the broker outage: undone, the "
-                            "position is decided again at the current price", flight.signal_id, pid[0], pid[1],
-                            flight.reason.value, flight.quantity,
-                            extra={"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0]})
+                log.warning("exit %s of %s %s (%s %s) expired unsent: undone, the position is decided again at "
+                            "the current price", flight.signal_id, asset, position_id, flight.reason.value,
+                            flight.quantity, extra={"signal_id": flight.signal_id, "position_id": position_id,
+                                                    "asset": asset})
         known = {f.signal_id for _, flights in forgotten.values() for f in flights}
         for item in expired:
             if item.signal_id not in known:         # its position closed or changed since
