@@ -54,7 +54,8 @@ SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by
 SIGNALS_NOTIONAL = Counter("msd_signals_published_usdt_total", "USDT amount of the signals confirmed by the broker",
                            ["strategy", "mode"])
 SIGNALS_EXPIRED = Counter("msd_signals_expired_total", "Signals not sent because they waited longer than "
-                          "signaller.max_signal_age_s (not publish failures)", ["strategy", "mode"])
+                          "signaller.max_signal_age_s, or exits.max_signal_age_s for exits (which are then "
+                          "decided again); not publish failures", ["strategy", "mode"])
 OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
                        multiprocess_mode="livemax")
 OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",

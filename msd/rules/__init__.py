@@ -22,8 +22,8 @@ from msd.rules.exit_amount import (
 )
 from msd.rules.pacing import Debouncer
 from msd.rules.state import (
-    REJECTION_BACKOFF_CAP, RowOutcome, fold_bar, fold_price, new_position, note_order, note_published, note_row,
-    note_stalls, pnl_pct, rejection_backoff, row_order,
+    REJECTION_BACKOFF_CAP, RowOutcome, fold_bar, fold_price, forget_exits, new_position, note_order, note_published,
+    note_row, note_stalls, pnl_pct, rejection_backoff, row_order,
 )
 from msd.rules.types import (
     ORDER_MANAGER_DEFAULTS,
@@ -44,8 +44,8 @@ __all__ = [
     "AMOUNT_PADDING", "ExitAmountError", "Fill", "check_amount", "crossed_zero", "encode_amount",
     "entry_of_an_earlier_position", "fill_path_entry", "order_manager_quantity", "position_entries", "size_exit",
     "Debouncer",
-    "REJECTION_BACKOFF_CAP", "RowOutcome", "fold_bar", "fold_price", "new_position", "note_order", "note_published",
-    "note_row", "note_stalls", "pnl_pct", "rejection_backoff", "row_order",
+    "REJECTION_BACKOFF_CAP", "RowOutcome", "rejection_backoff", "fold_bar", "fold_price", "forget_exits",
+    "new_position", "note_order", "note_published", "note_row", "note_stalls", "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
     "InvalidPositionData", "PositionKey", "RowFacts", "Side",
 ]

@@ -11,6 +11,7 @@ reads the state they built:
 - `fold_price` / `fold_bar`: every tick and every closed 1-minute bar moves the extreme when it
   arrives, so the trailing stop hangs off the true peak, not the price at decision time.
 - `note_order` / `note_stalls`: the outcome of an exit's own order and the in-flight timeout.
+- `forget_exits`: exits decided but never sent (they expired in the outbox) are undone.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from msd.rules.types import (
     ExitReason, ExitState, InFlight, PositionKey, RowFacts, Side, check_aware, parse_time, to_decimal,
@@ -231,6 +232,38 @@ def note_order(state: ExitState, signal_id: str, status: str, filled: Decimal,
             state = _reopen_rests(replace(state, in_flight=kept), released, state.row)
         return state, None
     return state, None
+
+
+def forget_exits(state: ExitState, signal_ids: Collection[str]) -> tuple[ExitState, tuple[InFlight, ...]]:
+    """Forget exits that were decided but never sent (they expired in the outbox): each leaves the
+    exits in flight and gives back what it marked (ladder step, breakeven stop, cooldown), as if it
+    had never been decided; the prices seen meanwhile stay folded in. Later exits still in flight
+    forget it too: what they would give back on a rejection no longer includes it. Returns the
+    state and the forgotten exits (oldest first); ids not in flight are ignored."""
+    forgotten = sorted((f for f in state.in_flight if f.signal_id in signal_ids), key=lambda f: f.sent_at)
+    for flight in reversed(forgotten):      # newest first: each undo restores the state before it
+        rest = tuple(_without(f, flight) if f.sent_at > flight.sent_at else f
+                     for f in state.in_flight if f is not flight)
+        state = _undo(replace(state, in_flight=rest), flight)
+    return state, tuple(forgotten)
+
+
+_LADDER_UNDO = ("ladder_steps_done", "ladder_base_size", "stop_moved_to_breakeven")
+_COOLDOWN_UNDO = ("last_exit_at", "last_exit_reason")
+
+
+def _without(later: InFlight, gone: InFlight) -> InFlight:
+    """`later`'s undo as if `gone` (decided before it) had never been: the fields `gone` marked
+    are what they were before `gone`."""
+    if not later.undo or not gone.undo:
+        return later
+    undo = dict(later.undo)
+    if gone.reason is ExitReason.TAKE_PROFIT_STEP:
+        undo.update({k: gone.undo.get(k) for k in _LADDER_UNDO})
+    last = undo.get("last_exit_at")
+    if last is not None and parse_time("undo.last_exit_at", last) == gone.sent_at:
+        undo.update({k: gone.undo.get(k) for k in _COOLDOWN_UNDO})
+    return replace(later, undo=undo)
 
 
 def _undo(state: ExitState, flight: InFlight, *, keep_base: bool = False) -> ExitState:

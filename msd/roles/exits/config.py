@@ -30,6 +30,7 @@ class ExitsConfig:
     per_asset: Mapping[str, ExitRules]
     in_flight_timeout_s: float = 60.0   # an exit whose effect is not seen this long is reported stalled
     disabled_assets: frozenset[str] = frozenset()   # per_asset.<ASSET>.enabled: false -> left alone
+    max_signal_age_s: float = 60.0  # an unsent exit older than this expires and is decided again
 
     def rules_for(self, asset: str) -> ExitRules:
         return self.per_asset.get(asset, self.rules)
@@ -56,6 +57,7 @@ def exits_section(s: Section, context: SectionContext) -> ExitsConfig:
         per_asset=per_asset,
         in_flight_timeout_s=s.number("in_flight_timeout_s", 60.0, lo=0.1, hi=86400),
         disabled_assets=disabled,
+        max_signal_age_s=s.number("max_signal_age_s", 60.0, lo=1, hi=86400),
     )
     rate.reject_unknown()
     if cfg.debounce_max_delay_s < cfg.debounce_s:

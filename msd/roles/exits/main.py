@@ -35,6 +35,7 @@ from msd.bus.publisher import ConfirmingPublisher
 from msd.errors import DatabaseUnavailable
 from msd.market.state import MarketState
 from msd.roles.runtime.dataplane import drain
+from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
 from msd.market.quotes import price_folder
 from msd.roles.exits.positions import PositionReading
@@ -86,9 +87,9 @@ def make_debouncer(cfg) -> Debouncer:
     return Debouncer(timedelta(seconds=cfg.debounce_s), timedelta(seconds=cfg.debounce_max_delay_s))
 
 
-class ExitRole(PositionReading, ExitSending):
+class ExitRole(PositionReading, ExitSending, ExpiredExits):
     """The role's state and its turn; reading the table is PositionReading (positions.py),
-    deciding and sending ExitSending (sending.py)."""
+    deciding and sending ExitSending (sending.py), exits that expired unsent ExpiredExits (expiry.py)."""
 
     def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
@@ -119,6 +120,7 @@ class ExitRole(PositionReading, ExitSending):
         self.to_verify: deque[PositionId] = deque()
         self.restored = False
         self.db_failures, self.db_retry_at, self.db_error = 0, 0.0, None
+        self.outbox.retune(self.expiry(self.config))
 
     # --- the book -----------------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class ExitRole(PositionReading, ExitSending):
         if new.asset_rate != self.config.asset_rate:
             self.buckets.clear()    # carrying tokens over from a different rate would be a guess
         self.outbox.retarget(config.signaller.signals_queue)
+        self.outbox.retune(self.expiry(new))
         self.config = new
         self.next_verify = 0.0      # per-asset enabled flags may have changed: read the table now
         log.info("exits config applied live; %d position states kept", len(self.book))
@@ -380,7 +383,6 @@ class ExitRole(PositionReading, ExitSending):
 
 def run(ctx: RoleContext) -> int:
     def make(db: Database, publisher: ConfirmingPublisher, deps: DependencyHealth) -> ExitRole:
-        # Exits do not expire yet: a stale exit needs re-deciding and its ladder step rolled back
-        # (Expiry.on_expired), which the exit state does not support yet (see README).
-        return ExitRole(ctx, db, Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=("exit",)), deps)
+        # The role sets the outbox's expiry itself (ExpiredExits): its hooks are the role's.
+        return ExitRole(ctx, db, Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=EXIT_MODES), deps)
     return serve_publishing_role(ctx, make)

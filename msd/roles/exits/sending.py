@@ -91,8 +91,15 @@ class ExitSending:
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})
         self.holding.pop(pid, None)
-        submitted = self.outbox.submit(signal, mode="exit",
-                                       also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
+        # The book holds the sent state while the outbox records it: a flush inside submit may
+        # expire an older exit of this position, and forgetting that one must keep this one (expiry.py).
+        self.book[pid] = verdict.sent_state
+        try:
+            submitted = self.outbox.submit(signal, mode="exit",
+                                           also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
+        except Exception:
+            self.put(pid, verdict.state)    # submit raises only before the signal is recorded
+            raise
         if not submitted.recorded:
             self.put(pid, verdict.state)
             cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
@@ -108,8 +115,7 @@ class ExitSending:
                       pid[0], pid[1], decision.reason.value, decision.trigger_price, submitted.error,
                       extra={"trace_id": trace_id, "position_id": pid[1], "cause": cause, "exit": decision.metadata()})
             return
-        self.book[pid] = verdict.sent_state        # saved with the signal
-        self.dirty.discard(pid)
+        self.dirty.discard(pid)                     # the sent state was saved with the signal
         self.unsure.pop(pid, None)
         _, self.buckets[pid[0]] = take(self.config.asset_rate, self.bucket(pid[0]), decision.decided_at)
         self.stats.sent[decision.reason.value] += 1

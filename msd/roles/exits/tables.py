@@ -138,9 +138,16 @@ class SharedTables:
 
 
 def row_facts(row: PositionRow) -> RowFacts:
-    """The rules' view of a positions row (raises InvalidPositionData for an unusable one)."""
+    """The rules' view of a positions row (raises InvalidPositionData for an unusable one).
+
+    `current_price` has no constraint in the table and is only a fallback quote: one that is not
+    a price (zero, negative, NaN) is left out instead of making the whole row, and with it every
+    exit of the position, unusable."""
+    mark = row.current_price
+    if mark is not None and not (mark.is_finite() and mark > 0):
+        mark = None
     return RowFacts(position_id=row.position_id, asset=row.asset, size=row.size,
-                    average_entry_price=row.average_entry_price, current_price=row.current_price,
+                    average_entry_price=row.average_entry_price, current_price=mark,
                     version=row.version, last_updated=row.last_updated, closed_at=row.closed_at, mode=row.mode)
 
 
