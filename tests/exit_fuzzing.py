@@ -40,7 +40,7 @@ from msd.market.quotes import PriceQuote
 from msd.roles.exits.tables import row_facts
 from msd.rules import (
     AMOUNT_PADDING, ExitReason, ExitRules, ExitState, Instrument, InvalidPositionData, RowFacts, RuleConfigError,
-    decide, fold_price, forget_exits, note_event, note_order, note_row, note_stalls, order_manager_quantity,
+    decide, fold_price, forget_exits, note_order, note_published, note_row, note_stalls, order_manager_quantity,
 )
 from msd.rules.state import better
 from msd.rules.types import PROTECTIVE
@@ -143,7 +143,7 @@ instruments = st.builds(Instrument, lot_size=st.one_of(_steps, _steps, _steps, m
 # One step of a history is one integer; its kind, the seconds that passed before it and its
 # parameters are read out of it by `Bits` (one draw per step instead of one per parameter keeps
 # generation cheap).
-KINDS = ("row",) * 4 + ("event", "price", "price") + ("decide",) * 5 + ("order", "order", "stall", "forget")
+KINDS = ("row",) * 4 + ("published", "price", "price") + ("decide",) * 5 + ("order", "order", "stall", "forget")
 ROW_KINDS = ("same", "fill", "fill", "fill", "add", "flip", "flat", "reopen", "any", "old", "again")
 PAUSES = (0, 1, 2, 5, 30, 61, 120)
 ops = st.integers(0, 2 ** 96 - 1)
@@ -298,12 +298,17 @@ class Replay:
             _q((entry or magnitude) * (1 + (fraction - Decimal("0.5")) / 5))
         self._write(size, entry, closed_at, mark, closed_between=closed_between, fill_entry=fill_entry)
 
-    def _event(self, bits: Bits) -> None:
-        kind, offset = bits.pick(("row", "flat", "flip", "absurd")), bits.take(126) - 120
-        row_size = self.rows[-1].size if self.rows else self.case.size
-        size = {"row": row_size, "flat": Decimal(0), "flip": -row_size, "absurd": Decimal("-1e10")}[kind]
-        self.state = note_event(self.state, self.asset, self.pid, size, self.now + timedelta(seconds=offset),
-                                self.now)
+    def _published(self, bits: Bits) -> None:
+        """The broker confirmed some exits' outbox rows. (A `position_updated` event has no step
+        of its own: it only makes the role read the row, which `_row` covers.)"""
+        if self.state is None or not self.state.in_flight:
+            return
+        mask = bits.take(2 ** len(self.state.in_flight))
+        ids = {f.signal_id for i, f in enumerate(self.state.in_flight) if mask >> i & 1}
+        state = note_published(self.state, ids)
+        check([f.signal_id for f in state.in_flight] == [f.signal_id for f in self.state.in_flight],
+              "note_published changed which exits are in flight")
+        self.state = state
 
     # --- prices and decisions (the role's side) ------------------------------------------------
 
@@ -321,7 +326,10 @@ class Replay:
         if self.state is None:
             return
         price = self._price_at(bits.take(10 ** 6))
-        folded = fold_price(self.state, price)
+        at = self.now - timedelta(seconds=bits.take(4) * 30)      # sometimes a late tick, maybe from before the open
+        folded = fold_price(self.state, price, at)
+        if at < self.state.opened_at:
+            check(folded == self.state, "a price from before the open moved the position's state")
         if self.state.extreme_price is not None:
             check(folded.extreme_price == self.state.extreme_price
                   or better(self.state.side, folded.extreme_price, self.state.extreme_price),
@@ -354,7 +362,7 @@ class Replay:
             return
         flight = bits.pick(self.state.in_flight)
         status, fraction = bits.pick(ORDER_STATUSES), bits.fraction()
-        state, released = note_order(self.state, flight.signal_id, status, _q(fraction * flight.quantity))
+        state, released = note_order(self.state, flight.signal_id, status, _q(fraction * flight.quantity), self.now)
         if released is not None:
             check(released.signal_id == flight.signal_id and flight not in state.in_flight, "a released exit stays")
         self.state = state

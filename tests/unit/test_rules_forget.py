@@ -94,7 +94,7 @@ def test_a_kept_stop_rejected_after_its_step_was_forgotten_gives_back_the_state_
     """The stop was decided after the step: what it gives back on a rejection included the step."""
     before, flying = scenario(side, "step_then_protective_stop")
     state, _ = forget_exits(flying, {"tp"})
-    rejected, released = note_order(state, "sl", "rejected", D(0))
+    rejected, released = note_order(state, "sl", "rejected", D(0), T0 + timedelta(seconds=90))
     assert released.signal_id == "sl"
     assert marks(rejected) == marks(before)
 
