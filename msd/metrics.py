@@ -54,7 +54,8 @@ SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by
 SIGNALS_NOTIONAL = Counter("msd_signals_published_usdt_total", "USDT amount of the signals confirmed by the broker",
                            ["strategy", "mode"])
 SIGNALS_EXPIRED = Counter("msd_signals_expired_total", "Signals not sent because they waited longer than "
-                          "signaller.max_signal_age_s (not publish failures)", ["strategy", "mode"])
+                          "signaller.max_signal_age_s, or exits.max_signal_age_s for exits (which are then "
+                          "decided again); not publish failures", ["strategy", "mode"])
 OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
                        multiprocess_mode="livemax")
 OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",
@@ -70,9 +71,12 @@ EXIT_FALLBACK = Gauge("msd_exits_fallback", "1 while the exit role polls the pos
 EXIT_EVALUATIONS = Counter("msd_exit_evaluations_total", "Exit rule evaluations, by what triggered them",
                            ["trigger"])
 EXIT_SIGNALS = Counter("msd_exit_signals_total", "Exit signals recorded in the outbox", ["reason"])
-EXITS_SUPPRESSED = Counter("msd_exits_suppressed_total", "Exits a rule fired but pacing held back", ["reason"])
-EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Exits a rule fired that could not be recorded",
-                         ["cause"])
+EXITS_SUPPRESSED = Counter("msd_exits_suppressed_total", "Holds of an exit a rule fired but that was not sent, by "
+                           "reason (in_flight, cooldown, asset_rate, rejection_backoff, below_min_order_value, ...): "
+                           "one per position and reason while it lasts, not one per evaluation", ["reason"])
+EXITS_NOT_SENT = Counter("msd_exit_signals_failed_total", "Attempts to record an exit signal that failed, by cause "
+                         "(a decision retried is counted per attempt; a lost reply of a write that committed is "
+                         "counted here and, once found, in msd_exit_signals_total)", ["cause"])
 EXIT_INPUTS_INVALID = Counter("msd_exit_inputs_invalid_total", "Position updates skipped as invalid or incomplete",
                               ["reason"])
 EXIT_ERRORS = Counter("msd_exit_evaluation_errors_total", "Exceptions raised while evaluating one position")
@@ -83,8 +87,12 @@ EXITS_STALLED = Gauge("msd_exits_stalled", "Exits in flight longer than exits.in
                       multiprocess_mode="livemax")
 EXIT_STALLS = Counter("msd_exit_in_flight_stalled_total", "Exits whose effect was not seen within "
                       "exits.in_flight_timeout_s (nothing is re-sent until a newer positions row)")
-EXIT_ORDERS_UNFILLED = Counter("msd_exit_orders_unfilled_total", "Exit orders that ended with nothing filled "
-                               "(decided again at once), by status", ["status"])
+EXIT_ORDERS_UNFILLED = Counter("msd_exit_orders_unfilled_total", "Exit orders that ended with nothing filled, by "
+                               "status (decided again at once; from the second refusal in a row, after a backoff)",
+                               ["status"])
+EXITS_REFUSED_BACKOFF = Gauge("msd_exit_positions_refused_backoff", "Open positions whose exits order-manager "
+                              "refused twice or more in a row: their next decision waits a backoff (up to 5 min)",
+                              multiprocess_mode="livemax")
 EXIT_POSITIONS_BELOW_MINIMUM = Gauge("msd_exit_positions_below_minimum", "Open positions worth less than "
                                      "order-manager's minimum order value: no exit signal can close them",
                                      multiprocess_mode="livemax")

@@ -62,7 +62,7 @@ def price_folder(update: Any, market: MarketState) -> Callable[[ExitState], Exit
         return None
     if price is None or price <= 0:
         return None
-    return lambda state: fold_price(state, price)
+    return lambda state: fold_price(state, price, update.timestamp)
 
 
 def table_quote(row: RowFacts | None) -> PriceQuote | None:

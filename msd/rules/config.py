@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Mapping
 
 from msd.rules.types import ExitReason
@@ -34,6 +34,7 @@ DEFAULT_COOLDOWN = timedelta(seconds=60)
 MIN_COOLDOWN = timedelta(seconds=1)
 # Roughly a Bybit taker round trip (2 x 0.055 %), so a breakeven exit does not turn into a loss.
 DEFAULT_BREAKEVEN_FEE_PCT = Decimal("0.1")
+_HUNDRED = Decimal(100)
 
 
 class RuleConfigError(InvalidValue):
@@ -118,8 +119,11 @@ class Trailing:
     """Armed once the highest PnL reaches `activation_pct` of entry; then exits when the price
     retraces `distance_pct` of the peak (long) or trough (short).
 
-    `activation_pct` must be at least `distance_pct`: armed any earlier, the stop would sit below
-    the entry and "trail" into a loss.
+    The stop must never sit beyond the entry when it arms. For a long it arms at a peak of
+    entry x (1 + a) and sits at peak x (1 - d), which is at or above the entry only when
+    a >= d / (1 - d) (fractions); `activation_pct` >= `distance_pct` alone let activation 0.8 %
+    with distance 0.8 % arm a stop 0.0064 % below the entry. (A short needs a >= d / (1 + d),
+    which the long's bound covers.)
     """
 
     activation_pct: Decimal
@@ -131,9 +135,19 @@ class Trailing:
         # 100 % or more would put a long's stop at or below zero: it could never fire.
         _set(self, "distance_pct", _in_range("trailing.distance_pct", self.distance_pct, Decimal(0), Decimal(100),
                                              low_open=True, high_open=True, allowed="a percent in (0, 100)"))
-        if self.activation_pct < self.distance_pct:
+        floor = min_trailing_activation(self.distance_pct)
+        if self.activation_pct < floor:
             raise RuleConfigError("trailing.activation_pct", self.activation_pct,
-                                  f"a percent >= trailing.distance_pct ({self.distance_pct})")
+                                  f"a percent >= {floor} (distance / (1 - distance) for trailing.distance_pct "
+                                  f"{self.distance_pct}: armed lower, the stop would sit below the entry)")
+
+
+def min_trailing_activation(distance_pct: Decimal) -> Decimal:
+    """The lowest activation (percent) at which a long's trailing stop sits at or above the entry:
+    100 x d / (1 - d) with d = distance_pct / 100, rounded up at the 12th decimal so that the bound
+    itself passes the check."""
+    exact = distance_pct * _HUNDRED / (_HUNDRED - distance_pct)
+    return exact.quantize(Decimal("1e-12"), rounding=ROUND_CEILING).normalize()
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ class Verdict:
 
     `state`: keep it when nothing is sent (the price is folded in, nothing is committed).
     `sent_state`: keep it once `decision` is recorded for sending (ladder, cooldown, in flight).
-    `held`: a rule fired but gave no decision, and why: in_flight, cooldown, below_min_order_value,
-    slice_overlaps_in_flight, not_ready.
+    `held`: a rule fired but gave no decision, and why: in_flight, cooldown, rejection_backoff,
+    below_min_order_value, slice_overlaps_in_flight, not_ready.
     """
 
     decision: ExitDecision | None
@@ -187,8 +187,11 @@ _RULES: dict[ExitReason, Callable[[_Inputs, ExitRules], _Candidate | None]] = {
 
 
 def decide(state: ExitState, price: Decimal, rules: ExitRules, instrument: Instrument, now: datetime,
-           signal_id: str) -> Verdict:
+           signal_id: str, *, price_at: datetime | None = None) -> Verdict:
     """Decide whether to exit the position `state` describes at `price` (module doc).
+
+    `price_at` is when the price was traded or quoted (default `now`): a price from before the
+    position opened is still the latest known and is judged, but never folded into the peak.
 
     Raises InvalidPositionData (a ValueError naming the field) for a missing, NaN or non-positive
     price or a naive `now`; ExitAmountError if an amount would exceed the held size (a bug).
@@ -197,7 +200,7 @@ def decide(state: ExitState, price: Decimal, rules: ExitRules, instrument: Instr
         raise InvalidPositionData("state", state, "an ExitState")
     price = to_decimal("price", price, positive=True)
     check_aware("now", now)
-    state = fold_price(state, price)
+    state = fold_price(state, price, now if price_at is None else price_at)
     if not state.ready:
         return Verdict(None, state, held="not_ready")
     x = _Inputs(state.side, state.entry_price, price, pnl_pct(state.side, state.entry_price, price),
@@ -238,6 +241,8 @@ def _allowed(state: ExitState, rules: ExitRules, now: datetime) -> tuple[frozens
     flights = state.in_flight
     if any(f.reason is not ExitReason.TAKE_PROFIT_STEP for f in flights):
         return frozenset(), None, "in_flight"
+    if state.retry_at is not None and now < state.retry_at:
+        return frozenset(), None, "rejection_backoff"       # refused more than once in a row
     allowed, cap, pacing = everything, None, "in_flight"
     if flights:
         # The slices may fill: a stop closes only what they leave, as the row showed it then.

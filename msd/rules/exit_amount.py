@@ -170,3 +170,47 @@ def crossed_zero(start: Decimal, fills: Iterable[Fill]) -> bool:
             return True
         size = after
     return False
+
+
+def position_entries(size: Decimal, fills: list[Fill]) -> tuple[Decimal, ...] | None:
+    """Every entry price the position of signed `size` has had, oldest first, replayed from the
+    `fills` (chronological, up to now) the way position-manager keeps the entry (CONTRACTS §3.5):
+    the fill that opened it (from flat, or crossing zero) sets it, each add averages it, a partial
+    close keeps it. None when the fills do not reach back to that opening fill, or one that set
+    an entry has no price: nothing can be said then."""
+    after = size
+    for i in range(len(fills) - 1, -1, -1):
+        before = after - fills[i].quantity * fills[i].side.sign
+        if before == 0 or (before > 0) != (size > 0):
+            return _entries_from(abs(after), fills[i].price, fills[i + 1:], Side.of(size))
+        after = before
+    return None
+
+
+def _entries_from(held: Decimal, entry: Decimal | None, adds: list[Fill],
+                  side: Side | None) -> tuple[Decimal, ...] | None:
+    if entry is None or side is None:
+        return None
+    entries = [entry]
+    for fill in adds:
+        if fill.side is not side:           # a partial close keeps the entry
+            held -= fill.quantity
+            continue
+        if fill.price is None:
+            return None
+        with localcontext(_EXACT):
+            entry = (held * entry + fill.quantity * fill.price) / (held + fill.quantity)
+        held += fill.quantity
+        entries.append(entry)
+    return tuple(entries)
+
+
+def entry_of_an_earlier_position(entry: Decimal, size: Decimal, fills: list[Fill]) -> bool:
+    """Whether a stored `entry` belongs to a position before the current one: it is none of the
+    entries the current position has had (position_entries; the row keeps 8 decimals, hence the
+    tolerance). False when the fills cannot tell."""
+    entries = position_entries(size, fills)
+    if not entries:
+        return False
+    tolerance = max(Decimal("1e-8"), entry * Decimal("1e-7"))
+    return all(abs(e - entry) > tolerance for e in entries)

@@ -200,8 +200,9 @@ class InFlight:
 
     It ends when a newer positions row shows it (`decided_version` < the row's version and the size
     came down), or when its own order ended without a fill (rejected, or cancelled/dry-run with
-    nothing filled), which also undoes what it marked (`undo`). After `stalled`, any newer row
-    ends it: nothing is re-sent blindly, the next exit needs a newer row.
+    nothing filled), which also undoes what it marked (`undo`). After `stalled`, a newer row ends
+    it once it is `published`: nothing is re-sent blindly, the next exit needs a newer row, and
+    while its outbox row may still go out (broker down) no second exit is decided beside it.
     """
 
     signal_id: str
@@ -215,13 +216,14 @@ class InFlight:
     order_status: str | None = None     # the last status seen for its order, None = not seen yet
     order_filled: Decimal = Decimal(0)
     stalled: bool = False
+    published: bool = False             # the broker confirmed its outbox row: it can no longer go out later
 
     def to_dict(self) -> dict[str, Any]:
         return {"signal_id": self.signal_id, "reason": self.reason.value, "quantity": str(self.quantity),
                 "decided_version": self.decided_version, "decided_size": str(self.decided_size),
                 "decided_row_at": self.decided_row_at.isoformat(),
                 "sent_at": self.sent_at.isoformat(), "undo": dict(self.undo), "order_status": self.order_status,
-                "order_filled": str(self.order_filled), "stalled": self.stalled}
+                "order_filled": str(self.order_filled), "stalled": self.stalled, "published": self.published}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "InFlight":
@@ -242,7 +244,7 @@ class InFlight:
                    undo=dict(_mapping("in_flight.undo", data.get("undo") or {})),
                    order_status=data.get("order_status"),
                    order_filled=to_decimal("in_flight.order_filled", data.get("order_filled", "0"), non_negative=True),
-                   stalled=bool(data.get("stalled")))
+                   stalled=bool(data.get("stalled")), published=bool(data.get("published")))
 
 
 @dataclass(frozen=True)
@@ -250,13 +252,14 @@ class ExitState:
     """Everything msd knows and remembers about one position: its identity, the last row seen,
     the price extreme, what the rules already did, and the exits still in flight.
 
-    `opened_at` is when msd first saw this position non-zero after flat (`opened_by` says how:
-    "event", "table", or "upgrade" for states of the first format). `entry_price` is None until the
-    row has been read; `entry_source` says whether it is the row's or the fill path's (CONTRACTS
-    §3.5: a websocket reopen keeps a stale row entry). `extreme_price` is the peak for a long and the
-    trough for a short. `closed_seen_at`/`next_seen_at` remember what events said about a close, a
-    flip or a reopen (`next_side`) until a newer row confirms it. `ladder_base_size` is |size| when the ladder
-    started: steps are cumulative fractions of it, sized against what the row shows.
+    `opened_at` is when msd first read this position's row non-zero after flat (`opened_by` says
+    what made it read the row: "event", "table" (a verification), or "upgrade" for states of the
+    first format). Events never set anything here: they can be older than the row or wrong
+    (CONTRACTS §3.5), so they only make msd read the row. `entry_price` is None until the row has
+    been read; `entry_source` says whether it is the row's or the fill path's (a websocket reopen
+    keeps a stale row entry). `extreme_price` is the peak for a long and the trough for a short.
+    `ladder_base_size` is |size| when the ladder started: steps are cumulative fractions of it,
+    sized against what the row shows.
     """
 
     key: PositionKey
@@ -273,11 +276,9 @@ class ExitState:
     last_exit_reason: ExitReason | None = None
     in_flight: tuple[InFlight, ...] = ()
     row: RowFacts | None = None
-    last_event_at: datetime | None = None
-    closed_seen_at: datetime | None = None
-    next_side: Side | None = None
-    next_seen_at: datetime | None = None
     below_minimum_warned: bool = False
+    rejections: int = 0                     # exits in a row refused by order-manager (rejected, dry_run)
+    retry_at: datetime | None = None        # after one: no new decision before this (msd.rules.state)
 
     @property
     def asset(self) -> str:
@@ -310,10 +311,8 @@ class ExitState:
             "last_exit_at": _opt_iso(self.last_exit_at),
             "last_exit_reason": self.last_exit_reason.value if self.last_exit_reason else None,
             "in_flight": [f.to_dict() for f in self.in_flight],
-            "row": self.row.to_dict() if self.row else None,
-            "last_event_at": _opt_iso(self.last_event_at), "closed_seen_at": _opt_iso(self.closed_seen_at),
-            "next_side": self.next_side.value if self.next_side else None,
-            "next_seen_at": _opt_iso(self.next_seen_at), "below_minimum_warned": self.below_minimum_warned,
+            "row": self.row.to_dict() if self.row else None, "below_minimum_warned": self.below_minimum_warned,
+            "rejections": self.rejections, "retry_at": _opt_iso(self.retry_at),
         }
 
     @classmethod
@@ -352,11 +351,9 @@ class ExitState:
             last_exit_reason=last_reason,
             in_flight=tuple(InFlight.from_dict(f) for f in flights),
             row=None if data.get("row") is None else RowFacts.from_dict(data["row"]),
-            last_event_at=_opt_time("last_event_at", data.get("last_event_at")),
-            closed_seen_at=_opt_time("closed_seen_at", data.get("closed_seen_at")),
-            next_side=None if data.get("next_side") is None else Side.parse(data.get("next_side")),
-            next_seen_at=_opt_time("next_seen_at", data.get("next_seen_at")),
             below_minimum_warned=flags["below_minimum_warned"],
+            rejections=_count("rejections", data.get("rejections", 0)),
+            retry_at=_opt_time("retry_at", data.get("retry_at")),
         )
 
 
@@ -364,6 +361,12 @@ def _mapping(name: str, data: object) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidPositionData(name, data, "a mapping produced by to_dict")
     return data
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidPositionData(name, value, "an integer >= 0")
+    return value
 
 
 def _opt_str(value: Decimal | None) -> str | None:

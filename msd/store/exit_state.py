@@ -29,6 +29,23 @@ def load_states(conn) -> list[StoredState]:
         return [StoredState(asset, side, key, state) for asset, side, key, state in cur.fetchall()]
 
 
+def load_position_state(conn, asset: str, position_key: str) -> StoredState | None:
+    """The stored state of one position (the newest row, whatever its side), or None."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT asset, side, position_key, state FROM msd.position_exit_state
+                        WHERE asset = %s AND position_key = %s ORDER BY updated_at DESC LIMIT 1""",
+                    (asset, position_key))
+        row = cur.fetchone()
+    return None if row is None else StoredState(*row)
+
+
+def signal_recorded(conn, signal_id: str) -> bool:
+    """Whether the outbox holds this signal (whatever became of it since)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM msd.signals WHERE signal_id = %s", (signal_id,))
+        return cur.fetchone() is not None
+
+
 _SAVE_SQL = """
 WITH v(asset, side, position_key, state) AS (VALUES {values}),
      other_side AS (DELETE FROM msd.position_exit_state s USING v

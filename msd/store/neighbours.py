@@ -256,8 +256,12 @@ def read_order_outcomes(conn, signal_ids: list[str]) -> dict[str, OrderOutcome]:
     recorded (a rejection order-manager never saved exists only as an event, CONTRACTS §1.3)."""
     found: dict[str, OrderOutcome] = {}
     with conn.cursor() as cur:
+        # Events arrive out of order and their filled_quantity is cumulative: the furthest one wins
+        # (the most filled, an ended status over an open one), not the last received.
         cur.execute("""SELECT signal_id::text, status, filled_quantity FROM msd.order_events
-                        WHERE signal_id = ANY(%s::uuid[]) ORDER BY id""", (list(signal_ids),))
+                        WHERE signal_id = ANY(%s::uuid[])
+                        ORDER BY filled_quantity, status IN ('filled', 'cancelled', 'rejected', 'dry_run'), id""",
+                    (list(signal_ids),))
         for signal_id, status, filled in cur.fetchall():
             found[signal_id] = OrderOutcome(signal_id, status, filled, "order_events")
         try:
@@ -273,21 +277,37 @@ def read_order_outcomes(conn, signal_ids: list[str]) -> dict[str, OrderOutcome]:
 
 @dataclass(frozen=True)
 class FillRow:
-    """An order of one asset with fills, as the shared `orders` table shows it (cumulative)."""
+    """What one order of one asset filled after a given time (the shared `orders` table shows
+    cumulative figures per order; see read_fills_since)."""
     side: str                            # "buy" / "sell"
-    filled_quantity: Decimal
-    average_price: Decimal | None
+    filled_quantity: Decimal             # filled after `since`, not the order's cumulative total
+    average_price: Decimal | None        # the order's average price (all of its fills)
     updated_at: datetime
 
 
+# `orders.filled_quantity` is cumulative per order (CONTRACTS §2.2, §5): an order that had filled
+# part of its quantity before `since` and the rest after counts only the rest. What it had filled
+# by then is known from msd's own records of the order (its executions and order events, both
+# cumulative per order); without a record, all of it is taken as after `since`.
+_FILLS_SINCE_SQL = """
+SELECT lower(o.side), o.filled_quantity - coalesce(before.quantity, 0), o.average_price, o.updated_at
+  FROM orders o
+  LEFT JOIN LATERAL (
+       SELECT greatest((SELECT max(e.cumulative_quantity) FROM msd.executions e
+                         WHERE e.order_id = o.order_id AND e.executed_at <= %(since)s),
+                       (SELECT max(v.filled_quantity) FROM msd.order_events v
+                         WHERE v.order_id = o.order_id AND v.occurred_at <= %(since)s)) AS quantity) before ON true
+ WHERE o.asset = %(asset)s AND o.filled_quantity > 0 AND o.updated_at > %(since_naive)s
+   AND o.filled_quantity > coalesce(before.quantity, 0)
+ ORDER BY o.updated_at, o.created_at"""
+
+
 def read_fills_since(conn, asset: str, since: datetime) -> list[FillRow]:
-    """Orders of `asset` with fills, updated after `since`, oldest first: the fill path of
+    """What each order of `asset` filled after `since`, oldest first: the fill path of
     position-manager (CONTRACTS §3.5), replayed to find an entry price or a close msd missed."""
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT lower(side), filled_quantity, average_price, updated_at FROM orders
-                            WHERE asset = %s AND filled_quantity > 0 AND updated_at > %s
-                            ORDER BY updated_at, created_at""", (asset, _naive_utc(since)))
+            cur.execute(_FILLS_SINCE_SQL, {"asset": asset, "since": since, "since_naive": _naive_utc(since)})
             rows = cur.fetchall()
     except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
         raise SharedSchemaError(("orders",), describe(exc)) from exc

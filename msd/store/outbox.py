@@ -138,3 +138,11 @@ def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
                        OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
             {"asset": asset, "window": timedelta(seconds=recent_s)})
         return cur.fetchone()[0]
+
+
+def published_signals(conn, signal_ids: list[str]) -> set[str]:
+    """Which of these signals the broker confirmed (`sent`): a pending one may still go out."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT signal_id::text FROM msd.signals
+                        WHERE signal_id = ANY(%s::uuid[]) AND outbox_state = 'sent'""", (list(signal_ids),))
+        return {row[0] for row in cur.fetchall()}

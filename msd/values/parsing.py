@@ -155,6 +155,19 @@ def aware_time(key: str, value: object, *, error: type[InvalidValue] = InvalidVa
     return check_aware(key, moment, error=error)
 
 
+# --- symbols ----------------------------------------------------------------------------------
+
+def asset_symbol(key: str, value: object, *, error: type[InvalidValue] = InvalidValue) -> str:
+    """An asset as the neighbours spell it (CONTRACTS §1.2, §3.2): a string of 4 to 20 characters,
+    uppercase alphanumeric once uppercased; returned uppercased (`btcusdt` -> `BTCUSDT`)."""
+    if not isinstance(value, str):
+        raise error(key, value, "an asset symbol: 4 to 20 letters and digits, e.g. BTCUSDT")
+    upper = value.upper()
+    if not (4 <= len(upper) <= 20 and upper.isalnum() and upper.isascii() and upper.isupper()):
+        raise error(key, value, "an asset symbol: 4 to 20 letters and digits, e.g. BTCUSDT")
+    return upper
+
+
 # --- mappings ---------------------------------------------------------------------------------
 
 def check_keys(data: object, path: str, required: Iterable[str], optional: Iterable[str]) -> None:

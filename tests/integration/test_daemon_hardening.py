@@ -21,7 +21,7 @@ from tests.fixtures.pg import ADMIN_DSN
 from tests.fixtures.rabbit import amqp_url, close_vhost_connections, rabbitmqctl
 from tests.integration.daemon import Daemon, base_config, wait_for
 from tests.integration.exit_helpers import (
-    POSITIONS_QUEUE, SignalReader, execute, open_position, position_update, publish,
+    POSITIONS_QUEUE, SignalReader, execute, mark_price, open_position, position_update, publish, stored_state,
 )
 from tests.integration.market_feed import MarketFeed
 
@@ -267,3 +267,58 @@ def test_database_outage_is_reported_as_the_database_by_every_role_and_healthz(d
     assert not [r for r in records if r.get("dependency") == "broker"]
     assert not [r for r in records if "resumed" in r.get("message", "")]
     _reconfigure(daemon, exits={"fallback_after_s": 3600, "poll_interval_s": 0.2})
+
+
+def test_exit_expiring_during_broker_outage_is_redecided_at_the_current_price_not_sent_stale(daemon, resources):
+    """Regression: an exit that waited in the outbox through a broker outage went out whenever the
+    broker returned, however old, and its ladder step and breakeven stop stayed marked. Now it
+    expires after exits.max_signal_age_s, is undone in the expiring transaction, and the position
+    is decided again at the price of the moment."""
+    dsn, vhost = resources
+    ladder = {"take_profit": {"steps": [{"at_pct": 3, "close": 0.5}, {"at_pct": 5, "close": 1}],
+                              "breakeven_after_first_step": True}, "stop_loss_pct": 2, "cooldown_seconds": 60}
+    _reconfigure(daemon, exits={"fallback_after_s": 0.5, "poll_interval_s": 0.2, "max_signal_age_s": 1,
+                                "rules": ladder})           # the exits role polls the table: no events needed
+    wait_for(lambda: daemon.role("exits")["status"].get("mode") == "fallback", 10, what="exits polling")
+    position_id = open_position(dsn, "STALEUSDT", "2.00000000", "100", "100.00000000")
+    wait_for(lambda: stored_state(dsn, position_id), 10, what="the position watched")
+    exits = """SELECT signal_id::text, outbox_state, body->'metadata'->>'exit_reason',
+                      body->'metadata'->>'quantity' FROM msd.signals
+                WHERE body->'metadata'->>'position_id' = %s ORDER BY created_at"""
+    rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+    close_vhost_connections(vhost)
+    try:
+        mark_price(dsn, "STALEUSDT", "103.50000000")                  # the first ladder step...
+        wait_for(lambda: [r for r in execute(dsn, exits, (position_id,)) if r[2] == "take_profit_step"], 10,
+                 what="the step recorded while the broker is down")
+        mark_price(dsn, "STALEUSDT", "97.00000000")                   # ...then the market falls through the stop
+        # The step expires unsent and is undone (with its breakeven stop); decided again at 97, the
+        # position gets a full stop loss, not a stop for what an unsent slice would have left.
+        wait_for(lambda: [r for r in execute(dsn, exits, (position_id,))
+                          if r[1:] == ("pending", "stop_loss", "2")], 15, what="a full stop loss decided again")
+        state = stored_state(dsn, position_id)
+        assert state["ladder_steps_done"] == [] and state["stop_moved_to_breakeven"] is False
+    finally:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    signals = SignalReader(amqp_url(vhost))         # (the outage closed every connection of the vhost)
+    try:
+        _sent_once_after_the_outage(daemon, dsn, signals, position_id, exits)
+    finally:
+        signals.close()
+    _reconfigure(daemon, exits={**EXITS, "max_signal_age_s": 60})
+
+
+def _sent_once_after_the_outage(daemon, dsn, signals, position_id, exits):
+    [(sent, _)] = wait_for(lambda: signals.for_position(position_id), 20, what="the exit once the broker is back")
+    rows = wait_for(lambda: (lambda r: r if all(state != "pending" for _, state, _, _ in r) else None)(
+        execute(dsn, exits, (position_id,))), 10, what="nothing left pending")
+    expired = {sid for sid, state, _, _ in rows if state == "expired"}
+    assert expired and {r[2] for r in rows if r[0] in expired} >= {"take_profit_step", "stop_loss"}
+    assert [sid for sid, state, _, _ in rows if state == "sent"] == [sent["signal_id"]]
+    assert sent["signal_id"] not in expired and not expired & set(signals.received)
+    metadata = sent["metadata"]
+    assert (metadata["exit_reason"], metadata["quantity"], metadata["full_close"]) == ("stop_loss", "2", True)
+    assert Decimal(metadata["trigger_price"]) == Decimal("97")
+    assert metric(daemon, "msd_signals_expired_total", mode="exit") >= len(expired)
+    time.sleep(0.5)
+    assert len(signals.for_position(position_id)) == 1

@@ -30,7 +30,7 @@ from msd.store.migrate import apply_migrations
 from msd.store.neighbours import create_neighbour_tables
 from tests.fixtures.pg import create_database, drop_database
 from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
-from tests.integration.exit_helpers import execute, open_position, utc_now
+from tests.integration.exit_helpers import execute, mark_price, open_position, utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -333,6 +333,7 @@ def test_close_and_reopen_while_msd_was_down_starts_a_new_position(make):
                                                   filled_quantity, average_price, updated_at)
                               VALUES (%s, %s, 'DOWNUSDT', %s, 'Market', %s, 'filled', %s, 105, %s)""",
                 (f"d-{n}", str(uuid.uuid4()), side, qty, qty, seen + timedelta(seconds=n + 1)))
+    mark_price(first.dsn, "DOWNUSDT", "105", size="0E-8")                           # two writes (§3.5)
     open_position(first.dsn, "DOWNUSDT", "1.00000000", "105", "109.00000000", position_id=pid)
     second = make(rules={"trailing": {"activation_pct": 1, "distance_pct": 0.5}})
     second.turn()

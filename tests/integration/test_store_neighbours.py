@@ -102,3 +102,44 @@ def test_column_of_the_wrong_type_is_a_shared_schema_error(db):
 
     with pytest.raises(SharedSchemaError, match="shared schema unusable"):
         exposure(db, "BTCUSDT")
+
+
+def test_fills_since_count_what_an_order_filled_after_since_not_its_cumulative_total(fresh_pg_dsn):
+    """Regression (exit review 10): `orders.filled_quantity` is cumulative per order (CONTRACTS
+    §2.2, §5), and an order that had filled 1 of its 2 before the row msd last read and 0.5 more
+    after counted as a 1.5 sell after it: a long of 1 "crossed zero", a partial close was taken
+    for a close and reopen and the position lost its peak and ladder. msd's own records of the
+    order (its order events, cumulative too) say what was filled by then."""
+    from datetime import datetime, timedelta, timezone
+    from msd.roles.exits.tables import fills_of
+    from msd.rules import crossed_zero
+    from msd.store.migrate import apply_migrations
+    from msd.store.neighbours import read_fills_since
+    apply_migrations(fresh_pg_dsn)
+    database = Database(fresh_pg_dsn)
+    try:
+        with database.transaction() as conn:
+            create_neighbour_tables(conn)
+        since = datetime.now(timezone.utc) - timedelta(minutes=1)
+        naive = since.replace(tzinfo=None)
+        for order_id, filled, created, updated in (("straddling", "1.5", naive - timedelta(minutes=2),
+                                                    naive + timedelta(seconds=10)),
+                                                   ("after", "0.2", naive + timedelta(seconds=5),
+                                                    naive + timedelta(seconds=20)),
+                                                   ("unrecorded", "0.1", naive - timedelta(minutes=3),
+                                                    naive + timedelta(seconds=30))):
+            execute(database, """INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, status,
+                                                     filled_quantity, average_price, created_at, updated_at)
+                                 VALUES (%s, %s, 'CUMUSDT', 'SELL', 'Market', 2, 'partially_filled', %s, 100, %s, %s)""",
+                    order_id, str(uuid.uuid4()), filled, created, updated)
+        execute(database, """INSERT INTO msd.order_events (event_id, event_type, order_id, status, filled_quantity,
+                                                           signal_id, asset, side, occurred_at, payload)
+                             VALUES ('e1', 'partially_filled', 'straddling', 'partially_filled', 1, NULL, 'CUMUSDT',
+                                     'sell', %s, '{}')""", since - timedelta(seconds=30))
+        with database.autocommit() as conn:
+            fills = read_fills_since(conn, "CUMUSDT", since)
+    finally:
+        database.close()
+    assert [(f.side, f.filled_quantity) for f in fills] == [("sell", D("0.5")), ("sell", D("0.2")),
+                                                           ("sell", D("0.1"))]
+    assert not crossed_zero(D(1), fills_of(fills)), "1 - 0.5 - 0.2 - 0.1 is still long"

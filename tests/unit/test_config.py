@@ -161,6 +161,27 @@ def test_exits_in_flight_timeout_and_per_asset_enabled(tmp_path):
     assert cfg.exits.rules_for("SOLUSDT") == cfg.exits.rules and cfg.exits.rules_for("BTCUSDT").stop_loss_pct == 3
 
 
+def test_lowercase_per_asset_key_is_upper_cased_instead_of_silently_never_matching(tmp_path):
+    """Regression (exit review 9): `per_asset: {btcusdt: ...}` loaded fine and never matched a
+    position (assets are uppercase, CONTRACTS §3.2): the BTCUSDT stop loss silently stayed 2 %."""
+    cfg = load_config(write(tmp_path, {"exits": {"per_asset": {"btcusdt": {"stop_loss_pct": 3},
+                                                               "ethUsdt": {"enabled": False}}}}), env={})
+    assert cfg.exits.rules_for("BTCUSDT").stop_loss_pct == 3 and not cfg.exits.enabled_for("ETHUSDT")
+    assert set(cfg.exits.per_asset) == {"BTCUSDT", "ETHUSDT"}
+
+
+@pytest.mark.parametrize("per_asset, key, value", [
+    ({"BTC-USDT": {"stop_loss_pct": 3}}, "exits.per_asset.BTC-USDT", "BTC-USDT"),
+    ({"BTC": {"stop_loss_pct": 3}}, "exits.per_asset.BTC", "BTC"),
+    ({"BTCUSDT": {"stop_loss_pct": 3}, "btcusdt": {"enabled": False}}, "exits.per_asset.btcusdt", "btcusdt"),
+    ({7: {"enabled": False}}, "exits.per_asset.7", 7),
+])
+def test_invalid_per_asset_keys_are_refused_naming_the_key(tmp_path, per_asset, key, value):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {"exits": {"per_asset": per_asset}}), env={})
+    assert (err.value.key, err.value.value) == (key, value) and err.value.allowed
+
+
 @pytest.mark.parametrize("exits, key", [
     ({"in_flight_timeout_s": 0}, "exits.in_flight_timeout_s"),
     ({"per_asset": {"ETHUSDT": {"enabled": "no"}}}, "exits.per_asset.ETHUSDT.enabled"),

@@ -17,7 +17,8 @@ from msd.market.quotes import PriceQuote
 from msd.strategies.emit import exit_signal
 from msd.rules import (
     AMOUNT_PADDING, ExitAmountError, ExitRules, Fill, Instrument, LadderStep, RowFacts, Side, TakeProfit,
-    crossed_zero, decide, encode_amount, fill_path_entry, note_row, size_exit,
+    crossed_zero, decide, encode_amount, entry_of_an_earlier_position, fill_path_entry, note_row, position_entries,
+    size_exit,
 )
 from tests.contract.order_manager_rules import order_quantity, problems
 
@@ -165,3 +166,32 @@ def test_fill_path_entry(items, entry, size):
 ])
 def test_crossed_zero(start, items, crossed):
     assert crossed_zero(D(start), fills(*items)) is crossed
+
+
+@pytest.mark.parametrize("size, items, entries", [
+    ("1", (("buy", "1", "100"),), (D(100),)),
+    ("2", (("buy", "1", "100"), ("buy", "1", "110")), (D(100), D(105))),
+    ("0.5", (("buy", "1", "100"), ("sell", "0.5", "120")), (D(100),)),
+    ("1", (("buy", "1", "100"), ("sell", "1", "120"), ("buy", "1", "105")), (D(105),)),     # closed, reopened
+    ("-2", (("buy", "1", "100"), ("sell", "3", "95")), (D(95),)),                            # flipped
+    ("3", (("buy", "1", "100"), ("buy", "1", "110")), None),          # the fills do not reach its opening
+    ("1", (("buy", "1", None),), None),
+])
+def test_position_entries(size, items, entries):
+    assert position_entries(D(size), fills(*items)) == entries
+
+
+@pytest.mark.parametrize("stored_entry, size, items, earlier", [
+    # Closed and reopened while msd was down (across the upgrade): the stored 100 is the old one's.
+    ("100", "1", (("buy", "1", "100"), ("sell", "1", "120"), ("buy", "1", "105")), True),
+    ("100", "1", (("buy", "1", "100"),), False),                                  # the same position
+    ("100", "2", (("buy", "1", "100"), ("buy", "1", "110")), False),              # saw it before the add
+    ("105", "2", (("buy", "1", "100"), ("buy", "1", "110")), False),              # and after it
+    ("105.00000001", "2", (("buy", "1", "100"), ("buy", "1", "110")), False),     # the row's 8 decimals
+    ("100", "3", (("buy", "1", "100"), ("buy", "1", "110")), False),              # cannot tell: kept
+])
+def test_upgraded_state_of_a_position_closed_and_reopened_while_down_is_recognised(stored_entry, size, items,
+                                                                                    earlier):
+    """Regression (exit review 7): a state stored by the first format has no row facts, so the
+    fills msd checks for a close and reopen while it was down were never read for it."""
+    assert entry_of_an_earlier_position(D(stored_entry), D(size), fills(*items)) is earlier

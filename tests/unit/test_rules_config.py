@@ -146,8 +146,30 @@ def test_trailing_activation_below_its_distance_is_refused_as_it_would_trail_at_
     """Regression (issue 8): activation 0.5 % with distance 0.8 % armed a stop below the entry."""
     with pytest.raises(RuleConfigError) as err:
         Trailing(D("0.5"), D("0.8"))
-    assert "distance_pct (0.8)" in str(err.value)
-    assert Trailing(D("0.8"), D("0.8")).activation_pct == D("0.8")
+    assert "trailing.distance_pct 0.8" in str(err.value)
+
+
+@pytest.mark.parametrize("activation, distance, accepted", [
+    ("0.8", "0.8", False),                  # >= distance, yet the stop sits 0.0064 % below the entry
+    ("0.806451612903", "0.8", False),       # just below 0.8 / 0.992
+    ("0.806451612904", "0.8", True),
+    ("1.5", "0.8", True),                   # the shipped default
+    ("1", "50", False), ("100", "50", True),
+    ("0.01", "0.01", False), ("0.010001000101", "0.01", True),
+])
+def test_trailing_activation_equal_to_its_distance_is_refused_as_the_stop_would_sit_below_entry(
+        activation, distance, accepted):
+    """Regression (exit review 11): activation >= distance still armed a long's stop below the
+    entry (peak x (1 - d) < entry when a < d / (1 - d)). The error names key, value and range."""
+    if accepted:
+        trailing = Trailing(D(activation), D(distance))
+        peak = D(100) * (1 + trailing.activation_pct / 100)
+        assert peak * (1 - trailing.distance_pct / 100) >= 100, "armed at the bound, the stop is at or above entry"
+        return
+    with pytest.raises(RuleConfigError) as err:
+        ExitRules.from_mapping({"trailing": {"activation_pct": activation, "distance_pct": distance}})
+    assert err.value.key == "exit_rules.trailing.activation_pct" and err.value.value == D(activation)
+    assert "distance / (1 - distance)" in err.value.allowed and ">= " in err.value.allowed
 
 
 def test_time_exit_min_profit_defaults_to_zero_and_may_be_negative():

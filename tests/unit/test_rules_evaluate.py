@@ -11,7 +11,7 @@ import pytest
 
 from msd.rules import (
     ORDER_MANAGER_DEFAULTS, ExitAmountError, ExitReason, ExitRules, Instrument, InvalidPositionData, LadderStep,
-    RowFacts, Side, TakeProfit, TimeExit, Trailing, check_amount, decide, note_order, note_row, note_stalls,
+    RowFacts, Side, TakeProfit, TimeExit, Trailing, check_amount, decide, note_order, note_published, note_row, note_stalls,
     order_manager_quantity,
 )
 
@@ -114,7 +114,7 @@ def test_ladder_against_a_partially_filled_exit_sizes_the_next_step_against_the_
     assert first.decision.quantity == 5
     state = filled(first.sent_state, D(2), T0 + STEP + timedelta(seconds=1))     # only 2 of the 5 filled
     assert state.in_flight and state.size == 8       # still in flight: the slice has not all filled
-    state, _ = note_order(state, "s1", "cancelled", D(2))
+    state, _ = note_order(state, "s1", "cancelled", D(2), T0)
     state = filled(state, D(0), T0 + STEP + timedelta(seconds=2))                 # newer row, same size
     assert not state.in_flight
     second = decide(state, at(side, 5), rules, LOT, T0 + 3 * STEP, "s2")
@@ -267,9 +267,29 @@ def test_stalled_exit_waits_for_a_newer_row_and_is_never_resent_blindly(side):
     assert [f.signal_id for f in stalled] == ["s1"] and state.in_flight[0].stalled
     assert note_stalls(state, T0 + timedelta(seconds=90), timedelta(seconds=60))[1] == ()   # reported once
     assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=90), "s2").decision is None
+    state = note_published(state, {"s1"})
     newer = note_row(state, row(side, "2", 2, T0 + timedelta(seconds=91)), T0 + timedelta(seconds=91)).state
     assert not newer.in_flight
     assert decide(newer, at(side, -3), rules, LOT, T0 + timedelta(seconds=92), "s3").decision.quantity == 2
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_stalled_exit_is_never_re_decided_while_its_outbox_row_is_unpublished(side):
+    """Regression (exit review 4): a stalled exit gave way to a new decision (a new signal_id) on
+    any newer row, even while its own outbox row was still pending (broker down): both would go
+    out on recovery and the second would reverse the position. It gives way only once published."""
+    rules = ExitRules(stop_loss_pct=D(2), cooldown=timedelta(seconds=1))
+    sent = decide(position(side), at(side, -3), rules, LOT, T0, "s1").sent_state
+    state, _ = note_stalls(sent, T0 + timedelta(seconds=60), timedelta(seconds=60))
+    for version in (2, 3):          # newer rows (marks) while the broker is down
+        state = note_row(state, row(side, "2", version, T0 + timedelta(seconds=60 + version)), T0).state
+        assert [f.signal_id for f in state.in_flight] == ["s1"]
+        assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=70), "s2").decision is None
+    state = note_published(state, {"other", "s1"})
+    assert state.in_flight[0].published and note_published(state, {"s1"}) is state
+    state = note_row(state, row(side, "2", 4, T0 + timedelta(seconds=80)), T0).state
+    assert not state.in_flight
+    assert decide(state, at(side, -3), rules, LOT, T0 + timedelta(seconds=81), "s3").decision is not None
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -278,26 +298,95 @@ def test_rejected_exit_is_undone_and_decided_again_at_once(side):
     state = position(side)
     sent = decide(state, at(side, 3), rules, LOT, T0, "s1").sent_state
     assert sent.ladder_steps_done == (0,) and sent.stop_moved_to_breakeven
-    undone, released = note_order(sent, "s1", "rejected", D(0))
+    undone, released = note_order(sent, "s1", "rejected", D(0), T0)
     assert released.signal_id == "s1" and not undone.in_flight
     assert undone.ladder_steps_done == () and not undone.stop_moved_to_breakeven and undone.last_exit_at is None
     again = decide(undone, at(side, 3), rules, LOT, T0 + timedelta(seconds=1), "s2")
     assert again.decision.reason is ExitReason.TAKE_PROFIT_STEP
 
 
+@pytest.mark.parametrize("side", SIDES)
+def test_permanently_rejected_exit_is_re_decided_with_a_bounded_backoff_not_in_a_loop(side):
+    """Regression (exit review 5): every rejection allowed a new decision at once, so an exit
+    order-manager always refuses (a risk limit, say) was re-sent as fast as the rate allowed,
+    forever. The first is decided again at once; each further refusal in a row doubles the wait
+    (5 s, 10 s, ... at most 5 min); an exit that takes effect ends the streak."""
+    rules = ExitRules(stop_loss_pct=D(2), cooldown=timedelta(seconds=1))
+    state, now, waits = position(side), T0, []
+    for n in range(1, 10):
+        verdict = decide(state, at(side, -3), rules, LOT, now, f"s{n}")
+        assert verdict.decision is not None, f"decision {n}"
+        state, _ = note_order(verdict.sent_state, f"s{n}", "rejected", D(0), now)
+        waits.append(state.retry_at - now)
+        if state.retry_at > now:
+            held = decide(state, at(side, -3), rules, LOT, state.retry_at - timedelta(microseconds=1), "x")
+            assert (held.decision, held.held) == (None, "rejection_backoff")
+        now = state.retry_at
+    assert [w.total_seconds() for w in waits] == [0, 5, 10, 20, 40, 80, 160, 300, 300]
+    assert state.rejections == 9
+    sent = decide(state, at(side, -3), rules, LOT, now, "ok").sent_state
+    partly, _ = note_order(sent, "ok", "cancelled", D("1.5"), now)           # accepted, 1.5 filled
+    shown = note_row(partly, row(side, "0.5", 2, now + timedelta(seconds=1)), now).state
+    assert (shown.rejections, shown.retry_at, shown.in_flight) == (0, None, ())
+    cancelled, _ = note_order(decide(position(side), at(side, -3), rules, LOT, T0, "c").sent_state, "c",
+                              "cancelled", D(0), T0)
+    assert cancelled.rejections == 0, "a cancel (a newer signal replaced it) is not a refusal"
+
+
 def test_partly_filled_then_cancelled_exit_ends_when_the_row_already_shows_the_fill():
     sent = decide(position(size="4"), at(Side.LONG, -3), ExitRules(stop_loss_pct=D(2)), LOT, T0, "s1").sent_state
     partly = filled(sent, D(1), T0 + timedelta(seconds=1))          # the row: 3 left, the order still working
     assert partly.in_flight
-    state, undone = note_order(partly, "s1", "cancelled", D(1))
+    state, undone = note_order(partly, "s1", "cancelled", D(1), T0)
     assert undone is None and not state.in_flight
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("order_first", [True, False])
+def test_ladder_step_ended_with_fills_releases_and_re_decides_the_unfilled_rest(side, order_first):
+    """Regression (exit review 6): a step cancelled after a partial fill was released with the
+    step marked done, so the unfilled rest of the slice was never closed (until a later step).
+    Released once the row shows what the order filled (in either order of order and row), the
+    step is open again and closes what the row shows above its target, never more."""
+    rules = ExitRules(take_profit=LADDER, cooldown=timedelta(seconds=60))
+    sent = decide(position(side, size="10"), at(side, 3), rules, LOT, T0, "s1").sent_state
+    assert sent.in_flight[0].quantity == 5
+    if order_first:
+        state, _ = note_order(sent, "s1", "cancelled", D(2), T0)
+        assert state.in_flight, "the row does not show the 2 filled yet"
+        state = filled(state, D(2), T0 + timedelta(seconds=2))
+    else:
+        state = filled(sent, D(2), T0 + timedelta(seconds=2))
+        state, _ = note_order(state, "s1", "cancelled", D(2), T0)
+    assert not state.in_flight and state.ladder_steps_done == () and state.ladder_base_size == 10
+    again = decide(state, at(side, 3), rules, LOT, T0 + timedelta(seconds=3), "s2")
+    assert again.decision.reason is ExitReason.TAKE_PROFIT_STEP
+    assert (again.decision.quantity, again.decision.rule_params["keep_size"]) == (D(3), "5.0")
+
+
+@pytest.mark.parametrize("status, filled_qty, row_shows, released", [
+    ("cancelled", "2", "2", True),          # the row shows all the order filled
+    ("cancelled", "2", "1", False),         # the row lags one of the fills: still in flight
+    ("partially_filled", "2", "2", False),  # not ended: more may fill
+    ("filled", "5", "5", True),
+    ("rejected", "0", "0", True),           # ended with nothing: released by the order alone
+])
+def test_ended_exit_is_released_when_the_row_shows_its_cumulative_fill(status, filled_qty, row_shows, released):
+    """Regression (exit review 6, CONTRACTS §2.2: filled_quantity is cumulative): an ended order
+    released its exit as soon as the row showed any decrease, before the row showed all it had
+    filled, so the rest was re-decided against a size that still included filled quantity."""
+    rules = ExitRules(take_profit=LADDER, cooldown=timedelta(seconds=60))
+    sent = decide(position(size="10"), at(Side.LONG, 3), rules, LOT, T0, "s1").sent_state
+    state, _ = note_order(sent, "s1", status, D(filled_qty), T0)
+    state = filled(state, D(row_shows), T0 + timedelta(seconds=2))
+    assert (not state.in_flight) == released
 
 
 def test_filled_order_keeps_the_exit_in_flight_until_the_row_shows_it():
     sent = decide(position(), at(Side.LONG, -3), ExitRules(stop_loss_pct=D(2)), LOT, T0, "s1").sent_state
-    state, released = note_order(sent, "s1", "filled", D(2))
+    state, released = note_order(sent, "s1", "filled", D(2), T0)
     assert released is None and state.in_flight[0].order_status == "filled"
-    assert note_order(state, "other", "rejected", D(0)) == (state, None)
+    assert note_order(state, "other", "rejected", D(0), T0) == (state, None)
 
 
 @pytest.mark.parametrize("side", SIDES)

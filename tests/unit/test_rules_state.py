@@ -8,7 +8,7 @@ from decimal import Decimal as D
 import pytest
 
 from msd.rules import (
-    ExitReason, ExitState, InFlight, InvalidPositionData, PositionKey, RowFacts, Side, fold_bar, fold_price, note_event,
+    ExitReason, ExitState, InFlight, InvalidPositionData, PositionKey, RowFacts, Side, fold_bar, fold_price,
     note_row, pnl_pct,
 )
 
@@ -29,7 +29,7 @@ def opened(size="1", now=T0, **kw):
 def test_extreme_is_exactly_the_best_price_seen(size, expected):
     state = opened(size)
     for price in PRICES:
-        state = fold_price(state, price)
+        state = fold_price(state, price, T0)
     assert state.extreme_price == expected
     assert state.highest_pnl_pct == max(pnl_pct(state.side, D(100), p) for p in PRICES)
 
@@ -51,7 +51,7 @@ def test_pnl_pct_sign_for_both_sides(side, price, pnl):
 
 def test_fold_price_refuses_a_bad_price():
     with pytest.raises(InvalidPositionData) as err:
-        fold_price(opened(), D(0))
+        fold_price(opened(), D(0), T0)
     assert err.value.field == "price"
 
 
@@ -59,6 +59,33 @@ def test_fold_price_refuses_a_bad_price():
 def test_a_closed_bar_moves_the_extreme_by_its_high_or_low(size, extreme):
     state = fold_bar(opened(size), D("104.5"), D("95.5"), T0)
     assert state.extreme_price == extreme
+
+
+@pytest.mark.parametrize("size, tick_at, price, extreme, highest", [
+    ("1", T0 - timedelta(milliseconds=1), D(130), D(100), D(0)),      # before the open: another position's
+    ("1", T0 - timedelta(seconds=4), D(130), D(100), D(0)),           # inside the old 5 s grace: still before
+    ("1", T0, D(130), D(130), D(30)),                                 # at the open: counts
+    ("1", T0 + S, D(130), D(130), D(30)),
+    ("-1", T0 - S, D(70), D(100), D(0)),
+    ("-1", T0 + S, D(70), D(70), D(30)),
+])
+def test_ticks_received_before_the_position_opened_are_not_folded_into_its_peak(size, tick_at, price, extreme,
+                                                                                 highest):
+    """Regression (exit review 8): ticks stamped up to 5 s before the open (and any price decide()
+    was given, however old) were folded into the extreme, arming a trailing stop from a peak the
+    position never had. Only prices at or after the open count."""
+    state = fold_price(opened(size), price, tick_at)
+    assert (state.extreme_price, state.highest_pnl_pct) == (extreme, highest)
+
+
+def test_decide_judges_a_price_from_before_the_open_but_does_not_fold_it():
+    """Regression (exit review 8): decide() folded the freshest quote whatever its time."""
+    from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules, Trailing, decide
+    rules = ExitRules(trailing=Trailing(D(2), D(1)))
+    verdict = decide(opened(), D(130), rules, ORDER_MANAGER_DEFAULTS, T0 + S, "s1", price_at=T0 - S)
+    assert (verdict.state.extreme_price, verdict.state.highest_pnl_pct) == (D(100), D(0))
+    assert decide(opened(), D(130), rules, ORDER_MANAGER_DEFAULTS, T0 + S, "s1",
+                  price_at=T0 + S).state.extreme_price == D(130)
 
 
 def test_a_bar_that_began_before_the_position_was_seen_is_left_out():
@@ -70,69 +97,57 @@ def test_a_bar_that_began_before_the_position_was_seen_is_left_out():
 
 def test_reopened_position_on_a_days_old_row_is_dated_from_when_msd_saw_it():
     """Regression (issue 8): position-manager keeps one row per asset forever and its created_at
-    is the first position's; msd dates a position from when it first saw it non-zero."""
+    is the first position's; msd dates a position from when it first read it non-zero."""
     now = T0 + timedelta(days=9)
-    first = note_event(None, "ETHUSDT", "p1", D("0.5"), now, now)
-    assert (first.opened_at, first.opened_by, first.row) == (now, "event", None)
-    confirmed = note_row(first, row("0.5", 17, now, closed_at=T0 + timedelta(days=2)), now + S)
-    assert confirmed.change == "confirmed" and confirmed.state.opened_at == now
+    first = note_row(None, row("0.5", 17, now, closed_at=T0 + timedelta(days=2)), now, seen_by="event")
+    assert (first.change, first.state.opened_at, first.state.opened_by) == ("opened", now, "event")
     from_table = note_row(None, row("0.5", 17, now), now + S).state
     assert (from_table.opened_at, from_table.opened_by) == (now + S, "table")
 
 
 def test_close_and_reopen_in_one_debounce_window_start_a_new_position():
     """Regression (issue 8): the debouncer coalesced a close and a reopen, and the new position
-    inherited the old one's ladder steps, breakeven flag and peak."""
-    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,), stop_moved_to_breakeven=True,
+    inherited the old one's ladder steps, breakeven flag and peak. The two writes are seen in the
+    fills between the two reads (`closed_between`, read by the role when the version moved by 2+)."""
+    old = replace(fold_price(opened(), D(120), T0), ladder_steps_done=(0,), stop_moved_to_breakeven=True,
                   ladder_base_size=D(1))
-    closed = note_event(old, "ETHUSDT", "p1", D(0), T0 + S, T0 + S)
-    reopened = note_event(closed, "ETHUSDT", "p1", D(2), T0 + 2 * S, T0 + 2 * S)
-    outcome = note_row(reopened, row("2", 3, T0 + 2 * S, entry="110"), T0 + 3 * S)
+    outcome = note_row(old, row("2", 3, T0 + 2 * S, entry="110"), T0 + 3 * S, closed_between=True, seen_by="event")
     new = outcome.state
-    assert outcome.change == "new_position" and new.opened_at == T0 + 2 * S
+    assert outcome.change == "new_position" and (new.opened_at, new.opened_by) == (T0 + 3 * S, "event")
     assert (new.extreme_price, new.ladder_steps_done, new.stop_moved_to_breakeven) == (D(110), (), False)
-    assert (new.ladder_base_size, new.entry_price, new.closed_seen_at) == (None, D(110), None)
+    assert (new.ladder_base_size, new.entry_price) == (None, D(110))
 
 
 def test_flip_in_one_update_starts_a_new_position_on_the_other_side():
     """CONTRACTS §3.5: a fill that crosses zero flips the row in one update, no zero in between."""
-    old = fold_price(opened(), D(120))
+    old = fold_price(opened(), D(120), T0)
     outcome = note_row(old, row("-2", 2, T0 + S, entry="119"), T0 + 2 * S)
     assert outcome.change == "new_position" and outcome.state.side is Side.SHORT
     assert outcome.state.extreme_price == D(119) and outcome.state.opened_at == T0 + 2 * S
 
 
-def test_a_flip_seen_in_an_event_dates_the_new_position_from_the_event():
-    old = opened()
-    flipped = note_event(old, "ETHUSDT", "p1", D(-2), T0 + S, T0 + S)
-    assert flipped.side is Side.LONG and flipped.next_side is Side.SHORT     # the row decides
-    assert note_row(flipped, row("-2", 2, T0 + S), T0 + 2 * S).state.opened_at == T0 + S
+@pytest.mark.parametrize("newer", [
+    row("1", 2, T0 + S),                          # a mark write after a fake size-0 or hedge-mode event
+    row("1", 2, T0 + S, entry="101"),             # an add moved the entry
+    row("0.5", 2, T0 + S),                        # a partial close
+])
+def test_fake_size_0_or_hedge_mode_event_does_not_reset_the_position(newer):
+    """Regression (exit review 3): an event saying size 0 (or mode hedge) while the row says open
+    marked the position closed (or refused and dropped it); the next newer row then started a
+    new position: new open time, ladder and peak lost. Events no longer reach the rules: only a
+    row read does, and a newer row on the same side, with no close in the fills, is the same
+    position."""
+    old = replace(fold_price(opened(), D(120), T0), ladder_steps_done=(0,), ladder_base_size=D(1))
+    outcome = note_row(old, newer, T0 + 2 * S)
+    assert outcome.change == "same"
+    kept = outcome.state
+    assert (kept.opened_at, kept.ladder_steps_done, kept.extreme_price) == (T0, (0,), D(120))
 
 
-def test_an_event_the_row_does_not_confirm_changes_nothing():
-    """A bogus or stale event (e.g. size "-1e10") cannot reset a position: no write, no change."""
-    old = replace(fold_price(opened(), D(120)), ladder_steps_done=(0,))
-    bogus = note_event(old, "ETHUSDT", "p1", D("-1e10"), T0 + S, T0 + S)
-    outcome = note_row(bogus, row("1", 1, T0), T0 + 2 * S)
-    assert outcome.change == "same" and outcome.state.ladder_steps_done == (0,)
-    assert outcome.state.extreme_price == D(120) and outcome.state.closed_seen_at is None
-
-
-def test_an_event_older_than_the_row_is_ignored():
-    state = opened(when=T0 + timedelta(seconds=10))
-    assert note_event(state, "ETHUSDT", "p1", D(0), T0, T0 + timedelta(seconds=11)) is state
-
-
-def test_a_late_zero_event_of_an_earlier_close_does_not_close_the_new_position():
-    state = note_event(None, "ETHUSDT", "p1", D(1), T0 + 2 * S, T0 + 2 * S)
-    assert note_event(state, "ETHUSDT", "p1", D(0), T0 + S, T0 + 3 * S) is state
-
-
-def test_position_seen_only_by_events_follows_the_newest_and_a_close_forgets_it():
-    state = note_event(None, "ETHUSDT", "p1", D(1), T0, T0)
-    assert note_event(state, "ETHUSDT", "p1", D(-1), T0 + S, T0 + S).side is Side.SHORT
-    assert note_event(state, "ETHUSDT", "p1", D(0), T0 + S, T0 + S) is None
-    assert note_event(None, "ETHUSDT", "p1", D(0), T0, T0) is None
+def test_an_unchanged_row_changes_nothing():
+    state = fold_price(opened(), D(120), T0)
+    outcome = note_row(state, row("1", 1, T0), T0 + S)
+    assert outcome.change == "same" and outcome.state is state
 
 
 def test_close_and_reopen_on_the_websocket_path_is_seen_from_closed_at():
@@ -147,7 +162,7 @@ def test_close_and_reopen_on_the_websocket_path_is_seen_from_closed_at():
 
 
 def test_close_and_reopen_while_msd_was_down_starts_a_new_position():
-    old = replace(fold_price(opened(), D(130)), ladder_steps_done=(0,))
+    old = replace(fold_price(opened(), D(130), T0), ladder_steps_done=(0,))
     outcome = note_row(old, row("1", 9, T0 + timedelta(hours=1), entry="101"), T0 + timedelta(hours=2),
                        closed_between=True)
     assert outcome.change == "new_position" and outcome.state.ladder_steps_done == ()
@@ -160,7 +175,7 @@ def test_an_older_read_of_the_row_is_ignored():
 
 
 def test_an_add_follows_the_new_entry_and_keeps_the_peak():
-    state = fold_price(opened(), D(120))
+    state = fold_price(opened(), D(120), T0)
     added = note_row(state, row("2", 2, T0 + S, entry="110"), T0 + S).state
     assert (added.entry_price, added.extreme_price, added.opened_at) == (D(110), D(120), T0)
 
@@ -205,15 +220,11 @@ FULL = ExitState(
     in_flight=(InFlight("sig-1", ExitReason.TAKE_PROFIT_STEP, D("0.002"), 4, D("0.004"),
                         T0, T0 + S, {"ladder_steps_done": [0]}, "partially_filled", D("0.001")),),
     row=RowFacts("abc-1", "BTCUSDT", D("-0.004"), D("64250.5"), D("63010"), 4, T0, T0 - S),
-    last_event_at=T0,
-    closed_seen_at=T0 + S,
-    next_side=Side.LONG,
-    next_seen_at=T0 + 2 * S,
     below_minimum_warned=True,
 )
 
 
-@pytest.mark.parametrize("state", [FULL, opened(), note_event(None, "ETHUSDT", "p2", D(1), T0, T0)])
+@pytest.mark.parametrize("state", [FULL, opened(), ExitState(PositionKey("ETHUSDT", Side.LONG, "p2"), T0, "upgrade")])
 def test_exit_state_dict_round_trip_through_json(state):
     data = json.loads(json.dumps(state.to_dict()))
     assert ExitState.from_dict(data) == state

@@ -11,6 +11,7 @@ from msd.config.reader import Section
 from msd.errors import ConfigError
 from msd.rules.config import ExitRules
 from msd.values.bucket import TokenBucket
+from msd.values.parsing import asset_symbol
 
 # It publishes to signaller.signals_queue; both sections are applied live.
 READS = Reads(frozenset({"database", "rabbitmq", "exits", "signaller", "supervisor"}),
@@ -29,6 +30,7 @@ class ExitsConfig:
     per_asset: Mapping[str, ExitRules]
     in_flight_timeout_s: float = 60.0   # an exit whose effect is not seen this long is reported stalled
     disabled_assets: frozenset[str] = frozenset()   # per_asset.<ASSET>.enabled: false -> left alone
+    max_signal_age_s: float = 60.0  # an unsent exit older than this expires and is decided again
 
     def rules_for(self, asset: str) -> ExitRules:
         return self.per_asset.get(asset, self.rules)
@@ -55,6 +57,7 @@ def exits_section(s: Section, context: SectionContext) -> ExitsConfig:
         per_asset=per_asset,
         in_flight_timeout_s=s.number("in_flight_timeout_s", 60.0, lo=0.1, hi=86400),
         disabled_assets=disabled,
+        max_signal_age_s=s.number("max_signal_age_s", 60.0, lo=1, hi=86400),
     )
     rate.reject_unknown()
     if cfg.debounce_max_delay_s < cfg.debounce_s:
@@ -75,8 +78,12 @@ def _per_asset(raw: Any, default: ExitRules) -> tuple[dict[str, ExitRules], froz
     if not isinstance(raw, Mapping):
         raise ConfigError("exits.per_asset", raw, "a mapping of asset to exit rules")
     rules, disabled = {}, set()
-    for asset, section in raw.items():
-        path = f"exits.per_asset.{asset}"
+    for key, section in raw.items():
+        path = f"exits.per_asset.{key}"
+        # Positions carry uppercase assets (CONTRACTS §3.2): a `btcusdt` key would never match.
+        asset = built(lambda key=key: asset_symbol(path, key))
+        if asset in rules:
+            raise ConfigError(path, key, f"an asset given once (another key is {asset} too)")
         if not isinstance(section, Mapping):
             raise ConfigError(path, section, "a mapping of exit rules (and enabled: true/false)")
         section = dict(section)
@@ -84,8 +91,8 @@ def _per_asset(raw: Any, default: ExitRules) -> tuple[dict[str, ExitRules], froz
         if not isinstance(enabled, bool):
             raise ConfigError(f"{path}.enabled", enabled, "true or false")
         if not enabled:
-            disabled.add(str(asset))
-        rules[str(asset)] = _exit_rules(section, path) if section else default
+            disabled.add(asset)
+        rules[asset] = _exit_rules(section, path) if section else default
     return rules, frozenset(disabled)
 
 

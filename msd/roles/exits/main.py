@@ -2,13 +2,15 @@
 
 Every position's state lives in `self.book`, one `ExitState` per (asset, position id), built by
 the pure functions of `msd.rules` from what is observed; this module only does the I/O around
-them. Each turn: apply a live `exits` config, take position updates (each notes what it says
-about a close, flip or reopen at once, and asks for the row to be re-read) and market updates
-(each price is folded into the peak of its asset's positions as it arrives), then decide for the
-positions the debouncer releases. Only the decision is debounced.
+them. Each turn: apply a live `exits` config, take position updates (each asks for its row to be
+re-read) and market updates (each price is folded into the peak of its asset's positions as it
+arrives), then decide for the positions the debouncer releases. Only the decision is debounced.
 
-The `positions` row is the source of truth for size and entry (CONTRACTS §3.5): an event only
-triggers a re-read. An exit is in flight until a newer row shows it or its own order ended
+The `positions` row is the source of truth for size, side, asset and mode (CONTRACTS §3.5): an
+event only triggers a re-read of the row its `position_id` names. A position is keyed by that
+row's id and the row's asset; the event's asset, size and mode are never used (an event can be
+older than the row, or wrong), so a bogus event cannot move another position's state, close it
+or reset it. An exit is in flight until a newer row shows it or its own order ended
 unfilled (looked up by signal id every IN_FLIGHT_CHECK_S); `exits.in_flight_timeout_s` later it
 is reported stalled (ERROR line, metric, status, /healthz), and only a newer row allows another.
 
@@ -24,7 +26,6 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ from msd.bus.publisher import ConfirmingPublisher
 from msd.errors import DatabaseUnavailable
 from msd.market.state import MarketState
 from msd.roles.runtime.dataplane import drain
+from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
 from msd.market.quotes import price_folder
 from msd.roles.exits.positions import PositionReading
@@ -43,7 +45,7 @@ from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.publishing import serve_publishing_role
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.rules import (
-    Debouncer, ExitState, InvalidPositionData, note_event,
+    Debouncer, ExitState, InvalidPositionData,
 )
 from msd.store.db import Database, retry_backoff
 from msd.store.exit_state import delete_states, load_states, save_states
@@ -56,7 +58,6 @@ OUTBOX_RETRY_S = 1.0
 VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
 IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
-TICK_GRACE = timedelta(seconds=5)   # a tick stamped this much before msd saw the position is not its price
 
 PositionId = tuple[str, str]        # (asset, position id)
 
@@ -86,9 +87,9 @@ def make_debouncer(cfg) -> Debouncer:
     return Debouncer(timedelta(seconds=cfg.debounce_s), timedelta(seconds=cfg.debounce_max_delay_s))
 
 
-class ExitRole(PositionReading, ExitSending):
+class ExitRole(PositionReading, ExitSending, ExpiredExits):
     """The role's state and its turn; reading the table is PositionReading (positions.py),
-    deciding and sending ExitSending (sending.py)."""
+    deciding and sending ExitSending (sending.py), exits that expired unsent ExpiredExits (expiry.py)."""
 
     def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
@@ -102,8 +103,12 @@ class ExitRole(PositionReading, ExitSending):
         self.dirty: set[PositionId] = set()
         self.gone: set[PositionId] = set()                   # flat: their stored rows are deleted
         self.unverified: set[PositionId] = set()             # restored: not compared with the table yet
+        self.ids: dict[str, PositionId] = {}                 # row id -> the book's key (asset from the row)
         self.reread: set[PositionId] = set()                 # an event came: read the row before deciding
-        self.context: dict[PositionId, PositionUpdate] = {}  # the last event, for log lines and signals
+        self.unknown: dict[str, datetime] = {}               # events of rows not in the book: read this turn
+        self.context: dict[str, PositionUpdate] = {}         # by row id: the last event, for logs and signals
+        self.unsure: dict[PositionId, str] = {}              # exits whose outbox write may have committed
+        self.holding: dict[PositionId, str] = {}             # why a fired rule sends nothing now (counted once)
         self.refused: dict[PositionId, tuple[str, str]] = {}  # left alone: (reason, detail)
         self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
@@ -115,18 +120,22 @@ class ExitRole(PositionReading, ExitSending):
         self.to_verify: deque[PositionId] = deque()
         self.restored = False
         self.db_failures, self.db_retry_at, self.db_error = 0, 0.0, None
+        self.outbox.retune(self.expiry(self.config))
 
     # --- the book -----------------------------------------------------------------------------
 
-    def put(self, pid: PositionId, state: ExitState | None, *, persist: bool = True) -> None:
-        """Keep a position's new state (None: it is flat) and remember to save it (unless the
-        change is not worth a write: `persist` False)."""
+    def put(self, pid: PositionId, state: ExitState | None) -> None:
+        """Keep a position's new state (None: it is flat) and remember to save it."""
         old = self.book.get(pid)
         if state is None:
             if old is not None or pid in self.unverified:
                 self.gone.add(pid)
             self.book.pop(pid, None)
-            self.context.pop(pid, None)
+            if self.ids.get(pid[1]) == pid:
+                del self.ids[pid[1]]
+            self.context.pop(pid[1], None)
+            self.unsure.pop(pid, None)
+            self.holding.pop(pid, None)
             self.skipped = {key for key in self.skipped if key[0] != pid} if self.skipped else self.skipped
             self.dirty.discard(pid)
             self.by_asset.get(pid[0], set()).discard(pid)
@@ -134,10 +143,10 @@ class ExitRole(PositionReading, ExitSending):
             return
         if state is not old:
             self.book[pid] = state
-            if persist or old is None:
-                self.dirty.add(pid)
+            self.dirty.add(pid)
             self.gone.discard(pid)
             self.by_asset.setdefault(pid[0], set()).add(pid)
+            self.ids[pid[1]] = pid
 
     def save(self, *, now: bool = False) -> None:
         """Write the changed states and delete the flat ones, in one transaction."""
@@ -177,6 +186,7 @@ class ExitRole(PositionReading, ExitSending):
         if new.asset_rate != self.config.asset_rate:
             self.buckets.clear()    # carrying tokens over from a different rate would be a guess
         self.outbox.retarget(config.signaller.signals_queue)
+        self.outbox.retune(self.expiry(new))
         self.config = new
         self.next_verify = 0.0      # per-asset enabled flags may have changed: read the table now
         log.info("exits config applied live; %d position states kept", len(self.book))
@@ -190,21 +200,18 @@ class ExitRole(PositionReading, ExitSending):
         self.contained("position update", update_context(update), lambda: self._take_update(update))
 
     def _take_update(self, update: PositionUpdate) -> None:
-        pid = (update.asset, canonical_id(update.position_id))
-        if update.mode == "hedge":
-            self.refuse(pid, "hedge_mode", "hedge-mode position (long_size/short_size) is not managed by msd")
-            return
-        if not self.config.enabled_for(update.asset):
-            self.refuse(pid, "disabled", f"exits.per_asset.{update.asset}.enabled is false")
-            return
+        """An event only says "read row `position_id` again" (module doc)."""
+        position_id = canonical_id(update.position_id)
         now = utc_now()
-        old = self.book.get(pid)
-        new = note_event(old, update.asset, pid[1], update.size, update.timestamp, now)
-        # An event that only moves `last_event_at` is not worth a write; a restart then judges
-        # staleness by the row's last_updated, which is as good.
-        routine = old is not None and new is not None and replace(new, last_event_at=old.last_event_at) == old
-        self.put(pid, new, persist=not routine)
-        self.context[pid] = update
+        self.context[position_id] = update
+        pid = self.ids.get(position_id)
+        if pid is None:
+            self.unknown.setdefault(position_id, now)
+            return
+        if update.asset != pid[0]:
+            self.skip("event_asset_mismatch", f"update names asset {update.asset!r} but positions row {position_id} "
+                                              f"is {pid[0]}: the row is read, the event's asset is not used",
+                      update_context(update))
         self.reread.add(pid)
         self.debouncer.offer(pid, pid, now)
 
@@ -222,10 +229,7 @@ class ExitRole(PositionReading, ExitSending):
             return
         now = utc_now()
         for pid in list(watched):
-            state = self.book[pid]
-            if update.timestamp < state.opened_at - TICK_GRACE:
-                continue
-            self.put(pid, fold(state))
+            self.put(pid, fold(self.book[pid]))          # a tick from before the open is left out there
             self.debouncer.offer(pid, pid, now)
 
     def refuse(self, pid: PositionId, reason: str, detail: str) -> None:
@@ -263,13 +267,13 @@ class ExitRole(PositionReading, ExitSending):
         """A position that cannot be evaluated yet: said once per position and row version, not
         on every tick; an event that triggered the evaluation is always answered."""
         key = (pid, reason, state.row.version if state.row else None)
-        if key not in self.skipped or pid in self.context:
+        if key not in self.skipped or pid[1] in self.context:
             self.skipped.add(key)
             self.skip(reason, detail, self.event_context(pid))
-            self.context.pop(pid, None)
+            self.context.pop(pid[1], None)
 
     def event_context(self, pid: PositionId) -> dict[str, Any]:
-        event = self.context.get(pid)
+        event = self.context.get(pid[1])
         return update_context(event) if event is not None else {"position_id": pid[1], "asset": pid[0]}
 
     def skip(self, reason: str, detail: str, context: dict[str, Any], *, error: bool = False) -> None:
@@ -303,6 +307,8 @@ class ExitRole(PositionReading, ExitSending):
                 self.restore()
             self._check_mode(mono)
             now = utc_now()
+            if self.unknown:
+                self.read_unknown(now)
             due = self.debouncer.due(now)
             if due:
                 self.evaluate_due(due, now)
@@ -377,7 +383,6 @@ class ExitRole(PositionReading, ExitSending):
 
 def run(ctx: RoleContext) -> int:
     def make(db: Database, publisher: ConfirmingPublisher, deps: DependencyHealth) -> ExitRole:
-        # Exits do not expire yet: a stale exit needs re-deciding and its ladder step rolled back
-        # (Expiry.on_expired), which the exit state does not support yet (see README).
-        return ExitRole(ctx, db, Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=("exit",)), deps)
+        # The role sets the outbox's expiry itself (ExpiredExits): its hooks are the role's.
+        return ExitRole(ctx, db, Outbox(db, publisher, ctx.config.signaller.signals_queue, modes=EXIT_MODES), deps)
     return serve_publishing_role(ctx, make)

@@ -25,7 +25,7 @@ class ExitStats:
     evaluations: int = 0
     stalls: int = 0
     sent: Counter = field(default_factory=Counter)         # by exit reason
-    suppressed: Counter = field(default_factory=Counter)   # by pacing reason
+    suppressed: Counter = field(default_factory=Counter)   # holds by reason: once per position and reason
     failed: Counter = field(default_factory=Counter)       # by cause
     invalid: Counter = field(default_factory=Counter)      # by reason
     errors: int = 0
@@ -49,6 +49,9 @@ def report_status(role: Any, now: datetime) -> None:
     below = {f"{asset} {pid}": f"{state.side.value} {state.size}" for (asset, pid), state in book.items()
              if state.below_minimum_warned}
     refused = {f"{asset} {pid}": reason for (asset, pid), (reason, _) in role.refused.items()}
+    backing_off = {f"{asset} {pid}": f"exits refused {state.rejections} times in a row; next decision "
+                                     f"{'now' if state.retry_at <= now else 'after ' + state.retry_at.isoformat()}"
+                   for (asset, pid), state in book.items() if state.rejections >= 2 and state.retry_at is not None}
     unpriced = Counter(asset for (asset, _), state in book.items()
                        if state.ready and not _has_market_data(role.market.asset_state(asset), now))
     degraded: dict[str, str] = {}
@@ -56,6 +59,9 @@ def report_status(role: Any, now: datetime) -> None:
     if stalled:
         degraded["exits_in_flight"] = (f"{len(stalled)} exit(s) without effect after "
                                        f"{role.config.in_flight_timeout_s:g}s: " + "; ".join(sorted(stalled)[:3]))
+    if backing_off:
+        degraded["exits_refused"] = (f"{len(backing_off)} position(s) whose exits order-manager keeps refusing: "
+                                     + "; ".join(f"{k}: {v}" for k, v in sorted(backing_off.items())[:3]))
     hedged = sorted(key for key, reason in refused.items() if reason == "hedge_mode")
     if hedged:
         degraded["hedge_mode_positions"] = f"{len(hedged)} hedge-mode position(s) not managed: " + ", ".join(hedged[:3])
@@ -64,6 +70,7 @@ def report_status(role: Any, now: datetime) -> None:
                                    + "; evaluated from positions.current_price")
     metrics.EXITS_IN_FLIGHT.set(in_flight)
     metrics.EXITS_STALLED.set(len(stalled))
+    metrics.EXITS_REFUSED_BACKOFF.set(len(backing_off))
     metrics.EXIT_POSITIONS_BELOW_MINIMUM.set(len(below))
     metrics.EXIT_POSITIONS_UNPRICED.set(sum(unpriced.values()))
     for reason in ("hedge_mode", "disabled"):
@@ -73,9 +80,9 @@ def report_status(role: Any, now: datetime) -> None:
         updates=s.updates, evaluations=s.evaluations, exits_sent=dict(s.sent), exits_suppressed=dict(s.suppressed),
         exits_failed=dict(s.failed), invalid_updates=dict(s.invalid), evaluation_errors=s.errors,
         exits_in_flight=in_flight, exits_stalled=_named(stalled), stalls_total=s.stalls,
-        below_min_order_value=_named(below), left_alone=_named(refused),
+        below_min_order_value=_named(below), left_alone=_named(refused), exits_refused=_named(backing_off),
         without_market_data=dict(unpriced), last_error=s.last_error, last_exit=s.last_exit,
-        outbox_backlog=role.outbox.backlog, degraded=degraded)
+        outbox_backlog=role.outbox.backlog, expired=role.outbox.expired, degraded=degraded)
 
 
 def _has_market_data(asset_state: Any, now: datetime) -> bool:

@@ -15,8 +15,9 @@ from msd import metrics
 from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.rules import decide, note_order, note_stalls, row_order
-from msd.store.exit_state import save_states_sql
+from msd.rules import REJECTION_BACKOFF_CAP, ExitState, decide, note_order, note_published, note_stalls, row_order
+from msd.store.exit_state import load_position_state, save_states_sql, signal_recorded
+from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
 from msd.strategies.emit import exit_signal
 from msd.values.bucket import BucketState, full_bucket, take, would_allow
@@ -43,28 +44,39 @@ class ExitSending:
         if quote is None:
             self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
             return
-        signal_id = str(uuid.uuid4())
+        signal_id = self.unsure.get(pid)
+        if signal_id is not None and self._recorded_after_all(pid, signal_id):
+            return
+        signal_id = signal_id or str(uuid.uuid4())
+        # The row's mark is this position's price by construction (the row shows it open); a
+        # market price counts for the peak only if it was traded or quoted after the open.
+        price_at = now if quote.source == "positions_table" else quote.at
         verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
-                         now, signal_id)
+                         now, signal_id, price_at=price_at)
         self.stats.evaluations += 1
         metrics.EXIT_EVALUATIONS.labels(trigger).inc()
-        if verdict.held is not None and verdict.held != "not_ready":
-            self._held(pid, state, verdict, quote)
-        if verdict.decision is None:
+        rate_limited = verdict.decision is not None and not would_allow(self.config.asset_rate, self.bucket(pid[0]),
+                                                                         now)
+        held = "asset_rate" if rate_limited else verdict.held if verdict.held != "not_ready" else None
+        self._held(pid, held, state, verdict, quote)
+        if verdict.decision is None or rate_limited:
             self.put(pid, verdict.state)
-            return
-        if not would_allow(self.config.asset_rate, self.bucket(pid[0]), now):
-            self.put(pid, verdict.state)
-            self.stats.suppressed["asset_rate"] += 1
-            metrics.EXITS_SUPPRESSED.labels("asset_rate").inc()
             return
         self.send(pid, verdict, quote, trigger, signal_id)
 
-    def _held(self, pid: PositionId, state, verdict, quote: PriceQuote) -> None:
-        """A rule fired but no exit goes out (e.g. below order-manager's minimum): counted, said once."""
-        self.stats.suppressed[verdict.held] += 1
-        metrics.EXITS_SUPPRESSED.labels(verdict.held).inc()
-        if verdict.held == "below_min_order_value" and not state.below_minimum_warned:
+    def _held(self, pid: PositionId, held: str | None, state, verdict, quote: PriceQuote) -> None:
+        """A rule fired but no exit goes out (pacing, e.g. in flight or cooldown, or below
+        order-manager's minimum): counted once per hold, not per evaluation (every tick evaluates
+        again); a hold ends with a decision, with no rule firing, or with another reason."""
+        if held is None:
+            self.holding.pop(pid, None)
+            return
+        if self.holding.get(pid) == held:
+            return
+        self.holding[pid] = held
+        self.stats.suppressed[held] += 1
+        metrics.EXITS_SUPPRESSED.labels(held).inc()
+        if held == "below_min_order_value" and not state.below_minimum_warned:
             log.warning("position %s %s (%s %s at %s) is worth less than order-manager's minimum order value: "
                         "%s fired but no exit signal can close it", pid[0], pid[1], state.side.value, state.size,
                         quote.price, ",".join(r.value for r in verdict.fired),
@@ -73,16 +85,29 @@ class ExitSending:
     def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
         """Record the signal and the state it commits in one transaction, then publish."""
         decision = verdict.decision
-        event = self.context.get(pid)
+        event = self.context.get(pid[1])
         trace_id, source = (event.trace_id, event.update_source) if event else (None, "positions_table")
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
                              trace_id if trigger == "event" else None, signal_id,
                              {"trigger": trigger, "update_source": source})
-        submitted = self.outbox.submit(signal, mode="exit",
-                                       also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
+        self.holding.pop(pid, None)
+        # The book holds the sent state while the outbox records it: a flush inside submit may
+        # expire an older exit of this position, and forgetting that one must keep this one (expiry.py).
+        self.book[pid] = verdict.sent_state
+        try:
+            submitted = self.outbox.submit(signal, mode="exit",
+                                           also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
+        except Exception:
+            self.put(pid, verdict.state)    # submit raises only before the signal is recorded
+            raise
         if not submitted.recorded:
             self.put(pid, verdict.state)
             cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
+            if cause == "database":
+                # The write may have committed with only its reply lost: the next decision for this
+                # position re-sends the same decision under the same signal_id (order-manager dedupes
+                # by it), once it is known that the outbox does not hold it already.
+                self.unsure[pid] = signal_id
             self.stats.failed[cause] += 1
             self.stats.error(f"exit not sent ({cause}): {submitted.error}")
             metrics.EXITS_NOT_SENT.labels(cause).inc()
@@ -90,8 +115,8 @@ class ExitSending:
                       pid[0], pid[1], decision.reason.value, decision.trigger_price, submitted.error,
                       extra={"trace_id": trace_id, "position_id": pid[1], "cause": cause, "exit": decision.metadata()})
             return
-        self.book[pid] = verdict.sent_state        # saved with the signal
-        self.dirty.discard(pid)
+        self.dirty.discard(pid)                     # the sent state was saved with the signal
+        self.unsure.pop(pid, None)
         _, self.buckets[pid[0]] = take(self.config.asset_rate, self.bucket(pid[0]), decision.decided_at)
         self.stats.sent[decision.reason.value] += 1
         self.stats.last_exit = f"{pid[0]} {decision.reason.value} {signal.signal_type} {decision.quantity}"
@@ -100,6 +125,25 @@ class ExitSending:
                  decision.quantity, decision.amount, decision.reason.value, decision.trigger_price, quote.source,
                  extra={"trace_id": signal.trace_id, "signal_id": signal_id, "position_id": pid[1],
                         "published": submitted.published})
+
+    def _recorded_after_all(self, pid: PositionId, signal_id: str) -> bool:
+        """An exit whose outbox write seemed to fail: if the outbox holds it, so does the store
+        hold the state it committed (one statement): that state is taken and nothing is decided."""
+        with self.db.autocommit() as conn:
+            stored = load_position_state(conn, *pid) if signal_recorded(conn, signal_id) else None
+        if stored is None:
+            return False
+        del self.unsure[pid]
+        self.book[pid] = ExitState.from_dict(stored.state)
+        self.dirty.discard(pid)
+        flight = self.book[pid].in_flight[-1] if self.book[pid].in_flight else None
+        if flight is not None and flight.signal_id == signal_id:
+            self.stats.sent[flight.reason.value] += 1       # recorded after all: counted once, here
+            metrics.EXIT_SIGNALS.labels(flight.reason.value).inc()
+        log.warning("exit %s of %s %s was recorded after all (only the database's reply was lost): it goes out "
+                    "from the outbox with its own signal_id", signal_id, *pid,
+                    extra={"signal_id": signal_id, "position_id": pid[1], "asset": pid[0]})
+        return True
 
     def bucket(self, asset: str) -> BucketState:
         return self.buckets.get(asset) or full_bucket(self.config.asset_rate)
@@ -121,37 +165,64 @@ class ExitSending:
         if not flying:
             return
         outcomes = self.tables.order_outcomes([f.signal_id for pid in flying for f in self.book[pid].in_flight])
-        rows = self.tables.rows([pid[1] for pid in flying]) or {}
+        unconfirmed = [f.signal_id for pid in flying for f in self.book[pid].in_flight if not f.published]
+        published = self._published(unconfirmed) if unconfirmed else set()
+        # Every write of a row publishes an event, which re-reads it: the rows themselves are read
+        # here on the slower pass (and always while polling), for an event lost on the way.
+        rows = self.tables.rows([pid[1] for pid in flying]) if every or self.mode != "event" else None
         for pid in flying:
+            # A row that could not be read (rows None, or its id left out) is not a closed position.
+            read = rows is not None and pid[1] in rows
             self.contained("exit in flight", {"position_id": pid[1], "asset": pid[0]},
-                           lambda pid=pid: self._settle(pid, outcomes, rows.get(pid[1]), now))
+                           lambda pid=pid, read=read: self._settle(pid, outcomes, published, read,
+                                                                   rows and rows.get(pid[1]), now))
 
-    def _settle(self, pid: PositionId, outcomes, row: PositionRow | None, now: datetime) -> None:
-        state = self.book[pid]
+    def _unfilled(self, pid: PositionId, flight, status: str, state: ExitState, now: datetime) -> None:
+        """An exit's order ended with nothing filled: counted; the first refusal in a row is said
+        and decided again at once, the second starts the backoff (one ERROR line per streak)."""
+        metrics.EXIT_ORDERS_UNFILLED.labels(status).inc()
+        context = {"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0], "status": status}
+        if state.rejections == 2:
+            log.error("EXITS REFUSED: %s position %s: exit %s ended %s, the second refusal in a row; further "
+                      "decisions wait %.0fs, doubling per refusal (at most %.0fs), until an exit takes effect",
+                      pid[0], pid[1], flight.signal_id, status, (state.retry_at - now).total_seconds(),
+                      REJECTION_BACKOFF_CAP.total_seconds(), extra=context)
+        elif state.rejections <= 1:
+            log.warning("exit %s of %s %s ended %s with nothing filled: it may be decided again",
+                        flight.signal_id, *pid, status, extra=context)
+        self.debouncer.offer(pid, pid, now)       # in backoff: ticks and verifications try again later
+
+    def _published(self, signal_ids: list[str]) -> set[str]:
+        with self.db.autocommit() as conn:
+            return published_signals(conn, signal_ids)
+
+    def _settle(self, pid: PositionId, outcomes, published: set[str], read: bool, row: PositionRow | None,
+                now: datetime) -> None:
+        state = note_published(self.book[pid], published)
         for flight in state.in_flight:
             outcome = outcomes.get(flight.signal_id)
-            if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status, flight.order_filled):
+            if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status,
+                                                                                flight.order_filled):
                 continue
-            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity)
+            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity, now)
             if released is not None:
-                metrics.EXIT_ORDERS_UNFILLED.labels(outcome.status).inc()
-                log.warning("exit %s of %s %s ended %s with nothing filled: it may be decided again",
-                            flight.signal_id, *pid, outcome.status,
-                            extra={"signal_id": flight.signal_id, "position_id": pid[1], "status": outcome.status})
-                self.debouncer.offer(pid, pid, now)
+                self._unfilled(pid, released, outcome.status, state, now)
         self.put(pid, state)
-        if row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row):
+        if read and (row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row)):
             self.apply_row(pid, row, now)
-        state = self.book.get(pid)
-        if state is None:
-            return
-        state, stalled = note_stalls(state, now, timedelta(seconds=self.config.in_flight_timeout_s))
+        if pid in self.book:
+            self._stalls(pid, now)
+
+    def _stalls(self, pid: PositionId, now: datetime) -> None:
+        """Exits in flight past exits.in_flight_timeout_s: said and counted once each."""
+        state, stalled = note_stalls(self.book[pid], now, timedelta(seconds=self.config.in_flight_timeout_s))
         for flight in stalled:
             self.stats.stalls += 1
             metrics.EXIT_STALLS.inc()
             log.error("EXIT STALLED for %s position %s: signal %s (%s, %s) sent %.0fs ago, order %s, positions row "
-                      "still at version %s; nothing is re-sent until a newer positions row", pid[0], pid[1],
-                      flight.signal_id, flight.reason.value, flight.quantity, (now - flight.sent_at).total_seconds(),
-                      flight.order_status or "not seen", state.row.version if state.row else "?",
+                      "still at version %s; nothing is re-sent: another exit needs this signal published and a "
+                      "newer positions row", pid[0], pid[1], flight.signal_id, flight.reason.value, flight.quantity,
+                      (now - flight.sent_at).total_seconds(), flight.order_status or "not seen",
+                      state.row.version if state.row else "?",
                       extra={"signal_id": flight.signal_id, "position_id": pid[1], "asset": pid[0]})
         self.put(pid, state)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
 from msd.rules import (
-    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, fill_path_entry, row_order,
+    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, entry_of_an_earlier_position,
+    fill_path_entry,
 )
 from msd.store.db import Database
 from msd.store.neighbours import (
@@ -28,6 +29,7 @@ log = logging.getLogger("msd.exits")
 INSTRUMENT_REFRESH_S = 300.0
 # The orders of a row's first fill may be stamped just before position-manager inserted the row.
 FIRST_FILL_MARGIN = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 Contain = Callable[[str, dict[str, Any], Callable[[], None]], None]
 
@@ -41,11 +43,15 @@ class SharedTables:
         self.on_error(str(exc))
         log.error("cannot read the shared tables: %s", exc)
 
-    def rows(self, ids: list[str]) -> dict[str, PositionRow] | None:
-        """These positions rows by id; None when the table is unusable."""
+    def rows(self, ids: list[str]) -> dict[str, PositionRow | None] | None:
+        """What a read of these positions rows found, by id: the row, or None when the read
+        succeeded and there is no such row. An id whose read failed is left out (and the whole
+        answer is None when the table is unusable): a failed read says nothing about a position,
+        and callers must leave its state as it is rather than take it for closed."""
         try:
             with self.db.autocommit() as conn:
-                return read_positions(conn, ids)
+                found = read_positions(conn, ids)
+            return {one: found.get(one) for one in ids}
         except SharedSchemaError as exc:
             self._unusable(exc)
             return None
@@ -54,7 +60,7 @@ class SharedTables:
         except Exception:
             if len(ids) == 1:
                 raise
-        found: dict[str, PositionRow] = {}
+        found: dict[str, PositionRow | None] = {}
         for one in ids:
             self.contain("positions row read", {"position_id": ascii(one)[1:-1]},
                          lambda one=one: found.update(self.rows([one]) or {}))
@@ -90,12 +96,27 @@ class SharedTables:
         return entry if entry is not None and size == facts.size else None
 
     def closed_between(self, state: ExitState | None, facts: RowFacts) -> bool:
-        """Did the fills since the stored row cross zero (a close and reopen while msd was away)?"""
-        if state is None or state.row is None or row_order(facts) == row_order(state.row):
+        """Did the fills since the row last read cross zero: a close and a reopen msd did not read
+        in between (both fell in one debounce window, or msd was away)? That takes two writes of
+        the row; with one write or none the fills are not read.
+
+        A state without row facts (upgraded from the first format, which kept no version or size)
+        is of an earlier position when its entry is none of the entries the current position has
+        had by its fills (a close and reopen while msd was down, across the upgrade)."""
+        if state is not None and state.row is None:
+            return self._stored_before_reopen(state, facts)
+        if state is None or facts.version < state.row.version + 2:
             return False
         with self.db.autocommit() as conn:
             fills = read_fills_since(conn, facts.asset, state.row.last_updated)
         return crossed_zero(state.row.size, fills_of(fills))
+
+    def _stored_before_reopen(self, state: ExitState, facts: RowFacts) -> bool:
+        if state.entry_price is None:
+            return False
+        with self.db.autocommit() as conn:
+            fills = read_fills_since(conn, facts.asset, EPOCH)
+        return entry_of_an_earlier_position(state.entry_price, facts.size, fills_of(fills))
 
     def instrument(self, asset: str) -> Instrument:
         """order-manager's rounding inputs for `asset` from `instrument_info` (cached), else its defaults."""
@@ -117,9 +138,16 @@ class SharedTables:
 
 
 def row_facts(row: PositionRow) -> RowFacts:
-    """The rules' view of a positions row (raises InvalidPositionData for an unusable one)."""
+    """The rules' view of a positions row (raises InvalidPositionData for an unusable one).
+
+    `current_price` has no constraint in the table and is only a fallback quote: one that is not
+    a price (zero, negative, NaN) is left out instead of making the whole row, and with it every
+    exit of the position, unusable."""
+    mark = row.current_price
+    if mark is not None and not (mark.is_finite() and mark > 0):
+        mark = None
     return RowFacts(position_id=row.position_id, asset=row.asset, size=row.size,
-                    average_entry_price=row.average_entry_price, current_price=row.current_price,
+                    average_entry_price=row.average_entry_price, current_price=mark,
                     version=row.version, last_updated=row.last_updated, closed_at=row.closed_at, mode=row.mode)
 
 

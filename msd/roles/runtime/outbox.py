@@ -115,7 +115,11 @@ class Outbox:
                       extra={"trace_id": signal.trace_id})
             return Submitted(False, False, str(exc))
         if self.backlog:
-            self.flush()
+            try:
+                self.flush()
+            except Exception:       # the signal is recorded all the same; the next flush retries
+                log.exception("outbox flush after recording signal %s failed", signal.signal_id,
+                              extra={"trace_id": signal.trace_id})
             return Submitted(True, not self.backlog)
         pending = PendingSignal(signal.signal_id, signal.strategy_id, body, headers["trace_id"], mode, signal.amount)
         return Submitted(True, self._publish(pending))
