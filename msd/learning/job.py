@@ -17,18 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from msd import metrics
-from msd.learning.dataset import DatasetBuilder
+from msd.learning.dataset import bulk_dataset
 from msd.learning.versions import fallback_version
 from msd.learning.promotion import (batch_publication, publish_version, realised_figures,
                                     score_active)
 from msd.ml.dataset import Dataset
+from msd.ml.features import NUMBER_PATHS, OBJECT_PATHS
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
 from msd.store.artifacts import prune_plan, remove_version_files
-from msd.store.datasets import (LabelWindow, RowCounts, iter_cost_fills, iter_training_rows,
-                                reconcile_executions, trainable_strategies)
+from msd.store.datasets import LabelWindow, reconcile_executions, trainable_strategies
+from msd.store.training_columns import (cost_fill_columns, decision_columns,
+                                        decision_fill_counts)
 from msd.store.db import Database
 from msd.store.neighbours import SharedSchemaError
 from msd.store.training import execution_summary, running_run_of
+from msd.values.records import RowCounts
 from msd.store.versions import (get_active, last_good, latest_version, lock_strategy,
                                 mark_files_pruned, record_training_outcome)
 
@@ -146,20 +149,15 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
 
 def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
                            beat=lambda: None, **bounds) -> tuple[Dataset, RowCounts]:
-    """The strategy's dataset from the store: decisions and fills streamed side by side."""
+    """The strategy's dataset from the store, read in bulk as columns (decisions and the
+    fills that price their costs) and labelled and featurised with array code."""
     window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
-    counts = RowCounts()
     with db.transaction() as conn:
-        fills = iter_cost_fills(conn, strategy, until=bounds.get("until"))
-        try:
-            builder = DatasetBuilder(params, fills)
-            for chunk in iter_training_rows(conn, strategy, window, **bounds):
-                builder.add(chunk.decisions)
-                counts += chunk.counts
-                beat()
-        finally:
-            fills.close()     # its server-side cursor must close inside the transaction
-        return builder.build(), counts
+        decisions = decision_columns(conn, strategy, window, NUMBER_PATHS, OBJECT_PATHS,
+                                     progress=beat, **bounds)
+        fill_counts = decision_fill_counts(conn, strategy, **bounds)
+        fills = cost_fill_columns(conn, strategy, until=bounds.get("until"), progress=beat)
+    return bulk_dataset(decisions, fill_counts, fills, params, beat)
 
 
 def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:

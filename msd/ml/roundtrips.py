@@ -12,18 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
 
+from msd.values.records import TradeFill
+
 ZERO = Decimal(0)
 _DIRECTION = {"buy": 1, "sell": -1}
-
-
-@dataclass(frozen=True)
-class TradeFill:
-    asset: str
-    side: str                  # executed side, "buy" / "sell"
-    quantity: Decimal          # base units, > 0
-    price: Decimal             # > 0
-    fee: Decimal               # quote currency; negative is a maker rebate
-    executed_at: datetime
 
 
 @dataclass(frozen=True)
