@@ -228,8 +228,7 @@ def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Tra
         cur.execute("""SELECT asset, side, quantity, price, fee, executed_at FROM msd.executions
                         WHERE strategy_id = %s AND price IS NOT NULL
                         ORDER BY executed_at, id""", (strategy_id,))
-        for row in cur:
-            yield TradeFill(*row)
+        yield from map(TradeFill._make, cur)
 
 
 def _chunk(rows: list[tuple]) -> TrainingRows:

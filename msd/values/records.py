@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from msd.values.parsing import finite_float
 
@@ -55,9 +55,9 @@ class CostFill:
     snapshot_price: float   # the decision-time price of the fill's signal
 
 
-@dataclass(frozen=True)
-class TradeFill:
-    """A fill for FIFO round trips (money stays Decimal)."""
+class TradeFill(NamedTuple):
+    """A fill for FIFO round trips (money stays Decimal). A named tuple: a million of them are
+    made per training run, at a third of a frozen dataclass's cost."""
     asset: str
     side: str                  # executed side, "buy" / "sell"
     quantity: Decimal          # base units, > 0
