@@ -196,11 +196,14 @@ def sklearn_comparison(dataset, candidate, runs: int) -> dict:
         ours = LogisticModel(LogisticConfig(l2=candidate.l2)).fit(X_train, y_train)
         ours_s.append(time.perf_counter() - start)
         # Same objective: mean log-loss + l2/2 |W|^2 on standardised features (multinomial,
-        # free intercepts) <=> summed log-loss + n l2/2 |W|^2 <=> C = 1 / (n l2). msd's time
-        # includes its own standardisation; scikit-learn gets the matrix standardised.
+        # free intercepts) <=> summed log-loss + n l2/2 |W|^2 <=> C = 1 / (n l2). With two
+        # classes scikit-learn fits one weight vector w = W1 - W0, whose penalty at msd's
+        # optimum (W1 = -W0) is l2/4 |w|^2 <=> C = 2 / (n l2). msd's time includes its own
+        # standardisation; scikit-learn gets the matrix standardised.
+        two = np.unique(y_train).size == 2
         start = time.perf_counter()
-        theirs = LogisticRegression(C=1.0 / (candidate.l2 * len(y_train)), max_iter=1000,
-                                    tol=1e-8).fit(Z_train, y_train)
+        theirs = LogisticRegression(C=(2.0 if two else 1.0) / (candidate.l2 * len(y_train)),
+                                    max_iter=1000, tol=1e-8).fit(Z_train, y_train)
         theirs_s.append(time.perf_counter() - start)
     # accuracy of the most likely outcome class (the call rule is msd's own, sklearn has none)
     ours_p, theirs_p = ours.predict_proba(X_val), theirs.predict_proba(Z_val)
