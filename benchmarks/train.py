@@ -211,6 +211,7 @@ def sklearn_comparison(dataset, candidate, runs: int) -> dict:
     theirs_full = np.zeros_like(ours_p)
     theirs_full[:, theirs.classes_] = theirs_p
     return {"rows": len(y_train), "features": X_train.shape[1], "l2": candidate.l2,
+            "classes": int(np.unique(y_train).size),
             "ours_s": ours_s, "theirs_s": theirs_s,
             "ratios": [a / b for a, b in zip(ours_s, theirs_s)],
             "ours_acc": float(np.mean(ours_p.argmax(axis=1) == y_val)),
@@ -265,7 +266,7 @@ def report(args, runs: list[dict], stages: dict) -> None:
     for name in STAGES:
         print(f"  {name:<38} {stages['stages'][name]:7.2f} s")
     fit = stages["sklearn"]
-    print(f"\nfit on {fit['rows']:,} rows x {fit['features']} features, 3 classes "
+    print(f"\nfit on {fit['rows']:,} rows x {fit['features']} features, {fit['classes']} outcome classes "
           f"(l2={fit['l2']:g}), median of {len(fit['ratios'])} alternating pairs:")
     ours, theirs = median_spread(fit["ours_s"]), median_spread(fit["theirs_s"])
     ratio = median_spread(fit["ratios"])
