@@ -43,10 +43,11 @@ class LogisticConfig:
 
 def _standardise(X: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) of X's columns, with (X - mean) / scale written to `out`. The scale is
-    numpy's std computed on the centred values already in `out` (one pass fewer)."""
+    the columns' standard deviation, summed from the centred values already in `out`."""
     mean = X.mean(axis=0)
     np.subtract(X, mean, out=out)
-    scale = np.sqrt(np.add.reduce(out * out, axis=0) / len(X)) if len(X) else np.ones(X.shape[1])
+    scale = (np.sqrt(np.einsum("ij,ij->j", out, out) / len(X)) if len(X)
+             else np.ones(X.shape[1]))
     # A constant column standardises to 0 instead of dividing by zero; its weight then meets
     # only the penalty and stays at 0.
     scale = np.where(scale > 0, scale, 1.0)
@@ -91,7 +92,8 @@ class LogisticModel(EstimatorBase):
             # One class has no finite optimum with free intercepts; the trainer must not get
             # here (a constant describes such data completely).
             raise ValueError("y: a single class is invalid; expected at least two outcome classes")
-        Z1 = np.empty((matrix.shape[0], matrix.shape[1] + 1))     # the design: Z and ones
+        # the design: Z and a column of ones, column-major (each column written in one sweep)
+        Z1 = np.empty((matrix.shape[0], matrix.shape[1] + 1), order="F")
         self.mean, self.scale = _standardise(matrix, Z1[:, :-1])
         Z1[:, -1] = 1.0
         del matrix
