@@ -23,8 +23,7 @@ import numpy as np
 from msd.learning.costs import CostFill, one_way_costs, rolling_costs
 from msd.learning.outcomes import Decision, Labelled, market_moves, outcome_labels
 from msd.ml.dataset import Dataset
-from msd.ml.features import (DAY_SECONDS, INDICATORS_OBJECT, MISSING_NAMES, N_INPUTS,
-                             NOT_MISSING, NUMBER_PATHS, OBJECT_PATHS, PRICE, MissingFeature,
+from msd.ml.features import (MISSING_NAMES, N_INPUTS, NOT_MISSING, PRICE, MissingFeature,
                              feature_matrix, features_from_snapshot, seconds_of_day,
                              snapshot_inputs)
 from msd.ml.params import TrainingParams
