@@ -138,6 +138,9 @@ def _rules() -> list[Rule]:
              unless=(WIRING, *ENTRY_POINTS)),
         Rule("the edges do not know each other", ("msd.bus",), lambda _i, m: within(m, "msd.store")),
         Rule("the edges do not know each other", ("msd.store",), lambda _i, m: within(m, "msd.bus")),
+        # The store returns plain values (msd.values records, numpy arrays), never a domain type:
+        # it used to import learning's Decision and CostFill and ml's TradeFill.
+        Rule("the store knows no domain", ("msd.store",), lambda _i, m: within(m, *DOMAIN)),
         Rule("edges wire nothing: no roles, supervisor or config", EDGES,
              lambda _i, m: within(m, WIRING, "msd.supervisor", "msd.config")),
         Rule("the domain reaches no broker and no wiring", DOMAIN,

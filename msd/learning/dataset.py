@@ -1,6 +1,12 @@
 """Decisions -> the training set of msd.ml (X from the decision-time snapshot, y from the
-outcome function, the cost each outcome was judged against). Pure: the store streams
-decisions and fills in, nothing here reads a clock or a database.
+outcome function, the cost each outcome was judged against). Pure: the store hands columns
+(or decisions and fills) in, nothing here reads a clock or a database.
+
+One path, whatever the source: decisions become columns (decision time, horizon close, the
+snapshot numbers the features read), fills become columns, and `dataset_of` labels and
+featurises them with array code. The bulk training read (msd.store.training_columns) yields
+such columns straight from SQL; a list of `Decision`s (the live learning loop, tests) is turned
+into the same columns by msd.ml.features.snapshot_inputs, the parser of the live path.
 
 A row whose features cannot be computed is left out and counted under the feature's name,
 never filled with 0; one without a usable decision price or horizon close is counted as a bad
@@ -10,97 +16,135 @@ to drop (a move inside the cost band is the outcome *neither*).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from msd.learning.costs import CostFill, RollingCost
-from msd.learning.outcomes import Decision, Labelled, label_decision
+from msd.learning.costs import CostFill, one_way_costs, rolling_costs
+from msd.learning.outcomes import Decision, Labelled, market_moves, outcome_labels
 from msd.ml.dataset import Dataset
-from msd.ml.features import MissingFeature, features_from_snapshot
+from msd.ml.features import (MISSING_NAMES, N_INPUTS, NOT_MISSING, PRICE, MissingFeature,
+                             feature_matrix, features_from_snapshot, seconds_of_day,
+                             snapshot_inputs)
 from msd.ml.params import TrainingParams
+from msd.values.parsing import epoch_microseconds
+from msd.values.records import RowCounts
+
+Columns = Mapping[str, np.ndarray]
+Progress = Callable[[], None]
 
 
-class Labeller:
-    """Labels decisions (in decision-time order) against costs from fills (in execution order)."""
-
-    def __init__(self, params: TrainingParams, fills: Iterable[CostFill] = ()) -> None:
-        self.rolling = RollingCost(params.round_trip_fee, params.cost_window_s,
-                                   params.cost_min_fills)
-        self._fills: Iterator[CostFill] = iter(fills)
-        self._next = next(self._fills, None)
-
-    def cost_at(self, moment: datetime) -> float:
-        while self._next is not None and self._next.executed_at < moment:
-            self.rolling.add(self._next)
-            self._next = next(self._fills, None)
-        return self.rolling.at(moment)
-
-    def label(self, decision: Decision) -> Labelled | None:
-        return label_decision(decision, self.cost_at(decision.decided_at))
+def inputs_of_columns(numbers: list[np.ndarray], objects: list[np.ndarray],
+                      decided_us: np.ndarray) -> list[np.ndarray]:
+    """The N_INPUTS feature input columns of bulk columns: snapshot numbers in NUMBER_PATHS
+    order, object flags in OBJECT_PATHS order, decision times in epoch microseconds."""
+    return [*numbers, *(flag.astype(np.float64) for flag in objects), seconds_of_day(decided_us)]
 
 
-def label_all(decisions: Iterable[Decision], fills: Iterable[CostFill],
-              params: TrainingParams) -> list[Labelled]:
-    """Every labelled decision (sorted by decision time first), unusable ones left out."""
-    labeller = Labeller(params, fills)
-    ordered = sorted(decisions, key=lambda d: (d.decided_at, d.signal_id))
-    return [row for row in map(labeller.label, ordered) if row is not None]
+def columns_of_decisions(decisions: Iterable[Decision]) -> dict[str, np.ndarray]:
+    """A list of decisions as the columns `dataset_of` reads (snapshots parsed one by one)."""
+    rows = list(decisions)
+    closes = [np.nan if d.horizon_close is None else float(d.horizon_close) for d in rows]
+    return {"signal_id": np.array([d.signal_id.encode() for d in rows], dtype=np.bytes_),
+            "decided_us": np.array([epoch_microseconds(d.decided_at) for d in rows],
+                                   dtype=np.int64),
+            "horizon_close": np.array(closes, dtype=np.float64),
+            "inputs": list((np.array([snapshot_inputs(d.snapshot, d.decided_at) for d in rows])
+                            if rows else np.empty((0, N_INPUTS))).T)}
 
 
-def features_of(decision: Decision) -> np.ndarray | MissingFeature:
-    return features_from_snapshot(decision.snapshot, {"decided_at": decision.decided_at})
+def columns_of_fills(fills: Iterable[CostFill]) -> dict[str, np.ndarray]:
+    """Cost fills (execution order) as the columns `dataset_of` reads."""
+    rows = list(fills)
+    number = lambda name: np.array([float(getattr(f, name)) for f in rows], dtype=np.float64)
+    return {"executed_us": np.array([epoch_microseconds(f.executed_at) for f in rows],
+                                    dtype=np.int64),
+            "buy": np.array([f.side == "buy" for f in rows], dtype=bool),
+            **{name: number(name) for name in ("quantity", "price", "fee", "snapshot_price")}}
 
 
-class DatasetBuilder:
-    """Accumulates decisions chunk by chunk, packing each chunk into arrays as it arrives (a
-    million per-row vectors would cost more in object headers than in numbers)."""
+def row_counts(fill_counts: tuple[int, int], price: np.ndarray,
+               horizon_close_recorded: np.ndarray, is_open: np.ndarray) -> RowCounts:
+    """Recorded decisions by labelling state (see RowCounts), from bulk columns and the
+    decisions' (fills, decisions with a fill)."""
+    price_ok = price > 0
+    waiting = price_ok & ~horizon_close_recorded
+    return RowCounts(executions=fill_counts[0], signals=len(price),
+                     labelled=int(np.count_nonzero(price_ok & horizon_close_recorded)),
+                     pending_label=int(np.count_nonzero(waiting & is_open)),
+                     no_price=int(np.count_nonzero(~price_ok)),
+                     no_bars=int(np.count_nonzero(waiting & ~is_open)),
+                     filled=fill_counts[1])
 
-    def __init__(self, params: TrainingParams, fills: Iterable[CostFill] = ()) -> None:
-        self.labeller = Labeller(params, fills)
-        self._blocks: list[tuple[np.ndarray, ...]] = []
-        self._ids: list[str] = []
-        self.missing: Counter[str] = Counter()
-        self.bad_prices = 0
 
-    def add(self, decisions: Iterable[Decision]) -> None:
-        rows, labels, moves, costs, times = [], [], [], [], []
-        for decision in decisions:
-            labelled = self.labeller.label(decision)
-            if labelled is None:
-                self.bad_prices += 1
-                continue
-            vector = features_of(decision)
-            if isinstance(vector, MissingFeature):
-                self.missing[vector.name] += 1
-                continue
-            rows.append(vector)
-            labels.append(labelled.label)
-            moves.append(labelled.move)
-            costs.append(labelled.cost)
-            times.append(decision.decided_at.timestamp())
-            self._ids.append(decision.signal_id)
-        if rows:
-            self._blocks.append((np.vstack(rows), np.asarray(labels, dtype=np.int64),
-                                 np.asarray(moves), np.asarray(costs), np.asarray(times)))
+def costs_at(decided_us: np.ndarray, fills: Columns, params: TrainingParams,
+             progress: Progress = lambda: None) -> np.ndarray:
+    """The round-trip cost each decision (decision-time order) is judged against."""
+    one_way = one_way_costs(fills["buy"], fills["quantity"], fills["price"], fills["fee"],
+                            fills["snapshot_price"])
+    return rolling_costs(decided_us, fills["executed_us"], one_way, params.round_trip_fee,
+                         params.cost_window_s, params.cost_min_fills, progress)
 
-    def build(self) -> Dataset:
-        if not self._blocks:
-            empty = Dataset.empty()
-            return Dataset(empty.X, empty.y, empty.moves, empty.costs, empty.timestamps, (),
-                           dict(self.missing), self.bad_prices)
-        X, y, moves, costs, times = (np.concatenate(parts) for parts in zip(*self._blocks))
-        # Stable sort: the split and walk-forward assume time order, and equal times keep the
-        # order the store gave (signal_id), so a rebuild is byte-identical.
-        order = np.argsort(times, kind="stable")
-        return Dataset(X[order], y[order], moves[order], costs[order], times[order],
-                       tuple(self._ids[i] for i in order), dict(self.missing), self.bad_prices)
+
+def dataset_of(decisions: Columns, fills: Columns, params: TrainingParams,
+               progress: Progress = lambda: None) -> Dataset:
+    """The dataset of decisions given as columns `signal_id`, `decided_us`, `horizon_close`
+    (NaN: none) and `inputs` (the N_INPUTS feature input columns), with the strategy's fills
+    as cost columns."""
+    decided_us = decisions["decided_us"]
+    # the split assumes time order; the store sorts already, so usually nothing moves
+    ordered = bool(np.all(decided_us[1:] >= decided_us[:-1]))
+    order = slice(None) if ordered else np.argsort(decided_us, kind="stable")
+    decided_us, inputs = decided_us[order], [column[order] for column in decisions["inputs"]]
+    usable, moves = market_moves(inputs[PRICE], decisions["horizon_close"][order])
+    costs = costs_at(decided_us, fills, params, progress)
+    X, missing = feature_matrix(inputs)
+    del inputs
+    names = np.asarray(MISSING_NAMES)[missing[usable & (missing != NOT_MISSING)]]
+    kept = usable & (missing == NOT_MISSING)
+    keep = (lambda a: a) if kept.all() else (lambda a: a[kept])
+    return Dataset(keep(X), outcome_labels(keep(moves), keep(costs)), keep(moves), keep(costs),
+                   keep(decided_us) / 1e6, keep(decisions["signal_id"][order]),
+                   dict(Counter(names.tolist())), int(np.count_nonzero(~usable)))
+
+
+def bulk_dataset(decisions: dict[str, np.ndarray], fill_counts: tuple[int, int],
+                 fills: Columns, params: TrainingParams,
+                 progress: Progress = lambda: None) -> tuple[Dataset, RowCounts]:
+    """The dataset and row counts of the store's bulk columns (msd.store.training_columns);
+    `decisions` is consumed (its big arrays are released as soon as they are used)."""
+    price = decisions["numbers"][PRICE]
+    counts = row_counts(fill_counts, price, decisions["close_recorded"], decisions["open"])
+    ready = (price > 0) & decisions["close_recorded"]
+    del price
+    pick = (lambda column: column) if ready.all() else (lambda column: column[ready])
+    inputs = inputs_of_columns([pick(c) for c in decisions.pop("numbers")],
+                               [pick(c) for c in decisions.pop("objects")],
+                               pick(decisions["decided_us"]))
+    columns = {"signal_id": pick(decisions.pop("signal_id")), "inputs": inputs,
+               "decided_us": pick(decisions["decided_us"]),
+               "horizon_close": pick(decisions["horizon_close"])}
+    del inputs
+    return dataset_of(columns, fills, params, progress), counts
 
 
 def build_dataset(decisions: Iterable[Decision], params: TrainingParams,
                   fills: Iterable[CostFill] = ()) -> Dataset:
     """The dataset of `decisions` (decision-time order) in one call."""
-    builder = DatasetBuilder(params, fills)
-    builder.add(decisions)
-    return builder.build()
+    return dataset_of(columns_of_decisions(decisions), columns_of_fills(fills), params)
+
+
+def label_all(decisions: Iterable[Decision], fills: Iterable[CostFill],
+              params: TrainingParams) -> list[Labelled]:
+    """Every labelled decision (sorted by decision time first), unusable ones left out."""
+    ordered = sorted(decisions, key=lambda d: (d.decided_at, d.signal_id))
+    columns = columns_of_decisions(ordered)
+    usable, moves = market_moves(columns["inputs"][PRICE], columns["horizon_close"])
+    costs = costs_at(columns["decided_us"], columns_of_fills(fills), params)
+    labels = outcome_labels(np.nan_to_num(moves), costs)
+    return [Labelled(d, float(moves[i]), float(costs[i]), int(labels[i]))
+            for i, d in enumerate(ordered) if usable[i]]
+
+
+def features_of(decision: Decision) -> np.ndarray | MissingFeature:
+    return features_from_snapshot(decision.snapshot, {"decided_at": decision.decided_at})

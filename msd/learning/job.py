@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from msd import metrics
-from msd.learning.dataset import DatasetBuilder
+from msd.learning.dataset import bulk_dataset
 from msd.learning.versions import fallback_version
 from msd.learning.promotion import (batch_publication, publish_version, realised_figures,
                                     score_active)
 from msd.ml.dataset import Dataset
+from msd.ml.features import NUMBER_PATHS, OBJECT_PATHS
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
 from msd.store.artifacts import prune_plan, remove_version_files
-from msd.store.datasets import (LabelWindow, RowCounts, iter_cost_fills, iter_training_rows,
-                                reconcile_executions, trainable_strategies)
+from msd.store.datasets import LabelWindow, reconcile_executions, trainable_strategies
+from msd.store.training_columns import (cost_fill_columns, decision_columns,
+                                        decision_fill_counts)
 from msd.store.db import Database
 from msd.store.neighbours import SharedSchemaError
 from msd.store.training import execution_summary, running_run_of
+from msd.values.records import RowCounts
 from msd.store.versions import (get_active, last_good, latest_version, lock_strategy,
                                 mark_files_pruned, record_training_outcome)
 
@@ -116,6 +120,10 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     with run.db.transaction() as conn:
         last = latest_version(conn, strategy)
         active = get_active(conn, strategy)
+    # The realised PnL (FIFO over every fill, Decimal) reads and counts on a thread of its own
+    # meanwhile: it needs nothing of the dataset or the fit, and most of its time and theirs is
+    # spent waiting on the database or in numpy, which let the other run.
+    realised = Background(_realised_figures, run.db, strategy)
     dataset, counts = build_strategy_dataset(run.db, strategy, run.params, run.ctx.beat)
     previous_rows = last.labelled_rows if last else 0
     new_rows = dataset.n - previous_rows
@@ -132,9 +140,8 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
         return _skip(run, strategy, f"not trainable: {exc}", detail)
     run.ctx.beat()
     incumbent = score_active(active, dataset, candidate, run.params)
-    realised = realised_figures(run.db, strategy, run.ctx.beat)
     publication = batch_publication(strategy, candidate, dataset, active, incumbent,
-                                    realised, detail, run.params, run.request_id, run.run_id)
+                                    realised.result(run.ctx.beat), detail, run.params, run.request_id, run.run_id)
     summary = publish_version(run.db, publication)
     run.ctx.beat()
     _prune(run, strategy)
@@ -144,22 +151,52 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     return summary
 
 
+class Background:
+    """`fn(*args)` on a daemon thread; `result(beat)` waits for it (beating meanwhile) and
+    returns its value or raises its exception. A run that stops early (a skip, a cancel) just
+    abandons it: a read has nothing to undo, and the process ends with the run."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: tuple[bool, Any] | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True,
+                                        name=f"msd-{fn.__name__}")
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._outcome = (True, fn(*args))
+        except BaseException as exc:        # noqa: BLE001 - handed to the waiting thread
+            self._outcome = (False, exc)
+
+    def result(self, beat: Callable[[], None] = lambda: None) -> Any:
+        while self._thread.is_alive():
+            self._thread.join(1.0)
+            beat()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
+def _realised_figures(db: Database, strategy: str) -> dict[str, float]:
+    reader = db.sibling("msd-trainer-realised")
+    try:
+        return realised_figures(reader, strategy, lambda: None)
+    finally:
+        reader.close()
+
+
 def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
                            beat=lambda: None, **bounds) -> tuple[Dataset, RowCounts]:
-    """The strategy's dataset from the store: decisions and fills streamed side by side."""
+    """The strategy's dataset from the store, read in bulk as columns (decisions and the
+    fills that price their costs) and labelled and featurised with array code."""
     window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
-    counts = RowCounts()
     with db.transaction() as conn:
-        fills = iter_cost_fills(conn, strategy, until=bounds.get("until"))
-        try:
-            builder = DatasetBuilder(params, fills)
-            for chunk in iter_training_rows(conn, strategy, window, **bounds):
-                builder.add(chunk.decisions)
-                counts += chunk.counts
-                beat()
-        finally:
-            fills.close()     # its server-side cursor must close inside the transaction
-        return builder.build(), counts
+        decisions = decision_columns(conn, strategy, window, NUMBER_PATHS, OBJECT_PATHS,
+                                     progress=beat, **bounds)
+        fill_counts = decision_fill_counts(conn, strategy, **bounds)
+        fills = cost_fill_columns(conn, strategy, until=bounds.get("until"), progress=beat)
+    return bulk_dataset(decisions, fill_counts, fills, params, beat)
 
 
 def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ functions. Pure: no clock, no I/O.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
@@ -19,31 +18,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from msd.ml.features import BUY, LABELS, NEITHER, SELL
-from msd.values.parsing import finite_float
+from msd.values.records import Decision, decision_price
 
-
-@dataclass(frozen=True)
-class Decision:
-    """One recorded signal as the store reads it, filled or not. `horizon_close` is the close of
-    the bar ending at decided_at + horizon (None while it is not recorded); `amount` is the
-    signal's USDT amount; `fills` and `filled_notional` what order-manager traded for it."""
-    signal_id: str
-    strategy_id: str
-    asset: str
-    side: str                       # the decided side; never a feature, never in the label
-    decided_at: datetime            # aware
-    snapshot: Mapping[str, Any]
-    amount: float
-    mode: str                       # warmup | model
-    model_version: str | None
-    confidence: float
-    horizon_close: float | None
-    fills: int = 0                      # never in the label: fill rate and budget only
-    filled_notional: float | None = None  # USDT actually traded (sum of fill qty x price)
-
-    @property
-    def price(self) -> float | None:
-        return decision_price(self.snapshot)
+__all__ = ["Decision", "Labelled", "call_paid", "call_result", "decision_price", "label_decision",
+           "outcome_label", "outcome_labels"]
 
 
 @dataclass(frozen=True)
@@ -63,12 +41,6 @@ class Labelled:
     @property
     def result_usdt(self) -> float:
         return call_result(self.decision.amount, self.decision.side, self.move, self.cost)
-
-
-def decision_price(snapshot: Mapping[str, Any]) -> float | None:
-    """The snapshot's `price` as a positive finite float, or None."""
-    value = finite_float(snapshot.get("price")) if isinstance(snapshot, Mapping) else None
-    return value if value is not None and value > 0 else None
 
 
 def outcome_labels(moves: np.ndarray, costs: np.ndarray) -> np.ndarray:
@@ -91,10 +63,22 @@ def call_result(amount: float, side: str, move: float, cost: float) -> float:
     return amount * (signed - cost)
 
 
+def market_moves(prices: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(usable, move) per decision: a move needs a decision price > 0 and a finite horizon
+    close > 0; `move` is the fractional move from the price to the close (NaN where unusable)."""
+    prices, closes = np.asarray(prices, dtype=np.float64), np.asarray(closes, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usable = (prices > 0) & np.isfinite(closes) & (closes > 0)
+        moves = np.where(usable, closes / np.where(usable, prices, 1.0) - 1.0, np.nan)
+    return usable, moves
+
+
 def label_decision(decision: Decision, cost: float) -> Labelled | None:
     """The decision's outcome, or None when its price or horizon close is unusable."""
     price, close = decision.price, decision.horizon_close
-    if price is None or close is None or not (math.isfinite(close) and close > 0):
+    if price is None or close is None:
         return None
-    move = close / price - 1.0
-    return Labelled(decision, move, cost, outcome_label(move, cost))
+    usable, move = market_moves(np.array([price]), np.array([close]))
+    if not usable[0]:
+        return None
+    return Labelled(decision, float(move[0]), cost, outcome_label(float(move[0]), cost))

@@ -23,7 +23,8 @@ class Dataset:
     moves: np.ndarray
     costs: np.ndarray
     timestamps: np.ndarray          # epoch seconds of the decisions
-    signal_ids: tuple[str, ...] = ()
+    # the decisions' signal ids as ASCII bytes (a million Python strings would cost ~100 MB)
+    signal_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.bytes_))
     missing: Mapping[str, int] = field(default_factory=dict)   # rows left out, by feature
     bad_prices: int = 0             # rows left out: no usable decision price or horizon close
 
@@ -38,6 +39,6 @@ class Dataset:
 
     def rows(self, idx: np.ndarray) -> "Dataset":
         """The rows `idx` (in the given order) as a dataset of their own."""
-        ids = tuple(self.signal_ids[i] for i in idx) if self.signal_ids else ()
+        ids = self.signal_ids[idx] if len(self.signal_ids) else self.signal_ids
         return Dataset(self.X[idx], self.y[idx], self.moves[idx], self.costs[idx],
                        self.timestamps[idx], ids)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from msd.values.parsing import finite_float
+from msd.values.parsing import epoch_microseconds, float_or_nan
 
 # Bump whenever a name, its order or its formula changes: stored models record the version they
 # were trained with and must not be fed vectors built by a different recipe.
@@ -69,20 +68,116 @@ class MissingFeature:
         return f"missing feature {self.name}: {self.reason}"
 
 
-class _Missing(Exception):
-    """Internal carrier so that helpers can bail out from deep inside one computation."""
-
-    def __init__(self, missing: MissingFeature):
-        super().__init__(str(missing))
-        self.missing = missing
-
-
 def side_from_label(label: int) -> str:
     """A call's direction as a side: 1 -> "buy", 0 -> "sell" ("neither" is not a side)."""
     side = SIDES.get(int(label)) if isinstance(label, (int, np.integer)) else None
     if side is None:
         raise ValueError(f"label: {label!r} is invalid; expected one of {sorted(SIDES)}")
     return side
+
+
+# --- inputs: what the features read -----------------------------------------------------------
+# The snapshot numbers the features read, by path, in the column order of an input matrix. The
+# live path reads them from one snapshot (`snapshot_inputs`), the training store straight from
+# the database in bulk; both then go through the same `feature_matrix`.
+NUMBER_PATHS: tuple[tuple[str, ...], ...] = (
+    ("price",), ("volatility",), ("spread",),
+    ("orderbook_depth", "bid_depth"), ("orderbook_depth", "ask_depth"),
+    *(("technical_indicators", key) for key in RETURN_KEYS),
+    ("technical_indicators", MOVING_AVERAGE_KEY),
+)
+# Whether `technical_indicators` is an object matters on its own: it is checked before the
+# spread, each of its numbers only after the order book.
+OBJECT_PATHS: tuple[tuple[str, ...], ...] = (("technical_indicators",),)
+(PRICE, VOLATILITY, SPREAD, BID_DEPTH, ASK_DEPTH, RETURN_1M, RETURN_5M, RETURN_15M, SMA,
+ INDICATORS_OBJECT, DAY_SECONDS) = range(11)
+N_INPUTS = 11
+# An input column holds a finite float, or NaN when the field is absent or not a finite
+# number (a bool is never a number); object columns hold 1.0 for an object and 0.0 otherwise;
+# DAY_SECONDS is the decision's UTC time of day (NaN: no aware decision time).
+
+# The checks in the order they apply: the first that fails names the missing feature. Each
+# says what it requires and which snapshot paths it reads (for the reason in logs).
+_INDICATORS = OBJECT_PATHS[0]
+_CHECKS: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...] = (
+    ("ma_deviation_z", "a price > 0", (NUMBER_PATHS[PRICE],)),
+    ("log_volatility", "a volatility >= 0", (NUMBER_PATHS[VOLATILITY],)),
+    ("return_1m", "technical_indicators as an object", (_INDICATORS,)),
+    ("hour_sin", "an aware decision time", ()),
+    ("spread_pct", "a spread >= 0", (NUMBER_PATHS[SPREAD],)),
+    ("book_imbalance", "depths >= 0 with a sum > 0", NUMBER_PATHS[BID_DEPTH:ASK_DEPTH + 1]),
+    *((key, f"a finite {key}", (NUMBER_PATHS[column],))
+      for key, column in zip(RETURN_KEYS, (RETURN_1M, RETURN_5M, RETURN_15M))),
+    ("ma_deviation_z", f"a {MOVING_AVERAGE_KEY} > 0", (NUMBER_PATHS[SMA],)),
+)
+MISSING_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _CHECKS)   # by missing code
+NOT_MISSING = -1
+
+
+def seconds_of_day(epoch_us: np.ndarray) -> np.ndarray:
+    """UTC seconds since midnight of epoch microseconds (int64), as float64."""
+    us = np.asarray(epoch_us, dtype=np.int64)
+    return ((us // 1_000_000) % 86_400).astype(np.float64) + (us % 1_000_000) / 1e6
+
+
+def snapshot_inputs(snapshot: Any, decided_at: Any) -> np.ndarray:
+    """The input row of one snapshot decided at `decided_at` (see NUMBER_PATHS)."""
+    row = np.full(N_INPUTS, np.nan)
+    for column, path in enumerate(NUMBER_PATHS):
+        row[column] = float_or_nan(_at(snapshot, path[:-1]).get(path[-1]))
+    row[INDICATORS_OBJECT] = float(isinstance(_at(snapshot, ())
+                                              .get(OBJECT_PATHS[0][0]), Mapping))
+    epoch_us = epoch_microseconds(decided_at)
+    if epoch_us is not None:
+        row[DAY_SECONDS] = seconds_of_day(np.array([epoch_us]))[0]
+    return row
+
+
+def _at(snapshot: Any, path: tuple[str, ...]) -> Mapping[str, Any]:
+    """The object at `path` ({} where something on the way is not an object)."""
+    node = snapshot
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
+# --- the features: one vectorised definition --------------------------------------------------
+
+def feature_matrix(inputs: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(X, missing) of an (n, N_INPUTS) input matrix or of its N_INPUTS columns: X
+    (n, len(FEATURE_NAMES)) float64 in FEATURE_NAMES order, and per row the index into
+    MISSING_NAMES of the first feature that cannot be computed (NOT_MISSING when all can; such
+    a row's X is meaningless)."""
+    col = (np.asarray(inputs, dtype=np.float64).T if isinstance(inputs, np.ndarray)
+           else [np.asarray(c, dtype=np.float64) for c in inputs])
+    if len(col) != N_INPUTS:
+        raise ValueError(f"inputs: {len(col)} columns is invalid; expected {N_INPUTS}")
+    price, volatility, spread, bid, ask, sma = (col[PRICE], col[VOLATILITY], col[SPREAD],
+                                                col[BID_DEPTH], col[ASK_DEPTH], col[SMA])
+    with np.errstate(all="ignore"):       # rows that fail a check compute garbage, never used
+        failed = np.stack([
+            ~(price > 0), ~(volatility >= 0), col[INDICATORS_OBJECT] != 1.0,
+            np.isnan(col[DAY_SECONDS]), ~(spread >= 0),
+            ~((bid >= 0) & (ask >= 0) & (bid + ask > 0)),
+            np.isnan(col[RETURN_1M]), np.isnan(col[RETURN_5M]), np.isnan(col[RETURN_15M]),
+            ~(sma > 0)], axis=1)
+        floored = np.maximum(volatility, VOLATILITY_FLOOR)
+        # ln(0) is -inf: the floor keeps a dead market's features finite (see VOLATILITY_FLOOR)
+        # and the hour's return std is the per-minute std scaled by sqrt(60) (random walk), so
+        # the deviation reads as "how many typical hourly moves from the average".
+        hourly_std = floored * math.sqrt(MINUTES_PER_HOUR_WINDOW)
+        angle = 2.0 * math.pi * col[DAY_SECONDS] / 86400.0
+        X = np.empty((len(price), len(FEATURE_NAMES)))      # filled column by column (memory)
+        X[:, 0] = spread
+        X[:, 1] = np.log(floored)
+        X[:, 2] = (bid - ask) / (bid + ask)
+        for column in (RETURN_1M, RETURN_5M, RETURN_15M):
+            X[:, 3 + column - RETURN_1M] = col[column]
+        X[:, 6] = np.log(price / sma) / hourly_std
+        X[:, 7] = np.sin(angle)
+        X[:, 8] = np.cos(angle)
+    missing = np.where(failed.any(axis=1), failed.argmax(axis=1), NOT_MISSING)
+    return X, missing.astype(np.int8)
 
 
 def features_from_snapshot(snapshot: Mapping[str, Any],
@@ -93,84 +188,17 @@ def features_from_snapshot(snapshot: Mapping[str, Any],
     the wire). `context` holds state known at decision time; it must carry `decided_at`, an
     aware datetime (the signal timestamp).
     """
-    try:
-        price = _positive(snapshot, "price", "ma_deviation_z")
-        volatility = _number(snapshot, "volatility", "log_volatility")
-        if volatility < 0:
-            raise _Missing(MissingFeature("log_volatility", f"volatility {volatility} < 0"))
-        indicators = _mapping(snapshot, "technical_indicators", "return_1m")
-        hour_sin, hour_cos = _time_of_day(context)
-        values = [
-            _spread(snapshot),
-            math.log(max(volatility, VOLATILITY_FLOOR)),
-            _book_imbalance(snapshot),
-            *(_number(indicators, key, key) for key in RETURN_KEYS),
-            _ma_deviation(price, volatility, indicators),
-            hour_sin,
-            hour_cos,
-        ]
-    except _Missing as exc:
-        return exc.missing
-    return np.asarray(values, dtype=np.float64)
+    X, missing = feature_matrix(snapshot_inputs(snapshot, context.get("decided_at"))[None, :])
+    code = int(missing[0])
+    if code != NOT_MISSING:
+        return MissingFeature(MISSING_NAMES[code], _reason(code, snapshot, context))
+    return X[0]
 
 
-def _spread(snapshot: Mapping[str, Any]) -> float:
-    spread = _number(snapshot, "spread", "spread_pct")
-    if spread < 0:
-        raise _Missing(MissingFeature("spread_pct", f"spread {spread} < 0"))
-    return spread
-
-
-def _book_imbalance(snapshot: Mapping[str, Any]) -> float:
-    depth = _mapping(snapshot, "orderbook_depth", "book_imbalance")
-    bid = _number(depth, "bid_depth", "book_imbalance")
-    ask = _number(depth, "ask_depth", "book_imbalance")
-    if bid < 0 or ask < 0 or bid + ask <= 0:
-        raise _Missing(MissingFeature("book_imbalance", f"depths bid={bid} ask={ask} unusable"))
-    return (bid - ask) / (bid + ask)
-
-
-def _ma_deviation(price: float, volatility: float, indicators: Mapping[str, Any]) -> float:
-    average = _positive(indicators, MOVING_AVERAGE_KEY, "ma_deviation_z")
-    # The hour's return std is the per-minute std scaled by sqrt(60) (random-walk scaling), so
-    # the ratio reads as "how many typical hourly moves is the price away from its average".
-    hourly_std = max(volatility, VOLATILITY_FLOOR) * math.sqrt(MINUTES_PER_HOUR_WINDOW)
-    return math.log(price / average) / hourly_std
-
-
-def _time_of_day(context: Mapping[str, Any]) -> tuple[float, float]:
-    decided_at = context.get("decided_at")
-    if not isinstance(decided_at, datetime) or decided_at.utcoffset() is None:
-        raise _Missing(MissingFeature("hour_sin", f"context decided_at {decided_at!r} is not "
-                                                  "an aware datetime"))
-    utc = decided_at.astimezone(timezone.utc)
-    seconds = utc.hour * 3600 + utc.minute * 60 + utc.second + utc.microsecond / 1e6
-    angle = 2.0 * math.pi * seconds / 86400.0
-    return math.sin(angle), math.cos(angle)
-
-
-def _mapping(source: Mapping[str, Any], key: str, feature: str) -> Mapping[str, Any]:
-    value = source.get(key)
-    if not isinstance(value, Mapping):
-        raise _Missing(MissingFeature(feature, f"{key} is {type(value).__name__}, not an object"))
-    return value
-
-
-def _positive(source: Mapping[str, Any], key: str, feature: str) -> float:
-    value = _number(source, key, feature)
-    if value <= 0:
-        raise _Missing(MissingFeature(feature, f"{key} {value} is not > 0"))
-    return value
-
-
-def _number(source: Mapping[str, Any], key: str, feature: str) -> float:
-    """A finite float from a JSON number, Decimal or numeric string; anything else is missing."""
-    raw = source.get(key)
-    if raw is None:
-        raise _Missing(MissingFeature(feature, f"{key} is absent"))
-    if isinstance(raw, bool):  # bool is an int subclass; True is not a price
-        raise _Missing(MissingFeature(feature, f"{key} is a bool"))
-    value = finite_float(raw)
-    if value is None:
-        raise _Missing(MissingFeature(feature, f"{key} {raw!r} is not a finite number"))
-    return value
+def _reason(code: int, snapshot: Any, context: Mapping[str, Any]) -> str:
+    """What was required and the values read (for logs)."""
+    _, requirement, paths = _CHECKS[code]
+    if not paths:
+        return f"expected {requirement}; context decided_at is {context.get('decided_at')!r}"
+    read = ", ".join(f"{'.'.join(p)}={_at(snapshot, p[:-1]).get(p[-1])!r}" for p in paths)
+    return f"expected {requirement}; read {read}"

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 from msd.ml.baselines import MajorityClass, Naive
 from msd.ml.estimator import (FORMAT_VERSION, EstimatorBase, as_labels, as_matrix,
                               require_arrays)
 from msd.ml.features import N_CLASSES
+from msd.ml.newton import fit_multinomial
 
 # The baselines live in their own module but belong to this public set of estimators.
 __all__ = ["LogisticConfig", "LogisticModel", "MajorityClass", "Naive", "OnlineConfig",
@@ -41,33 +41,18 @@ class LogisticConfig:
             raise ValueError(f"gtol: {self.gtol!r} is invalid; expected 0 < gtol < 1")
 
 
-def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = X.std(axis=0)
+def _standardise(X: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of X's columns, with (X - mean) / scale written to `out`. The scale is
+    the columns' standard deviation, summed from the centred values already in `out`."""
+    mean = X.mean(axis=0)
+    np.subtract(X, mean, out=out)
+    scale = (np.sqrt(np.einsum("ij,ij->j", out, out) / len(X)) if len(X)
+             else np.ones(X.shape[1]))
     # A constant column standardises to 0 instead of dividing by zero; its weight then meets
     # only the penalty and stays at 0.
-    return X.mean(axis=0), np.where(scale > 0, scale, 1.0)
-
-
-def _one_hot(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return (labels[:, None] == classes[None, :]).astype(np.float64)
-
-
-def _softmax_loss_grad(theta: np.ndarray, Z: np.ndarray, Y: np.ndarray,
-                       alpha: float) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy + alpha/2 * |W|^2 and its exact gradient.
-
-    theta = (W flattened (d, k), intercepts of classes 1..k-1); the first class's intercept is
-    fixed at 0 so the optimum is unique.
-    """
-    d, k = Z.shape[1], Y.shape[1]
-    W = theta[:d * k].reshape(d, k)
-    b = np.concatenate([[0.0], theta[d * k:]])
-    logits = Z @ W + b
-    log_p = log_softmax(logits, axis=1)
-    loss = float(-np.mean(np.sum(Y * log_p, axis=1)) + 0.5 * alpha * np.sum(W * W))
-    residual = (np.exp(log_p) - Y) / len(Y)
-    grad_W = Z.T @ residual + alpha * W
-    return loss, np.concatenate([grad_W.ravel(), residual.sum(axis=0)[1:]])
+    scale = np.where(scale > 0, scale, 1.0)
+    out /= scale
+    return mean, scale
 
 
 def _expand(p_present: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -78,7 +63,8 @@ def _expand(p_present: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 class LogisticModel(EstimatorBase):
-    """L2-regularised multinomial logistic regression fitted by L-BFGS on the exact loss.
+    """L2-regularised multinomial logistic regression fitted by Newton's method on the exact
+    loss (msd.ml.newton).
 
     Standardisation (training mean and std) is part of the model, so callers feed raw features.
     Only the outcome classes present in training are modelled; an absent class has P = 0.
@@ -95,26 +81,32 @@ class LogisticModel(EstimatorBase):
         self.n_iter = 0
         self.n_train = 0
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LogisticModel":
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            warm_start: "LogisticModel | None" = None) -> "LogisticModel":
+        """Fit on X, y; `warm_start` (a fitted model on the same classes) is where Newton's
+        method starts instead of zeros (the optimum is the same, it is reached sooner)."""
         matrix = as_matrix(X)
         labels = as_labels(y, len(matrix))
-        classes = np.unique(labels)
+        classes = np.flatnonzero(np.bincount(labels, minlength=N_CLASSES))
         if classes.size < 2:
             # One class has no finite optimum with free intercepts; the trainer must not get
             # here (a constant describes such data completely).
             raise ValueError("y: a single class is invalid; expected at least two outcome classes")
-        self.mean, self.scale = _standardiser(matrix)
-        Z = (matrix - self.mean) / self.scale
-        d, k = Z.shape[1], classes.size
-        result = minimize(_softmax_loss_grad, np.zeros(d * k + k - 1), jac=True,
-                          args=(Z, _one_hot(labels, classes), float(self.config.l2)),
-                          method="L-BFGS-B",
-                          options={"maxiter": self.config.max_iter, "gtol": self.config.gtol,
-                                   "ftol": 1e-15})
+        # the design: Z and a column of ones, column-major (each column written in one sweep)
+        Z1 = np.empty((matrix.shape[0], matrix.shape[1] + 1), order="F")
+        self.mean, self.scale = _standardise(matrix, Z1[:, :-1])
+        Z1[:, -1] = 1.0
+        del matrix
+        start = None
+        if warm_start is not None and warm_start.coef is not None \
+                and np.array_equal(warm_start.classes, classes):
+            start = (warm_start.coef, warm_start.intercept)
+        result = fit_multinomial(Z1, np.searchsorted(classes, labels), classes.size,
+                                 float(self.config.l2), max_iter=self.config.max_iter,
+                                 gtol=self.config.gtol, start=start)
         self.classes = classes
-        self.coef = result.x[:d * k].reshape(d, k).copy()
-        self.intercept = np.concatenate([[0.0], result.x[d * k:]])
-        self.converged, self.n_iter, self.n_train = bool(result.success), int(result.nit), len(labels)
+        self.coef, self.intercept = result.coef, result.intercept
+        self.converged, self.n_iter, self.n_train = result.converged, result.n_iter, len(labels)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

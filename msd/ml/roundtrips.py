@@ -10,26 +10,18 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable
+from typing import Iterable, NamedTuple
+
+from msd.values.records import TradeFill
 
 ZERO = Decimal(0)
 _DIRECTION = {"buy": 1, "sell": -1}
 
 
-@dataclass(frozen=True)
-class TradeFill:
-    asset: str
-    side: str                  # executed side, "buy" / "sell"
-    quantity: Decimal          # base units, > 0
-    price: Decimal             # > 0
-    fee: Decimal               # quote currency; negative is a maker rebate
-    executed_at: datetime
-
-
-@dataclass(frozen=True)
-class RoundTrip:
+class RoundTrip(NamedTuple):
     """`quantity` opened at `entry_price` and closed at `exit_price`; `pnl` is net of the
-    entry and exit fees attributable to that quantity."""
+    entry and exit fees attributable to that quantity. (A named tuple: cheap to make by the
+    million.)"""
     asset: str
     direction: str             # "long" / "short"
     quantity: Decimal
@@ -41,7 +33,7 @@ class RoundTrip:
     closed_at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lot:
     direction: int
     quantity: Decimal

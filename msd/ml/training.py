@@ -90,8 +90,8 @@ def fit_and_evaluate(dataset: Dataset, params: TrainingParams,
     X_fit, y_fit = dataset.X[fit_idx], dataset.y[fit_idx]
     if np.unique(y_fit).size < 2:
         raise NotTrainable(f"training window of {len(y_fit)} rows has a single outcome class")
-    l2, selection = select_l2(X_fit, y_fit, dataset.timestamps[fit_idx], params, beat)
-    base = LogisticModel(LogisticConfig(l2=l2)).fit(X_fit, y_fit)
+    l2, selection, nearest = select_l2(X_fit, y_fit, dataset.timestamps[fit_idx], params, beat)
+    base = LogisticModel(LogisticConfig(l2=l2)).fit(X_fit, y_fit, warm_start=nearest)
     beat()
     scaling = PlattScaling()
     if note is None:
@@ -118,34 +118,41 @@ def score(model: Any, dataset: Dataset, idx: np.ndarray, params: TrainingParams)
 
 
 def select_l2(X: np.ndarray, y: np.ndarray, timestamps: np.ndarray, params: TrainingParams,
-              progress: Progress) -> tuple[float, tuple[tuple[float, float | None], ...]]:
+              progress: Progress
+              ) -> tuple[float, tuple[tuple[float, float | None], ...], "LogisticModel | None"]:
     """The l2 of the grid with the lowest mean walk-forward log-loss on the model's window.
 
     Never looks at the calibration or validation rows. Folds whose training part has a single
     class are skipped; when no fold is usable the grid's first value is taken (the grid is
-    listed in order of preference).
+    listed in order of preference). Also returns the chosen l2's model on the newest fold (a
+    warm start for the final fit), None without folds.
     """
     grid = params.l2_grid
     if len(grid) == 1:
-        return float(grid[0]), ()
+        return float(grid[0]), (), None
     try:
         folds = list(walk_forward(timestamps, params.walk_forward_folds, params.embargo))
     except ValueError:
         folds = []
     folds = [(tr, va) for tr, va in folds if np.unique(y[tr]).size >= 2]
-    scores: list[tuple[float, float | None]] = []
-    for l2 in grid:
-        losses = []
-        for train_idx, val_idx in folds:
-            model = LogisticModel(LogisticConfig(l2=l2)).fit(X[train_idx], y[train_idx])
+    losses: dict[float, list[float]] = {float(l2): [] for l2 in grid}
+    last_fold: dict[float, LogisticModel] = {}
+    for train_idx, val_idx in folds:
+        X_train, y_train = X[train_idx], y[train_idx]
+        previous = None        # each fit starts from the fold's previous optimum (warm start)
+        for l2 in grid:
+            model = LogisticModel(LogisticConfig(l2=l2)).fit(X_train, y_train,
+                                                             warm_start=previous)
             proba = np.clip(model.predict_proba(X[val_idx])[np.arange(val_idx.size), y[val_idx]],
                             1e-15, 1.0)
-            losses.append(float(-np.mean(np.log(proba))))
+            losses[float(l2)].append(float(-np.mean(np.log(proba))))
+            previous = last_fold[float(l2)] = model
             progress()
-        scores.append((float(l2), float(np.mean(losses)) if losses else None))
+    scores = [(float(l2), float(np.mean(losses[float(l2)])) if losses[float(l2)] else None)
+              for l2 in grid]
     usable = [(loss, index) for index, (_, loss) in enumerate(scores) if loss is not None]
     best = min(usable)[1] if usable else 0
-    return float(grid[best]), tuple(scores)
+    return float(grid[best]), tuple(scores), last_fold.get(float(grid[best]))
 
 
 def flatten_metrics(figures: Metrics, prefix: str = "") -> dict[str, float]:

@@ -16,9 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from msd.values.messages import OrderSnapshot
-from msd.learning.costs import CostFill
-from msd.learning.outcomes import Decision, decision_price
-from msd.ml.roundtrips import TradeFill
+from msd.values.records import CostFill, Decision, RowCounts, TradeFill, decision_price
 from msd.store.executions import record_order_events
 from msd.store.neighbours import SharedSchemaError, missing_columns
 
@@ -47,33 +45,38 @@ SELECT o.id::text, o.order_id, o.signal_id::text, o.asset, o.side, o.order_type,
 
 DECIDING_MODES = ("warmup", "model")
 
-# One row per recorded decision of the selected strategies, filled or not; `open` is true
-# while bars that would label it may still arrive.
+# One row per recorded decision of the selected strategies, filled or not.
 # Review finding 3: this used to JOIN on `fills > 0`. A limit order fills depending on the path
 # after the decision and on its side, so keeping only filled decisions leaks the side into the
 # labels. Now every decision is a row and its fills are aggregated beside it (count, traded
 # notional) for the fill rate and the warm-up budget only; costs and PnL read fills themselves.
-_ROWS_SQL = """
-SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.created_at,
-       {snapshot} AS snapshot, s.amount, s.mode, s.model_version, s.confidence, f.fills,
-       bar.close AS horizon_close,
-       s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now()) AS open,
-       f.notional AS filled_notional
-  FROM msd.signals s
+# The pieces are shared with the bulk reads of msd.store.training_columns (one labelling rule).
+FILLS_JOIN = """
   LEFT JOIN LATERAL (SELECT count(*) AS fills, sum(e.quantity * e.price) AS notional
-                       FROM msd.executions e WHERE e.signal_id = s.signal_id) f ON true
+                       FROM msd.executions e WHERE e.signal_id = s.signal_id) f ON true"""
+# The close of the bar that ends the label horizon.
+BAR_JOIN = """
   LEFT JOIN LATERAL (
         -- a bar stamped `minute` closes one minute later
         SELECT b.close FROM msd.market_bars b
          WHERE b.asset = s.asset AND b.confirmed
            AND b.minute >= s.created_at + %(horizon)s - interval '1 minute'
            AND b.minute <= s.created_at + %(horizon)s - interval '1 minute' + %(lag)s
-         ORDER BY b.minute LIMIT 1) bar ON true
+         ORDER BY b.minute LIMIT 1) bar ON true"""
+DECISIONS_WHERE = """
  WHERE (%(strategy)s::text IS NULL OR s.strategy_id = %(strategy)s::text)
    AND s.mode IN ('warmup', 'model')
    AND (%(since)s::timestamptz IS NULL OR s.created_at >= %(since)s::timestamptz)
    AND (%(until)s::timestamptz IS NULL OR s.created_at < %(until)s::timestamptz)
 """
+# While bars that would label a decision may still arrive, it is `open`.
+OPEN_SQL = "s.created_at + %(horizon)s + %(lag)s > coalesce(%(now)s::timestamptz, now())"
+
+_ROWS_SQL = """
+SELECT s.signal_id::text AS signal_id, s.strategy_id, s.asset, s.signal_type, s.created_at,
+       {snapshot} AS snapshot, s.amount, s.mode, s.model_version, s.confidence, f.fills,
+       bar.close AS horizon_close, """ + OPEN_SQL + """ AS open, f.notional AS filled_notional
+  FROM msd.signals s""" + FILLS_JOIN + BAR_JOIN + DECISIONS_WHERE
 
 # The strategy's priced fills with the decision-time price of their signal (cost estimate).
 _COST_FILLS_SQL = """
@@ -84,37 +87,6 @@ SELECT e.executed_at, e.side, e.quantity, e.price, e.fee, s.snapshot->>'price'
    AND (%(until)s::timestamptz IS NULL OR e.executed_at < %(until)s::timestamptz)
  ORDER BY e.executed_at, e.id
 """
-
-
-@dataclass(frozen=True)
-class RowCounts:
-    """Recorded decisions (`signals`, filled or not) by labelling state. `no_price`: the
-    snapshot has no usable price; `no_bars`: the horizon is over but msd recorded no bar to
-    measure it (a gap in market data); `filled`: decisions with at least one fill (of
-    `executions` fills), so `fill_rate` = filled / signals."""
-    executions: int = 0
-    signals: int = 0
-    labelled: int = 0
-    pending_label: int = 0
-    no_price: int = 0
-    no_bars: int = 0
-    filled: int = 0
-
-    def __add__(self, other: "RowCounts") -> "RowCounts":
-        return RowCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
-
-    def as_tuple(self) -> tuple[int, ...]:
-        return (self.executions, self.signals, self.labelled, self.pending_label,
-                self.no_price, self.no_bars, self.filled)
-
-    @property
-    def fill_rate(self) -> float | None:
-        return round(self.filled / self.signals, 4) if self.signals else None
-
-    def as_dict(self) -> dict[str, int | float | None]:
-        names = ("executions", "signals", "labelled", "pending_label", "no_price", "no_bars",
-                 "filled")
-        return {**dict(zip(names, self.as_tuple())), "fill_rate": self.fill_rate}
 
 
 @dataclass(frozen=True)
@@ -256,8 +228,7 @@ def iter_fills(conn, strategy_id: str, chunk_size: int = 50_000) -> Iterator[Tra
         cur.execute("""SELECT asset, side, quantity, price, fee, executed_at FROM msd.executions
                         WHERE strategy_id = %s AND price IS NOT NULL
                         ORDER BY executed_at, id""", (strategy_id,))
-        for row in cur:
-            yield TradeFill(*row)
+        yield from map(TradeFill._make, cur)
 
 
 def _chunk(rows: list[tuple]) -> TrainingRows:

@@ -143,6 +143,15 @@ class Database:
         if self._on_result is not None:
             self._on_result(ok, reason)
 
+    def sibling(self, application_name: str | None = None) -> "Database":
+        """Another holder with the same settings and a connection of its own (for a read run
+        on a thread beside this one: one psycopg2 connection serves one transaction at a
+        time)."""
+        return Database(self._dsn, connect_timeout=self._connect_timeout,
+                        statement_timeout_ms=self._statement_timeout_ms,
+                        application_name=application_name or self._application_name,
+                        on_result=self._on_result)
+
     def close(self) -> None:
         """Close the connection if open; a later use reconnects."""
         conn, self._conn = self._conn, None

@@ -71,6 +71,13 @@ def finite_float(value: object) -> float | None:
     return None if number is None else finite_float(float(number))
 
 
+def float_or_nan(value: object) -> float:
+    """`value` as a finite float, NaN when it is not a number (absent, bool, text, NaN,
+    infinity): the form array code keeps a missing number in."""
+    number = None if value is None else finite_float(value)
+    return math.nan if number is None else number
+
+
 def to_decimal(key: str, value: object, *, positive: bool = False, non_negative: bool = False,
                allowed: str | None = None, error: type[InvalidValue] = InvalidValue) -> Decimal:
     """`value` as a finite Decimal, or `error(key, value, allowed)`.
@@ -102,6 +109,13 @@ def plain_decimal(value: Decimal) -> str:
 
 
 # --- times ------------------------------------------------------------------------------------
+
+def epoch_microseconds(moment: object) -> int | None:
+    """An aware datetime as whole microseconds since the epoch (exact integer), else None."""
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        return None
+    return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)
+
 
 def from_epoch(number: object, *, milliseconds: bool) -> datetime | None:
     """An aware UTC datetime from epoch seconds (or `milliseconds`); None when `number` is not a

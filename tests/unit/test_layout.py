@@ -59,6 +59,9 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
     ({"msd/store/market.py": "from msd.bus.codecs import trace_id_header\n"},
      "the edges do not know each other: msd.store.market imports msd.bus.codecs"),
     ({"msd/store/market.py": "from ..bus import codecs\n"}, "the edges do not know each other: msd.store.market imports msd.bus"),
+    # the store returning domain types (issue #13: datasets.py imported learning's Decision)
+    ({"msd/store/datasets.py": "from msd.learning.outcomes import Decision\n"},
+     "the store knows no domain: msd.store.datasets imports msd.learning"),
     # the rules reaching outside the standard library and the neutral module
     ({"msd/rules/pacing.py": "from msd.errors import ConfigError\n"},
      "rules import the standard library and the neutral values module only: msd.rules.pacing imports msd.errors"),
@@ -158,7 +161,8 @@ def test_modules_stay_small():
 
 # --- one place per concept (issue #11, point 6) --------------------------------------------------
 
-CONCEPT_FUNCTIONS = ("to_decimal", "finite_decimal", "finite_float", "parse_decimal", "parse_time", "parse_timestamp",
+CONCEPT_FUNCTIONS = ("float_or_nan", "decision_price", "one_way_costs", "feature_matrix", "epoch_microseconds",
+                     "to_decimal", "finite_decimal", "finite_float", "parse_decimal", "parse_time", "parse_timestamp",
                      "check_aware", "from_iso", "from_epoch", "plain_decimal", "decimal_text", "plain",
                      "trace_id_header", "take", "would_allow", "full_bucket", "available_tokens",
                      "check_keys", "is_real_number", "_drop", "open_database", "serve_publishing_role")

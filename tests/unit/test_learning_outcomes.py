@@ -7,7 +7,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from msd.learning.costs import CostFill, RollingCost, costs_for
+from msd.learning.costs import CostFill, RollingCost, costs_for, one_way_cost
 from msd.learning.dataset import build_dataset, label_all
 from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
 from msd.learning.outcomes import (Decision, call_paid, call_result, label_decision,
@@ -90,7 +90,7 @@ def cost_fill(minute: float, side="buy", price=100.1, fee=0.1, snapshot=100.0, q
     (cost_fill(0, "buy", 100.0, 0.1, snapshot=0.0), None),       # unusable reference
 ])
 def test_one_way_cost_is_fee_plus_adverse_slippage_against_the_decision_price(fill, expected):
-    cost = fill.one_way_cost()
+    cost = one_way_cost(fill)
     assert cost == (None if expected is None else pytest.approx(expected))
 
 
@@ -137,18 +137,18 @@ def test_missing_feature_rows_are_excluded_and_counted_by_name():
     dataset = build_dataset(rows, PARAMS)
     assert dataset.n == 3
     assert dataset.missing == {"book_imbalance": 2, "log_volatility": 1}
-    assert dataset.signal_ids == ("s-0", "s-1", "s-2")
+    assert dataset.signal_ids.tolist() == [b"s-0", b"s-1", b"s-2"]   # ASCII bytes (memory)
 
 
 def test_rows_with_an_unusable_price_are_counted_not_fatal():
     no_price = dict(decision(2).snapshot, price="abc")
     dataset = build_dataset([decision(0), decision(1, close=0.0), decision(2, snapshot=no_price)], PARAMS)
-    assert (dataset.n, dataset.bad_prices, dataset.signal_ids) == (1, 2, ("s-0",))
+    assert (dataset.n, dataset.bad_prices, dataset.signal_ids.tolist()) == (1, 2, [b"s-0"])
 
 
 def test_rows_come_out_in_decision_time_order():
     dataset = build_dataset([decision(i) for i in (1, 3, 5)], PARAMS)
-    assert dataset.signal_ids == ("s-1", "s-3", "s-5")
+    assert dataset.signal_ids.tolist() == [b"s-1", b"s-3", b"s-5"]
     assert (np.diff(dataset.timestamps) > 0).all()
 
 

@@ -52,7 +52,7 @@ def test_l2_grid_moves_the_fit():
         losses.append(float(-np.mean(np.log(proba))))
     assert all(a > 1.3 * b for a, b in zip(norms, norms[1:])), norms
     assert len({round(v, 3) for v in losses}) == len(losses), losses
-    l2, selection = select_l2(data.X[:1500], y[:1500], data.timestamps[:1500],
+    l2, selection, _ = select_l2(data.X[:1500], y[:1500], data.timestamps[:1500],
                               TrainingParams(horizon_s=60, max_bar_lag_s=0), lambda: None)
     assert len({round(loss, 4) for _, loss in selection}) == len(selection)
     assert l2 == min(selection, key=lambda item: item[1])[0]
