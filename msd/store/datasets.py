@@ -66,6 +66,7 @@ BAR_JOIN = """
 DECISIONS_WHERE = """
  WHERE (%(strategy)s::text IS NULL OR s.strategy_id = %(strategy)s::text)
    AND s.mode IN ('warmup', 'model')
+   AND s.outbox_state <> 'expired'   -- never sent (it waited out its age): not execution feedback
    AND (%(since)s::timestamptz IS NULL OR s.created_at >= %(since)s::timestamptz)
    AND (%(until)s::timestamptz IS NULL OR s.created_at < %(until)s::timestamptz)
 """
@@ -325,7 +326,7 @@ def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
                 LEFT JOIN (SELECT strategy_id, max(at) AS at FROM msd.training_outcomes
                             GROUP BY strategy_id) t ON t.strategy_id = s.strategy_id
                 WHERE s.created_at + %(horizon)s <= now()
-                  AND s.mode IN ('warmup', 'model')
+                  AND s.mode IN ('warmup', 'model') AND s.outbox_state <> 'expired'
                   AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
                 GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})
         return dict(cur.fetchall())

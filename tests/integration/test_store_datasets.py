@@ -183,3 +183,20 @@ def test_reconcile_picks_up_an_order_that_grew_after_the_watermark(db):
 def test_reconcile_without_an_orders_table_records_nothing(db):
     with db.transaction() as conn:
         assert reconcile_executions(conn) == 0
+
+
+def test_expired_signals_are_not_counted_as_decisions(db):
+    """A warm-up or model signal that expired in the outbox (#10) never reached order-manager:
+    counting it as a decision made the fill rate and the training set include calls never placed."""
+    with db.transaction() as conn:
+        sent = add_signal(conn)
+        add_fill(conn, sent)
+        expired = add_signal(conn, at=T0 + timedelta(seconds=5))
+        conn.cursor().execute("UPDATE msd.signals SET outbox_state = 'expired', expired_at = %s "
+                              "WHERE signal_id = %s", (T0 + timedelta(seconds=70), expired))
+        add_bar(conn, datetime(2025, 11, 20, 10, 15, tzinfo=timezone.utc), 101)
+        rows = load_training_rows(conn, "momentum_v1", WINDOW)
+        sizes = dataset_sizes(conn, WINDOW)
+
+    assert [d.signal_id for d in rows.decisions] == [sent]
+    assert sizes["momentum_v1"]["signals"] == 1 and sizes["momentum_v1"]["fill_rate"] == 1.0
