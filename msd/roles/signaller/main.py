@@ -77,7 +77,6 @@ class Signaller:
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
-        self.emitted = False               # a signal was submitted this turn (its draws are saved at once)
         self.last_attempt: dict[tuple[str, str], float] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
@@ -235,8 +234,9 @@ class Signaller:
         mode = self.book.mode(params.id)
         signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
-        self.emitted = True
-        submitted = self.outbox.submit(signal, mode=mode)
+        submitted = self.outbox.submit(signal, mode=mode, also=lambda cur: self.streams.save_sql(cur, params.id))
+        if submitted.recorded:
+            self.streams.saved(params.id)
         if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
             # the next strategy evaluated this turn must see this signal's share of the cap
             signed = signal.amount if signal.signal_type == "buy" else -signal.amount
@@ -261,9 +261,8 @@ class Signaller:
             self.refresh_models(changed[-1] if changed else "start-up")
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = datetime.now(timezone.utc)
-        self.emitted = False
         self.tick(now)
-        self.streams.save(now_please=self.emitted)
+        self.streams.save()     # the streams of emitted signals were saved with them
         self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:
