@@ -19,6 +19,7 @@ in-memory state (e.g. offering the position for a new decision at the current pr
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
@@ -47,6 +48,9 @@ class Submitted:
     recorded: bool          # written to the outbox (so it will be published, now or later)
     published: bool         # confirmed by the broker already
     error: str | None = None
+    write_s: float = 0.0    # encoding and the committed outbox row
+    publish_s: float = 0.0  # publishing (after any older pending ones) until confirmed and marked sent
+    done_at: float = 0.0    # time.monotonic() when submit returned (confirmed, marked)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Outbox:
         """
         if mode not in self.modes:
             raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
+        started = time.monotonic()
         try:
             body, headers = encode_signal(signal)
         except ValueError as exc:
@@ -114,11 +119,15 @@ class Outbox:
             log.error("signal %s not sent: the outbox cannot be written: %s", signal.signal_id, exc,
                       extra={"trace_id": signal.trace_id})
             return Submitted(False, False, str(exc))
+        written = time.monotonic()
         if self.backlog:
             self.flush()
-            return Submitted(True, not self.backlog)
-        pending = PendingSignal(signal.signal_id, signal.strategy_id, body, headers["trace_id"], mode, signal.amount)
-        return Submitted(True, self._publish(pending))
+            published = not self.backlog
+        else:
+            published = self._publish(PendingSignal(signal.signal_id, signal.strategy_id, body, headers["trace_id"],
+                                                    mode, signal.amount))
+        done = time.monotonic()
+        return Submitted(True, published, write_s=written - started, publish_s=done - written, done_at=done)
 
     def commit_marks(self) -> bool:
         """Mark the signals confirmed since the last call as sent; False while that cannot be done."""

@@ -20,9 +20,11 @@ from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
-from msd.roles.runtime.dataplane import drain
+from msd.roles.runtime.dataplane import Timed, drain
 from msd.roles.runtime.outbox import Expiry, Outbox
 from msd.roles.runtime.publishing import serve_publishing_role
+from msd.roles.signaller import path_timing
+from msd.roles.signaller.path_timing import Arrival, DecisionTimes
 from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
@@ -51,6 +53,7 @@ def expiry(config: Config) -> Expiry:
 
 class StrategyStats:
     def __init__(self) -> None:
+        self.decisions = 0          # evaluations on an asset, whatever they decided
         self.sent = 0
         self.dropped: Counter[str] = Counter()
         self.last_signal_at: str | None = None
@@ -59,7 +62,8 @@ class StrategyStats:
     def view(self, mode: str) -> dict[str, Any]:
         throttled = sum(n for r, n in self.dropped.items() if r.startswith("throttled"))
         suppressed = sum(n for r, n in self.dropped.items() if r.startswith("conflict"))
-        return {"mode": mode, "sent": self.sent, "throttled": throttled, "suppressed": suppressed,
+        return {"mode": mode, "decisions": self.decisions, "sent": self.sent, "throttled": throttled,
+                "suppressed": suppressed,
                 "dropped": dict(self.dropped), "last_signal_at": self.last_signal_at, "degraded": self.degraded}
 
 
@@ -72,6 +76,9 @@ class Signaller:
         self.dirty: set[str] = set()
         self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
+        self.updates_by_asset: Counter[str] = Counter()
+        self.coalesced: Counter[str] = Counter()    # updates merged into a newer one before a turn
+        self.arrivals: dict[str, Arrival] = {}      # of each asset's newest update, for path_timing
         self.book = ModelBook(db, lambda: self.config.trainer.training)
         self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
@@ -130,16 +137,23 @@ class Signaller:
                      f"v{new}" if new else "warm-up", why, extra={"strategy": sid})
 
     # ----- inputs ---------------------------------------------------------------------
-    def on_market(self, update) -> None:
+    def on_market(self, item: Timed) -> None:
+        update = item.item
         try:
             self.market.apply(update)
         except Exception as exc:   # one odd update must not stop the others (nor the role)
             self.failed("market_update", exc, {"asset": getattr(update, "asset", None),
                                                "trace_id": getattr(update, "trace_id", None)})
             return
+        if update.asset in self.dirty:
+            # Decided on together with the newer one in the next turn: counted, never lost.
+            self.coalesced[update.asset] += 1
+            metrics.MARKET_COALESCED.inc()
         self.dirty.add(update.asset)
         self.seen.add(update.asset)
         self.updates += 1
+        self.updates_by_asset[update.asset] += 1
+        self.arrivals[update.asset] = Arrival(item.received, item.forwarded, time.monotonic())
 
     def failed(self, stage: str, exc: Exception, context: dict[str, Any]) -> None:
         """A per-input failure: counted, logged (within a line budget), skipped."""
@@ -198,16 +212,20 @@ class Signaller:
         return time.monotonic() - last >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
+        started = time.monotonic()
+        self.stats[params.id].decisions += 1
+        metrics.STRATEGY_DECISIONS.labels(params.id).inc()
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
         due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
                else engine.is_due(params, runtime, asset, now))
         if not due:
             return
-        self.last_attempt[(params.id, asset)] = time.monotonic()
+        self.last_attempt[(params.id, asset)] = started
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
                     else self.exposure(asset, params.id, snapshot.price))
+        exposure_read = time.monotonic()
         planner = self.model_planner(params, now) if in_model_mode else None
         rng = self.streams.rng(params.id)
         before = rng.getstate()
@@ -220,7 +238,8 @@ class Signaller:
             self.stats[params.id].dropped[result.outcome.reason] += 1
             metrics.SIGNALS_DROPPED.labels(params.id, result.outcome.reason).inc()
             return
-        self.emit(params, result.outcome, now)
+        timing = DecisionTimes(started, exposure_read - started, time.monotonic() - exposure_read)
+        self.emit(params, result.outcome, now, timing)
 
     def model_planner(self, params: StrategyParams, now: datetime):
         threshold = self.config.trainer.training.confidence_threshold
@@ -230,13 +249,16 @@ class Signaller:
             return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
         return plan
 
-    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
+    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime, timing: DecisionTimes) -> None:
         mode = self.book.mode(params.id)
         signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
         submitted = self.outbox.submit(signal, mode=mode, also=lambda cur: self.streams.save_sql(cur, params.id))
         if submitted.recorded:
             self.streams.saved(params.id)
+        if submitted.published and params.trigger == "market" and signal.asset in self.arrivals:
+            path_timing.observe(self.arrivals[signal.asset], timing, submitted.write_s, submitted.publish_s,
+                                submitted.done_at)
         if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
             # the next strategy evaluated this turn must see this signal's share of the cap
             signed = signal.amount if signal.signal_type == "buy" else -signal.amount
@@ -294,7 +316,9 @@ class Signaller:
         degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
                          if k.startswith(("model quality", "warm-up paused"))})
         self.ctx.set_status(
-            market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
+            market_updates=self.updates, market_updates_by_asset=dict(self.updates_by_asset),
+            coalesced=sum(self.coalesced.values()), coalesced_by_asset=dict(self.coalesced), assets=assets,
+            max_data_age_s=self.config.signaller.max_data_age_s,
             strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
             published=self.outbox.published, expired=self.outbox.expired, outbox_backlog=self.outbox.backlog,
             random_draws=dict(self.streams.draws), degraded=degraded)
