@@ -267,3 +267,18 @@ def test_database_outage_is_reported_as_the_database_by_every_role_and_healthz(d
     assert not [r for r in records if r.get("dependency") == "broker"]
     assert not [r for r in records if "resumed" in r.get("message", "")]
     _reconfigure(daemon, exits={"fallback_after_s": 3600, "poll_interval_s": 0.2})
+
+
+def test_status_and_metrics_report_the_memory_of_every_process(daemon):
+    status = daemon.status()
+    memory = status["memory_rss_bytes"]
+    for name in ("supervisor",) + ROLES:
+        assert memory[name] > 10_000_000, (name, memory)     # a Python process with its imports
+    assert memory["total_without_trainer"] == sum(memory[name] for name in ("supervisor",) + ROLES)
+    assert "trainer" in memory
+    code, text = daemon.ctl("status")
+    assert code == 0 and "memory (RSS): supervisor " in text
+    code, raw = daemon.ctl("status", "--json")
+    assert code == 0 and json.loads(raw)["result"]["memory_rss_bytes"]["signaller"] > 0
+    wait_for(lambda: all(metric(daemon, "msd_process_rss_bytes", role=name) > 0 for name in ("supervisor",) + ROLES),
+             10, what="msd_process_rss_bytes of every process")
