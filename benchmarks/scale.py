@@ -3,9 +3,10 @@
 Every strategy trades every asset on its market updates (trigger: market, heuristic random),
 with token buckets and the exposure cap sized so that they never bind and conflicts allowed,
 so each decision that is due becomes a signal. Two modes:
-- volume: five strategies signal, together --signal-rate signals/s at every scale; the others
-  are evaluated on every update of their assets but are not due again within the run (their
-  frequency_s is a day): what more strategies and assets cost the path of the same signals;
+- volume: five strategies signal, on three assets, once per --active-frequency seconds each
+  (7.5 signals/s in bursts of up to 15), at every scale; the others trade every asset and are
+  evaluated on every update but are not due again within the run (their frequency_s is a day):
+  what more strategies and assets cost the path of the same signals;
 - settings: every strategy may signal an asset once per --frequency seconds, so the signal
   volume grows with N x M (1.5/s at 5x3, 100/s at 50x20 with the default 10 s), and at 50x20
   the 50 strategies of an asset decide on the same tick: bursts of 50 signals.
@@ -52,7 +53,7 @@ SIGNALS = "model-service.trading_signals"
 COINS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "LINK", "DOT", "LTC", "BCH", "TRX", "ATOM", "NEAR",
          "APT", "ARB", "OP", "SUI", "FIL", "ETC")
 TARGET_RATIO = 1.2
-ACTIVE = 5              # strategies that signal in `volume` mode
+ACTIVE, ACTIVE_ASSETS = 5, 3    # the strategies that signal in `volume` mode, on that many assets
 QUIET_S = 86400.0       # frequency_s of the others: evaluated on every update, never due again in the run
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -188,23 +189,24 @@ class TreeMeter:
 
 # ----- one configuration --------------------------------------------------------------------
 
-def frequencies(n_strategies: int, n_assets: int, mode: str, args) -> list[float]:
-    """warmup.frequency_s per strategy. `settings`: the same for all (signal volume grows with
-    N x M); `volume`: ACTIVE strategies share --signal-rate, the others are evaluated on every
-    update but not due again within the run, so the signal volume is the same at every scale."""
+def plan(n_strategies: int, assets: list[str], mode: str, args) -> list[tuple[list[str], float]]:
+    """(assets, warmup.frequency_s) per strategy. `settings`: every strategy on every asset with
+    --frequency (signal volume grows with N x M); `volume`: the first ACTIVE strategies on the
+    first ACTIVE_ASSETS assets with --active-frequency, the others on every asset but not due
+    again within the run, so the signals (pairs, frequency, bursts) are the same at every scale."""
     if mode == "settings":
-        return [args.frequency] * n_strategies
-    active = min(ACTIVE, n_strategies)
-    return [active * n_assets / args.signal_rate if i < active else QUIET_S for i in range(n_strategies)]
+        return [(assets, args.frequency)] * n_strategies
+    return [(assets[:ACTIVE_ASSETS], args.active_frequency) if i < ACTIVE else (assets, QUIET_S)
+            for i in range(n_strategies)]
 
 
 def config_for(n_strategies: int, n_assets: int, mode: str, args) -> tuple[list[str], dict]:
     assets = [f"{coin}USDT" for coin in COINS[:n_assets]]
-    strategies = [{"id": f"s{i:02d}", "assets": assets, "trigger": "market", "seed": i,
+    strategies = [{"id": f"s{i:02d}", "assets": own, "trigger": "market", "seed": i,
                    "rate": {"rate_per_s": 100000, "burst": 100000},
                    "warmup": {"frequency_s": frequency, "heuristic": "random", "min_amount_usdt": 10,
                               "max_amount_usdt": 20, "max_exposure_usdt": 10 ** 12}}
-                  for i, frequency in enumerate(frequencies(n_strategies, n_assets, mode, args))]
+                  for i, (own, frequency) in enumerate(plan(n_strategies, assets, mode, args))]
     return assets, {"strategies": strategies, "global_rate": {"rate_per_s": 100000, "burst": 100000},
                     "conflicts": {"policy": "allow"}}
 
@@ -241,7 +243,9 @@ def run_config(n_strategies: int, n_assets: int, mode: str, args) -> dict:
             wait_quiet(receiver)
             load = meter.stop()
             after = snapshot(daemon, port)
-            return {**result(n_strategies, assets, sent, receiver, before, after, idle, load, args), "mode": mode}
+            own = {st["id"]: st["assets"] for st in signaller["strategies"]}
+            return {**result(n_strategies, assets, own, sent, receiver, before, after, idle, load, args),
+                    "mode": mode}
         finally:
             receiver.stop.set()
             daemon.close()
@@ -273,17 +277,18 @@ def snapshot(daemon, port: int) -> dict:
             "queue_drops": sum(counter(port, "msd_dataplane_dropped").values())}
 
 
-def result(n_strategies: int, assets: list[str], sent: dict, receiver: Receiver, before: dict, after: dict,
-           idle: dict, load: dict, args) -> dict:
+def result(n_strategies: int, assets: list[str], own: dict[str, list[str]], sent: dict, receiver: Receiver,
+           before: dict, after: dict, idle: dict, load: dict, args) -> dict:
     def delta(key: str, name: str) -> int:
         return after[key].get(name, 0) - before[key].get(name, 0)
     latency = np.array([(at - sent[key]) * 1000 for key, at in receiver.received if key in sent])
     sent_by_asset = Counter(asset for asset, _ in sent)
     applied_by_asset = {a: delta("by_asset", a) for a in assets}
     coalesced_by_asset = {a: delta("coalesced", a) for a in assets}
-    decided_on = sum(applied_by_asset[a] - coalesced_by_asset[a] for a in assets)
+    decided_on = {a: applied_by_asset[a] - coalesced_by_asset[a] for a in assets}
     decisions = {sid: delta("decisions", sid) for sid in after["decisions"]}
-    wrong = {sid: n for sid, n in decisions.items() if n != decided_on}
+    expected = {sid: sum(decided_on[a] for a in own[sid]) for sid in own}
+    wrong = {sid: (n, expected[sid]) for sid, n in decisions.items() if n != expected[sid]}
     return {
         "config": f"{n_strategies}x{len(assets)}", "ticks": len(sent), "signals": len(latency),
         "p50": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
@@ -292,7 +297,8 @@ def result(n_strategies: int, assets: list[str], sent: dict, receiver: Receiver,
         "dropped": sum(sent_by_asset[a] - applied_by_asset[a] for a in assets),
         "consumer_dropped": after["consumer_dropped"] - before["consumer_dropped"],
         "queue_drops": after["queue_drops"] - before["queue_drops"],
-        "coalesced": sum(coalesced_by_asset.values()), "decided_on": decided_on,
+        "coalesced": sum(coalesced_by_asset.values()), "decided_on": sum(decided_on.values()),
+        "decisions_total": sum(decisions.values()),
         "decisions": decisions, "wrong_decisions": wrong,
         "signals_by_strategy": dict(receiver.per_strategy),
         "not_sent": {sid: r for sid in after["dropped_reasons"]
@@ -311,8 +317,10 @@ def report(r: dict) -> None:
     print(f"ticks dropped: {r['dropped']} (sent minus applied by the signaller); consumer drops "
           f"{r['consumer_dropped']}, data-plane drop counter {r['queue_drops']:.0f}")
     print(f"ticks coalesced into a newer tick of the same asset (counted by the daemon): {r['coalesced']}")
-    ok = "every strategy decided on every one" if not r["wrong_decisions"] else f"MISMATCH {r['wrong_decisions']}"
-    print(f"decisions: {r['decided_on']} updates decided on per strategy (applied minus coalesced); {ok}")
+    ok = ("every strategy decided on every update of its assets" if not r["wrong_decisions"]
+          else f"MISMATCH (strategy: (decisions, updates of its assets)) {r['wrong_decisions']}")
+    print(f"decisions: {r['decisions_total']} in all; {r['decided_on']} updates to decide on (applied minus "
+          f"coalesced); {ok}")
     counts = sorted(r["signals_by_strategy"].values())
     if counts:
         print(f"signals per strategy: min {counts[0]}, median {counts[len(counts) // 2]}, max {counts[-1]} "
@@ -338,7 +346,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--frequency", type=float, default=10.0, help="settings mode: every strategy's frequency_s")
-    parser.add_argument("--signal-rate", type=float, default=7.5, help="volume mode: signals/s of the active ones")
+    parser.add_argument("--active-frequency", type=float, default=2.0,
+                        help="volume mode: frequency_s of the five strategies that signal")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "

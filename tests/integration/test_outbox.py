@@ -231,3 +231,22 @@ def test_a_random_stream_is_saved_with_the_signal_its_draws_made(setup):
     expected.random()
     assert (saved.draws, saved.state) == (1, expected.getstate())
     assert streams.save_sql(None, "s1") is None     # nothing left to save until it draws again
+
+
+def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup):
+    """submit_all: one statement (one commit) for the turn's signals; a signal order-manager
+    would reject is left out without holding up the others."""
+    from msd.roles.runtime.outbox import Submission
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    assert outbox.flush() == 0          # no backlog: the batch is published directly
+    first, second, third = signal("a"), signal("b"), signal("c")
+    broken = second.__class__(**{**second.__dict__, "amount": Decimal("-1")})
+    results = outbox.submit_all([Submission(first, "warmup"), Submission(broken, "warmup"),
+                                 Submission(third, "warmup")])
+    assert [(r.recorded, r.published) for r in results] == [(True, True), (False, False), (True, True)]
+    assert results[1].error.startswith("invalid")
+    assert results[0].done_at <= results[2].done_at
+    assert queued_ids(url) == [first.signal_id, third.signal_id]
+    assert outbox.commit_marks()
+    assert states(db) == {first.signal_id: "sent", third.signal_id: "sent"}

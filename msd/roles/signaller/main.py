@@ -21,7 +21,7 @@ from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
 from msd.roles.runtime.dataplane import Timed, drain
-from msd.roles.runtime.outbox import Expiry, Outbox
+from msd.roles.runtime.outbox import Expiry, Outbox, Submission
 from msd.roles.runtime.publishing import serve_publishing_role
 from msd.roles.signaller import path_timing
 from msd.roles.signaller.path_timing import Arrival, DecisionTimes
@@ -54,6 +54,7 @@ def expiry(config: Config) -> Expiry:
 class StrategyStats:
     def __init__(self) -> None:
         self.decisions = 0          # evaluations on an asset, whatever they decided
+        self.decisions_exported = 0  # of them, added to msd_strategy_decisions_total so far
         self.sent = 0
         self.dropped: Counter[str] = Counter()
         self.last_signal_at: str | None = None
@@ -84,6 +85,7 @@ class Signaller:
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
+        self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
         self.last_attempt: dict[tuple[str, str], float] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
@@ -187,6 +189,15 @@ class Signaller:
     def tick(self, now: datetime) -> None:
         self.exposure_cache.clear()
         dirty, self.dirty = self.dirty, set()
+        try:
+            self._evaluate_due(dirty, now)
+        finally:
+            self.submit_emitted()
+        for stage, n in self.lines.summaries():
+            log.error("%d more %s failures in the last %gs", n, stage, self.lines.window_s,
+                      extra={"stage": stage, "suppressed": n})
+
+    def _evaluate_due(self, dirty: set[str], now: datetime) -> None:
         for params in self.config.signaller.strategies:
             if params.id in self.book.paused:
                 continue        # no new entries; the exit role keeps protecting positions
@@ -203,9 +214,6 @@ class Signaller:
                     raise
                 except Exception as exc:
                     self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
-        for stage, n in self.lines.summaries():
-            log.error("%d more %s failures in the last %gs", n, stage, self.lines.window_s,
-                      extra={"stage": stage, "suppressed": n})
 
     def _attempt_due(self, params: StrategyParams, asset: str) -> bool:
         last = self.last_attempt.get((params.id, asset), 0.0)
@@ -213,8 +221,7 @@ class Signaller:
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
         started = time.monotonic()
-        self.stats[params.id].decisions += 1
-        metrics.STRATEGY_DECISIONS.labels(params.id).inc()
+        self.stats[params.id].decisions += 1      # exported once a second (report): this is the hot loop
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
         due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
@@ -250,29 +257,48 @@ class Signaller:
         return plan
 
     def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime, timing: DecisionTimes) -> None:
+        """Queue the signal for this turn's outbox write (submit_emitted): one commit for them all."""
         mode = self.book.mode(params.id)
         signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
-        submitted = self.outbox.submit(signal, mode=mode, also=lambda cur: self.streams.save_sql(cur, params.id))
-        if submitted.recorded:
-            self.streams.saved(params.id)
+        if isinstance(self.exposure_cache.get(signal.asset), Decimal):
+            # the next strategy evaluated this turn must see this signal's share of the cap (if the
+            # turn's write fails, nothing is sent and the next turn reads the exposure afresh)
+            signed = signal.amount if signal.signal_type == "buy" else -signal.amount
+            self.exposure_cache[signal.asset] += signed
+        self.emitted.append((params, signal, mode, timing, now))
+
+    def submit_emitted(self) -> None:
+        """Write this turn's signals to the outbox in one statement, each strategy's random stream
+        with them, then publish them in order."""
+        emitted, self.emitted = self.emitted, []
+        if not emitted:
+            return
+        streams_saved: set[str] = set()
+        submissions = []
+        for params, signal, mode, _, _ in emitted:
+            first = params.id not in streams_saved
+            streams_saved.add(params.id)
+            submissions.append(Submission(signal, mode, (lambda cur, sid=params.id: self.streams.save_sql(cur, sid))
+                                          if first else None))
+        for (params, signal, _, timing, now), submitted in zip(emitted, self.outbox.submit_all(submissions)):
+            self.submitted(params, signal, timing, now, submitted)
+
+    def submitted(self, params: StrategyParams, signal, timing: DecisionTimes, now: datetime, submitted) -> None:
+        stats = self.stats[params.id]
+        if not submitted.recorded:
+            stats.dropped["not_recorded"] += 1
+            return
+        self.streams.saved(params.id)
         if submitted.published and params.trigger == "market" and signal.asset in self.arrivals:
             path_timing.observe(self.arrivals[signal.asset], timing, submitted.write_s, submitted.publish_s,
                                 submitted.done_at)
-        if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
-            # the next strategy evaluated this turn must see this signal's share of the cap
-            signed = signal.amount if signal.signal_type == "buy" else -signal.amount
-            self.exposure_cache[signal.asset] += signed
-        stats = self.stats[params.id]
-        if submitted.recorded:
-            stats.sent += 1
-            stats.last_signal_at = now.isoformat()
-            log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
-                     signal.amount, params.id, signal.confidence,
-                     extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
-                            "published": submitted.published})
-        else:
-            stats.dropped["not_recorded"] += 1
+        stats.sent += 1
+        stats.last_signal_at = now.isoformat()
+        log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
+                 signal.amount, params.id, signal.confidence,
+                 extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
+                        "published": submitted.published})
 
     # ----- the loop (msd.roles.runtime.publishing) -------------------------------------------------
     def step(self) -> None:
@@ -305,6 +331,10 @@ class Signaller:
 
     def report(self) -> None:
         now = datetime.now(timezone.utc)
+        for sid, stats in self.stats.items():
+            if stats.decisions > stats.decisions_exported:
+                metrics.STRATEGY_DECISIONS.labels(sid).inc(stats.decisions - stats.decisions_exported)
+                stats.decisions_exported = stats.decisions
         assets = {}
         for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | self.seen):
             snap = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
