@@ -142,6 +142,10 @@ IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN signal_type = 'buy' THEN amount
        AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id)) AS in_flight"""
 
 
+def in_flight_params(asset: str, recent_s: float) -> dict[str, Any]:
+    return {"asset": asset, "window": timedelta(seconds=recent_s)}
+
+
 def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
     """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
     waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
@@ -153,5 +157,5 @@ def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
     (no index on signal_id there) once per recent signal, which grows with the table's age.
     """
     with conn.cursor() as cur:
-        cur.execute(IN_FLIGHT_SQL, {"asset": asset, "window": timedelta(seconds=recent_s)})
+        cur.execute(IN_FLIGHT_SQL, in_flight_params(asset, recent_s))
         return cur.fetchone()[0]

@@ -250,3 +250,24 @@ def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup)
     assert queued_ids(url) == [first.signal_id, third.signal_id]
     assert outbox.commit_marks()
     assert states(db) == {first.signal_id: "sent", third.signal_id: "sent"}
+
+
+def test_exposure_and_in_flight_read_together_equal_the_two_reads(setup):
+    """The signaller reads the shared tables and its own in-flight signals in one round trip."""
+    from msd.store.neighbours import create_neighbour_tables, read_open_exposure, read_open_exposure_with
+    from msd.store.outbox import IN_FLIGHT_SQL, in_flight_notional, in_flight_params
+    db, _, _ = setup
+    pending = signal()
+    with db.transaction() as conn:
+        create_neighbour_tables(conn)
+        insert_signal(conn, pending, signal_to_wire(pending), "warmup")
+        with conn.cursor() as cur:
+            cur.execute("""INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, price, status)
+                           VALUES ('o-1', gen_random_uuid(), 'BTCUSDT', 'Buy', 'Limit', 0.002, 90000, 'pending')""")
+            cur.execute("""INSERT INTO positions (asset, size, average_entry_price, current_price, mode)
+                           VALUES ('BTCUSDT', 0.001, 90000, 95000, 'one-way')""")
+    with db.transaction() as conn:
+        together = read_open_exposure_with(conn, "BTCUSDT", IN_FLIGHT_SQL, in_flight_params("BTCUSDT", 120))
+        apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120),)
+    assert together == apart
+    assert together[1] == (Decimal(-25),) and together[0].open_orders == 1 and together[0].open_positions == 1

@@ -28,8 +28,8 @@ from msd.roles.signaller.path_timing import Arrival, DecisionTimes
 from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.neighbours import read_open_exposure
-from msd.store.outbox import in_flight_notional
+from msd.store.neighbours import read_open_exposure_with
+from msd.store.outbox import IN_FLIGHT_SQL, in_flight_params
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
@@ -168,8 +168,10 @@ class Signaller:
         if asset not in self.exposure_cache:
             try:
                 with self.db.autocommit() as conn:
-                    self.exposure_cache[asset] = (exposure_usdt(read_open_exposure(conn, asset), market_price)
-                                                  + in_flight_notional(conn, asset, IN_FLIGHT_S))
+                    # the shared tables and msd's own signals not visible there yet, in one round trip
+                    shared, (in_flight,) = read_open_exposure_with(conn, asset, IN_FLIGHT_SQL,
+                                                                   in_flight_params(asset, IN_FLIGHT_S))
+                    self.exposure_cache[asset] = exposure_usdt(shared, market_price) + in_flight
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
