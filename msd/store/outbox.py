@@ -131,15 +131,11 @@ def count_pending(conn) -> int:
         return cur.fetchone()[0]
 
 
-IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN signal_type = 'buy' THEN amount ELSE -amount END), 0) FROM (
-    SELECT s.signal_type, s.amount FROM msd.signals s
-     WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > now() - %(window)s
-       AND s.outbox_state = 'pending'
-    UNION ALL
-    SELECT s.signal_type, s.amount FROM msd.signals s
-     WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > now() - %(window)s
-       AND s.outbox_state NOT IN ('pending', 'expired')
-       AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id)) AS in_flight"""
+IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
+  FROM msd.signals s
+  LEFT JOIN orders o ON o.signal_id = s.signal_id AND s.outbox_state <> 'pending'
+ WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > now() - %(window)s
+   AND s.outbox_state <> 'expired' AND o.signal_id IS NULL"""
 
 
 def in_flight_params(asset: str, recent_s: float) -> dict[str, Any]:

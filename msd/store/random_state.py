@@ -36,22 +36,14 @@ def load_random_states(conn, strategy_ids: Iterable[str]) -> dict[str, RandomSta
         return {sid: RandomState(sid, int(seed), draws, _from_json(state)) for sid, seed, draws, state in cur.fetchall()}
 
 
-_UPSERT = """INSERT INTO msd.strategy_random_state (strategy_id, seed, draws, state)
-             VALUES (%s, %s, %s, %s::jsonb)
-             ON CONFLICT (strategy_id) DO UPDATE SET seed = EXCLUDED.seed, draws = EXCLUDED.draws,
-                 state = EXCLUDED.state, updated_at = now()"""
-
-
 def save_random_states(conn, states: Iterable[RandomState]) -> None:
+    """Upsert the states in the caller's transaction, committed without waiting for the WAL
+    flush (see msd.roles.signaller.random_streams for what that risks)."""
     with conn.cursor() as cur:
+        cur.execute("SET LOCAL synchronous_commit TO off")
         for item in states:
-            cur.execute(_UPSERT, _row(item))
-
-
-def save_random_state_sql(cur, item: RandomState) -> bytes:
-    """The upsert of one stream as SQL text, to be written in the same statement as its signal."""
-    return cur.mogrify(_UPSERT, _row(item))
-
-
-def _row(item: RandomState) -> tuple:
-    return (item.strategy_id, str(item.seed), item.draws, _to_json(item.state))
+            cur.execute("""INSERT INTO msd.strategy_random_state (strategy_id, seed, draws, state)
+                           VALUES (%s, %s, %s, %s::jsonb)
+                           ON CONFLICT (strategy_id) DO UPDATE SET seed = EXCLUDED.seed, draws = EXCLUDED.draws,
+                               state = EXCLUDED.state, updated_at = now()""",
+                        (item.strategy_id, str(item.seed), item.draws, _to_json(item.state)))

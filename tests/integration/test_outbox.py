@@ -206,33 +206,6 @@ def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
         assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
 
 
-def test_a_random_stream_is_saved_with_the_signal_its_draws_made(setup):
-    """The signaller writes a strategy's random-stream state in the outbox row's statement: the
-    decision's draws are durable exactly when its signal is, without a commit of their own."""
-    import random
-    from msd.roles.signaller.random_streams import RandomStreams
-    from msd.store.random_state import load_random_states
-    from msd.strategies.params import StrategyParams
-    db, publisher, _ = setup
-    streams = RandomStreams(db)
-    streams.configure([StrategyParams.from_mapping({
-        "id": "s1", "assets": ["BTCUSDT"], "seed": 7, "rate": {"rate_per_s": 1, "burst": 1},
-        "warmup": {"frequency_s": 1, "heuristic": "random", "min_amount_usdt": 10, "max_amount_usdt": 20,
-                   "max_exposure_usdt": 1000}})])
-    assert streams.ready("s1")
-    streams.rng("s1").random()
-    streams.drew("s1")
-    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
-    assert outbox.submit(signal(), "warmup", also=lambda cur: streams.save_sql(cur, "s1")).recorded
-    streams.saved("s1")
-    with db.transaction() as conn:
-        saved = load_random_states(conn, ["s1"])["s1"]
-    expected = random.Random(7)
-    expected.random()
-    assert (saved.draws, saved.state) == (1, expected.getstate())
-    assert streams.save_sql(None, "s1") is None     # nothing left to save until it draws again
-
-
 def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup):
     """submit_all: one statement (one commit) for the turn's signals; a signal order-manager
     would reject is left out without holding up the others."""

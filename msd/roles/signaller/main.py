@@ -271,27 +271,21 @@ class Signaller:
         self.emitted.append((params, signal, mode, timing, now))
 
     def submit_emitted(self) -> None:
-        """Write this turn's signals to the outbox in one statement, each strategy's random stream
-        with them, then publish them in order."""
+        """Write this turn's signals to the outbox in one statement, publish them in order, then
+        save the random streams that made them."""
         emitted, self.emitted = self.emitted, []
         if not emitted:
             return
-        streams_saved: set[str] = set()
-        submissions = []
-        for params, signal, mode, _, _ in emitted:
-            first = params.id not in streams_saved
-            streams_saved.add(params.id)
-            submissions.append(Submission(signal, mode, (lambda cur, sid=params.id: self.streams.save_sql(cur, sid))
-                                          if first else None))
+        submissions = [Submission(signal, mode) for _, signal, mode, _, _ in emitted]
         for (params, signal, _, timing, now), submitted in zip(emitted, self.outbox.submit_all(submissions)):
             self.submitted(params, signal, timing, now, submitted)
+        self.streams.save(now_please=True)     # after the signals went out: not on their path
 
     def submitted(self, params: StrategyParams, signal, timing: DecisionTimes, now: datetime, submitted) -> None:
         stats = self.stats[params.id]
         if not submitted.recorded:
             stats.dropped["not_recorded"] += 1
             return
-        self.streams.saved(params.id)
         if submitted.published and params.trigger == "market" and signal.asset in self.arrivals:
             path_timing.observe(self.arrivals[signal.asset], timing, submitted.write_s, submitted.publish_s,
                                 submitted.done_at)
@@ -312,7 +306,7 @@ class Signaller:
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = datetime.now(timezone.utc)
         self.tick(now)
-        self.streams.save()     # the streams of emitted signals were saved with them
+        self.streams.save()     # the streams that drew without emitting, at most once a second
         self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:

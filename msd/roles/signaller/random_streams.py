@@ -2,11 +2,12 @@
 
 Before a strategy's first decision its stream is restored from `msd.strategy_random_state`
 (same seed: the saved state; otherwise a fresh generator from the seed). After decisions that
-drew from it, the state is saved: with the signal a decision emitted (in the same statement as
-its outbox row, so the signal and the draws that made it are committed together or not at all,
-at the cost of no extra commit), otherwise at most once per `SAVE_EVERY_S`. A crash can
-therefore replay at most the draws of decisions that emitted nothing since the last save, never
-a sent decision's. While the database cannot be
+drew from it, the state is saved: at once after a turn that emitted a signal (after its signals
+were published, so the save is not on their path), otherwise at most once per `SAVE_EVERY_S`.
+A crash of msd can therefore replay at most the draws of decisions that emitted nothing since
+the last save, never a sent decision's. The save does not wait for the WAL flush: only a
+PostgreSQL crash in the fraction of a second before the flush could lose it (and replay those
+draws once), and that costs no signal its latency. While the database cannot be
 read, a strategy whose stream is not restored yet is not evaluated (it would repeat the stream).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Iterable
 
 from msd.errors import DatabaseUnavailable
 from msd.store.db import Database
-from msd.store.random_state import RandomState, load_random_states, save_random_state_sql, save_random_states
+from msd.store.random_state import RandomState, load_random_states, save_random_states
 from msd.strategies.params import StrategyParams
 
 log = logging.getLogger("msd.signaller")
@@ -77,28 +78,16 @@ class RandomStreams:
         self.draws[sid] += 1
         self.dirty.add(sid)
 
-    def save_sql(self, cur, sid: str) -> bytes | None:
-        """The SQL saving the stream of `sid` as it is now, for the outbox row of its signal
-        (Outbox.submit's `also`); call `saved(sid)` once that row is recorded."""
-        if sid not in self.dirty or sid not in self.rngs:
-            return None
-        return save_random_state_sql(cur, self._state(sid))
-
-    def saved(self, sid: str) -> None:
-        self.dirty.discard(sid)
-
-    def save(self) -> None:
-        """Persist the dirty streams, at most every SAVE_EVERY_S."""
-        if not self.dirty or time.monotonic() < self.next_save:
+    def save(self, *, now_please: bool = False) -> None:
+        """Persist the dirty streams (at once when `now_please`, else at most every SAVE_EVERY_S)."""
+        if not self.dirty or (not now_please and time.monotonic() < self.next_save):
             return
         self.next_save = time.monotonic() + SAVE_EVERY_S
-        states = [self._state(sid) for sid in sorted(self.dirty) if sid in self.rngs]
+        states = [RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
+                  for sid in sorted(self.dirty) if sid in self.rngs]
         try:
             with self.db.transaction() as conn:
                 save_random_states(conn, states)
         except DatabaseUnavailable:
             return      # kept dirty; saved with the next try
         self.dirty.clear()
-
-    def _state(self, sid: str) -> RandomState:
-        return RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
