@@ -48,6 +48,8 @@ NOTIFY_DROPPED = Counter("msd_systemd_notifications_dropped_total", "sd_notify d
                          "notify socket was full or gone (never waited for)")
 CHILD_RESTARTS = Counter("msd_child_restarts_total", "Child processes respawned by the supervisor", ["role"])
 CHILD_UP = Gauge("msd_child_running", "1 while the role is RUNNING", ["role"], multiprocess_mode="livemax")
+PROCESS_RSS = Gauge("msd_process_rss_bytes", "Resident memory of each process of the daemon (supervisor, roles, "
+                    "trainer), 0 while it is not running", ["role"], multiprocess_mode="livemax")
 CONFIG_RELOADS = Counter("msd_config_reloads_total", "Configuration reloads", ["result"])
 TRAINING_RUNS = Counter("msd_training_runs_total", "Trainer processes that ended", ["outcome"])
 SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by the broker", ["strategy", "mode"])
@@ -129,3 +131,21 @@ WARMUP_LABELS_STALLED = Gauge("msd_warmup_labels_stalled", "1 while a warm-up st
                               ["strategy"], multiprocess_mode="livemax")
 WARMUP_PAUSED = Gauge("msd_warmup_paused", "1 while the strategy is paused (no new entries)", ["strategy"],
                       multiprocess_mode="livemax")
+# Where the time of tick -> signal goes, observed for each signal decided on a market update:
+# consumer (delivery received -> handed to the data plane: batching, decoding, committing),
+# dataplane (the queue between the processes), queued_in_turn (taken -> its evaluation started),
+# exposure (reading the shared tables), strategy (the pure decision), outbox_write (encoding and
+# the committed outbox row), publish_confirm (until the broker confirmed), and total
+# (delivery received -> confirmed). The broker hops themselves are outside msd.
+SIGNAL_PATH_SECONDS = Histogram("msd_signal_path_seconds", "Time of each stage between a market update's delivery "
+                                "and the broker's confirm of the signal decided on it", ["stage"],
+                                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
+                                         0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0))
+CONSUMER_STAGE_SECONDS = Histogram("msd_consumer_stage_seconds", "Time of each stage of one consumed batch "
+                                   "(decode, persist = the committed transaction, forward = data-plane puts)",
+                                   ["stage"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
+                                                       0.01, 0.025, 0.05, 0.1, 1.0))
+MARKET_COALESCED = Counter("msd_market_updates_coalesced_total", "Market updates merged into a newer update of the "
+                           "same asset before the signaller's next decision turn (decided on once, not dropped)")
+STRATEGY_DECISIONS = Counter("msd_strategy_decisions_total", "Times a strategy was evaluated on an asset "
+                             "(a market update or its schedule), whatever it decided", ["strategy"])

@@ -134,19 +134,31 @@ def read_open_exposure(conn, asset: str) -> Exposure:
     Raises SharedSchemaError when they are missing or malformed (the schema is inspected only
     after a failure, to name what is missing); the caller's transaction is then aborted.
     """
+    return read_open_exposure_with(conn, asset)[0]
+
+
+def read_open_exposure_with(conn, asset: str, with_sql: str | None = None,
+                            with_params: Mapping | None = None) -> tuple[Exposure, tuple]:
+    """`read_open_exposure`, and the columns of `with_sql` (a one-row query of the caller's, e.g.
+    msd's own in-flight signals) read in the same round trip: `(exposure, its columns)`."""
+    sql, params = OPEN_EXPOSURE_SQL, {"asset": asset}
+    if with_sql is not None:
+        sql = f"SELECT e.*, w.* FROM ({OPEN_EXPOSURE_SQL}) AS e, ({with_sql}) AS w"
+        params = {**params, **(with_params or {})}
     try:
         with conn.cursor() as cur:
-            cur.execute(OPEN_EXPOSURE_SQL, {"asset": asset})
-            (orders, buy_notional, sell_notional, unpriced_orders, unpriced_buy, unpriced_sell,
-             positions, size, position_notional, unpriced_positions, unpriced_size) = cur.fetchone()
+            cur.execute(sql, params)
+            row = cur.fetchone()
     except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
         conn.rollback()
         verify_shared_schema(conn)
         raise SharedSchemaError((), describe(exc)) from exc
+    (orders, buy_notional, sell_notional, unpriced_orders, unpriced_buy, unpriced_sell,
+     positions, size, position_notional, unpriced_positions, unpriced_size) = row[:11]
     return Exposure(asset, orders, buy_notional, sell_notional, unpriced_orders,
                     positions, size, position_notional, unpriced_positions,
                     unpriced_buy_quantity=unpriced_buy, unpriced_sell_quantity=unpriced_sell,
-                    unpriced_position_size=unpriced_size)
+                    unpriced_position_size=unpriced_size), tuple(row[11:])
 
 
 @dataclass(frozen=True)

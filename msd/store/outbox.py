@@ -105,9 +105,17 @@ def pending_backlog(conn, modes: tuple[str, ...]) -> tuple[int, float | None]:
 
 
 def mark_sent(conn, signal_ids: list[str]) -> None:
-    """Record that the broker confirmed these signals."""
+    """Record that the broker confirmed these signals.
+
+    Committed without waiting for the WAL flush (one statement string: autocommit runs it as one
+    implicit transaction, in which SET LOCAL holds): the flush was the largest single cost on the
+    signal path, and a mark lost to a PostgreSQL crash only leaves the row pending, so it is
+    published again with the same signal_id, which order-manager dedupes (CONTRACTS.md §1.3):
+    the same outcome as a crash of msd between the confirm and the mark.
+    """
     with conn.cursor() as cur:
-        cur.execute("""UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
+        cur.execute("""SET LOCAL synchronous_commit TO off;
+                       UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
                               last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (signal_ids,))
 
 
@@ -123,20 +131,29 @@ def count_pending(conn) -> int:
         return cur.fetchone()[0]
 
 
+IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
+  FROM msd.signals s
+  LEFT JOIN orders o ON o.signal_id = s.signal_id AND s.outbox_state <> 'pending'
+ WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > now() - %(window)s
+   AND s.outbox_state <> 'expired' AND o.signal_id IS NULL"""
+
+
+def in_flight_params(asset: str, recent_s: float) -> dict[str, Any]:
+    return {"asset": asset, "window": timedelta(seconds=recent_s)}
+
+
 def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
     """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
     waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
     taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce;
-    expired signals too: they were never sent."""
+    expired signals too: they were never sent.
+
+    The two cases are two branches, so that "no order row" is an anti-join (orders read once,
+    hashed): written as `pending OR NOT EXISTS (...)` it was a subplan scanning all of `orders`
+    (no index on signal_id there) once per recent signal, which grows with the table's age.
+    """
     with conn.cursor() as cur:
-        cur.execute(
-            """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
-                 FROM msd.signals s
-                WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model')
-                  AND s.created_at > now() - %(window)s AND s.outbox_state <> 'expired'
-                  AND (s.outbox_state = 'pending'
-                       OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
-            {"asset": asset, "window": timedelta(seconds=recent_s)})
+        cur.execute(IN_FLIGHT_SQL, in_flight_params(asset, recent_s))
         return cur.fetchone()[0]
 
 

@@ -37,7 +37,10 @@ def load_random_states(conn, strategy_ids: Iterable[str]) -> dict[str, RandomSta
 
 
 def save_random_states(conn, states: Iterable[RandomState]) -> None:
+    """Upsert the states in the caller's transaction, committed without waiting for the WAL
+    flush (see msd.roles.signaller.random_streams for what that risks)."""
     with conn.cursor() as cur:
+        cur.execute("SET LOCAL synchronous_commit TO off")
         for item in states:
             cur.execute("""INSERT INTO msd.strategy_random_state (strategy_id, seed, draws, state)
                            VALUES (%s, %s, %s, %s::jsonb)

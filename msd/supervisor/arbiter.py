@@ -20,7 +20,7 @@ from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
 from msd.supervisor.inbox import Event, Inbox
 from msd.supervisor.reload_check import ReloadPlan, check_reload
-from msd.supervisor.status import describe_exit, health, status_line, status_snapshot
+from msd.supervisor.status import describe_exit, health, process_memory, status_line, status_snapshot
 from msd.supervisor.trainer_slot import TrainerSlot
 from msd.supervisor.training import TRAINER_MODULE, TrainerDuties
 
@@ -348,4 +348,7 @@ class Arbiter(TrainerDuties):
             self.notifier.watchdog()   # withheld while a role is FATAL, so systemd restarts us
         for name, rec in self.records.items():
             metrics.CHILD_UP.labels(name).set(1 if rec.state is ch.State.RUNNING else 0)
+        for name, rss in process_memory(self).items():
+            if name != "total_without_trainer":
+                metrics.PROCESS_RSS.labels(name).set(rss or 0)
         self.health = health(self)

@@ -6,6 +6,7 @@ import signal
 from typing import Any
 
 from msd.supervisor import children as ch
+from msd.supervisor.memory import memory_view
 
 
 def health(arbiter: Any) -> tuple[bool, list[str]]:
@@ -73,4 +74,13 @@ def status_snapshot(arbiter: Any) -> dict[str, Any]:
         },
         "roles": {name: _role_view(rec, now) for name, rec in arbiter.records.items()},
         "trainer": arbiter.trainer.summary(now),
+        "memory_rss_bytes": process_memory(arbiter),
     }
+
+
+def process_memory(arbiter: Any) -> dict[str, int | None]:
+    """RSS of the supervisor, each role and (apart) the trainer: `msd-ctl status`, msd_process_rss_bytes."""
+    pids = {"supervisor": os.getpid()}
+    pids.update({name: rec.pid for name, rec in arbiter.records.items()})
+    trainer = arbiter.trainer.handle
+    return memory_view(pids, trainer.pid if trainer is not None else None)

@@ -322,3 +322,18 @@ def _sent_once_after_the_outage(daemon, dsn, signals, position_id, exits):
     assert metric(daemon, "msd_signals_expired_total", mode="exit") >= len(expired)
     time.sleep(0.5)
     assert len(signals.for_position(position_id)) == 1
+
+
+def test_status_and_metrics_report_the_memory_of_every_process(daemon):
+    status = daemon.status()
+    memory = status["memory_rss_bytes"]
+    for name in ("supervisor",) + ROLES:
+        assert memory[name] > 10_000_000, (name, memory)     # a Python process with its imports
+    assert memory["total_without_trainer"] == sum(memory[name] for name in ("supervisor",) + ROLES)
+    assert "trainer" in memory
+    code, text = daemon.ctl("status")
+    assert code == 0 and "memory (RSS): supervisor " in text
+    code, raw = daemon.ctl("status", "--json")
+    assert code == 0 and json.loads(raw)["result"]["memory_rss_bytes"]["signaller"] > 0
+    wait_for(lambda: all(metric(daemon, "msd_process_rss_bytes", role=name) > 0 for name in ("supervisor",) + ROLES),
+             10, what="msd_process_rss_bytes of every process")

@@ -296,3 +296,25 @@ def test_conflicting_signals_follow_the_configured_policy(make_daemon, fresh_vho
         wait_for(lambda: _opposing_within(tap.bodies()[seen:], 60), 15, what="independent strategies")
     for body in tap.bodies():
         assert_accepted(body)
+
+
+def test_every_market_update_is_decided_on_or_counted_as_coalesced(make_daemon, fresh_vhost):
+    """Issue 13: ticks may be merged into a newer tick of the same asset before a decision turn,
+    but each one is then counted; none is lost. A burst makes some coalesce."""
+    import pika
+    from tests.integration.market_feed import ticker_event
+    quick = strategy("quick", ["BTCUSDT", "ETHUSDT"], trigger="market", frequency=3600)
+    d = make_daemon([quick])
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(fresh_vhost)))
+    channel = conn.channel()
+    for i in range(300):
+        asset = ("BTCUSDT", "ETHUSDT")[i % 2]
+        channel.basic_publish("", "ws-gateway.ticker", ticker_event(asset, 100.0 + i))
+    conn.close()
+    status = wait_for(lambda: (s := d.role("signaller")["status"]).get("market_updates") == 300 and s, 60,
+                      what="all 300 updates applied")
+    status = wait_for(lambda: (s := d.role("signaller")["status"])["strategies"]["quick"]["decisions"]
+                      + s["coalesced"] == 300 and s, 10, what="decisions and coalesced updates reported")
+    assert status["market_updates_by_asset"] == {"BTCUSDT": 150, "ETHUSDT": 150}
+    assert sum(status["coalesced_by_asset"].values()) == status["coalesced"]
+    assert d.role("consumer")["status"]["dropped"] == 0

@@ -107,6 +107,36 @@ def test_in_flight_signals_count_towards_exposure_until_they_become_orders(setup
         assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(25)
 
 
+def test_in_flight_notional_scanned_all_orders_once_per_recent_signal(setup):
+    """Regression: `pending OR NOT EXISTS (orders ...)` could not become an anti-join, so the
+    planner scanned `orders` (no index on signal_id) once per recent signal: 190 ms per strategy
+    evaluation with 20,000 orders and 3,000 recent signals. The plan must read orders once."""
+    from datetime import timedelta
+    from msd.store.neighbours import create_neighbour_tables
+    from msd.store.outbox import IN_FLIGHT_SQL, mark_sent
+    db, _, _ = setup
+    sent = [signal() for _ in range(20)]
+    with db.transaction() as conn:
+        create_neighbour_tables(conn)
+        for item in sent:
+            insert_signal(conn, item, signal_to_wire(item), "warmup")
+        mark_sent(conn, [item.signal_id for item in sent])
+        with conn.cursor() as cur:
+            cur.execute("""INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, status)
+                           SELECT 'o-' || g, gen_random_uuid(), 'BTCUSDT', 'Buy', 'Market', 1, 'filled'
+                             FROM generate_series(1, 2000) g""")
+            cur.execute("ANALYZE orders")
+            cur.execute("ANALYZE msd.signals")
+            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + IN_FLIGHT_SQL,
+                        {"asset": "BTCUSDT", "window": timedelta(seconds=120)})
+            plan = cur.fetchone()[0][0]["Plan"]
+
+    def scans_of_orders(node) -> int:
+        own = node.get("Actual Loops", 0) if node.get("Relation Name") == "orders" else 0
+        return own + sum(scans_of_orders(child) for child in node.get("Plans", []))
+    assert scans_of_orders(plan) == 1
+
+
 def aged(item: TradingSignal, seconds: float) -> TradingSignal:
     """The same decision, taken `seconds` ago (created_at is the decision time)."""
     from datetime import timedelta
@@ -174,3 +204,43 @@ def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
     Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 60)).flush()
     with db.transaction() as conn:
         assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
+
+
+def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup):
+    """submit_all: one statement (one commit) for the turn's signals; a signal order-manager
+    would reject is left out without holding up the others."""
+    from msd.roles.runtime.outbox import Submission
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    assert outbox.flush() == 0          # no backlog: the batch is published directly
+    first, second, third = signal("a"), signal("b"), signal("c")
+    broken = second.__class__(**{**second.__dict__, "amount": Decimal("-1")})
+    results = outbox.submit_all([Submission(first, "warmup"), Submission(broken, "warmup"),
+                                 Submission(third, "warmup")])
+    assert [(r.recorded, r.published) for r in results] == [(True, True), (False, False), (True, True)]
+    assert results[1].error.startswith("invalid")
+    assert results[0].done_at <= results[2].done_at
+    assert queued_ids(url) == [first.signal_id, third.signal_id]
+    assert outbox.commit_marks()
+    assert states(db) == {first.signal_id: "sent", third.signal_id: "sent"}
+
+
+def test_exposure_and_in_flight_read_together_equal_the_two_reads(setup):
+    """The signaller reads the shared tables and its own in-flight signals in one round trip."""
+    from msd.store.neighbours import create_neighbour_tables, read_open_exposure, read_open_exposure_with
+    from msd.store.outbox import IN_FLIGHT_SQL, in_flight_notional, in_flight_params
+    db, _, _ = setup
+    pending = signal()
+    with db.transaction() as conn:
+        create_neighbour_tables(conn)
+        insert_signal(conn, pending, signal_to_wire(pending), "warmup")
+        with conn.cursor() as cur:
+            cur.execute("""INSERT INTO orders (order_id, signal_id, asset, side, order_type, quantity, price, status)
+                           VALUES ('o-1', gen_random_uuid(), 'BTCUSDT', 'Buy', 'Limit', 0.002, 90000, 'pending')""")
+            cur.execute("""INSERT INTO positions (asset, size, average_entry_price, current_price, mode)
+                           VALUES ('BTCUSDT', 0.001, 90000, 95000, 'one-way')""")
+    with db.transaction() as conn:
+        together = read_open_exposure_with(conn, "BTCUSDT", IN_FLIGHT_SQL, in_flight_params("BTCUSDT", 120))
+        apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120),)
+    assert together == apart
+    assert together[1] == (Decimal(-25),) and together[0].open_orders == 1 and together[0].open_positions == 1

@@ -28,3 +28,14 @@ def test_table_shows_roles_strategies_market_problems_and_trainer():
     assert "market: BTCUSDT 95000 (0.1s), XRPUSDT stale" in text
     assert "problem: signaller: strategy capped degraded" in text
     assert "request 1: cancelled (manual)" in text
+
+
+def test_memory_line_shows_every_process_the_total_and_the_trainer_apart():
+    memory = {"supervisor": 41_000_000, "consumer": 52_300_000, "signaller": 61_000_000, "exits": None,
+              "total_without_trainer": 154_300_000, "trainer": None}
+    text = render_status({**STATUS, "memory_rss_bytes": memory})
+    line = next(l for l in text.splitlines() if l.startswith("memory (RSS)"))
+    assert "supervisor 41.0 MB" in line and "consumer 52.3 MB" in line and "signaller 61.0 MB" in line
+    assert "exits -" in line and "total 154.3 MB" in line and line.endswith("trainer idle")
+    busy = render_status({**STATUS, "memory_rss_bytes": {**memory, "trainer": 120_000_000}})
+    assert "trainer 120.0 MB" in busy

@@ -67,11 +67,11 @@ def test_consumer_never_drops_a_size_zero_update_but_may_drop_a_tick():
     processor = BatchProcessor(_Ctx(queues), db=None, kind_of_queue={})
     queues["positions"].put_nowait(update("1"))          # full
     queues["exit_prices"].put_nowait("earlier tick")    # full
-    processor._put("positions", update("0"))
+    processor._put("positions", update("0"), 0.0)
     tick = Trade("BTCUSDT", T0, D(100), D(1), "buy", "t1")
-    processor._put("exit_prices", tick)
+    processor._put("exit_prices", tick, 0.0)
     bar = Kline("BTCUSDT", T0, D(1), D(2), D(1), D(1), D(1), D(1), True, T0)
-    processor._put("exit_prices", bar)
+    processor._put("exit_prices", bar, 0.0)
     assert processor.counters.dropped == 1               # the tick
     assert queues["positions"].get_nowait().size == 1
     processor.backlog.flush()
@@ -86,3 +86,22 @@ def test_what_must_be_delivered():
     assert must_deliver(Kline("B", T0, D(1), D(1), D(1), D(1), D(1), D(1), True, T0))
     assert not must_deliver(Kline("B", T0, D(1), D(1), D(1), D(1), D(1), D(1), False, T0))
     assert not must_deliver(Trade("B", T0, D(1), D(1), "buy", "t"))
+
+
+def test_market_items_carry_their_arrival_times_and_a_closed_bar_is_still_never_dropped():
+    """The signaller's queue gets dataplane.Timed (for msd_signal_path_seconds); wrapping must
+    not hide a closed bar from must_deliver."""
+    from msd.roles.runtime.dataplane import Timed
+    queues = {"positions": queue.Queue(maxsize=1), "exit_prices": queue.Queue(maxsize=1),
+              "market": queue.Queue(maxsize=1)}
+    processor = BatchProcessor(_Ctx(queues), db=None, kind_of_queue={})
+    tick = Trade("BTCUSDT", T0, D(100), D(1), "buy", "t1")
+    processor._put("market", tick, 12.5)
+    bar = Kline("BTCUSDT", T0, D(1), D(2), D(1), D(1), D(1), D(1), True, T0)
+    processor._put("market", bar, 13.0)                  # the queue is full: waits in the backlog
+    first = queues["market"].get_nowait()
+    assert isinstance(first, Timed) and first.item is tick and first.received == 12.5
+    assert first.forwarded >= first.received
+    processor.backlog.flush()
+    assert queues["market"].get_nowait().item is bar
+    assert processor.counters.dropped == 0

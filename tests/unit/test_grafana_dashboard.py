@@ -13,6 +13,7 @@ PANELS_AN_OPERATOR_WATCHES = (
     "Signals sent by strategy and mode", "Throttled and suppressed", "Exits by reason", "Invalid messages by source",
     "Outbox backlog and age", "Dependency state per role", "Role restarts", "Training runs and outcomes",
     "Live model quality against its threshold", "Warm-up spend", "Live calibration", "Exit protection",
+    "Process memory (RSS)", "Tick to signal",
 )
 
 

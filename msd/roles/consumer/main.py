@@ -27,7 +27,7 @@ from msd.bus.topology import QueueSpec
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
 from msd.roles.consumer.subscriptions import start_subscriber, strategy_assets
-from msd.roles.runtime.dataplane import Backlog
+from msd.roles.runtime.dataplane import Backlog, Timed
 from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.supervisor.spawn import EXIT_OK
@@ -50,6 +50,8 @@ WS_GATEWAY_KINDS = frozenset({"ticker", "orderbook", "trade", "kline"})
 RAW_LOG_LIMIT = 16_384   # bytes of an invalid payload shown in its log line
 PURGE_EVERY_S = 60.0     # dead-letter retention is enforced this often
 PURGE_CHUNK = 10_000     # rows deleted per statement, so a purge never holds a long lock
+# Data-plane queues whose items go as dataplane.Timed (their reader measures the signal path).
+TIMED_QUEUES = frozenset({"market"})
 # Stages whose failures are bugs (not bad input): an ERROR line each, within the line budget.
 BUG_REASONS = frozenset({"parser_error", "store_rejected"})
 
@@ -124,16 +126,21 @@ class BatchProcessor:
     def __call__(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
         parsed, rejected = classify(batch, self.kind_of_queue, self.limits)
+        decoded = time.perf_counter()
         self._ensure_schema()
         kept, overflow = self._persist_or_isolate(parsed, rejected)   # DatabaseUnavailable: retried
         self.budget.committed(kept)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        persisted = time.perf_counter()
+        metrics.BATCH_SECONDS.observe(persisted - started)
+        metrics.CONSUMER_STAGE_SECONDS.labels("decode").observe(decoded - started)
+        metrics.CONSUMER_STAGE_SECONDS.labels("persist").observe(persisted - decoded)
         for item in rejected:
             self._count_invalid(item)
         for (source, _), n in overflow.items():
             self.counters.not_stored += n
             metrics.DEAD_LETTERS_NOT_STORED.labels(source).inc(n)
         self._forward(parsed)
+        metrics.CONSUMER_STAGE_SECONDS.labels("forward").observe(time.perf_counter() - persisted)
         self.ctx.beat()
         self._publish_counters()
 
@@ -237,14 +244,15 @@ class BatchProcessor:
             self.counters.consumed += 1
             metrics.MESSAGES_CONSUMED.labels(item.delivery.queue).inc()
             for queue_name in destinations(item.message):
-                self._put(queue_name, item.message)
+                self._put(queue_name, item.message, item.delivery.received_monotonic)
 
-    def _put(self, queue_name: str, message: Any) -> None:
+    def _put(self, queue_name: str, message: Any, received: float) -> None:
+        item = Timed(message, received, time.monotonic()) if queue_name in TIMED_QUEUES else message
         if must_deliver(message):
-            self.backlog.put(queue_name, message, stopping=self.ctx.stopping.is_set)
+            self.backlog.put(queue_name, item, stopping=self.ctx.stopping.is_set)
             return
         try:
-            self.ctx.queues[queue_name].put_nowait(message)
+            self.ctx.queues[queue_name].put_nowait(item)
         except queue.Full:
             # The reader is behind; a tick is superseded by the next one (and the exit role folds
             # each closed bar into its peaks), so dropping it is safer than blocking acks.

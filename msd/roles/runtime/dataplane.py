@@ -3,11 +3,24 @@ from __future__ import annotations
 
 import queue
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 # Beyond this many waiting items per queue the writer blocks (and stops acknowledging) instead of
 # buffering more: the broker then holds the rest, still nothing is dropped.
 BACKLOG_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A data-plane item with when its delivery was received and when it was handed to the queue.
+
+    Both are time.monotonic(), one clock for every process of the host, so the reader can tell
+    the consumer's share and the queue's share of its latency (msd_signal_path_seconds).
+    """
+    item: Any
+    received: float
+    forwarded: float
 
 
 def drain(source: Any, handle: Callable[[Any], None], *, timeout: float, max_items: int = 5000) -> int:

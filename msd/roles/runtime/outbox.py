@@ -19,6 +19,7 @@ in-memory state (e.g. offering the position for a new decision at the current pr
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.store.db import Database
 from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, count_pending, expire_stale, insert_signal, mark_sent, pending_backlog,
+    ExpiredSignal, PendingSignal, count_pending, expire_stale, insert_signal_sql, mark_sent, pending_backlog,
     pending_signals, record_failed_attempt,
 )
 
@@ -47,6 +48,17 @@ class Submitted:
     recorded: bool          # written to the outbox (so it will be published, now or later)
     published: bool         # confirmed by the broker already
     error: str | None = None
+    write_s: float = 0.0    # encoding and the committed outbox row
+    publish_s: float = 0.0  # publishing (after any older pending ones) until confirmed and marked sent
+    done_at: float = 0.0    # time.monotonic() when submit returned (confirmed, marked)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One signal for `Outbox.submit_all`; `also(cursor)` as in `Outbox.submit`."""
+    signal: TradingSignal
+    mode: str
+    also: Callable[[Any], bytes | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,35 +106,76 @@ class Outbox:
         (one statement string): what the decision committed (an exit's ladder step, its exit in
         flight) is saved with the signal or not at all.
         """
-        if mode not in self.modes:
-            raise ValueError(f"this outbox publishes modes {self.modes}, not {mode!r}")
-        try:
-            body, headers = encode_signal(signal)
-        except ValueError as exc:
-            # Our own signal breaks order-manager's rules: a bug, never published.
-            metrics.SIGNALS_INVALID.labels(signal.strategy_id).inc()
-            log.error("signal failed validation and was not published: %s", exc,
-                      extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
-            return Submitted(False, False, f"invalid: {exc}")
+        return self.submit_all([Submission(signal, mode, also)])[0]
+
+    def submit_all(self, submissions: list["Submission"]) -> list[Submitted]:
+        """Record the signals in one statement string (one commit for them all: all or none), then
+        publish them in order; one Submitted each, in the same order.
+
+        A signal that fails order-manager's rules is left out (a bug, never published); after a
+        failed publish the rest wait in the outbox and go out, in order, with the next flush.
+        """
+        for item in submissions:
+            if item.mode not in self.modes:
+                raise ValueError(f"this outbox publishes modes {self.modes}, not {item.mode!r}")
+        started = time.monotonic()
+        results: list[Submitted | None] = [None] * len(submissions)
+        valid = []
+        for index, item in enumerate(submissions):
+            try:
+                body, headers = encode_signal(item.signal)
+            except ValueError as exc:
+                results[index] = self._invalid(item.signal, exc)
+            else:
+                valid.append((index, item, body, headers))
+        if valid:
+            self._record_and_publish(valid, results, started)
+        return results
+
+    def _record_and_publish(self, valid: list, results: list, started: float) -> None:
         try:
             with self.db.autocommit() as conn:      # one statement string: atomic without BEGIN/COMMIT
                 with conn.cursor() as cur:
-                    before = also(cur) if also is not None else None
-                insert_signal(conn, signal, signal_to_wire(signal), mode, before=before)
+                    parts = []
+                    for _, item, _, _ in valid:
+                        before = item.also(cur) if item.also is not None else None
+                        parts += [before] if before else []
+                        parts.append(insert_signal_sql(cur, item.signal, signal_to_wire(item.signal), item.mode))
+                    cur.execute(b";\n".join(parts))
         except DatabaseUnavailable as exc:
-            metrics.SIGNALS_LOST.labels(signal.strategy_id, "database").inc()
-            log.error("signal %s not sent: the outbox cannot be written: %s", signal.signal_id, exc,
-                      extra={"trace_id": signal.trace_id})
-            return Submitted(False, False, str(exc))
+            for index, item, _, _ in valid:
+                metrics.SIGNALS_LOST.labels(item.signal.strategy_id, "database").inc()
+                log.error("signal %s not sent: the outbox cannot be written: %s", item.signal.signal_id, exc,
+                          extra={"trace_id": item.signal.trace_id})
+                results[index] = Submitted(False, False, str(exc))
+            return
+        written = time.monotonic()
         if self.backlog:
             try:
                 self.flush()
-            except Exception:       # the signal is recorded all the same; the next flush retries
-                log.exception("outbox flush after recording signal %s failed", signal.signal_id,
-                              extra={"trace_id": signal.trace_id})
-            return Submitted(True, not self.backlog)
-        pending = PendingSignal(signal.signal_id, signal.strategy_id, body, headers["trace_id"], mode, signal.amount)
-        return Submitted(True, self._publish(pending))
+            except Exception:       # the signals are recorded all the same; the next flush retries
+                log.exception("outbox flush after recording signals %s failed",
+                              ", ".join(item.signal.signal_id for _, item, _, _ in valid))
+            done = time.monotonic()
+            for index, _, _, _ in valid:
+                results[index] = Submitted(True, not self.backlog, write_s=written - started,
+                                           publish_s=done - written, done_at=done)
+            return
+        for index, item, body, headers in valid:
+            signal = item.signal
+            # After a failure (backlog set) the rest stay pending: the next flush keeps their order.
+            published = not self.backlog and self._publish(PendingSignal(
+                signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount))
+            done = time.monotonic()
+            results[index] = Submitted(True, published, write_s=written - started, publish_s=done - written,
+                                       done_at=done)
+
+    def _invalid(self, signal: TradingSignal, exc: ValueError) -> Submitted:
+        # Our own signal breaks order-manager's rules: a bug, never published.
+        metrics.SIGNALS_INVALID.labels(signal.strategy_id).inc()
+        log.error("signal failed validation and was not published: %s", exc,
+                  extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
+        return Submitted(False, False, f"invalid: {exc}")
 
     def commit_marks(self) -> bool:
         """Mark the signals confirmed since the last call as sent; False while that cannot be done."""

@@ -20,14 +20,16 @@ from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
-from msd.roles.runtime.dataplane import drain
-from msd.roles.runtime.outbox import Expiry, Outbox
+from msd.roles.runtime.dataplane import Timed, drain
+from msd.roles.runtime.outbox import Expiry, Outbox, Submission
 from msd.roles.runtime.publishing import serve_publishing_role
+from msd.roles.signaller import path_timing
+from msd.roles.signaller.path_timing import Arrival, DecisionTimes
 from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.neighbours import read_open_exposure
-from msd.store.outbox import in_flight_notional
+from msd.store.neighbours import read_open_exposure_with
+from msd.store.outbox import IN_FLIGHT_SQL, in_flight_params
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
@@ -51,6 +53,8 @@ def expiry(config: Config) -> Expiry:
 
 class StrategyStats:
     def __init__(self) -> None:
+        self.decisions = 0          # evaluations on an asset, whatever they decided
+        self.decisions_exported = 0  # of them, added to msd_strategy_decisions_total so far
         self.sent = 0
         self.dropped: Counter[str] = Counter()
         self.last_signal_at: str | None = None
@@ -59,7 +63,8 @@ class StrategyStats:
     def view(self, mode: str) -> dict[str, Any]:
         throttled = sum(n for r, n in self.dropped.items() if r.startswith("throttled"))
         suppressed = sum(n for r, n in self.dropped.items() if r.startswith("conflict"))
-        return {"mode": mode, "sent": self.sent, "throttled": throttled, "suppressed": suppressed,
+        return {"mode": mode, "decisions": self.decisions, "sent": self.sent, "throttled": throttled,
+                "suppressed": suppressed,
                 "dropped": dict(self.dropped), "last_signal_at": self.last_signal_at, "degraded": self.degraded}
 
 
@@ -72,12 +77,15 @@ class Signaller:
         self.dirty: set[str] = set()
         self.seen: set[str] = set()        # every asset with market data, for status
         self.updates = 0
+        self.updates_by_asset: Counter[str] = Counter()
+        self.coalesced: Counter[str] = Counter()    # updates merged into a newer one before a turn
+        self.arrivals: dict[str, Arrival] = {}      # of each asset's newest update, for path_timing
         self.book = ModelBook(db, lambda: self.config.trainer.training)
         self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
-        self.emitted = False               # a signal was submitted this turn (its draws are saved at once)
+        self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
         self.last_attempt: dict[tuple[str, str], float] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
@@ -131,16 +139,23 @@ class Signaller:
                      f"v{new}" if new else "warm-up", why, extra={"strategy": sid})
 
     # ----- inputs ---------------------------------------------------------------------
-    def on_market(self, update) -> None:
+    def on_market(self, item: Timed) -> None:
+        update = item.item
         try:
             self.market.apply(update)
         except Exception as exc:   # one odd update must not stop the others (nor the role)
             self.failed("market_update", exc, {"asset": getattr(update, "asset", None),
                                                "trace_id": getattr(update, "trace_id", None)})
             return
+        if update.asset in self.dirty:
+            # Decided on together with the newer one in the next turn: counted, never lost.
+            self.coalesced[update.asset] += 1
+            metrics.MARKET_COALESCED.inc()
         self.dirty.add(update.asset)
         self.seen.add(update.asset)
         self.updates += 1
+        self.updates_by_asset[update.asset] += 1
+        self.arrivals[update.asset] = Arrival(item.received, item.forwarded, time.monotonic())
 
     def failed(self, stage: str, exc: Exception, context: dict[str, Any]) -> None:
         """A per-input failure: counted, logged (within a line budget), skipped."""
@@ -153,8 +168,10 @@ class Signaller:
         if asset not in self.exposure_cache:
             try:
                 with self.db.autocommit() as conn:
-                    self.exposure_cache[asset] = (exposure_usdt(read_open_exposure(conn, asset), market_price)
-                                                  + in_flight_notional(conn, asset, IN_FLIGHT_S))
+                    # the shared tables and msd's own signals not visible there yet, in one round trip
+                    shared, (in_flight,) = read_open_exposure_with(conn, asset, IN_FLIGHT_SQL,
+                                                                   in_flight_params(asset, IN_FLIGHT_S))
+                    self.exposure_cache[asset] = exposure_usdt(shared, market_price) + in_flight
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
@@ -174,6 +191,15 @@ class Signaller:
     def tick(self, now: datetime) -> None:
         self.exposure_cache.clear()
         dirty, self.dirty = self.dirty, set()
+        try:
+            self._evaluate_due(dirty, now)
+        finally:
+            self.submit_emitted()
+        for stage, n in self.lines.summaries():
+            log.error("%d more %s failures in the last %gs", n, stage, self.lines.window_s,
+                      extra={"stage": stage, "suppressed": n})
+
+    def _evaluate_due(self, dirty: set[str], now: datetime) -> None:
         for params in self.config.signaller.strategies:
             if params.id in self.book.paused:
                 continue        # no new entries; the exit role keeps protecting positions
@@ -190,25 +216,25 @@ class Signaller:
                     raise
                 except Exception as exc:
                     self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
-        for stage, n in self.lines.summaries():
-            log.error("%d more %s failures in the last %gs", n, stage, self.lines.window_s,
-                      extra={"stage": stage, "suppressed": n})
 
     def _attempt_due(self, params: StrategyParams, asset: str) -> bool:
         last = self.last_attempt.get((params.id, asset), 0.0)
         return time.monotonic() - last >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
+        started = time.monotonic()
+        self.stats[params.id].decisions += 1      # exported once a second (report): this is the hot loop
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
         due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
                else engine.is_due(params, runtime, asset, now))
         if not due:
             return
-        self.last_attempt[(params.id, asset)] = time.monotonic()
+        self.last_attempt[(params.id, asset)] = started
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
                     else self.exposure(asset, params.id, snapshot.price))
+        exposure_read = time.monotonic()
         planner = self.model_planner(params, now) if in_model_mode else None
         rng = self.streams.rng(params.id)
         before = rng.getstate()
@@ -221,7 +247,8 @@ class Signaller:
             self.stats[params.id].dropped[result.outcome.reason] += 1
             metrics.SIGNALS_DROPPED.labels(params.id, result.outcome.reason).inc()
             return
-        self.emit(params, result.outcome, now)
+        timing = DecisionTimes(started, exposure_read - started, time.monotonic() - exposure_read)
+        self.emit(params, result.outcome, now, timing)
 
     def model_planner(self, params: StrategyParams, now: datetime):
         threshold = self.config.trainer.training.confidence_threshold
@@ -231,26 +258,43 @@ class Signaller:
             return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
         return plan
 
-    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
+    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime, timing: DecisionTimes) -> None:
+        """Queue the signal for this turn's outbox write (submit_emitted): one commit for them all."""
         mode = self.book.mode(params.id)
         signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
                   else warmup_signal(outcome, params, now))
-        self.emitted = True
-        submitted = self.outbox.submit(signal, mode=mode)
-        if submitted.recorded and isinstance(self.exposure_cache.get(signal.asset), Decimal):
-            # the next strategy evaluated this turn must see this signal's share of the cap
+        if isinstance(self.exposure_cache.get(signal.asset), Decimal):
+            # the next strategy evaluated this turn must see this signal's share of the cap (if the
+            # turn's write fails, nothing is sent and the next turn reads the exposure afresh)
             signed = signal.amount if signal.signal_type == "buy" else -signal.amount
             self.exposure_cache[signal.asset] += signed
+        self.emitted.append((params, signal, mode, timing, now))
+
+    def submit_emitted(self) -> None:
+        """Write this turn's signals to the outbox in one statement, publish them in order, then
+        save the random streams that made them."""
+        emitted, self.emitted = self.emitted, []
+        if not emitted:
+            return
+        submissions = [Submission(signal, mode) for _, signal, mode, _, _ in emitted]
+        for (params, signal, _, timing, now), submitted in zip(emitted, self.outbox.submit_all(submissions)):
+            self.submitted(params, signal, timing, now, submitted)
+        self.streams.save(now_please=True)     # after the signals went out: not on their path
+
+    def submitted(self, params: StrategyParams, signal, timing: DecisionTimes, now: datetime, submitted) -> None:
         stats = self.stats[params.id]
-        if submitted.recorded:
-            stats.sent += 1
-            stats.last_signal_at = now.isoformat()
-            log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
-                     signal.amount, params.id, signal.confidence,
-                     extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
-                            "published": submitted.published})
-        else:
+        if not submitted.recorded:
             stats.dropped["not_recorded"] += 1
+            return
+        if submitted.published and params.trigger == "market" and signal.asset in self.arrivals:
+            path_timing.observe(self.arrivals[signal.asset], timing, submitted.write_s, submitted.publish_s,
+                                submitted.done_at)
+        stats.sent += 1
+        stats.last_signal_at = now.isoformat()
+        log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
+                 signal.amount, params.id, signal.confidence,
+                 extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
+                        "published": submitted.published})
 
     # ----- the loop (msd.roles.runtime.publishing) -------------------------------------------------
     def step(self) -> None:
@@ -261,9 +305,8 @@ class Signaller:
             self.refresh_models(changed[-1] if changed else "start-up")
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = datetime.now(timezone.utc)
-        self.emitted = False
         self.tick(now)
-        self.streams.save(now_please=self.emitted)
+        self.streams.save()     # the streams that drew without emitting, at most once a second
         self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:
@@ -284,6 +327,10 @@ class Signaller:
 
     def report(self) -> None:
         now = datetime.now(timezone.utc)
+        for sid, stats in self.stats.items():
+            if stats.decisions > stats.decisions_exported:
+                metrics.STRATEGY_DECISIONS.labels(sid).inc(stats.decisions - stats.decisions_exported)
+                stats.decisions_exported = stats.decisions
         assets = {}
         for asset in sorted({a for p in self.config.signaller.strategies for a in p.assets} | self.seen):
             snap = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
@@ -295,7 +342,9 @@ class Signaller:
         degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
                          if k.startswith(("model quality", "warm-up paused"))})
         self.ctx.set_status(
-            market_updates=self.updates, assets=assets, max_data_age_s=self.config.signaller.max_data_age_s,
+            market_updates=self.updates, market_updates_by_asset=dict(self.updates_by_asset),
+            coalesced=sum(self.coalesced.values()), coalesced_by_asset=dict(self.coalesced), assets=assets,
+            max_data_age_s=self.config.signaller.max_data_age_s,
             strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
             published=self.outbox.published, expired=self.outbox.expired, outbox_backlog=self.outbox.backlog,
             random_draws=dict(self.streams.draws), degraded=degraded)

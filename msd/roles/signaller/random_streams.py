@@ -2,9 +2,12 @@
 
 Before a strategy's first decision its stream is restored from `msd.strategy_random_state`
 (same seed: the saved state; otherwise a fresh generator from the seed). After decisions that
-drew from it, the state is saved: at once after a turn that emitted a signal, otherwise at most
-once per `SAVE_EVERY_S`. A crash can therefore replay at most the draws of decisions that
-emitted nothing since the last save, never a sent decision's. While the database cannot be
+drew from it, the state is saved: at once after a turn that emitted a signal (after its signals
+were published, so the save is not on their path), otherwise at most once per `SAVE_EVERY_S`.
+A crash of msd can therefore replay at most the draws of decisions that emitted nothing since
+the last save, never a sent decision's. The save does not wait for the WAL flush: only a
+PostgreSQL crash in the fraction of a second before the flush could lose it (and replay those
+draws once), and that costs no signal its latency. While the database cannot be
 read, a strategy whose stream is not restored yet is not evaluated (it would repeat the stream).
 """
 from __future__ import annotations
