@@ -61,9 +61,15 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
     ({"msd/store/market.py": "from ..bus import codecs\n"}, "the edges do not know each other: msd.store.market imports msd.bus"),
     # the rules reaching outside the standard library and the neutral module
     ({"msd/rules/pacing.py": "from msd.errors import ConfigError\n"},
-     "rules import the standard library and the neutral values module only: msd.rules.pacing imports msd.errors"),
+     "rules import the standard library, the neutral values module and the exchange rules only: "
+     "msd.rules.pacing imports msd.errors"),
     ({"msd/rules/pacing.py": "from ..strategies import engine\n"},
-     "rules import the standard library and the neutral values module only: msd.rules.pacing imports msd.strategies"),
+     "rules import the standard library, the neutral values module and the exchange rules only: "
+     "msd.rules.pacing imports msd.strategies"),
+    # the exchange rules leaning on a layer
+    ({"msd/exchange/orders.py": "from msd.market.state import MarketSnapshot\n"},
+     "the exchange rules import the standard library and the neutral values module only: "
+     "msd.exchange.orders imports msd.market"),
     # ml doing I/O
     ({"msd/ml/features.py": "from msd.store import db\n"}, "ml imports no I/O package"),
     ({"msd/ml/features.py": "import socket\n"}, "ml imports no I/O package"),
