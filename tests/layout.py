@@ -25,6 +25,9 @@ EDGES = ("msd.bus", "msd.store")
 WIRING = "msd.roles"
 ENTRY_POINTS = ("msd.cli", "msd.ctl", "msd.ctl_models", "msd.ctl_modes")
 SIM = "msd.sim"
+# `msd backtest`: the domain's decisions over recorded candles, in memory; it never reaches the
+# database, the broker, the daemon's wiring or the paper exchange.
+BACKTEST = "msd.backtest"
 
 # What the supervisor process may load (DESIGN §3): msd.supervisor, the shape-only part of
 # msd.config, systemd, logs, metrics (with the stdlib-only metrics_dir it prepares first) and
@@ -147,6 +150,8 @@ def _rules() -> list[Rule]:
              lambda _i, m: within(m, WIRING, "msd.supervisor", "msd.config")),
         Rule("the domain reaches no broker and no wiring", DOMAIN,
              lambda _i, m: within(m, "msd.bus", WIRING, "msd.supervisor", "msd.config")),
+        Rule("the backtest reaches no edge, no wiring and no paper exchange", (BACKTEST,),
+             lambda _i, m: within(m, *EDGES, WIRING, "msd.supervisor", SIM)),
         Rule("the pure domain reaches no edge", (EXCHANGE_RULES, "msd.rules", "msd.ml", "msd.market", "msd.strategies"),
              lambda _i, m: within(m, *EDGES)),
     ]

@@ -84,6 +84,9 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
      "only roles wire the edges together: msd.learning.job imports both msd.bus and msd.store"),
     ({"msd/strategies/emit.py": "from msd.roles.runtime import outbox\n"},
      "only roles (and the entry points) import roles: msd.strategies.emit imports msd.roles"),
+    # the backtest touching msd's database (it must never write to msd's schema)
+    ({"msd/backtest/replay.py": "from msd.store import db\n"},
+     "the backtest reaches no edge, no wiring and no paper exchange: msd.backtest.replay imports msd.store"),
     ({"msd/market/state.py": "from msd.bus.messages import Kline\n"},
      "the domain reaches no broker and no wiring: msd.market.state imports msd.bus"),
 ])

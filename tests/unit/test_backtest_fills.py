@@ -1,0 +1,29 @@
+"""The fill rules hold over whole replays (msd.backtest): every fill lies within its candle's
+[low, high] widened by half the spread, whatever the market does."""
+from datetime import timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from msd.backtest.candles import load_series
+from msd.backtest.fills import CostModel
+from msd.backtest.replay import Options, Replay
+from tests.backtest_helpers import random_walk, strategy, write_candles, write_config
+
+HALF = Decimal("0.0005")
+COSTS = CostModel(Decimal("0.00055"), Decimal("0.0002"), HALF, timedelta(milliseconds=200), timedelta(seconds=300))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), step=st.sampled_from([0.0005, 0.002, 0.01]),
+       trend=st.sampled_from([-0.002, 0.0, 0.002]))
+def test_every_fill_lies_within_its_candle_widened_by_half_the_spread(tmp_path, seed, step, trend):
+    _, config = write_config(tmp_path, [strategy("explorer", "BTCUSDT", seed=seed),
+                                        strategy("momentum", "BTCUSDT", "momentum", 0.2, seed=seed + 1)])
+    path = write_candles(tmp_path, random_walk(150, seed, step=step, trend=trend))
+    replay = Replay(config, [load_series(path, "BTCUSDT")], Options(costs=COSTS, startup_candles=61)).run()
+    by_minute = {c.open_time: c for c in replay.series["BTCUSDT"].candles}
+    assert replay.account.fills
+    for fill in replay.account.fills:
+        candle = by_minute[fill.candle_at]
+        assert candle.low * (1 - HALF) <= fill.price <= candle.high * (1 + HALF), (fill, candle)
