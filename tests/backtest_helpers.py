@@ -25,12 +25,12 @@ def strategy(sid: str, asset: str, heuristic: str = "random", randomness: float 
 
 
 def write_config(tmp_path: Path, strategies: list[dict], exits: dict | None = None, trainer: dict | None = None,
-                 models_dir: Path | None = None):
+                 models_dir: Path | None = None, data_threshold: int = 200):
     data = {"signaller": {"max_data_age_s": 120, "conflicts": {"policy": "allow", "window_s": 60},
                           "global_rate": {"rate_per_s": 10, "burst": 50}, "strategies": strategies},
             "exits": {"rules": exits or {"stop_loss_pct": 2, "trailing": {"activation_pct": 1.5, "distance_pct": 0.8},
                                          "take_profit": {"pct": 3}, "cooldown_seconds": 60}},
-            "trainer": {"data_threshold": 200, "schedule": {"daily_at": "02:00"},
+            "trainer": {"data_threshold": data_threshold, "schedule": {"daily_at": "02:00"},
                         "training": {"min_new_rows": 150, "min_samples": 60, "min_emitted_calls": 10,
                                      "models_dir": str(models_dir or tmp_path / "models"), **(trainer or {})}}}
     path = tmp_path / "backtest.yaml"

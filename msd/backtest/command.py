@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-seconds", type=float, default=60.0,
                         help="simulated training time before a promoted version serves (default 60)")
     parser.add_argument("--out", default="var/backtest", help="output directory (default var/backtest)")
+    parser.add_argument("--check-lookahead", action="store_true",
+                        help="instead of a report: rerun with the future poisoned and check nothing before the cut "
+                             "changed (exit 1 if it did)")
 
 
 def _decimal(name: str, text: str, low: Decimal, high: Decimal | None = None) -> Decimal:
@@ -133,6 +136,13 @@ def run(args: argparse.Namespace, config) -> dict[str, Any]:
     return report
 
 
+def _check_lookahead(args: argparse.Namespace, config) -> int:
+    from msd.backtest.lookahead import check
+    result = check(config, series_from(args, config), options_from(args))
+    print("\n".join(result.lines()))
+    return 0 if result.identical_before else 1
+
+
 COMPARED = ("net_pnl", "end_equity", "fees", "spread_cost", "sharpe_daily", "max_drawdown_fraction", "turnover", "fills")
 
 
@@ -157,6 +167,8 @@ def main(args: argparse.Namespace) -> int:
     from msd.config import load_config
     config = load_config(args.config)
     try:
+        if args.check_lookahead:
+            return _check_lookahead(args, config)
         report = run(args, config)
     except CandleError as exc:
         print(f"msd backtest: {exc}")

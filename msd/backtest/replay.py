@@ -236,8 +236,8 @@ class Replay:
             learning.advance(now, self._bar_close)
             if scheduled or learning.threshold_reached(trainer.data_threshold):
                 version = learning.train(now)
-                self.events.append((now, "training", slot.params.id,
-                                    None if version is None else (version.number, version.active_from is not None)))
+                self.events.append((now, "training", slot.params.id, None if version is None else
+                                    (version.number, version.active_from is not None, version.figures["accuracy"])))
 
     def _decide(self, now: datetime, traded: set[str]) -> None:
         threshold = self.config.trainer.training.confidence_threshold
