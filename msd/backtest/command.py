@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-seconds", type=float, default=60.0,
                         help="simulated training time before a promoted version serves (default 60)")
     parser.add_argument("--out", default="var/backtest", help="output directory (default var/backtest)")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the control runs (costs x0.5 and x2, shuffled outcomes) that the report compares")
     parser.add_argument("--check-lookahead", action="store_true",
                         help="instead of a report: rerun with the future poisoned and check nothing before the cut "
                              "changed (exit 1 if it did)")
@@ -120,11 +123,37 @@ def manifest(args, options: Options, series: list[Series]) -> dict[str, Any]:
                         "train_seconds": args.train_seconds}}
 
 
+COST_FACTORS = (Decimal("0.5"), Decimal(2))
+
+
+def controls(config, series: list[Series], options: Options, report: dict[str, Any]) -> dict[str, Any]:
+    """The same backtest with fees and spread x0.5 and x2, and with outcomes shuffled in time
+    for training (a gate that works promotes nothing there)."""
+    account = report["account"]
+    rows = [{"factor": "1", "net_pnl": account["net_pnl"], "fees": account["fees"],
+             "spread_cost": account["spread_cost"]}]
+    for factor in COST_FACTORS:
+        c = options.costs
+        costs = replace(c, taker_fee=c.taker_fee * factor, maker_fee=c.maker_fee * factor,
+                        half_spread=c.half_spread * factor)
+        other = summarise(Replay(config, series, replace(options, costs=costs)).run())["account"]
+        rows.append({"factor": str(factor), "net_pnl": other["net_pnl"], "fees": other["fees"],
+                     "spread_cost": other["spread_cost"]})
+    shuffled = Replay(config, series, replace(options, shuffled_labels=True)).run()
+    versions = [v for slot in shuffled.slots for v in slot.learning.versions]
+    promoted = sum(1 for v in versions if v.active_from is not None)
+    return {"cost_sensitivity": sorted(rows, key=lambda r: Decimal(r["factor"])),
+            "shuffled_labels": {"trainings": len(versions), "promotions": promoted,
+                                "verdict": "promoted nothing" if promoted == 0 else
+                                "PROMOTED on shuffled outcomes: the gate let noise through"}}
+
+
 def run(args: argparse.Namespace, config) -> dict[str, Any]:
     options = options_from(args)
     series = series_from(args, config)
     replay = Replay(config, series, options).run()
     report = {"manifest": manifest(args, options, series), **summarise(replay)}
+    report["controls"] = None if args.no_controls else controls(config, series, options, report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(report, out)

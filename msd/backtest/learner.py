@@ -83,6 +83,7 @@ class StrategyLearning:
     spend_overdue: int = 0
     spent: float = 0.0
     spent_calls: int = 0
+    shuffle: Any = None                                    # a random.Random: the shuffled-label control
 
     def __post_init__(self) -> None:
         self.costs = RollingCost(self.params.round_trip_fee, self.params.cost_window_s, self.params.cost_min_fills)
@@ -189,7 +190,9 @@ class StrategyLearning:
         """One training at simulated time `now`, as msd.learning.job.train_strategy decides."""
         self.labelled_at_last_training = len(self.labelled)
         fills = [f for f in self.cost_fills if f.executed_at <= now]
-        dataset = build_dataset(self.labelled_decisions, self.params, fills)
+        decisions = self.labelled_decisions if self.shuffle is None else shuffled_outcomes(self.labelled_decisions,
+                                                                                              self.shuffle)
+        dataset = build_dataset(decisions, self.params, fills)
         previous = self.versions[-1].labelled_rows if self.versions else 0
         if dataset.n - previous < self.params.min_new_rows:
             self.droughts += 1
@@ -229,6 +232,14 @@ class StrategyLearning:
                                        f"validation decisions, minimum {self.params.min_samples}", blocking=True)
         return IncumbentScore(score(self.active.model, dataset, rows, self.params),
                               score(candidate.model, dataset, rows, self.params))
+
+
+def shuffled_outcomes(decisions: list[Decision], rng) -> list[Decision]:
+    """The control: each decision gets another decision's outcome (its relative move to the
+    horizon), shuffled in time, so nothing in the features can predict it."""
+    moves = [d.horizon_close / d.price for d in decisions]
+    rng.shuffle(moves)
+    return [replace(d, horizon_close=d.price * m) for d, m in zip(decisions, moves)]
 
 
 def model_probabilities(model: Any, features) -> np.ndarray:

@@ -86,5 +86,8 @@ def try_fill(order: WorkingOrder, candle: Candle, held: Decimal, costs: CostMode
         # The market opened beyond the price (a gap): nobody traded at the limit, the first trade
         # is the open, and the order takes it (a price improvement a real book would also give).
         price = min(order.price, candle.open) if order.side == BUY else max(order.price, candle.open)
-        return Filled(quantity, price, quantity * price * costs.maker_fee, order.reference)
+        # A maker is paid the half spread: the mid when the market came to the order lay that much
+        # beyond its price (the candle profile's book).
+        mid = price * (1 + costs.half_spread) if order.side == BUY else price * (1 - costs.half_spread)
+        return Filled(quantity, price, quantity * price * costs.maker_fee, mid)
     return None

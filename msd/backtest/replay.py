@@ -45,6 +45,7 @@ class Options:
     startup_candles: int = FEATURE_STARTUP_CANDLES
     thresholds: OrderTypeThresholds = OrderTypeThresholds()
     instrument: InstrumentRules = DEFAULT_INSTRUMENT
+    shuffled_labels: bool = False      # the control run: trainings see outcomes shuffled in time
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Replay:
                                     params.warmup.budget_usdt, params.warmup.max_duration_s,
                                     params.warmup.unlabelled_loss_pct / 100.0, self.options.train_seconds)
         seed = params.seed if self.options.seed is None else self.options.seed * 1_000_003 + params.seed
+        if self.options.shuffled_labels:
+            learning.shuffle = random.Random(f"shuffle/{seed}")
         return StrategySlot(params, engine.start_runtime(params, self.started_at), random.Random(seed), learning)
 
     # ----- the loop ----------------------------------------------------------------------

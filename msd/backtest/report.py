@@ -152,6 +152,18 @@ def write_markdown(report: dict[str, Any], out: Path) -> Path:
     lines += ["", "## Days", "", "| day | equity | PnL | closed trades | hit rate |", "|---" * 5 + "|"]
     lines += [f"| {d['day']} | {_num(d['equity'])} | {_num(d['pnl'])} | {d['closed_trades']} | {_pct(d['hit_rate'])} |"
               for d in report["days"]]
+    controls = report.get("controls")
+    if controls:
+        lines += ["", "## Cost sensitivity (fees and spread scaled)", "",
+                  "order-manager picks Market orders below a 0.1 % spread (CONTRACTS 1.2), so scaling the spread "
+                  "also changes which orders are makers and which are takers.", "",
+                  "| factor | net PnL | fees | spread |",
+                  "|---" * 4 + "|"]
+        lines += [f"| x{r['factor']} | {r['net_pnl']} | {r['fees']} | {r['spread_cost']} |"
+                  for r in controls["cost_sensitivity"]]
+        shuffled = controls["shuffled_labels"]
+        lines += ["", f"Shuffled-outcome control: {shuffled['trainings']} trainings, {shuffled['promotions']} "
+                      f"promotions: {shuffled['verdict']}."]
     lines += ["", f"Open at the end (valued at the last close): {len(report['open_trades'])} lots.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

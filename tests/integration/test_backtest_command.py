@@ -38,7 +38,7 @@ def test_backtest_writes_its_files_only_and_the_same_report_twice(tmp_path, fres
         "trainer": {"data_threshold": 300, "training": {"models_dir": str(models), "min_new_rows": 200}}}))
     before = row_counts(fresh_pg_dsn)
     args = ["backtest", "-c", str(config), "--candles", str(REAL_CANDLES), "--asset", "ALTBTC",
-            "--timerange", "20171106-20171107", "--seed", "7"]
+            "--timerange", "20171106-20171107", "--seed", "7", "--no-controls"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
     first, second = (tmp_path / "a" / "report.json").read_bytes(), (tmp_path / "b" / "report.json").read_bytes()

@@ -53,3 +53,18 @@ def test_poison_keeps_the_past_and_changes_the_future(tmp_path):
     inside = poison(series, cut, "inside", 0)
     assert inside.candles[60].open == series.candles[60].open and inside.candles[60] != series.candles[60]
     assert inside.candles[61:] == series.candles[61:]
+
+
+def test_the_shuffled_control_moves_outcomes_between_decisions():
+    import random
+    from datetime import datetime, timezone
+    from msd.backtest.learner import shuffled_outcomes
+    from msd.learning.outcomes import Decision
+    decisions = [Decision(f"s{i}", "a", "BTCUSDT", "buy", datetime(2024, 1, 1, 0, i, tzinfo=timezone.utc),
+                          {"price": 100.0 + i}, 10.0, "warmup", None, 0.5, (100.0 + i) * (1 + i / 1000))
+                 for i in range(50)]
+    shuffled = shuffled_outcomes(decisions, random.Random(1))
+    moves = sorted(round(d.horizon_close / d.price, 9) for d in decisions)
+    assert sorted(round(d.horizon_close / d.price, 9) for d in shuffled) == moves
+    assert [d.horizon_close / d.price for d in shuffled] != [d.horizon_close / d.price for d in decisions]
+    assert [d.snapshot for d in shuffled] == [d.snapshot for d in decisions]
