@@ -92,7 +92,7 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
     return [
         "Prices are read in the quote currency the config's amounts use (a file quoted in another currency "
         "stands in for it): amounts, fees and PnL below are in that unit.",
-        f"Candle feature profile: bid/ask = close -/+ half of a fixed {c.half_spread * 20000:g} bps spread, equal "
+        f"Candle feature profile: bid/ask = close -/+ half of a fixed {_plain(c.half_spread * 20000)} bps spread, equal "
         "book sizes (order-book imbalance 0), volume_24h = sum of the last 1440 candles' volume; models trained in "
         "the backtest learn on this profile.",
         f"Fills: Market at the open of the first candle at or after decision + {c.latency.total_seconds() * 1000:g} ms, "
@@ -100,7 +100,7 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled.",
         "Exits on each candle's path open -> adverse extreme -> favourable extreme -> close (a stop before a "
         "take-profit in one candle), filled at the rule's level, or at the open on a gap, half the spread worse.",
-        f"Fees per side: taker {c.taker_fee * 100:g} %, maker {c.maker_fee * 100:g} %. Risk: no leverage on gross "
+        f"Fees per side: taker {_plain(c.taker_fee * 100)} %, maker {_plain(c.maker_fee * 100)} %. Risk: no leverage on gross "
         "exposure (an order that would exceed equity is rejected).",
         "Not modelled: order-book depth and queue position, partial fills, funding, order-manager cancelling older "
         "pending orders on a new signal, position-manager lag.",
@@ -109,6 +109,10 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         "Gaps and zero-volume candles are no-trade periods: " + ", ".join(
             f"{s.asset}: {s.gaps} missing, {s.zero_volume} zero-volume" for s in series) + ".",
     ]
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}"
 
 
 def manifest(args, options: Options, series: list[Series]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from msd.backtest.candles import Candle, Series
 from msd.backtest.replay import Options, Replay
+from msd.values.parsing import finite_decimal
 
 KINDS = ("noise", "trend", "inside")
 AFTER_CUT = timedelta(hours=2)
@@ -24,7 +25,7 @@ AFTER_CUT = timedelta(hours=2)
 
 def _candle(at: datetime, o: float, path: list[float], volume: Decimal) -> Candle:
     q = Decimal("1e-10")
-    values = [Decimal(repr(max(v, 1e-12))).quantize(q) for v in [o, max(path + [o]), min(path + [o]), path[-1]]]
+    values = [finite_decimal(max(v, 1e-12)).quantize(q) for v in [o, max(path + [o]), min(path + [o]), path[-1]]]
     return Candle(at, values[0], values[1], values[2], values[3], volume)
 
 

@@ -11,6 +11,7 @@ clock: `now` is always the candle's time.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -81,6 +82,9 @@ class Replay:
         self.equity: list[tuple] = []            # (at, account equity, {strategy: pnl})
         self.counters = ReplayCounts()
         self.exit_ids = 0
+        # Where the run's time goes (benchmarks/backtest.py); measured only, never decided on.
+        self.timings: dict[str, float] = {"orders_and_exits": 0.0, "market_state": 0.0, "learning": 0.0,
+                                          "training": 0.0, "decisions": 0.0, "accounting": 0.0}
         self.slots: list[StrategySlot] = []
         self.next_schedule: datetime | None = None
         rules = options.instrument
@@ -119,18 +123,23 @@ class Replay:
         return self
 
     def step(self, t: datetime, candles: dict[str, Candle], *, decide_now: bool) -> None:
-        close_at = t + self.length
+        close_at, clock, timings = t + self.length, time.perf_counter(), self.timings
         for asset, candle in sorted(candles.items()):
             self.counters.candles += 1
             if candle.traded:
                 self._work_orders(asset, candle)
                 self._exits(asset, candle)
+        clock = _lap(timings, "orders_and_exits", clock)
         for asset, candle in sorted(candles.items()):
             self._observe(asset, candle, close_at)
+        clock = _lap(timings, "market_state", clock)
         self._learn(close_at)
+        clock = _lap(timings, "learning", clock)
         if decide_now:
             self._decide(close_at, {a for a, c in candles.items() if c.traded})
+        clock = _lap(timings, "decisions", clock)
         self.equity.append((close_at, self.account.equity(self.marks), self.account.strategy_pnl(self.marks)))
+        _lap(timings, "accounting", clock)
 
     def _observe(self, asset: str, candle: Candle, close_at: datetime) -> None:
         """The events msd would have consumed at the candle's close (the candle feature profile)."""
@@ -238,7 +247,9 @@ class Replay:
             learning = slot.learning
             learning.advance(now, self._bar_close)
             if scheduled or learning.threshold_reached(trainer.data_threshold):
+                started = time.perf_counter()
                 version = learning.train(now)
+                self.timings["training"] += time.perf_counter() - started
                 self.events.append((now, "training", slot.params.id, None if version is None else
                                     (version.number, version.active_from is not None, version.figures["accuracy"])))
 
@@ -287,6 +298,12 @@ class Replay:
             self.events.append((now, "rejected", signal.signal_id, reason))
             return
         self.working.append(order)
+
+
+def _lap(timings: dict[str, float], phase: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[phase] += now - since
+    return now
 
 
 def _wire(signal) -> dict:
