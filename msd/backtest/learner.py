@@ -2,7 +2,9 @@
 
 The same pure pieces the daemon runs: decisions are labelled by msd.learning.outcomes when the
 bar closing their horizon is known (never earlier), against the cost msd.learning.costs
-estimates from the strategy's fills before the decision; a training builds the dataset with
+estimates from the strategy's fills before the decision (the live quality watch and the warm-up
+budget read these); a training builds the dataset of the rows the store holds
+(msd.learning.records, the same reads as the daemon's PostgreSQL) with
 msd.learning.dataset, fits and scores with msd.ml.training, rescores the incumbent on the
 validation decisions it never learned and asks msd.ml.gate. Triggers are the daemon's: the data
 threshold (trainer.data_threshold new labelled decisions) and the schedule; a run with fewer than
@@ -62,7 +64,6 @@ class StrategyLearning:
     train_seconds: float
     pending: deque = field(default_factory=deque)          # Decisions waiting for their horizon bar
     fills: dict = field(default_factory=dict)               # signal_id -> [count, notional]
-    labelled_decisions: list = field(default_factory=list)  # Decisions with horizon_close
     labelled: list = field(default_factory=list)            # Labelled rows, decision-time order
     overdue: list = field(default_factory=list)
     cost_fills: list = field(default_factory=list)
@@ -71,7 +72,6 @@ class StrategyLearning:
     versions: list = field(default_factory=list)
     active: Version | None = None
     waiting: list = field(default_factory=list)            # promoted, not serving yet
-    labelled_at_last_training: int = 0
     trainings: int = 0
     droughts: int = 0
     budget_start: datetime | None = None
@@ -144,7 +144,6 @@ class StrategyLearning:
             decision = replace(decision, horizon_close=float(close))
             row = label_decision(decision, self.costs.at(decision.decided_at))
             if row is not None:
-                self.labelled_decisions.append(decision)
                 self.labelled.append(row)
 
     def _watch(self, now: datetime) -> None:
@@ -183,15 +182,11 @@ class StrategyLearning:
         return WarmupSpend(self.spent, self.spent_calls, self.budget_start, part.elapsed_s)
 
     # ----- training ---------------------------------------------------------------------
-    def threshold_reached(self, threshold: int | None) -> bool:
-        return threshold is not None and len(self.labelled) - self.labelled_at_last_training >= threshold
-
-    def train(self, now: datetime) -> Version | None:
-        """One training at simulated time `now`, as msd.learning.job.train_strategy decides."""
-        self.labelled_at_last_training = len(self.labelled)
-        fills = [f for f in self.cost_fills if f.executed_at <= now]
-        decisions = self.labelled_decisions if self.shuffle is None else shuffled_outcomes(self.labelled_decisions,
-                                                                                              self.shuffle)
+    def train(self, now: datetime, decisions: list[Decision], fills: list[CostFill]) -> Version | None:
+        """One training at simulated time `now` on the store's rows (msd.learning.records), as
+        msd.learning.job.train_strategy decides."""
+        if self.shuffle is not None:
+            decisions = shuffled_outcomes(decisions, self.shuffle)
         dataset = build_dataset(decisions, self.params, fills)
         previous = self.versions[-1].labelled_rows if self.versions else 0
         if dataset.n - previous < self.params.min_new_rows:

@@ -27,6 +27,8 @@ from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_
 from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
+from msd.learning.triggers import data_threshold_reached
+from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
 from msd.market.state import MarketSnapshot, MarketState
 from msd.rules import Instrument
 from msd.strategies import engine
@@ -35,6 +37,7 @@ from msd.values.messages import Kline, TickerUpdate
 DAY_OF_MINUTES = 1440
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
 FEATURE_STARTUP_CANDLES = 61
+IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Replay:
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
         self.volume: dict[str, deque] = {a: deque(maxlen=DAY_OF_MINUTES) for a in self.series}
         self.marks: dict[str, Decimal] = {}
+        self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
         self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
         self.equity: list[tuple] = []            # (at, account equity, {strategy: pnl})
@@ -144,6 +148,7 @@ class Replay:
     def _observe(self, asset: str, candle: Candle, close_at: datetime) -> None:
         """The events msd would have consumed at the candle's close (the candle feature profile)."""
         self.bars[asset][candle.open_time] = candle
+        self.store.add_bar(asset, candle.open_time, candle.close)
         self.volume[asset].append(candle.volume)
         self.marks[asset] = candle.close
         bid, ask = quotes(candle.close, self.options.costs.half_spread)
@@ -178,9 +183,11 @@ class Replay:
         self.events.append((at, "fill", order.signal_id, order.side, str(fill.quantity), str(fill.price)))
         if order.strategy is not None:
             slot = next(s for s in self.slots if s.params.id == order.strategy)
-            slot.learning.filled(order.signal_id, CostFill(at, "buy" if order.side == "Buy" else "sell",
-                                                           float(fill.quantity), float(fill.price), float(fill.fee),
-                                                           float(order.reference)))
+            side = "buy" if order.side == "Buy" else "sell"
+            slot.learning.filled(order.signal_id, CostFill(at, side, float(fill.quantity), float(fill.price),
+                                                           float(fill.fee), float(order.reference)))
+            self.store.add_execution(ExecutionRecord(f"order-{order.signal_id}", order.signal_id, order.strategy,
+                                                     asset, side, fill.quantity, fill.price, fill.fee, at))
         position = self.account.positions[asset]
         self.exit_states[asset] = read_row(self.exit_states.get(asset), asset, position,
                                            self.account.versions[asset], at)
@@ -243,12 +250,16 @@ class Replay:
         scheduled = self.next_schedule is not None and now >= self.next_schedule
         if scheduled:
             self.next_schedule = trainer.schedule.next_after(now)
+        training = trainer.training
+        counts = self.store.labelled_counts(training.horizon_s, now)
         for slot in self.slots:
-            learning = slot.learning
+            learning, sid = slot.learning, slot.params.id
             learning.advance(now, self._bar_close)
-            if scheduled or learning.threshold_reached(trainer.data_threshold):
+            if scheduled or data_threshold_reached(counts.get(sid, 0), trainer.data_threshold):
                 started = time.perf_counter()
-                version = learning.train(now)
+                self.store.add_training_attempt(sid, now)
+                version = learning.train(now, self.store.decisions(sid, training.horizon_s, training.max_bar_lag_s),
+                                         self.store.cost_fills(sid, None))
                 self.timings["training"] += time.perf_counter() - started
                 self.events.append((now, "training", slot.params.id, None if version is None else
                                     (version.number, version.active_from is not None, version.figures["accuracy"])))
@@ -274,7 +285,8 @@ class Replay:
         """Position plus working entry orders, signed, in quote (as the signaller reads it)."""
         pending = sum(((o.quantity if o.side == "Buy" else -o.quantity) * o.reference
                        for o in self.working if o.asset == asset and o.strategy is not None), Decimal(0))
-        return self.account.size(asset) * snapshot.price + pending
+        in_flight = self.store.in_flight_notional(asset, IN_FLIGHT_S, snapshot.at)
+        return self.account.size(asset) * snapshot.price + pending + in_flight
 
     def _submit(self, slot: StrategySlot, signal, now: datetime) -> None:
         mode = "warmup" if signal.is_warmup else "model"
@@ -289,6 +301,10 @@ class Replay:
         slot.learning.decided(Decision(signal.signal_id, slot.params.id, signal.asset, signal.signal_type, now, wire,
                                        float(signal.amount), mode, signal.model_version, float(signal.confidence),
                                        None))
+        self.store.add_signal(SignalRecord(signal.signal_id, slot.params.id, signal.asset, signal.signal_type,
+                                           signal.amount, float(signal.confidence), mode, signal.model_version, now,
+                                           wire))
+        self.store.add_order(signal.signal_id)      # order-manager saves an order row (or a REJECTED one) at once
         self.events.append((now, "decision", slot.params.id, signal.asset, signal.signal_type, str(signal.amount),
                             mode, signal.model_version))
         gross = sum((abs(p.size) * self.marks[a] for a, p in self.account.positions.items()), Decimal(0))

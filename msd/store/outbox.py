@@ -123,18 +123,18 @@ def count_pending(conn) -> int:
         return cur.fetchone()[0]
 
 
-def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
+def in_flight_notional(conn, asset: str, recent_s: float, now: datetime) -> Decimal:
     """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
-    waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
-    taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce;
-    expired signals too: they were never sent."""
+    waiting in the outbox, or sent within `recent_s` before `now` (the caller's clock) with no
+    order row (order-manager has not taken it yet). Buys count positive, sells negative. Exits
+    are left out: they only reduce; expired signals too: they were never sent."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
                  FROM msd.signals s
                 WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model')
-                  AND s.created_at > now() - %(window)s AND s.outbox_state <> 'expired'
+                  AND s.created_at > %(now)s - %(window)s AND s.outbox_state <> 'expired'
                   AND (s.outbox_state = 'pending'
                        OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.signal_id))""",
-            {"asset": asset, "window": timedelta(seconds=recent_s)})
+            {"asset": asset, "window": timedelta(seconds=recent_s), "now": now})
         return cur.fetchone()[0]

@@ -98,13 +98,13 @@ def test_in_flight_signals_count_towards_exposure_until_they_become_orders(setup
                            VALUES ('o-1', %s, 'BTCUSDT', 'Buy', 'Market', 0.001, 'pending')""", (taken.signal_id,))
     with db.transaction() as conn:
         # pending buy 25 and sent-but-not-yet-an-order sell 25; the order-backed buy is in `orders`
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
-        assert in_flight_notional(conn, "ETHUSDT", 120) == Decimal(0)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)
+        assert in_flight_notional(conn, "ETHUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("UPDATE msd.signals SET outbox_state = 'sent' WHERE signal_id = %s", (buy.signal_id,))
         cur.execute("DELETE FROM msd.signals WHERE signal_id = %s", (sell.signal_id,))
     with db.transaction() as conn:
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(25)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(25)
 
 
 def aged(item: TradingSignal, seconds: float) -> TradingSignal:
@@ -170,7 +170,7 @@ def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
     with db.transaction() as conn:
         create_neighbour_tables(conn)
         insert_signal(conn, stale, signal_to_wire(stale), "warmup")
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(-25)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(-25)
     Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 60)).flush()
     with db.transaction() as conn:
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)

@@ -149,12 +149,12 @@ class Signaller:
             log.error("%s failed and was skipped: %s: %s", stage, type(exc).__name__, exc, exc_info=exc,
                       extra={"stage": stage, **context})
 
-    def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
+    def exposure(self, asset: str, sid: str, market_price: Decimal, now: datetime) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
             try:
                 with self.db.autocommit() as conn:
                     self.exposure_cache[asset] = (exposure_usdt(read_open_exposure(conn, asset), market_price)
-                                                  + in_flight_notional(conn, asset, IN_FLIGHT_S))
+                                                  + in_flight_notional(conn, asset, IN_FLIGHT_S, now))
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
@@ -208,7 +208,7 @@ class Signaller:
         self.last_attempt[(params.id, asset)] = time.monotonic()
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
-                    else self.exposure(asset, params.id, snapshot.price))
+                    else self.exposure(asset, params.id, snapshot.price, now))
         planner = self.model_planner(params, now) if in_model_mode else None
         rng = self.streams.rng(params.id)
         before = rng.getstate()
