@@ -1,10 +1,10 @@
 """The signaller's decision at one candle close, for one strategy and one asset: the live code.
 
-`msd.strategies.engine.evaluate` (frequency, heuristics or the model plan, exposure cap,
-conflicts, strategy and global rate limits) with the signaller's model planner (features from
-the snapshot by msd.strategies.model_plan, the active version's calibrated probabilities,
-plan_model_signal) and the signal built by msd.strategies.emit. Only the signal and trace ids
-differ: derived from the seed and a counter instead of uuid4, so a run is reproducible.
+msd.strategies.step (the due check and the model planner the daemon's signaller calls, the
+active version's call) and `msd.strategies.engine.evaluate` (frequency, heuristics or the model
+plan, exposure cap, conflicts, strategy and global rate limits), the signal built by
+msd.strategies.emit. Only the signal and trace ids differ: derived from the seed and a counter
+instead of uuid4, so a run is reproducible.
 """
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from msd.backtest.learner import StrategyLearning, model_probabilities
+
+from msd.backtest.learner import StrategyLearning
 from msd.market.state import MarketSnapshot
-from msd.ml.features import BUY, FEATURE_VERSION, NEITHER, SELL, MissingFeature
-from msd.strategies import engine
+from msd.ml.features import FEATURE_VERSION
+from msd.strategies import engine, step
 from msd.strategies.emit import model_signal, warmup_signal
-from msd.strategies.warmup import frequency_allows
-from msd.strategies.model_plan import ModelCall, model_features, plan_model_signal
 from msd.strategies.params import StrategyParams
 
 NAMESPACE = uuid.UUID("6f0c1b8e-2d4c-4e57-9a43-6b1f0a3c5d21")
@@ -41,30 +39,16 @@ class StrategySlot:
         self.dropped = {}
 
 
-def planner_for(slot: StrategySlot, threshold: float, now: datetime):
-    """Signaller.model_planner with ModelBook.call on the in-memory active version."""
-    version = slot.learning.active
-
-    def plan(snapshot: MarketSnapshot, exposure, last_signal_at):
-        features = model_features(snapshot.to_wire(), now)
-        if isinstance(features, MissingFeature):
-            call: Any = features
-        else:
-            proba = model_probabilities(version.model, features)
-            call = ModelCall(version.number, float(proba[BUY]), float(proba[SELL]), float(proba[NEITHER]))
-        return plan_model_signal(slot.params.warmup, call, threshold, exposure, now, last_signal_at)
-    return plan
-
-
 def decide(slot: StrategySlot, limits: engine.SharedLimits, shared: engine.SharedState,
            snapshot: MarketSnapshot, exposure: Decimal, now: datetime, threshold: float, run_seed: int):
     """(signal or None, new shared state): one evaluation, state advanced only on emit."""
-    in_model = slot.learning.active is not None
-    due = (frequency_allows(slot.params.warmup, slot.runtime.last_signal_at.get(snapshot.asset), now)
-           if in_model else engine.is_due(slot.params, slot.runtime, snapshot.asset, now))
-    if not due:
+    version = slot.learning.active
+    in_model = version is not None
+    if not step.due(slot.params, slot.runtime, snapshot.asset, now, in_model):
         return None, shared
-    planner = planner_for(slot, threshold, now) if in_model else None
+    planner = (step.model_planner(slot.params, lambda snap: step.call_model(version.model, version.number,
+                                                                            snap.to_wire(), now), threshold, now)
+               if in_model else None)
     result = engine.evaluate(slot.params, slot.runtime, limits, shared, snapshot, exposure, slot.rng, now,
                              planner=planner)
     slot.runtime = result.runtime

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 
 from msd.learning.costs import CostFill, RollingCost
 from msd.learning.dataset import build_dataset
@@ -235,8 +234,3 @@ def shuffled_outcomes(decisions: list[Decision], rng) -> list[Decision]:
     moves = [d.horizon_close / d.price for d in decisions]
     rng.shuffle(moves)
     return [replace(d, horizon_close=d.price * m) for d, m in zip(decisions, moves)]
-
-
-def model_probabilities(model: Any, features) -> np.ndarray:
-    """The active model's calibrated class probabilities for one feature vector (as ModelBook.call)."""
-    return model.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]

@@ -33,9 +33,9 @@ from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
 from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
-from msd.strategies.model_plan import plan_model_signal
+from msd.strategies import step
 from msd.strategies.params import StrategyParams
-from msd.strategies.warmup import ExposureUnknown, exposure_usdt, frequency_allows
+from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 
 log = logging.getLogger("msd.signaller")
 SCHEDULE_ATTEMPT_EVERY_S = 1.0
@@ -201,9 +201,7 @@ class Signaller:
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
-        due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
-               else engine.is_due(params, runtime, asset, now))
-        if not due:
+        if not step.due(params, runtime, asset, now, in_model_mode):
             return
         self.last_attempt[(params.id, asset)] = time.monotonic()
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
@@ -224,12 +222,8 @@ class Signaller:
         self.emit(params, result.outcome, now)
 
     def model_planner(self, params: StrategyParams, now: datetime):
-        threshold = self.config.trainer.training.confidence_threshold
-
-        def plan(snapshot, exposure, last_signal_at):
-            call = self.book.call(params.id, snapshot.to_wire(), now)
-            return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
-        return plan
+        return step.model_planner(params, lambda snapshot: self.book.call(params.id, snapshot.to_wire(), now),
+                                  self.config.trainer.training.confidence_threshold, now)
 
     def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime) -> None:
         mode = self.book.mode(params.id)
