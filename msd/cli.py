@@ -97,7 +97,22 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from msd.backtest import command
     parser = argparse.ArgumentParser(prog="msd backtest", description="msd's decision loop over recorded candles")
     command.add_arguments(parser)
-    return command.main(parser.parse_args(args.rest))
+    return command.main(parser.parse_args(args.rest), read_bars_from=_bars_reader)
+
+
+def _bars_reader(cfg):
+    """`msd backtest --from-db`: the configured database's recorded bars, read only."""
+    from msd.store.db import Database
+    from msd.store.market import read_bars
+
+    def read(asset: str) -> list[tuple]:
+        db = Database(cfg.database.url)
+        try:
+            with db.transaction() as conn:
+                return read_bars(conn, asset)
+        finally:
+            db.close()
+    return read
 
 
 def main(argv: list[str] | None = None) -> int:

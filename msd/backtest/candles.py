@@ -1,6 +1,7 @@
 """Candle files (format of shared/data/README.md): read, checked, and cut to a time range.
 
-A file is a JSON list of `[open_time_epoch_ms, open, high, low, close, volume]`, oldest first.
+A file is a JSON list of `[open_time_epoch_ms, open, high, low, close, volume]`, oldest first;
+bars msd recorded (msd.market_bars) come in as rows and are checked the same way.
 Bad input is refused with the file, the entry and its line: unsorted or duplicate times,
 non-positive or non-finite prices, high below low, open or close outside [low, high], negative
 volume. Missing minutes (gaps) and zero-volume minutes are kept as facts: the replay treats
@@ -109,6 +110,16 @@ def _candle(value: object, where: str) -> Candle:
     return Candle(datetime.fromtimestamp(stamp / 1000, timezone.utc), o, h, l, c, v)
 
 
+def series_from_rows(asset: str, source: str, rows: list[tuple]) -> Series:
+    """Bars msd recorded (msd.market_bars: minute, open, high, low, close, volume), checked as a
+    file's candles are; errors name the source and the bar's minute."""
+    candles: list[Candle] = []
+    for minute, *values in rows:
+        stamp = int(minute.timestamp() * 1000)
+        candles.append(_candle([stamp, *values], f"{source}: bar {minute.isoformat()}"))
+    return _series(asset, source, candles)
+
+
 def load_series(path: str | Path, asset: str) -> Series:
     """Read and check one candle file for `asset` (CandleError names the file and line)."""
     name = str(path)
@@ -125,6 +136,10 @@ def load_series(path: str | Path, asset: str) -> Series:
             raise CandleError(f"{where}: {what} open time {candle.open_time.isoformat()} "
                               f"(previous {candles[-1].open_time.isoformat()})")
         candles.append(candle)
+    return _series(asset, name, candles)
+
+
+def _series(asset: str, name: str, candles: list[Candle]) -> Series:
     if len(candles) < 2:
         raise CandleError(f"{name}: needs at least 2 candles, has {len(candles)}")
     spacings = sorted(b.open_time - a.open_time for a, b in zip(candles, candles[1:]))

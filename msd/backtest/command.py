@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from msd.backtest.candles import CandleError, Series, cut, load_series, parse_timerange
+from msd.backtest.candles import CandleError, Series, cut, load_series, parse_timerange, series_from_rows
 from msd.backtest.fills import CostModel
 from msd.backtest.replay import FEATURE_STARTUP_CANDLES, Options, Replay
 from msd.backtest.report import code_commit, sha256_file, write_json, write_markdown, write_png, write_trades
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="candle file (shared/data/README.md format); repeat with --asset for several assets")
     parser.add_argument("--asset", action="append", default=[], metavar="SYMBOL",
                         help="the symbol of CONFIG's strategies the preceding --candles stands for")
+    parser.add_argument("--from-db", action="store_true",
+                        help="replay the 1-minute bars msd recorded (msd.market_bars, read only) instead of files")
+    parser.add_argument("--assets", nargs="+", default=[], metavar="SYMBOL", help="with --from-db: the assets")
     parser.add_argument("--timerange", help="YYYYMMDD-YYYYMMDD (UTC, end exclusive; either side may be empty)")
     parser.add_argument("--startup-candles", type=int, default=FEATURE_STARTUP_CANDLES,
                         help=f"candles replayed before the first decision (default {FEATURE_STARTUP_CANDLES}: "
@@ -71,7 +74,16 @@ def options_from(args: argparse.Namespace) -> Options:
                    train_seconds=args.train_seconds, startup_candles=args.startup_candles)
 
 
-def series_from(args: argparse.Namespace, config) -> list[Series]:
+def series_from(args: argparse.Namespace, config, read_bars=None) -> list[Series]:
+    """The candle series of the run: files, or with --from-db the recorded bars `read_bars(asset)`
+    returns (the entry point passes a reader; this package never opens the database)."""
+    start, end = parse_timerange(args.timerange) if args.timerange else (None, None)
+    if args.from_db:
+        if not args.assets or args.candles:
+            raise ConfigError("--from-db", args.assets, "--assets SYMBOL ... and no --candles")
+        if read_bars is None:
+            raise ConfigError("--from-db", True, "run through `msd backtest` (it reads msd.market_bars)")
+        return [cut(series_from_rows(a, f"msd.market_bars {a}", read_bars(a)), start, end) for a in args.assets]
     if not args.candles:
         raise ConfigError("--candles", None, "at least one candle file")
     traded = sorted({a for p in config.signaller.strategies for a in p.assets})
@@ -83,7 +95,6 @@ def series_from(args: argparse.Namespace, config) -> list[Series]:
     unknown = [a for a in assets if a not in traded]
     if unknown or len(set(assets)) != len(assets):
         raise ConfigError("--asset", assets, f"distinct symbols the config's strategies trade: {traded}")
-    start, end = parse_timerange(args.timerange) if args.timerange else (None, None)
     return [cut(load_series(path, asset), start, end) for path, asset in zip(args.candles, assets)]
 
 
@@ -111,6 +122,14 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
     ]
 
 
+def _digest(series: Series) -> str:
+    """The file's sha256, or for recorded bars the sha256 of the candles as replayed."""
+    if Path(series.path).is_file():
+        return sha256_file(series.path)
+    text = "\n".join(f"{c.open_time.isoformat()} {c.open} {c.high} {c.low} {c.close} {c.volume}" for c in series.candles)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
@@ -118,7 +137,7 @@ def _plain(value: Decimal) -> str:
 def manifest(args, options: Options, series: list[Series]) -> dict[str, Any]:
     return {"code_commit": code_commit(ROOT), "config": str(args.config),
             "config_sha256": hashlib.sha256(Path(args.config).read_bytes()).hexdigest(),
-            "data": [{"asset": s.asset, "file": s.path, "sha256": sha256_file(s.path), "candles": len(s.candles)}
+            "data": [{"asset": s.asset, "file": s.path, "sha256": _digest(s), "candles": len(s.candles)}
                      for s in series],
             "seed": options.seed, "timerange": args.timerange, "assumptions": assumptions(options, series),
             "options": {"balance": str(options.balance), "fee_pct": args.fee_pct, "maker_fee_pct": args.maker_fee_pct,
@@ -152,9 +171,9 @@ def controls(config, series: list[Series], options: Options, report: dict[str, A
                                 "PROMOTED on shuffled outcomes: the gate let noise through"}}
 
 
-def run(args: argparse.Namespace, config) -> dict[str, Any]:
+def run(args: argparse.Namespace, config, read_bars=None) -> dict[str, Any]:
     options = options_from(args)
-    series = series_from(args, config)
+    series = series_from(args, config, read_bars)
     replay = Replay(config, series, options).run()
     report = {"manifest": manifest(args, options, series), **summarise(replay)}
     report["controls"] = None if args.no_controls else controls(config, series, options, report)
@@ -169,9 +188,9 @@ def run(args: argparse.Namespace, config) -> dict[str, Any]:
     return report
 
 
-def _check_lookahead(args: argparse.Namespace, config) -> int:
+def _check_lookahead(args: argparse.Namespace, config, read_bars=None) -> int:
     from msd.backtest.lookahead import check
-    result = check(config, series_from(args, config), options_from(args))
+    result = check(config, series_from(args, config, read_bars), options_from(args))
     print("\n".join(result.lines()))
     return 0 if result.identical_before else 1
 
@@ -191,7 +210,8 @@ def compare(dir_a: str, dir_b: str) -> str:
     return "\n".join(f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}" for r in rows)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, read_bars_from=None) -> int:
+    """`read_bars_from(config)`: the entry point's reader of msd.market_bars for --from-db."""
     if args.compare:
         if len(args.compare) != 3 or args.compare[0] != "compare":
             raise ConfigError("backtest", " ".join(args.compare), "`compare DIR_A DIR_B` or options only")
@@ -199,10 +219,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from msd.config import load_config
     config = load_config(args.config)
+    read_bars = read_bars_from(config) if (args.from_db and read_bars_from is not None) else None
     try:
         if args.check_lookahead:
-            return _check_lookahead(args, config)
-        report = run(args, config)
+            return _check_lookahead(args, config, read_bars)
+        report = run(args, config, read_bars)
     except CandleError as exc:
         print(f"msd backtest: {exc}")
         return 2

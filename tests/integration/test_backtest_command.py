@@ -64,3 +64,39 @@ def test_compare_prints_two_runs_side_by_side(tmp_path, capsys):
     assert main(["backtest", "compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "account net_pnl" in out and "1.00" in out and "-2.00" in out and "s decisions" in out
+
+
+def test_from_db_replays_the_recorded_bars_like_the_same_candles_from_a_file(tmp_path, fresh_pg_dsn):
+    """`--from-db --assets`: msd.market_bars, read only, gives the report the file gives."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from msd.store.db import Database
+    from msd.store.market import upsert_bars
+    from msd.values.messages import Kline
+    from tests.backtest_helpers import random_walk, write_candles
+    apply_migrations(fresh_pg_dsn)
+    rows = random_walk(400, 3, step=0.003)
+    db = Database(fresh_pg_dsn)
+    try:
+        with db.transaction() as conn:
+            upsert_bars(conn, [Kline("BTCUSDT", datetime.fromtimestamp(r[0] / 1000, timezone.utc),
+                                     *(Decimal(repr(v)) for v in r[1:6]), Decimal(0), True,
+                                     datetime.fromtimestamp(r[0] / 1000 + 60, timezone.utc)) for r in rows])
+    finally:
+        db.close()
+    config = tmp_path / "msd.yaml"
+    config.write_text(yaml.safe_dump({"database": {"dsn": fresh_pg_dsn},
+                                      "signaller": {"strategies": [strategy("explorer", "BTCUSDT", seed=2)]},
+                                      "trainer": {"training": {"models_dir": str(tmp_path / "models")}}}))
+    before = row_counts(fresh_pg_dsn)
+    common = ["backtest", "-c", str(config), "--seed", "1", "--no-controls"]
+    assert main(common + ["--from-db", "--assets", "BTCUSDT", "--out", str(tmp_path / "db")]) == 0
+    assert main(common + ["--candles", str(write_candles(tmp_path, rows)), "--asset", "BTCUSDT",
+                          "--out", str(tmp_path / "file")]) == 0
+    assert row_counts(fresh_pg_dsn) == before
+    from_db, from_file = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("db", "file"))
+    assert from_db["manifest"]["data"][0]["file"] == "msd.market_bars BTCUSDT"
+    for report in (from_db, from_file):
+        del report["manifest"], report["assets"]["BTCUSDT"]["file"]
+    assert from_db["account"]["fills"] > 10 and from_db == from_file
