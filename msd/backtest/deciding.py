@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -33,10 +33,7 @@ class StrategySlot:
     rng: random.Random
     learning: StrategyLearning
     emitted: int = 0
-    dropped: dict = None
-
-    def __post_init__(self) -> None:
-        self.dropped = {}
+    dropped: dict = field(default_factory=dict)     # reason -> count, as the signaller's status shows
 
 
 def decide(slot: StrategySlot, limits: engine.SharedLimits, shared: engine.SharedState,

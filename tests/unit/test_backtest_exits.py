@@ -72,3 +72,22 @@ def test_exit_fill_per_reason(name, side, rules, candles, reason, base_price, qu
 def test_no_exit_while_the_path_stays_inside_the_levels():
     assert first_exit(opened("Buy"), [candle(1, 100, 102.5, 98.5, 101)],
                       {"stop_loss_pct": 2, "take_profit": {"pct": 3}}) is None
+
+
+def test_breakeven_stop_after_the_first_ladder_step():
+    """The ladder's first step closes half at its level and moves the stop to entry + fee; a later
+    dip fills the rest at that breakeven level."""
+    rules = ExitRules.from_mapping({"take_profit": {"steps": [{"at_pct": 3, "close": 0.5}, {"at_pct": 6, "close": 1.0}],
+                                                    "breakeven_after_first_step": True, "breakeven_fee_pct": 0.1}})
+    position = apply_fill(None, "BTCUSDT", "Buy", Decimal(10), Decimal(100), Decimal(0), T0)
+    state = read_row(None, "BTCUSDT", position, 1, T0)
+    ids = iter(range(100))
+    state, fired, _ = exit_on_path(state, candle_path(True, candle(1, 100, 103.5, 99.8, 103), MINUTE), rules,
+                                   INSTRUMENT, HALF, lambda: f"x{next(ids)}")
+    assert fired.decision.reason.value == "take_profit_step" and fired.decision.quantity == 5
+    position = apply_fill(position, "BTCUSDT", "SELL", Decimal(5), fired.price, Decimal(0), fired.point.at)
+    state = read_row(state, "BTCUSDT", position, 2, fired.point.at)
+    state, fired, _ = exit_on_path(state, candle_path(True, candle(3, 101, 101.2, 99.5, 99.8), MINUTE), rules,
+                                   INSTRUMENT, HALF, lambda: f"x{next(ids)}")
+    assert fired.decision.reason.value == "breakeven_stop" and fired.decision.quantity == 5
+    assert fired.price == pytest.approx(Decimal("100.1") * (1 - HALF), rel=Decimal("1e-12"))
