@@ -174,6 +174,13 @@ class Account:
             pnl[sid] = pnl.get(sid, ZERO) + book.cash + book.open_quantity * marks[asset]
         return pnl
 
+    def asset_pnl(self, marks: dict[str, Decimal]) -> dict[str, Decimal]:
+        """The same sums per asset (every strategy's book on it)."""
+        pnl: dict[str, Decimal] = {}
+        for (_sid, asset), book in self.books.items():
+            pnl[asset] = pnl.get(asset, ZERO) + book.cash + book.open_quantity * marks[asset]
+        return pnl
+
     def open_trades(self, marks: dict[str, Decimal], at: datetime) -> list[LotTrade]:
         """Lots still open, valued at the mark (after their entry fee), listed as open."""
         trades = []

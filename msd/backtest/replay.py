@@ -84,6 +84,7 @@ class Replay:
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
         self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
         self.equity: list[tuple] = []            # (at, account equity, {strategy: pnl})
+        self.asset_curve: list[dict] = []        # {asset: pnl} at the same moments
         self.counters = ReplayCounts()
         self.exit_ids = 0
         # Where the run's time goes (benchmarks/backtest.py); measured only, never decided on.
@@ -143,6 +144,7 @@ class Replay:
             self._decide(close_at, {a for a, c in candles.items() if c.traded})
         clock = _lap(timings, "decisions", clock)
         self.equity.append((close_at, self.account.equity(self.marks), self.account.strategy_pnl(self.marks)))
+        self.asset_curve.append(self.account.asset_pnl(self.marks))
         _lap(timings, "accounting", clock)
 
     def _observe(self, asset: str, candle: Candle, close_at: datetime) -> None:

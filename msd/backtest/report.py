@@ -144,9 +144,11 @@ def write_markdown(report: dict[str, Any], out: Path) -> Path:
                          f"{_num(v['recorded_validation'].get('precision'))} | {oos['calls']} | "
                          f"{_pct(oos['pay_rate'])} {'' if ci is None else f'[{_pct(ci[0])}, {_pct(ci[1])}]'} | "
                          f"{_num(oos['net_return_per_call'])} {'' if net is None else f'[{_num(net[0])}, {_num(net[1])}]'} |")
-    lines += ["", "## Assets", "", "| asset | candles | gaps | zero volume | net PnL | buy and hold |", "|---" * 6 + "|"]
+    lines += ["", "## Assets", "", "| asset | candles | gaps | zero volume | net PnL | Sharpe (n days) | "
+              "max drawdown | buy and hold |", "|---" * 8 + "|"]
     for asset, a in report["assets"].items():
         lines.append(f"| {asset} | {a['candles']} | {a['gaps']} | {a['zero_volume']} | {a['net_pnl']} | "
+                     f"{_num(a['sharpe_daily'])} ({a['daily_returns_n']}) | {_num(a['max_drawdown'])} | "
                      f"{_pct(a['buy_and_hold_return'])} |")
     lines += ["", "## Exits by reason", ""] + [f"- {k}: {v}" for k, v in report["exits_by_reason"].items()]
     lines += ["", "## Days", "", "| day | equity | PnL | closed trades | hit rate |", "|---" * 5 + "|"]

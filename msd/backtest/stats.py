@@ -25,6 +25,13 @@ def daily_closes(points: Sequence[tuple[datetime, float]]) -> list[tuple[str, fl
     return sorted(days.items())
 
 
+def daily_pnl_returns(curve: Sequence[tuple[datetime, float]], balance: float) -> list[float]:
+    """A strategy's or an asset's daily PnL change over the starting balance (it has no capital
+    of its own), from its PnL curve."""
+    days = [v for _, v in daily_closes(curve)]
+    return [(b - a) / balance for a, b in zip([0.0] + days, days)]
+
+
 def returns(values: Sequence[float], start: float) -> list[float]:
     out, previous = [], start
     for value in values:

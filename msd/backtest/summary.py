@@ -62,8 +62,7 @@ def _strategy(replay, slot, pnl: Decimal, curve: list, totals: dict) -> dict[str
     sid, learning = slot.params.id, slot.learning
     closed = [t for t in replay.account.trades if t.strategy == sid]
     won = sum(1 for t in closed if t.pnl > 0)
-    days = stats.daily_closes(curve)
-    daily = [(b - a) / float(replay.options.balance) for a, b in zip([0.0] + [v for _, v in days], [v for _, v in days])]
+    daily = stats.daily_pnl_returns(curve, float(replay.options.balance))
     warm = [row for row in learning.labelled if row.decision.mode == "warmup"]
     return {
         "decisions": slot.emitted, "dropped": dict(sorted(slot.dropped.items())),
@@ -127,8 +126,12 @@ def _assets(replay) -> dict[str, Any]:
         pnl = sum((book.cash + book.open_quantity * replay.marks[asset]
                    for (sid, a), book in replay.account.books.items() if a == asset), Decimal(0))
         first = candles[min(replay.options.startup_candles, len(candles) - 1)].close
+        curve = [(at, float(values.get(asset, 0))) for (at, _, _), values in zip(replay.equity, replay.asset_curve)]
+        daily = stats.daily_pnl_returns(curve, float(replay.options.balance))
         out[asset] = {"file": series.path, "candles": len(candles), "gaps": series.gaps,
                       "zero_volume": series.zero_volume, "net_pnl": money(pnl),
+                      "sharpe_daily": stats.sharpe(daily), "daily_returns_n": len(daily),
+                      "max_drawdown": stats.max_drawdown_amount([v for _, v in curve]),
                       "closed_trades": sum(1 for t in replay.account.trades if t.asset == asset),
                       "buy_and_hold_return": float(candles[-1].close / first - 1)}
     return out
