@@ -1,6 +1,6 @@
 """The fill rules hold over whole replays (msd.backtest): every fill lies within its candle's
 [low, high] widened by half the spread, whatever the market does."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -27,3 +27,21 @@ def test_every_fill_lies_within_its_candle_widened_by_half_the_spread(tmp_path, 
     for fill in replay.account.fills:
         candle = by_minute[fill.candle_at]
         assert candle.low * (1 - HALF) <= fill.price <= candle.high * (1 + HALF), (fill, candle)
+
+
+def test_gaps_and_zero_volume_minutes_are_no_trade_periods(tmp_path):
+    """Nothing fills and nothing is decided on a zero-volume candle or across a gap; both counted."""
+    _, config = write_config(tmp_path, [strategy("explorer", "BTCUSDT", seed=4)])
+    rows = random_walk(200, 9, step=0.002)
+    quiet = {r[0] for r in rows[100:120]}
+    rows = [r[:5] + [0] if r[0] in quiet else r for r in rows]
+    rows = rows[:150] + rows[160:]                      # ten minutes missing
+    replay = Replay(config, [load_series(write_candles(tmp_path, rows), "BTCUSDT")],
+                    Options(costs=COSTS, startup_candles=61)).run()
+    assert (replay.counters.zero_volume, replay.counters.gaps) == (20, 10)
+    quiet_times = {datetime.fromtimestamp(ms / 1000, timezone.utc) for ms in quiet}
+    assert not [f for f in replay.account.fills if f.candle_at in quiet_times]
+    decided = {e[0] for e in replay.events if e[1] == "decision"}
+    closes = {t + timedelta(minutes=1) for t in quiet_times}
+    assert not decided & closes
+    assert len(decided) > 50
