@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from msd.backtest.candles import Candle
-from msd.backtest.fills import PathPoint, exit_fill_price, exit_path
+from msd.backtest.fills import PathPoint, exit_base_price, exit_path, worse
 from msd.exchange.positions import PositionState
 from msd.rules import ExitDecision, ExitRules, ExitState, Instrument, RowFacts, decide, note_row
 
@@ -28,7 +28,8 @@ NAMESPACE = uuid.UUID("0b5e3f7a-8c1d-4a2e-b6f9-3d7c2e1a9f40")
 class ExitFill:
     decision: ExitDecision
     point: PathPoint
-    price: Decimal
+    base: Decimal              # the price before the spread (the level, or the open on a gap)
+    price: Decimal             # the fill, half the spread worse
     signal_id: str
 
 
@@ -58,8 +59,9 @@ def exit_on_path(state: ExitState, points: tuple[PathPoint, ...], rules: ExitRul
             state = verdict.state
             continue
         level = verdict.decision.rule_params.get("threshold_price")
-        price = exit_fill_price(closing_side, point, Decimal(level) if level is not None else None, half_spread)
-        return verdict.sent_state, ExitFill(verdict.decision, point, price, signal_id), used
+        base = exit_base_price(point, Decimal(level) if level is not None else None)
+        return verdict.sent_state, ExitFill(verdict.decision, point, base, worse(closing_side, base, half_spread),
+                                            signal_id), used
     return state, None, len(points)
 
 

@@ -93,8 +93,8 @@ def exit_path(long: bool, candle: Candle, length: timedelta) -> tuple[PathPoint,
             PathPoint("close", candle.close, candle.open_time + length))
 
 
-def exit_fill_price(closing_side: str, point: PathPoint, level: Decimal | None, half_spread: Decimal) -> Decimal:
-    """At the open the market already was past the level (gap): the open. Inside the candle: the
-    level the rule named (a time exit has none: the point's price)."""
-    base = point.price if point.name == "open" or level is None else level
-    return worse(closing_side, base, half_spread)
+def exit_base_price(point: PathPoint, level: Decimal | None) -> Decimal:
+    """Where an exit trades before the spread: at the open the market already was past the level
+    (a gap), so the open; inside the candle the level the rule named (a time exit has none: the
+    point's price)."""
+    return point.price if point.name == "open" or level is None else level

@@ -227,9 +227,7 @@ class Replay:
         reason = decision.reason.value
         self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
         quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
-        mid = Decimal(decision.rule_params.get("threshold_price") or fired.point.price)
-        mid = fired.point.price if fired.point.name == "open" else mid
-        fill = Filled(quantity, fired.price, quantity * fired.price * self.options.costs.taker_fee, mid)
+        fill = Filled(quantity, fired.price, quantity * fired.price * self.options.costs.taker_fee, fired.base)
         self.events.append((fired.point.at, "exit", fired.signal_id, reason))
         self._apply_fill(order, fill, fired.point.at, exit_reason=reason, candle_at=candle.open_time)
 
