@@ -5,5 +5,6 @@ msd.strategies.engine, exit rules through msd.rules.decide, order-manager's and
 position-manager's rules through msd.exchange, labels, training and the gate through
 msd.learning/msd.ml); this package supplies what the daemon gets from the outside world:
 market events built from candles, an event-time clock, fills by stated rules, and an account.
-It never touches msd's database or models directory.
+It never writes to msd's database or models directory (with --from-db the `msd` entry point
+reads the recorded bars for it).
 """
