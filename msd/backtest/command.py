@@ -106,8 +106,8 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         f"Candle feature profile: bid/ask = close -/+ half of a fixed {_plain(c.half_spread * 20000)} bps spread, equal "
         "book sizes (order-book imbalance 0), volume_24h = sum of the last 1440 candles' volume; models trained in "
         "the backtest learn on this profile.",
-        f"Fills: Market at the open of the first candle at or after decision + {c.latency.total_seconds() * 1000:g} ms, "
-        "half the spread worse; Limit (order-manager's choice, CONTRACTS 1.2) at the decision-time bid/ask when a "
+        f"Fills: Market on the candle the order reaches the exchange in (decision + "
+        f"{c.latency.total_seconds() * 1000:g} ms), at its open, half the spread worse; Limit (order-manager's choice, CONTRACTS 1.2) at the decision-time bid/ask when a "
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled.",
         "Exits on each candle's path open -> adverse extreme -> favourable extreme -> close (a stop before a "
         "take-profit in one candle), filled at the rule's level, or at the open on a gap, half the spread worse.",

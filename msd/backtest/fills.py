@@ -1,8 +1,8 @@
 """When and at what price an order fills in a backtest: the stated rules, pure.
 
-Decisions are taken at candle close on what was known then. A Market order fills at the open of
-the first candle that starts at or after decision time + latency, half the spread worse than that
-open (buys above, sells below). A Limit order (order-manager's choice, CONTRACTS §1.2) rests at
+Decisions are taken at candle close on what was known then. A Market order fills on the candle
+in which it reaches the exchange (decision time + latency: the next candle for any latency
+shorter than a candle), at that candle's open, half the spread worse (buys above, sells below). A Limit order (order-manager's choice, CONTRACTS §1.2) rests at
 the bid (buy) or ask (sell) of decision time and fills at its price when a later candle trades
 through it (low below a buy, high above a sell) within its time to live, at the open when the
 candle opens beyond it (a gap); else it is cancelled.
@@ -74,13 +74,12 @@ def limit_traded_through(side: str, price: Decimal, candle: Candle) -> bool:
     return candle.low < price if side == BUY else candle.high > price
 
 
-def first_fill_candle(decided_at: datetime, latency: timedelta, candles: list[Candle], start: int) -> int | None:
-    """Index of the first candle (from `start`) opening at or after decided_at + latency."""
-    due = decided_at + latency
-    for index in range(start, len(candles)):
-        if candles[index].open_time >= due:
-            return index
-    return None
+def arrival(decided_at: datetime, latency: timedelta, candle: Candle, length: timedelta) -> datetime | None:
+    """When the order reaches the exchange, if it does before `candle` ends (else None: not yet).
+    The candle it arrives in is the one it trades on, at that candle's open for a Market order:
+    the open stands for the price at arrival."""
+    arrives = decided_at + latency
+    return arrives if arrives < candle.open_time + length else None
 
 
 def exit_path(long: bool, candle: Candle, length: timedelta) -> tuple[PathPoint, ...]:

@@ -21,7 +21,7 @@ from msd.backtest.account import Account
 from msd.backtest.candles import Candle, CandleError, Series
 from msd.backtest.deciding import StrategySlot, decide
 from msd.backtest.exiting import candle_path, exit_on_path, read_row
-from msd.backtest.fills import CostModel, quotes
+from msd.backtest.fills import CostModel, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
 from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
@@ -164,7 +164,8 @@ class Replay:
     def _work_orders(self, asset: str, candle: Candle) -> None:
         latency = self.options.costs.latency
         for order in [o for o in self.working if o.asset == asset]:
-            if candle.open_time < order.decided_at + latency:
+            arrived = arrival(order.decided_at, latency, candle, self.length)
+            if arrived is None:
                 continue
             outcome = try_fill(order, candle, self.account.size(asset), self.options.costs)
             if outcome is None:
@@ -174,7 +175,7 @@ class Replay:
                 self.counters.cancelled += 1
                 self.events.append((candle.open_time, "cancelled", order.signal_id))
                 continue
-            self._apply_fill(order, outcome, candle.open_time)
+            self._apply_fill(order, outcome, max(candle.open_time, arrived), candle_at=candle.open_time)
 
     def _apply_fill(self, order: WorkingOrder, fill: Filled, at: datetime, exit_reason: str | None = None,
                     candle_at: datetime | None = None) -> None:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from msd.backtest.candles import load_series
 from msd.backtest.fills import CostModel
 from msd.backtest.replay import Options, Replay
-from tests.backtest_helpers import random_walk, strategy, write_candles, write_config
+from tests.backtest_helpers import T0, random_walk, strategy, write_candles, write_config
 
 HALF = Decimal("0.0005")
 COSTS = CostModel(Decimal("0.00055"), Decimal("0.0002"), HALF, timedelta(milliseconds=200), timedelta(seconds=300))
@@ -45,3 +45,16 @@ def test_gaps_and_zero_volume_minutes_are_no_trade_periods(tmp_path):
     closes = {t + timedelta(minutes=1) for t in quiet_times}
     assert not decided & closes
     assert len(decided) > 50
+
+
+def test_an_order_trades_on_the_candle_it_reaches_the_exchange_in():
+    from msd.backtest.candles import Candle
+    from msd.backtest.fills import arrival
+    decided = T0 + timedelta(minutes=5)                  # the close of the candle opened at minute 4
+    minute = timedelta(minutes=1)
+    next_candle = Candle(decided, *(Decimal(1),) * 5)
+    after = Candle(decided + minute, *(Decimal(1),) * 5)
+    assert arrival(decided, timedelta(0), next_candle, minute) == decided
+    assert arrival(decided, timedelta(milliseconds=200), next_candle, minute) == decided + timedelta(milliseconds=200)
+    assert arrival(decided, timedelta(seconds=90), next_candle, minute) is None
+    assert arrival(decided, timedelta(seconds=90), after, minute) == decided + timedelta(seconds=90)
