@@ -1,4 +1,4 @@
-"""`msd`: run the daemon, check a config file, or apply database migrations."""
+"""`msd`: run the daemon, check a config file, apply database migrations, or backtest."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--reload-plan", action="store_true", help=argparse.SUPPRESS)
     migrate = sub.add_parser("migrate", help="apply SQL migrations to the configured database")
     migrate.add_argument("-c", "--config", default="etc/model-service.yaml")
+    # The backtest's own options are parsed by msd.backtest.command, imported only when it runs:
+    # the supervisor process loads this module and must not load the domain (DESIGN §3).
+    backtest = sub.add_parser("backtest", add_help=False, help="replay msd's decisions over recorded candles "
+                                                                "(`msd backtest --help`)")
+    backtest.add_argument("rest", nargs="*")
     return parser
 
 
@@ -88,9 +93,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return serve(cfg, prom_dir)     # removes the directory when it ends
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from msd.backtest import command
+    parser = argparse.ArgumentParser(prog="msd backtest", description="msd's decision loop over recorded candles")
+    command.add_arguments(parser)
+    return command.main(parser.parse_args(args.rest), read_bars_from=_bars_reader)
+
+
+def _bars_reader(cfg):
+    """`msd backtest --from-db`: the configured database's recorded bars, read only."""
+    from msd.store.db import Database
+    from msd.store.market import read_bars
+
+    def read(asset: str) -> list[tuple]:
+        db = Database(cfg.database.url)
+        try:
+            with db.transaction() as conn:
+                return read_bars(conn, asset)
+        finally:
+            db.close()
+    return read
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "check-config": cmd_check_config, "migrate": cmd_migrate}[args.command]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["backtest"]:        # its options are its own (cmd_backtest)
+        args = argparse.Namespace(command="backtest", rest=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "check-config": cmd_check_config, "migrate": cmd_migrate,
+               "backtest": cmd_backtest}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

@@ -17,11 +17,17 @@ from typing import Iterable, Iterator
 STDLIB = frozenset(sys.stdlib_module_names) | {"__future__"}
 
 NEUTRAL = "msd.values"          # shared value types: stdlib only, every layer may import it
-DOMAIN = ("msd.rules", "msd.ml", "msd.market", "msd.strategies", "msd.learning")
+# The neighbours' order and position rules (CONTRACTS §1.2, §3.5, §3.6): pure, stdlib and values
+# only; the exit rules, the paper exchange and the backtest share them.
+EXCHANGE_RULES = "msd.exchange"
+DOMAIN = (EXCHANGE_RULES, "msd.rules", "msd.ml", "msd.market", "msd.strategies", "msd.learning")
 EDGES = ("msd.bus", "msd.store")
 WIRING = "msd.roles"
 ENTRY_POINTS = ("msd.cli", "msd.ctl", "msd.ctl_models", "msd.ctl_modes")
 SIM = "msd.sim"
+# `msd backtest`: the domain's decisions over recorded candles, in memory; it never reaches the
+# database, the broker, the daemon's wiring or the paper exchange.
+BACKTEST = "msd.backtest"
 
 # What the supervisor process may load (DESIGN §3): msd.supervisor, the shape-only part of
 # msd.config, systemd, logs, metrics (with the stdlib-only metrics_dir it prepares first) and
@@ -124,8 +130,10 @@ def _rules() -> list[Rule]:
     return [
         Rule("the neutral values module imports the standard library only", (NEUTRAL,), outside(NEUTRAL)),
         Rule("msd.errors imports the standard library only", ("msd.errors",), outside("msd.errors")),
-        Rule("rules import the standard library and the neutral values module only", ("msd.rules",),
-             outside("msd.rules", NEUTRAL)),
+        Rule("the exchange rules import the standard library and the neutral values module only",
+             (EXCHANGE_RULES,), outside(EXCHANGE_RULES, NEUTRAL)),
+        Rule("rules import the standard library, the neutral values module and the exchange rules only",
+             ("msd.rules",), outside("msd.rules", NEUTRAL, EXCHANGE_RULES)),
         Rule("ml imports no I/O package (and of msd only ml, values, errors)", ("msd.ml",),
              lambda _i, m: top(m) in IO_PACKAGES or outside("msd.ml", NEUTRAL, "msd.errors",
                                                              third_party=ML_THIRD_PARTY)(_i, m)),
@@ -145,7 +153,9 @@ def _rules() -> list[Rule]:
              lambda _i, m: within(m, WIRING, "msd.supervisor", "msd.config")),
         Rule("the domain reaches no broker and no wiring", DOMAIN,
              lambda _i, m: within(m, "msd.bus", WIRING, "msd.supervisor", "msd.config")),
-        Rule("the pure domain reaches no edge", ("msd.rules", "msd.ml", "msd.market", "msd.strategies"),
+        Rule("the backtest reaches no edge, no wiring and no paper exchange", (BACKTEST,),
+             lambda _i, m: within(m, *EDGES, WIRING, "msd.supervisor", SIM)),
+        Rule("the pure domain reaches no edge", (EXCHANGE_RULES, "msd.rules", "msd.ml", "msd.market", "msd.strategies"),
              lambda _i, m: within(m, *EDGES)),
     ]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Iterable
 
+from msd.exchange.orders import ORDER_MANAGER_CONTEXT, order_quantity
 from msd.rules.types import Instrument, Side, plain, to_decimal
 
 # An exit amount may exceed |size| x price by at most this fraction; see check_amount. The exact
@@ -28,8 +29,6 @@ from msd.rules.types import Instrument, Side, plain, to_decimal
 AMOUNT_PADDING = Decimal("1e-12")
 # order-manager nacks a signal whose amount is below this (CONTRACTS §1.2), whatever the minimum.
 MIN_AMOUNT_USDT = Decimal("0.01")
-# order-manager parses with Python's default decimal context (28 significant digits).
-ORDER_MANAGER_CONTEXT = Context(prec=28)
 _EXACT = Context(prec=60)
 
 
@@ -54,12 +53,7 @@ def floor_to_step(quantity: Decimal, step: Decimal) -> Decimal:
 
 def order_manager_quantity(amount: Decimal, price: Decimal, instrument: Instrument) -> Decimal:
     """What order-manager makes of `amount` at `price` (CONTRACTS §3.6), in its 28-digit context."""
-    step = instrument.step
-    with localcontext(ORDER_MANAGER_CONTEXT):
-        qty = (amount / price / step).to_integral_value(rounding=ROUND_FLOOR) * step
-        if qty * price < instrument.min_order_value:
-            qty = (instrument.min_order_value / price / step).to_integral_value(rounding=ROUND_CEILING) * step
-    return qty
+    return order_quantity(amount, price, instrument.step, instrument.min_order_value)
 
 
 def encode_amount(quantity: Decimal, price: Decimal, instrument: Instrument) -> Decimal:

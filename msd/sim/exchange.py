@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
 
+from msd.exchange.orders import reduce_only_cap
 from msd.sim import order_manager as om
 from msd.sim.market import AssetSpec, AssetTick, Quote
 from msd.sim.outbound import Outbound, new_uuid
@@ -228,12 +229,12 @@ class PaperExchange:
         remaining = row["quantity"] - row["filled_quantity"]
         capped = False
         if key in self._reduce_only:
-            held = self._held_size(row["asset"])
-            if not om.reduces(row["side"], held):
+            cap = reduce_only_cap(row["side"], remaining, self._held_size(row["asset"]))
+            if cap is None:
                 # Nothing left to reduce: the exchange cancels a reduce-only order.
                 with self._db.transaction() as conn:
                     return [self._cancel(conn, key)]
-            capped, remaining = remaining > abs(held), min(remaining, abs(held))
+            capped, remaining = cap < remaining, cap
         if row["order_type"] == "Market":
             fill = om.market_fill(row["side"], remaining, quote, spec, self._params, self._rng)
         else:

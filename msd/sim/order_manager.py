@@ -6,10 +6,8 @@ risk (rejection → saved `REJECTED-{signal_id}` row + `rejected` event), else s
 order and let the market fill it. Events are built from the order row as read back from
 the DB, so decimals carry the column's 8 places ("0E-8" for zero) exactly as the real one sends.
 
-Quantity (CONTRACTS §3.6, `services/quantity_calculator.py`): amount / snapshot price rounded
-down to min(lot_size, min_order_qty) of the symbol's `instrument_info` row, raised to the
-minimum order value; `reduceOnly` only while position-manager's row shows a position the order
-reduces, so an order for a position position-manager shows flat opens the other way.
+Quantity, order type and reduceOnly are order-manager's rules in `msd.exchange.orders` (§1.2,
+§3.6), shared with the backtest; this module adds the risk limits, fills and events.
 """
 from __future__ import annotations
 
@@ -19,6 +17,9 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Mapping
 
+from msd.exchange.orders import (DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds, order_quantity, reduces,
+                                 select_order_type as order_type_for)
+from msd.exchange.positions import EIGHT_PLACES
 from msd.sim.market import AssetSpec, Quote
 from msd.sim.outbound import Outbound, json_body, naive_iso, new_uuid
 from msd.sim.signals import Signal
@@ -26,7 +27,6 @@ from msd.values.parsing import finite_decimal
 
 SIGNALS_QUEUE = "model-service.trading_signals"
 ORDER_EVENTS_QUEUE = "order-manager.order_events"
-EIGHT_PLACES = Decimal("0.00000001")
 OPEN_STATUSES = ("pending", "partially_filled")
 # A duplicate signal is reprocessed only when its earlier order ended in one of these.
 RETRYABLE_STATUSES = ("rejected", "dry_run")
@@ -63,22 +63,6 @@ class OrderManagerParams:
 
 
 @dataclass(frozen=True)
-class InstrumentRules:
-    """A symbol's `instrument_info` numbers order-manager rounds with (CONTRACTS §3.6)."""
-    lot_size: Decimal
-    min_order_qty: Decimal
-    min_order_value: Decimal
-
-    @property
-    def step(self) -> Decimal:
-        return min(self.lot_size, self.min_order_qty)
-
-
-# order-manager's own defaults for a symbol without an instrument_info row (§3.6).
-DEFAULT_INSTRUMENT = InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal("5"))
-
-
-@dataclass(frozen=True)
 class AccountExposure:
     """What the account holds when a signal arrives (signed base size of the asset, all notional)."""
     position_size: Decimal
@@ -102,28 +86,10 @@ class OrderFill:
     fee: Decimal
 
 
-def order_quantity(amount: Decimal, price: Decimal, step: Decimal, min_value: Decimal) -> Decimal:
-    """amount (USDT) / price rounded down to the step, raised to the minimum order value (§3.6),
-    in Python's default decimal context, as order-manager computes it."""
-    quantity = (amount / price / step).to_integral_value(rounding=ROUND_FLOOR) * step
-    if quantity * price < min_value:
-        quantity = (min_value / price / step).to_integral_value(rounding=ROUND_CEILING) * step
-    return quantity
-
-
-def reduces(side: str, position_size: Decimal) -> bool:
-    """Whether an order on `side` reduces a position of signed `position_size` (sell vs long,
-    buy vs short): `order_executor._prepare_bybit_order_params` then sends it reduceOnly."""
-    return position_size < 0 if side == "Buy" else position_size > 0
-
-
 def select_order_type(signal: Signal, params: OrderManagerParams) -> str:
-    """order_type_selector: Market on high confidence, a tight (or unknown) spread, or urgency."""
-    if signal.confidence >= params.market_confidence_threshold:
-        return "Market"
-    if (signal.spread or Decimal(0)) < params.market_spread_threshold:
-        return "Market"
-    return "Market" if signal.urgent else "Limit"
+    """order_type_selector (§1.2), with this paper order-manager's thresholds."""
+    thresholds = OrderTypeThresholds(params.market_confidence_threshold, params.market_spread_threshold)
+    return order_type_for(signal.confidence, signal.spread, signal.urgent, thresholds)
 
 
 def limit_price(side: str, quote: Quote, spec: AssetSpec, params: OrderManagerParams) -> Decimal:

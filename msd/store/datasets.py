@@ -316,19 +316,20 @@ def recent_decisions(conn, strategy_id: str, window: LabelWindow, *, since: date
     return list(reversed(_chunk(rows).decisions))
 
 
-def labelled_since_last_training(conn, horizon_s: float) -> dict[str, int]:
-    """Per strategy: recorded decisions (filled or not) whose label horizon ended since its last
-    training attempt (trained or skipped), or ever when it was never trained. Cheap: no bar lookups.
-    Exit signals are not decisions and are not counted."""
+def labelled_since_last_training(conn, horizon_s: float, now: datetime) -> dict[str, int]:
+    """Per strategy: recorded decisions (filled or not) whose label horizon ended by `now` since its
+    last training attempt (trained or skipped), or ever when it was never trained. Cheap: no bar
+    lookups. Exit signals are not decisions and are not counted. `now` is the caller's clock (a
+    replay passes event time), never the database's."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT s.strategy_id, count(*) FROM msd.signals s
                 LEFT JOIN (SELECT strategy_id, max(at) AS at FROM msd.training_outcomes
                             GROUP BY strategy_id) t ON t.strategy_id = s.strategy_id
-                WHERE s.created_at + %(horizon)s <= now()
+                WHERE s.created_at + %(horizon)s <= %(now)s
                   AND s.mode IN ('warmup', 'model') AND s.outbox_state <> 'expired'
                   AND (t.at IS NULL OR s.created_at + %(horizon)s > t.at)
-                GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s)})
+                GROUP BY s.strategy_id""", {"horizon": timedelta(seconds=horizon_s), "now": now})
         return dict(cur.fetchall())
 
 

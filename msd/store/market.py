@@ -44,3 +44,12 @@ def upsert_bars(conn, klines: Sequence[Kline]) -> int:
                        template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
                        page_size=len(rows))
         return cur.rowcount
+
+
+def read_bars(conn, asset: str) -> list[tuple]:
+    """The asset's confirmed 1-minute bars, oldest first: (minute, open, high, low, close, volume).
+    Read-only: `msd backtest --from-db` replays them."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT minute, open, high, low, close, volume FROM msd.market_bars
+                        WHERE asset = %s AND confirmed ORDER BY minute""", (asset,))
+        return cur.fetchall()

@@ -134,26 +134,26 @@ def count_pending(conn) -> int:
 IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
   FROM msd.signals s
   LEFT JOIN orders o ON o.signal_id = s.signal_id AND s.outbox_state <> 'pending'
- WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > now() - %(window)s
+ WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > %(now)s - %(window)s
    AND s.outbox_state <> 'expired' AND o.signal_id IS NULL"""
 
 
-def in_flight_params(asset: str, recent_s: float) -> dict[str, Any]:
-    return {"asset": asset, "window": timedelta(seconds=recent_s)}
+def in_flight_params(asset: str, recent_s: float, now: datetime) -> dict[str, Any]:
+    return {"asset": asset, "window": timedelta(seconds=recent_s), "now": now}
 
 
-def in_flight_notional(conn, asset: str, recent_s: float) -> Decimal:
+def in_flight_notional(conn, asset: str, recent_s: float, now: datetime) -> Decimal:
     """Signed USDT of msd's own decisions on `asset` that the shared tables do not show yet:
-    waiting in the outbox, or sent within `recent_s` with no order row (order-manager has not
-    taken it yet). Buys count positive, sells negative. Exits are left out: they only reduce;
-    expired signals too: they were never sent.
+    waiting in the outbox, or sent within `recent_s` before `now` (the caller's clock) with no
+    order row (order-manager has not taken it yet). Buys count positive, sells negative. Exits
+    are left out: they only reduce; expired signals too: they were never sent.
 
     The two cases are two branches, so that "no order row" is an anti-join (orders read once,
     hashed): written as `pending OR NOT EXISTS (...)` it was a subplan scanning all of `orders`
     (no index on signal_id there) once per recent signal, which grows with the table's age.
     """
     with conn.cursor() as cur:
-        cur.execute(IN_FLIGHT_SQL, in_flight_params(asset, recent_s))
+        cur.execute(IN_FLIGHT_SQL, in_flight_params(asset, recent_s, now))
         return cur.fetchone()[0]
 
 

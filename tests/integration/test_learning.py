@@ -1,5 +1,5 @@
 """The training job end to end on the real server: dataset -> fit -> gate -> version -> mode."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -197,7 +197,7 @@ def test_exit_engine_is_not_trainable(db, tmp_path):
     seed(db, strength=4.0, seed=1)
     with db.transaction() as conn:
         assert trainable_strategies(conn) == [STRATEGY]
-        assert set(labelled_since_last_training(conn, learning_data.HORIZON_S)) == {STRATEGY}
+        assert set(labelled_since_last_training(conn, learning_data.HORIZON_S, datetime.now(timezone.utc))) == {STRATEGY}
     request = {"id": "r", "params": learning_data.params(models_dir=str(tmp_path))}
     assert set(train_strategies(Ctx(), db, request)["strategies"]) == {STRATEGY}
     skipped = train_strategies(Ctx(), db, {**request, "strategy": "exit-engine"})["strategies"]["exit-engine"]

@@ -98,13 +98,13 @@ def test_in_flight_signals_count_towards_exposure_until_they_become_orders(setup
                            VALUES ('o-1', %s, 'BTCUSDT', 'Buy', 'Market', 0.001, 'pending')""", (taken.signal_id,))
     with db.transaction() as conn:
         # pending buy 25 and sent-but-not-yet-an-order sell 25; the order-backed buy is in `orders`
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
-        assert in_flight_notional(conn, "ETHUSDT", 120) == Decimal(0)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)
+        assert in_flight_notional(conn, "ETHUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("UPDATE msd.signals SET outbox_state = 'sent' WHERE signal_id = %s", (buy.signal_id,))
         cur.execute("DELETE FROM msd.signals WHERE signal_id = %s", (sell.signal_id,))
     with db.transaction() as conn:
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(25)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(25)
 
 
 def test_in_flight_notional_scanned_all_orders_once_per_recent_signal(setup):
@@ -113,7 +113,7 @@ def test_in_flight_notional_scanned_all_orders_once_per_recent_signal(setup):
     evaluation with 20,000 orders and 3,000 recent signals. The plan must read orders once."""
     from datetime import timedelta
     from msd.store.neighbours import create_neighbour_tables
-    from msd.store.outbox import IN_FLIGHT_SQL, mark_sent
+    from msd.store.outbox import IN_FLIGHT_SQL, in_flight_params, mark_sent
     db, _, _ = setup
     sent = [signal() for _ in range(20)]
     with db.transaction() as conn:
@@ -128,7 +128,7 @@ def test_in_flight_notional_scanned_all_orders_once_per_recent_signal(setup):
             cur.execute("ANALYZE orders")
             cur.execute("ANALYZE msd.signals")
             cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + IN_FLIGHT_SQL,
-                        {"asset": "BTCUSDT", "window": timedelta(seconds=120)})
+                        in_flight_params("BTCUSDT", 120, datetime.now(timezone.utc)))
             plan = cur.fetchone()[0][0]["Plan"]
 
     def scans_of_orders(node) -> int:
@@ -200,10 +200,10 @@ def test_expired_signals_no_longer_count_as_in_flight_exposure(setup):
     with db.transaction() as conn:
         create_neighbour_tables(conn)
         insert_signal(conn, stale, signal_to_wire(stale), "warmup")
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(-25)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(-25)
     Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 60)).flush()
     with db.transaction() as conn:
-        assert in_flight_notional(conn, "BTCUSDT", 120) == Decimal(0)
+        assert in_flight_notional(conn, "BTCUSDT", 120, datetime.now(timezone.utc)) == Decimal(0)
 
 
 def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup):
@@ -240,7 +240,8 @@ def test_exposure_and_in_flight_read_together_equal_the_two_reads(setup):
             cur.execute("""INSERT INTO positions (asset, size, average_entry_price, current_price, mode)
                            VALUES ('BTCUSDT', 0.001, 90000, 95000, 'one-way')""")
     with db.transaction() as conn:
-        together = read_open_exposure_with(conn, "BTCUSDT", IN_FLIGHT_SQL, in_flight_params("BTCUSDT", 120))
-        apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120),)
+        now = datetime.now(timezone.utc)
+        together = read_open_exposure_with(conn, "BTCUSDT", IN_FLIGHT_SQL, in_flight_params("BTCUSDT", 120, now))
+        apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120, now),)
     assert together == apart
     assert together[1] == (Decimal(-25),) and together[0].open_orders == 1 and together[0].open_positions == 1

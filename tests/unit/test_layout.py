@@ -64,9 +64,15 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
      "the store knows no domain: msd.store.datasets imports msd.learning"),
     # the rules reaching outside the standard library and the neutral module
     ({"msd/rules/pacing.py": "from msd.errors import ConfigError\n"},
-     "rules import the standard library and the neutral values module only: msd.rules.pacing imports msd.errors"),
+     "rules import the standard library, the neutral values module and the exchange rules only: "
+     "msd.rules.pacing imports msd.errors"),
     ({"msd/rules/pacing.py": "from ..strategies import engine\n"},
-     "rules import the standard library and the neutral values module only: msd.rules.pacing imports msd.strategies"),
+     "rules import the standard library, the neutral values module and the exchange rules only: "
+     "msd.rules.pacing imports msd.strategies"),
+    # the exchange rules leaning on a layer
+    ({"msd/exchange/orders.py": "from msd.market.state import MarketSnapshot\n"},
+     "the exchange rules import the standard library and the neutral values module only: "
+     "msd.exchange.orders imports msd.market"),
     # ml doing I/O
     ({"msd/ml/features.py": "from msd.store import db\n"}, "ml imports no I/O package"),
     ({"msd/ml/features.py": "import socket\n"}, "ml imports no I/O package"),
@@ -81,6 +87,9 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
      "only roles wire the edges together: msd.learning.job imports both msd.bus and msd.store"),
     ({"msd/strategies/emit.py": "from msd.roles.runtime import outbox\n"},
      "only roles (and the entry points) import roles: msd.strategies.emit imports msd.roles"),
+    # the backtest touching msd's database (it must never write to msd's schema)
+    ({"msd/backtest/replay.py": "from msd.store import db\n"},
+     "the backtest reaches no edge, no wiring and no paper exchange: msd.backtest.replay imports msd.store"),
     ({"msd/market/state.py": "from msd.bus.messages import Kline\n"},
      "the domain reaches no broker and no wiring: msd.market.state imports msd.bus"),
 ])

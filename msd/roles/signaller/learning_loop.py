@@ -131,7 +131,7 @@ class LearningLoop:
         window = LabelWindow(trainer.training.horizon_s, trainer.training.max_bar_lag_s)
         with self.worker_db.transaction() as conn:
             g.schedule_due, g.schedule_missed, g.next_scheduled = self._schedule(conn, config, now)
-            g.counts = labelled_since_last_training(conn, trainer.training.horizon_s)
+            g.counts = labelled_since_last_training(conn, trainer.training.horizon_s, now)
             g.last_training = latest_training_outcomes(conn)
             g.db_versions, g.db_paused = active_versions(conn), set(pauses(conn))
             g.retired = latest_retirements(conn)

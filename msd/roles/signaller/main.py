@@ -35,9 +35,9 @@ from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
 from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
-from msd.strategies.model_plan import plan_model_signal
+from msd.strategies import step
 from msd.strategies.params import StrategyParams
-from msd.strategies.warmup import ExposureUnknown, exposure_usdt, frequency_allows
+from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 
 log = logging.getLogger("msd.signaller")
 SCHEDULE_ATTEMPT_EVERY_S = 1.0
@@ -164,13 +164,13 @@ class Signaller:
             log.error("%s failed and was skipped: %s: %s", stage, type(exc).__name__, exc, exc_info=exc,
                       extra={"stage": stage, **context})
 
-    def exposure(self, asset: str, sid: str, market_price: Decimal) -> Decimal | ExposureUnknown:
+    def exposure(self, asset: str, sid: str, market_price: Decimal, now: datetime) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
             try:
                 with self.db.autocommit() as conn:
                     # the shared tables and msd's own signals not visible there yet, in one round trip
                     shared, (in_flight,) = read_open_exposure_with(conn, asset, IN_FLIGHT_SQL,
-                                                                   in_flight_params(asset, IN_FLIGHT_S))
+                                                                   in_flight_params(asset, IN_FLIGHT_S, now))
                     self.exposure_cache[asset] = exposure_usdt(shared, market_price) + in_flight
             except (DatabaseUnavailable, MsdError) as exc:
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
@@ -226,14 +226,12 @@ class Signaller:
         self.stats[params.id].decisions += 1      # exported once a second (report): this is the hot loop
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
-        due = (frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now) if in_model_mode
-               else engine.is_due(params, runtime, asset, now))
-        if not due:
+        if not step.due(params, runtime, asset, now, in_model_mode):
             return
         self.last_attempt[(params.id, asset)] = started
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
-                    else self.exposure(asset, params.id, snapshot.price))
+                    else self.exposure(asset, params.id, snapshot.price, now))
         exposure_read = time.monotonic()
         planner = self.model_planner(params, now) if in_model_mode else None
         rng = self.streams.rng(params.id)
@@ -251,12 +249,8 @@ class Signaller:
         self.emit(params, result.outcome, now, timing)
 
     def model_planner(self, params: StrategyParams, now: datetime):
-        threshold = self.config.trainer.training.confidence_threshold
-
-        def plan(snapshot, exposure, last_signal_at):
-            call = self.book.call(params.id, snapshot.to_wire(), now)
-            return plan_model_signal(params.warmup, call, threshold, exposure, now, last_signal_at)
-        return plan
+        return step.model_planner(params, lambda snapshot: self.book.call(params.id, snapshot.to_wire(), now),
+                                  self.config.trainer.training.confidence_threshold, now)
 
     def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime, timing: DecisionTimes) -> None:
         """Queue the signal for this turn's outbox write (submit_emitted): one commit for them all."""

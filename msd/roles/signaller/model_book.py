@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable, Mapping
 
-import numpy as np
 
 from msd.learning.versions import LOAD_ERRORS, load_model
 from msd.ml.calibration import CalibratedModel
-from msd.ml.features import BUY, NEITHER, SELL, MissingFeature
+from msd.ml.features import MissingFeature
 from msd.ml.params import TrainingParams
 from msd.store.db import Database
 from msd.store.pauses import Pause, pauses, start_budget
 from msd.store.versions import get_active
-from msd.strategies.model_plan import ModelCall, model_features
+from msd.strategies.model_plan import ModelCall
+from msd.strategies.step import call_model
 
 log = logging.getLogger("msd.signaller")
 
@@ -102,11 +102,7 @@ class ModelBook:
 
     def call(self, strategy: str, wire_snapshot: Mapping, now: datetime) -> ModelCall | MissingFeature:
         loaded = self.models[strategy]
-        features = model_features(wire_snapshot, now)
-        if isinstance(features, MissingFeature):
-            return features
-        proba = loaded.model.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]
-        return ModelCall(loaded.version, float(proba[BUY]), float(proba[SELL]), float(proba[NEITHER]))
+        return call_model(loaded.model, loaded.version, wire_snapshot, now)
 
 
 def sync_modes(db: Database, book: ModelBook, strategies, warmup_parameters) -> None:

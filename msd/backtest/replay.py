@@ -1,0 +1,330 @@
+"""The replay: candles in, msd's decisions, fills, exits and trainings out, in event time.
+
+Per candle (all assets at one open time): working orders fill or expire on it, the exit rules
+walk its path, then at its close the market events msd would have consumed (a confirmed
+1-minute kline and a ticker with the close as last price and the candle profile's bid/ask) go
+into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
+run, and every strategy decides on the snapshot at that close. A gap or a zero-volume candle is
+a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
+clock: `now` is always the candle's time.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from msd.backtest.account import Account
+from msd.backtest.candles import Candle, CandleError, Series
+from msd.backtest.deciding import StrategySlot, decide
+from msd.backtest.exiting import candle_path, exit_on_path, read_row
+from msd.backtest.fills import CostModel, arrival, quotes
+from msd.backtest.learner import Quality, StrategyLearning
+from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
+from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
+from msd.learning.costs import CostFill
+from msd.learning.outcomes import Decision
+from msd.learning.triggers import data_threshold_reached
+from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
+from msd.market.state import MarketSnapshot, MarketState
+from msd.rules import Instrument
+from msd.strategies import engine
+from msd.values.messages import Kline, TickerUpdate
+
+DAY_OF_MINUTES = 1440
+# What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
+FEATURE_STARTUP_CANDLES = 61
+IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
+
+
+@dataclass(frozen=True)
+class Options:
+    costs: CostModel
+    balance: Decimal = Decimal(10000)
+    seed: int | None = None
+    train_seconds: float = 60.0
+    startup_candles: int = FEATURE_STARTUP_CANDLES
+    thresholds: OrderTypeThresholds = OrderTypeThresholds()
+    instrument: InstrumentRules = DEFAULT_INSTRUMENT
+    shuffled_labels: bool = False      # the control run: trainings see outcomes shuffled in time
+
+
+@dataclass
+class ReplayCounts:
+    candles: int = 0
+    gaps: int = 0
+    zero_volume: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+    exits_by_reason: dict = field(default_factory=dict)
+
+
+class Replay:
+    def __init__(self, config, series: list[Series], options: Options) -> None:
+        lengths = {s.length for s in series}
+        if lengths != {timedelta(minutes=1)}:
+            raise CandleError(f"candle lengths {sorted(str(x) for x in lengths)}: only 1-minute candles are replayed "
+                              "(msd's features are built on 1-minute bars)")
+        self.config, self.options = config, options
+        self.series = {s.asset: s for s in series}
+        self.length = timedelta(minutes=1)
+        self.market = MarketState()
+        self.account = Account(options.balance)
+        self.limits = config.signaller.limits
+        self.shared = engine.start_shared(self.limits)
+        self.working: list[WorkingOrder] = []
+        self.exit_states: dict = {}
+        self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
+        self.volume: dict[str, deque] = {a: deque(maxlen=DAY_OF_MINUTES) for a in self.series}
+        self.marks: dict[str, Decimal] = {}
+        self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
+        self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
+        self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
+        self.equity: list[tuple] = []            # (at, account equity, {strategy: pnl})
+        self.asset_curve: list[dict] = []        # {asset: pnl} at the same moments
+        self.counters = ReplayCounts()
+        self.exit_ids = 0
+        # Where the run's time goes (benchmarks/backtest.py); measured only, never decided on.
+        self.timings: dict[str, float] = {"orders_and_exits": 0.0, "market_state": 0.0, "learning": 0.0,
+                                          "training": 0.0, "decisions": 0.0, "accounting": 0.0}
+        self.slots: list[StrategySlot] = []
+        self.next_schedule: datetime | None = None
+        rules = options.instrument
+        self.exit_instrument = Instrument(rules.lot_size, rules.min_order_qty, rules.min_order_value, "backtest")
+
+    def _slot(self, params, trainer) -> StrategySlot:
+        q = trainer.quality
+        learning = StrategyLearning(params.id, trainer.training, Quality(q.threshold, q.hysteresis, q.min_samples,
+                                                                         q.window),
+                                    params.warmup.budget_usdt, params.warmup.max_duration_s,
+                                    params.warmup.unlabelled_loss_pct / 100.0, self.options.train_seconds)
+        seed = params.seed if self.options.seed is None else self.options.seed * 1_000_003 + params.seed
+        if self.options.shuffled_labels:
+            learning.shuffle = random.Random(f"shuffle/{seed}")
+        return StrategySlot(params, engine.start_runtime(params, self.started_at), random.Random(seed), learning)
+
+    # ----- the loop ----------------------------------------------------------------------
+    def run(self) -> "Replay":
+        by_time: dict[datetime, dict[str, Candle]] = {}
+        for asset, s in self.series.items():
+            for candle in s.candles:
+                by_time.setdefault(candle.open_time, {})[asset] = candle
+        times = sorted(by_time)
+        if not times:
+            raise CandleError("no candles to replay (check --timerange)")
+        self.started_at = times[0]
+        self.slots = [self._slot(p, self.config.trainer) for p in self.config.signaller.strategies
+                      if any(a in self.series for a in p.assets)]
+        schedule = self.config.trainer.schedule
+        self.next_schedule = schedule.next_after(times[0]) if schedule is not None else None
+        for s in self.series.values():
+            self.counters.gaps += s.gaps
+            self.counters.zero_volume += s.zero_volume
+        for index, t in enumerate(times):
+            self.step(t, by_time[t], decide_now=index >= self.options.startup_candles)
+        return self
+
+    def step(self, t: datetime, candles: dict[str, Candle], *, decide_now: bool) -> None:
+        close_at, clock, timings = t + self.length, time.perf_counter(), self.timings
+        for asset, candle in sorted(candles.items()):
+            self.counters.candles += 1
+            if candle.traded:
+                self._work_orders(asset, candle)
+                self._exits(asset, candle)
+        clock = _lap(timings, "orders_and_exits", clock)
+        for asset, candle in sorted(candles.items()):
+            self._observe(asset, candle, close_at)
+        clock = _lap(timings, "market_state", clock)
+        self._learn(close_at)
+        clock = _lap(timings, "learning", clock)
+        if decide_now:
+            self._decide(close_at, {a for a, c in candles.items() if c.traded})
+        clock = _lap(timings, "decisions", clock)
+        self.equity.append((close_at, self.account.equity(self.marks), self.account.strategy_pnl(self.marks)))
+        self.asset_curve.append(self.account.asset_pnl(self.marks))
+        _lap(timings, "accounting", clock)
+
+    def _observe(self, asset: str, candle: Candle, close_at: datetime) -> None:
+        """The events msd would have consumed at the candle's close (the candle feature profile)."""
+        self.bars[asset][candle.open_time] = candle
+        self.store.add_bar(asset, candle.open_time, candle.close)
+        self.volume[asset].append(candle.volume)
+        self.marks[asset] = candle.close
+        bid, ask = quotes(candle.close, self.options.costs.half_spread)
+        self.market.apply(Kline(asset, candle.open_time, candle.open, candle.high, candle.low, candle.close,
+                                candle.volume, Decimal(0), True, close_at))
+        self.market.apply(TickerUpdate(asset, close_at, last_price=candle.close, bid=bid, ask=ask,
+                                       bid_size=Decimal(1), ask_size=Decimal(1),
+                                       volume_24h=sum(self.volume[asset], Decimal(0))))
+
+    # ----- orders and fills -----------------------------------------------------------------
+    def _work_orders(self, asset: str, candle: Candle) -> None:
+        latency = self.options.costs.latency
+        for order in [o for o in self.working if o.asset == asset]:
+            arrived = arrival(order.decided_at, latency, candle, self.length)
+            if arrived is None:
+                continue
+            outcome = try_fill(order, candle, self.account.size(asset), self.options.costs)
+            if outcome is None:
+                continue
+            self.working.remove(order)
+            if outcome == "cancelled":
+                self.counters.cancelled += 1
+                self.events.append((candle.open_time, "cancelled", order.signal_id))
+                continue
+            self._apply_fill(order, outcome, max(candle.open_time, arrived), candle_at=candle.open_time)
+
+    def _apply_fill(self, order: WorkingOrder, fill: Filled, at: datetime, exit_reason: str | None = None,
+                    candle_at: datetime | None = None) -> None:
+        asset = order.asset
+        self.account.fill(at=at, asset=asset, side=order.side, quantity=fill.quantity, price=fill.price,
+                          fee=fill.fee, reference=fill.mid, order_type=order.order_type, signal_id=order.signal_id,
+                          strategy=order.strategy, exit_reason=exit_reason, candle_at=candle_at or at)
+        self.events.append((at, "fill", order.signal_id, order.side, str(fill.quantity), str(fill.price)))
+        if order.strategy is not None:
+            slot = next(s for s in self.slots if s.params.id == order.strategy)
+            side = "buy" if order.side == "Buy" else "sell"
+            slot.learning.filled(order.signal_id, CostFill(at, side, float(fill.quantity), float(fill.price),
+                                                           float(fill.fee), float(order.reference)))
+            self.store.add_execution(ExecutionRecord(f"order-{order.signal_id}", order.signal_id, order.strategy,
+                                                     asset, side, fill.quantity, fill.price, fill.fee, at))
+        position = self.account.positions[asset]
+        self.exit_states[asset] = read_row(self.exit_states.get(asset), asset, position,
+                                           self.account.versions[asset], at)
+
+    def _exits(self, asset: str, candle: Candle) -> None:
+        if not self.config.exits.enabled_for(asset):
+            return
+        rules = self.config.exits.rules_for(asset)
+        state = self.exit_states.get(asset)
+        if state is None or not state.ready:
+            return
+        points = candle_path(state.row.size > 0, candle, self.length)
+        while points and state is not None and state.ready:
+            state, fired, used = exit_on_path(state, points, rules, self.exit_instrument,
+                                              self.options.costs.half_spread, self._next_exit_id)
+            self.exit_states[asset] = state
+            points = points[used:]
+            if fired is None:
+                return
+            self._exit_fill(asset, fired, candle)
+            state = self.exit_states.get(asset)
+
+    def _next_exit_id(self) -> str:
+        self.exit_ids += 1
+        return f"exit-{self.exit_ids}"
+
+    def _exit_fill(self, asset: str, fired, candle: Candle) -> None:
+        decision = fired.decision
+        side = "SELL" if decision.key.side.value == "long" else "Buy"
+        order = WorkingOrder(fired.signal_id, None, asset, side, "Market", decision.quantity, None, fired.point.at,
+                             None, decision.trigger_price, True,
+                             {"mode": "exit", "reason": decision.reason.value, "trigger": str(decision.trigger_price)})
+        self.decisions[fired.signal_id] = {"strategy": self.config.exits.strategy_id, **order.info,
+                                           "decided_at": fired.point.at, "confidence": 1.0, "model_version": None}
+        reason = decision.reason.value
+        self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
+        quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
+        fill = Filled(quantity, fired.price, quantity * fired.price * self.options.costs.taker_fee, fired.base)
+        self.events.append((fired.point.at, "exit", fired.signal_id, reason))
+        self._apply_fill(order, fill, fired.point.at, exit_reason=reason, candle_at=candle.open_time)
+
+    # ----- learning and deciding -------------------------------------------------------------
+    def _bar_close(self, asset: str, end: datetime, now: datetime):
+        """The close of the bar ending at `end` as known at `now`; "never" once its lag is over."""
+        if end > now:
+            return None
+        lag = timedelta(seconds=self.config.trainer.training.max_bar_lag_s)
+        bars, start = self.bars[asset], end - self.length
+        moment = start
+        while moment <= start + lag and moment + self.length <= now:
+            if moment in bars:
+                return bars[moment].close
+            moment += self.length
+        return "never" if end + lag <= now else None
+
+    def _learn(self, now: datetime) -> None:
+        trainer = self.config.trainer
+        scheduled = self.next_schedule is not None and now >= self.next_schedule
+        if scheduled:
+            self.next_schedule = trainer.schedule.next_after(now)
+        training = trainer.training
+        counts = self.store.labelled_counts(training.horizon_s, now)
+        for slot in self.slots:
+            learning, sid = slot.learning, slot.params.id
+            learning.advance(now, self._bar_close)
+            if scheduled or data_threshold_reached(counts.get(sid, 0), trainer.data_threshold):
+                started = time.perf_counter()
+                self.store.add_training_attempt(sid, now)
+                version = learning.train(now, self.store.decisions(sid, training.horizon_s, training.max_bar_lag_s),
+                                         self.store.cost_fills(sid, None))
+                self.timings["training"] += time.perf_counter() - started
+                self.events.append((now, "training", slot.params.id, None if version is None else
+                                    (version.number, version.active_from is not None, version.figures["accuracy"])))
+
+    def _decide(self, now: datetime, traded: set[str]) -> None:
+        threshold = self.config.trainer.training.confidence_threshold
+        max_age = self.config.signaller.max_data_age_s
+        for slot in self.slots:
+            if slot.learning.paused:
+                continue
+            for asset in slot.params.assets:
+                if asset not in traded:
+                    continue
+                snapshot = self.market.snapshot(asset, now, max_age)
+                if not isinstance(snapshot, MarketSnapshot):
+                    continue
+                signal, self.shared = decide(slot, self.limits, self.shared, snapshot, self._exposure(asset, snapshot),
+                                             now, threshold, self.options.seed or 0)
+                if signal is not None:
+                    self._submit(slot, signal, now)
+
+    def _exposure(self, asset: str, snapshot: MarketSnapshot) -> Decimal:
+        """Position plus working entry orders, signed, in quote (as the signaller reads it)."""
+        pending = sum(((o.quantity if o.side == "Buy" else -o.quantity) * o.reference
+                       for o in self.working if o.asset == asset and o.strategy is not None), Decimal(0))
+        in_flight = self.store.in_flight_notional(asset, IN_FLIGHT_S, snapshot.at)
+        return self.account.size(asset) * snapshot.price + pending + in_flight
+
+    def _submit(self, slot: StrategySlot, signal, now: datetime) -> None:
+        mode = "warmup" if signal.is_warmup else "model"
+        info = {"mode": mode, "reason": None, "trigger": str(signal.market_data_snapshot.price)}
+        size = self.account.size(signal.asset)
+        order = plan(signal, strategy=slot.params.id, position_size=size, instrument=self.options.instrument,
+                     thresholds=self.options.thresholds, costs=self.options.costs, info=info)
+        wire = _wire(signal)
+        self.decisions[signal.signal_id] = {"strategy": slot.params.id, **info, "decided_at": now,
+                                            "confidence": signal.confidence, "model_version": signal.model_version,
+                                            "side": signal.signal_type, "amount": str(signal.amount), "snapshot": wire}
+        slot.learning.decided(Decision(signal.signal_id, slot.params.id, signal.asset, signal.signal_type, now, wire,
+                                       float(signal.amount), mode, signal.model_version, float(signal.confidence),
+                                       None))
+        self.store.add_signal(SignalRecord(signal.signal_id, slot.params.id, signal.asset, signal.signal_type,
+                                           signal.amount, float(signal.confidence), mode, signal.model_version, now,
+                                           wire))
+        self.store.add_order(signal.signal_id)      # order-manager saves an order row (or a REJECTED one) at once
+        self.events.append((now, "decision", slot.params.id, signal.asset, signal.signal_type, str(signal.amount),
+                            mode, signal.model_version))
+        gross = sum((abs(p.size) * self.marks[a] for a, p in self.account.positions.items()), Decimal(0))
+        reason = risk_rejection(order, size, gross, self.account.equity(self.marks))
+        if reason is not None:
+            self.counters.rejected += 1
+            self.events.append((now, "rejected", signal.signal_id, reason))
+            return
+        self.working.append(order)
+
+
+def _lap(timings: dict[str, float], phase: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[phase] += now - since
+    return now
+
+
+def _wire(signal) -> dict:
+    s = signal.market_data_snapshot
+    return {"price": float(s.price), "spread": None if s.spread is None else float(s.spread),
+            "volume_24h": None if s.volume_24h is None else float(s.volume_24h), "volatility": s.volatility,
+            "orderbook_depth": s.orderbook_depth, "technical_indicators": s.technical_indicators}
