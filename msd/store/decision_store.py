@@ -1,12 +1,11 @@
-"""msd.learning.records.DecisionReads on PostgreSQL: the daemon's side of the store contract
+"""msd.learning.records.DecisionReads (a protocol the learning side owns) on PostgreSQL: the daemon's side of the store contract
 (tests/integration/test_decision_store_contract.py). Every read takes the caller's `now`."""
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
 
-from msd.learning.costs import CostFill
-from msd.learning.outcomes import Decision
+from msd.values.records import CostFill, Decision
 from msd.store.datasets import LabelWindow, labelled_since_last_training, load_cost_fills, load_training_rows
 from msd.store.db import Database
 from msd.store.outbox import in_flight_notional
