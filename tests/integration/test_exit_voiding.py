@@ -105,3 +105,22 @@ def test_a_pending_full_close_larger_than_the_row_now_is_voided_and_the_rest_dec
     assert fresh_id != stale_id and D(fresh_quantity) == D("1.5")
     assert [(m["signal_id"], D(m["metadata"]["quantity"])) for m in received(vhost)] == [(fresh_id, D("1.5"))]
     assert [f["signal_id"] for f in stored_state(dsn, pid)["in_flight"]] == [fresh_id]
+
+
+def test_pending_exits_left_by_a_previous_run_are_checked_before_they_go_out(make, backend):
+    dsn, vhost = backend
+    first = make(rules=STOP)
+    pid = open_position(dsn, "BACKUSDT", "2.00000000", "100", "97.00000000")
+    received(vhost)
+    with broker_refusing(vhost):
+        first.queues["positions"].put(update(pid, "BACKUSDT", "2"))
+        [(exit_id, _, _, _)] = first.until(lambda: outbox_rows(dsn, pid), what="the exit recorded")
+        # msd stops with the exit pending; meanwhile the position flips (long 2 -> short 1).
+        mark_price(dsn, "BACKUSDT", "97.00000000", size="-1")
+    again = make(rules=STOP)                        # the next run: restores, then flushes
+    again.turn()
+    again.role.outbox.flush()
+    assert [r[:2] for r in outbox_rows(dsn, pid)] == [(exit_id, "voided")]
+    assert again.status()["exits_voided"] == {"position_flipped": 1}
+    assert received(vhost) == []
+    assert again.role.book[("BACKUSDT", pid)].in_flight == ()     # the short is watched afresh
