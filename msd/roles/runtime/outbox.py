@@ -177,13 +177,13 @@ class Outbox:
                     expired = self._expire(conn)
                     batch = pending_signals(conn, self.modes, FLUSH_BATCH)
                 self._expired(expired)
-                going = self._screened(batch)
-                if going is None:
-                    return sent
+                going, held = self._screened(batch)
                 for item in going:
                     if not self._publish(item):
                         return sent
                     sent += 1
+                if held:                # the screen could not tell: those wait for a later flush
+                    return sent
                 if not self.commit_marks():
                     return sent
                 if len(batch) < FLUSH_BATCH:
@@ -214,23 +214,24 @@ class Outbox:
             log.warning("%d signals waited longer than %gs in the outbox and expired unsent",
                         len(expired), self.expiry.max_age_s, extra={"expired": len(expired)})
 
-    def _screened(self, batch: list[PendingSignal]) -> list[PendingSignal] | None:
-        """`batch` without what the screen voids (marked in one transaction); None: hold it all."""
+    def _screened(self, batch: list[PendingSignal]) -> tuple[list[PendingSignal], bool]:
+        """`batch` without what the screen voids (marked in one transaction), and whether the
+        screen could not tell: then all of its modes are held back (retried by the next flush)."""
         screen = self.screen
         due = [item for item in batch if screen is not None and item.mode in screen.modes]
         if not due:
-            return batch
+            return batch, False
         verdicts = screen.check(due)
         if verdicts is None:
-            self.backlog = True         # retried by the next flush
-            return None
+            self.backlog = True
+            return [item for item in batch if item.mode not in screen.modes], True
         if verdicts:
             with self.db.transaction() as conn:
                 voided = void_pending(conn, verdicts)
                 if voided and screen.on_voided is not None:
                     screen.on_voided(conn, voided)
             self._voided(voided)
-        return [item for item in batch if item.signal_id not in verdicts]
+        return [item for item in batch if item.signal_id not in verdicts], False
 
     def _voided(self, voided: list[VoidedSignal]) -> None:
         if voided and self.screen is not None and self.screen.after_commit is not None:
