@@ -41,6 +41,8 @@ def unsent_exit(item: PendingSignal) -> UnsentExit:
 
 
 class VoidedExits:
+    holding_unsent = False      # pending exits held because their rows cannot be checked (said once)
+
     def screen(self) -> Screen:
         """The outbox's check of pending exits before each flush sends them."""
         return Screen(modes=EXIT_MODES, check=self.check_unsent, on_voided=self.forget_voided,
@@ -62,9 +64,14 @@ class VoidedExits:
             raise
         except Exception as exc:        # an unusable row, a bug: nothing voided, nothing sent
             self.stats.error(f"pending exits held: {type(exc).__name__}: {exc}")
-            log.warning("pending exits held unsent: their positions rows cannot be checked (%s: %s); retried on "
-                        "the next flush", type(exc).__name__, exc, extra={"position_ids": ids})
+            (log.debug if self.holding_unsent else log.warning)(
+                "pending exits held unsent: their positions rows cannot be checked (%s: %s); retried on every "
+                "flush", type(exc).__name__, exc, extra={"position_ids": ids})
+            self.holding_unsent = True
             return None
+        if self.holding_unsent:
+            self.holding_unsent = False
+            log.info("pending exits checked against their positions rows again")
         return {signal_id: (reason.value, reason.text)
                 for signal_id, reason in sift_unsent(exits, rows, flights, closed).items()}
 
