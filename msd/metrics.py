@@ -58,6 +58,10 @@ SIGNALS_NOTIONAL = Counter("msd_signals_published_usdt_total", "USDT amount of t
 SIGNALS_EXPIRED = Counter("msd_signals_expired_total", "Signals not sent because they waited longer than "
                           "signaller.max_signal_age_s, or exits.max_signal_age_s for exits (which are then "
                           "decided again); not publish failures", ["strategy", "mode"])
+SIGNALS_VOIDED = Counter("msd_signals_voided_total", "Pending signals voided instead of sent because their role "
+                         "found them obsolete just before sending: exits whose position closed, flipped or "
+                         "became smaller than the exit while they waited (the position is then decided "
+                         "again); neither expiries nor publish failures", ["strategy", "mode", "reason"])
 OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
                        multiprocess_mode="livemax")
 OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",

@@ -25,6 +25,7 @@ from msd.rules.state import (
     REJECTION_BACKOFF_CAP, RowOutcome, fold_bar, fold_price, forget_exits, new_position, note_order, note_published,
     note_row, note_stalls, pnl_pct, rejection_backoff, row_order,
 )
+from msd.rules.unsent import UnsentExit, VoidReason, sift_unsent, void_reason
 from msd.rules.types import (
     ORDER_MANAGER_DEFAULTS,
     ExitDecision,
@@ -48,4 +49,5 @@ __all__ = [
     "new_position", "note_order", "note_published", "note_row", "note_stalls", "pnl_pct", "row_order",
     "ORDER_MANAGER_DEFAULTS", "ExitDecision", "ExitReason", "ExitState", "InFlight", "Instrument",
     "InvalidPositionData", "PositionKey", "RowFacts", "Side",
+    "UnsentExit", "VoidReason", "sift_unsent", "void_reason",
 ]

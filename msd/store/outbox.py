@@ -3,7 +3,8 @@
 A row is `pending` until the broker confirms it, then `sent`. Pending rows are published
 oldest first, so an outage delays signals but never reorders or loses them. A pending row of an
 expiring mode older than the age limit becomes `expired` instead (`expire_stale`): it is never
-sent, and it is not a publish failure.
+sent, and it is not a publish failure. A pending row its role found obsolete just before sending
+it (an exit whose position closed meanwhile) becomes `voided` (`void_pending`), with the reason.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ class ExpiredSignal:
     created_at: datetime
     age_s: float
     body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class VoidedSignal(ExpiredSignal):
+    """A pending signal voided instead of sent; `reason` is the label its role gave."""
+    reason: str = ""
 
 
 def insert_signal_sql(cur, signal: TradingSignal, wire: Mapping[str, Any], mode: str) -> bytes:
@@ -93,6 +100,25 @@ def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[Expir
                               extract(epoch FROM now() - created_at)::float8, body""",
                     {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3)})
         return sorted((ExpiredSignal(*row) for row in cur.fetchall()), key=lambda e: (e.created_at, e.signal_id))
+
+
+def void_pending(conn, reasons: Mapping[str, tuple[str, str]]) -> list[VoidedSignal]:
+    """Mark these pending signals `voided` (signal_id -> (reason, text for last_error)); returns
+    those that were still pending, oldest first. In the caller's transaction, like expire_stale."""
+    if not reasons:
+        return []
+    ids = sorted(reasons)
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE msd.signals s
+                          SET outbox_state = 'voided', voided_at = now(), last_error = v.text
+                         FROM unnest(%s::uuid[], %s::text[]) AS v(signal_id, text)
+                        WHERE s.signal_id = v.signal_id AND s.outbox_state = 'pending'
+                    RETURNING s.signal_id::text, s.strategy_id, s.mode, s.asset, s.signal_type, s.amount, s.created_at,
+                              extract(epoch FROM now() - s.created_at)::float8, s.body""",
+                    (ids, [reasons[one][1][:1000] for one in ids]))
+        rows = cur.fetchall()
+    return sorted((VoidedSignal(*row, reason=reasons[row[0]][0]) for row in rows),
+                  key=lambda e: (e.created_at, e.signal_id))
 
 
 def pending_backlog(conn, modes: tuple[str, ...]) -> tuple[int, float | None]:

@@ -308,6 +308,41 @@ def test_exit_expiring_during_broker_outage_is_redecided_at_the_current_price_no
     _reconfigure(daemon, exits={**EXITS, "max_signal_age_s": 60})
 
 
+def test_pending_exit_for_a_position_closed_during_a_broker_outage_is_voided_not_sent(daemon, resources):
+    """Regression (issue #8): an exit recorded while the broker was down went out when it came
+    back even though its position had been closed meanwhile, and order-manager, seeing nothing to
+    reduce, opened a position the other way with it. Now a pending exit is checked against the
+    positions row before it is sent: this one is voided, never published."""
+    dsn, vhost = resources
+    _reconfigure(daemon, exits={"fallback_after_s": 0.5, "poll_interval_s": 0.2, "max_signal_age_s": 60,
+                                "rules": {"stop_loss_pct": 2, "cooldown_seconds": 1}})
+    wait_for(lambda: daemon.role("exits")["status"].get("mode") == "fallback", 10, what="exits polling")
+    position_id = open_position(dsn, "GONEUSDT", "2.00000000", "100", "100.00000000")
+    wait_for(lambda: stored_state(dsn, position_id), 10, what="the position watched")
+    exits = """SELECT signal_id::text, outbox_state FROM msd.signals
+                WHERE body->'metadata'->>'position_id' = %s ORDER BY created_at"""
+    rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+    close_vhost_connections(vhost)
+    try:
+        mark_price(dsn, "GONEUSDT", "97.00000000")                    # through the stop: an exit waits
+        [(exit_id, _)] = wait_for(lambda: execute(dsn, exits, (position_id,)), 10, what="the stop loss recorded")
+        mark_price(dsn, "GONEUSDT", "97.00000000", size="0")          # closed by hand during the outage
+        wait_for(lambda: stored_state(dsn, position_id) is None, 10, what="the position seen flat")
+    finally:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    signals = SignalReader(amqp_url(vhost))
+    try:
+        wait_for(lambda: execute(dsn, exits, (position_id,)) == [(exit_id, "voided")], 20,
+                 what="the pending exit voided once the broker is back")
+        wait_for(lambda: metric(daemon, "msd_signals_voided_total", mode="exit", reason="position_flat") >= 1, 10,
+                 what="the voided exit counted")
+        time.sleep(0.5)
+        assert signals.for_position(position_id) == []                # order-manager never got it
+    finally:
+        signals.close()
+    _reconfigure(daemon, exits=EXITS)
+
+
 def _sent_once_after_the_outage(daemon, dsn, signals, position_id, exits):
     [(sent, _)] = wait_for(lambda: signals.for_position(position_id), 20, what="the exit once the broker is back")
     rows = wait_for(lambda: (lambda r: r if all(state != "pending" for _, state, _, _ in r) else None)(

@@ -9,7 +9,7 @@ import pytest
 from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.signal_format import signal_to_wire
 from msd.values.messages import MarketDataSnapshot, TradingSignal
-from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.outbox import Outbox, Screen
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.outbox import insert_signal
@@ -245,3 +245,28 @@ def test_exposure_and_in_flight_read_together_equal_the_two_reads(setup):
         apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120, now),)
     assert together == apart
     assert together[1] == (Decimal(-25),) and together[0].open_orders == 1 and together[0].open_positions == 1
+
+
+def test_a_screen_voids_only_its_own_modes_and_holds_them_while_it_cannot_tell(setup):
+    """The exit role screens its pending exits; the signaller's warm-up and model signals are
+    never screened, and a screen that cannot tell (None) holds its modes only."""
+    db, publisher, url = setup
+    warmup, first, second = signal("warm"), signal("exit-engine"), signal("exit-engine")
+    with db.transaction() as conn:
+        insert_signal(conn, warmup, signal_to_wire(warmup), "warmup")
+        insert_signal(conn, first, signal_to_wire(first), "exit")
+        insert_signal(conn, second, signal_to_wire(second), "exit")
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup", "exit"))
+    answers, seen, after = [None, {first.signal_id: ("position_flat", "closed meanwhile")}], [], []
+    outbox.screen_with(Screen(modes=("exit",), check=lambda batch: seen.append([i.mode for i in batch])
+                              or answers.pop(0), after_commit=after.extend))
+    assert outbox.flush() == 1 and outbox.backlog                   # cannot tell: the exits held, not the rest
+    assert queued_ids(url) == [warmup.signal_id]
+    assert outbox.flush() == 1                                       # `second`; `first` voided
+    assert seen == [["exit", "exit"], ["exit", "exit"]]
+    assert queued_ids(url) == [second.signal_id]
+    assert [(v.signal_id, v.reason) for v in after] == [(first.signal_id, "position_flat")]
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT outbox_state, last_error FROM msd.signals WHERE signal_id = %s", (first.signal_id,))
+        assert cur.fetchone() == ("voided", "closed meanwhile")
+    assert (outbox.voided, outbox.expired) == (1, 0)

@@ -41,6 +41,7 @@ from msd.market.quotes import price_folder
 from msd.roles.exits.positions import PositionReading
 from msd.roles.exits.sending import ExitSending
 from msd.roles.exits.tables import SharedTables
+from msd.roles.exits.voiding import VoidedExits
 from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.publishing import serve_publishing_role
 from msd.roles.runtime.process import DependencyHealth, RoleContext
@@ -87,9 +88,10 @@ def make_debouncer(cfg) -> Debouncer:
     return Debouncer(timedelta(seconds=cfg.debounce_s), timedelta(seconds=cfg.debounce_max_delay_s))
 
 
-class ExitRole(PositionReading, ExitSending, ExpiredExits):
+class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
     """The role's state and its turn; reading the table is PositionReading (positions.py),
-    deciding and sending ExitSending (sending.py), exits that expired unsent ExpiredExits (expiry.py)."""
+    deciding and sending ExitSending (sending.py), exits that expired unsent ExpiredExits (expiry.py),
+    pending exits whose position changed before they went out VoidedExits (voiding.py)."""
 
     def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
         self.ctx, self.db, self.outbox = ctx, db, outbox
@@ -121,6 +123,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits):
         self.restored = False
         self.db_failures, self.db_retry_at, self.db_error = 0, 0.0, None
         self.outbox.retune(self.expiry(self.config))
+        self.outbox.screen_with(self.screen())
 
     # --- the book -----------------------------------------------------------------------------
 

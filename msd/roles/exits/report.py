@@ -28,6 +28,7 @@ class ExitStats:
     suppressed: Counter = field(default_factory=Counter)   # holds by reason: once per position and reason
     failed: Counter = field(default_factory=Counter)       # by cause
     invalid: Counter = field(default_factory=Counter)      # by reason
+    voided: Counter = field(default_factory=Counter)       # pending exits voided unsent, by reason (voiding.py)
     errors: int = 0
     last_error: str | None = None
     last_exit: str | None = None
@@ -82,7 +83,8 @@ def report_status(role: Any, now: datetime) -> None:
         exits_in_flight=in_flight, exits_stalled=_named(stalled), stalls_total=s.stalls,
         below_min_order_value=_named(below), left_alone=_named(refused), exits_refused=_named(backing_off),
         without_market_data=dict(unpriced), last_error=s.last_error, last_exit=s.last_exit,
-        outbox_backlog=role.outbox.backlog, expired=role.outbox.expired, degraded=degraded)
+        outbox_backlog=role.outbox.backlog, expired=role.outbox.expired, exits_voided=dict(s.voided),
+        degraded=degraded)
 
 
 def _has_market_data(asset_state: Any, now: datetime) -> bool:

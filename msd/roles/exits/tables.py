@@ -111,6 +111,13 @@ class SharedTables:
             fills = read_fills_since(conn, facts.asset, state.row.last_updated)
         return crossed_zero(state.row.size, fills_of(fills))
 
+    def crossed_since(self, asset: str, start: Decimal, since: datetime) -> bool:
+        """Did the fills of `asset` after `since` take a position of signed size `start` flat or
+        across zero (a close and reopen the row's closed_at does not show on the fill path)?"""
+        with self.db.autocommit() as conn:
+            fills = read_fills_since(conn, asset, since)
+        return crossed_zero(start, fills_of(fills))
+
     def _stored_before_reopen(self, state: ExitState, facts: RowFacts) -> bool:
         if state.entry_price is None:
             return False

@@ -15,6 +15,14 @@ in the same transaction as the marking, for a role that must undo stored state t
 signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
 expires. `Expiry.after_commit(expired)` runs once that transaction committed, for the role's
 in-memory state (e.g. offering the position for a new decision at the current price).
+
+A role may also screen its pending signals just before each flush sends them (`Screen`): an exit
+whose position closed while it waited would open a position the other way. `Screen.check(batch)`
+names the ones to void (signal_id -> (reason, text)), or answers None when it cannot tell now (a
+failed read): then nothing is voided and nothing of those modes is sent until a later flush. The
+voided are marked `voided` with `Screen.on_voided(conn, voided)` in the same transaction, then
+`Screen.after_commit(voided)`; counted in `msd_signals_voided_total`, apart from expiries. The
+signaller has no screen: its warm-up and model signals go out as before.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
@@ -32,8 +40,8 @@ from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.store.db import Database
 from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, count_pending, expire_stale, insert_signal_sql, mark_sent, pending_backlog,
-    pending_signals, record_failed_attempt,
+    ExpiredSignal, PendingSignal, VoidedSignal, count_pending, expire_stale, insert_signal_sql, mark_sent,
+    pending_backlog, pending_signals, record_failed_attempt, void_pending,
 )
 
 log = logging.getLogger("msd.outbox")
@@ -41,6 +49,7 @@ FLUSH_BATCH = 500
 
 OnExpired = Callable[[object, list[ExpiredSignal]], None]
 AfterExpiry = Callable[[list[ExpiredSignal]], None]
+VoidCheck = Callable[[list[PendingSignal]], "Mapping[str, tuple[str, str]] | None"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,15 @@ class Expiry:
     after_commit: AfterExpiry | None = None    # after it committed
 
 
+@dataclass(frozen=True)
+class Screen:
+    """Pending signals of `modes` checked just before a flush sends them (module doc)."""
+    modes: tuple[str, ...]
+    check: VoidCheck                            # signal_id -> (reason, text) to void; None: cannot tell now
+    on_voided: OnExpired | None = None          # in the voiding transaction
+    after_commit: AfterExpiry | None = None     # after it committed
+
+
 class Outbox:
     def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...],
                  expiry: Expiry = Expiry()):
@@ -78,11 +96,13 @@ class Outbox:
             raise ValueError(f"expiring modes {expiry.modes} are not among this outbox's {modes}")
         self.db, self.publisher, self.queue, self.modes = db, publisher, queue, modes
         self.expiry = expiry
+        self.screen: Screen | None = None
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
         self.published = 0
         self.expired = 0
+        self.voided = 0
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
 
     def retarget(self, queue: str) -> None:
@@ -93,6 +113,12 @@ class Outbox:
     def retune(self, expiry: Expiry) -> None:
         """A new age limit (a live config change)."""
         self.expiry = expiry
+
+    def screen_with(self, screen: Screen) -> None:
+        """Check pending signals of `screen.modes` before each flush sends them (module doc)."""
+        if not set(screen.modes) <= set(self.modes):
+            raise ValueError(f"screened modes {screen.modes} are not among this outbox's {self.modes}")
+        self.screen = screen
 
     def service_connection(self) -> None:
         """Keep the broker connection alive while idle (heartbeats, a broker-side close noticed)."""
@@ -191,7 +217,8 @@ class Outbox:
         return True
 
     def flush(self) -> int:
-        """Expire what is too old, publish the rest oldest first; stops at the first failure.
+        """Expire what is too old, void what the screen finds obsolete, publish the rest oldest
+        first; stops at the first failure, or when the screen cannot tell.
 
         Returns how many went out."""
         sent = 0
@@ -203,10 +230,13 @@ class Outbox:
                     expired = self._expire(conn)
                     batch = pending_signals(conn, self.modes, FLUSH_BATCH)
                 self._expired(expired)
-                for item in batch:
+                going, held = self._screened(batch)
+                for item in going:
                     if not self._publish(item):
                         return sent
                     sent += 1
+                if held:                # the screen could not tell: those wait for a later flush
+                    return sent
                 if not self.commit_marks():
                     return sent
                 if len(batch) < FLUSH_BATCH:
@@ -236,6 +266,36 @@ class Outbox:
         if expired:
             log.warning("%d signals waited longer than %gs in the outbox and expired unsent",
                         len(expired), self.expiry.max_age_s, extra={"expired": len(expired)})
+
+    def _screened(self, batch: list[PendingSignal]) -> tuple[list[PendingSignal], bool]:
+        """`batch` without what the screen voids (marked in one transaction), and whether the
+        screen could not tell: then all of its modes are held back (retried by the next flush)."""
+        screen = self.screen
+        due = [item for item in batch if screen is not None and item.mode in screen.modes]
+        if not due:
+            return batch, False
+        verdicts = screen.check(due)
+        if verdicts is None:
+            self.backlog = True
+            return [item for item in batch if item.mode not in screen.modes], True
+        if verdicts:
+            with self.db.transaction() as conn:
+                voided = void_pending(conn, verdicts)
+                if voided and screen.on_voided is not None:
+                    screen.on_voided(conn, voided)
+            self._voided(voided)
+        return [item for item in batch if item.signal_id not in verdicts], False
+
+    def _voided(self, voided: list[VoidedSignal]) -> None:
+        if voided and self.screen is not None and self.screen.after_commit is not None:
+            self.screen.after_commit(voided)
+        for item in voided:
+            self.voided += 1
+            metrics.SIGNALS_VOIDED.labels(item.strategy_id, item.mode, item.reason).inc()
+            log.info("signal %s voided unsent after %.1fs (%s %s %s USDT, %s): %s", item.signal_id, item.age_s,
+                     item.signal_type, item.asset, item.amount, item.strategy_id, item.reason,
+                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
+                            "trace_id": item.body.get("trace_id"), "reason": item.reason})
 
     def _publish(self, item: PendingSignal) -> bool:
         try:
