@@ -206,6 +206,11 @@ def read_config(path: str | os.PathLike, env: Mapping[str, str] | None = None, *
         context=context,
     )
     root.reject_unknown()
+    if cfg.leadership.enabled and cfg.leadership.lost_after_s <= 2 * cfg.supervisor.heartbeat_interval_s:
+        raise ConfigError("leadership.failover_s", cfg.leadership.failover_s,
+                          f"a lease long enough that failover_s - 2 x lease_renew_s exceeds 2 x "
+                          f"supervisor.heartbeat_interval_s ({2 * cfg.supervisor.heartbeat_interval_s:g}): the "
+                          "supervisor takes a silent lease child for a lost lease")
     return cfg
 
 

@@ -148,6 +148,11 @@ class LeadershipDuties:
         code = self.host.exit_code(handle)
         if code is None:
             reason = ch.unresponsive_reason(self.lease.record, now, ch.RestartPolicy.of(self.config.supervisor))
+            silent = now - (self.lease.record.last_heartbeat or now)
+            if self.lease.role == LEADER and silent > self.config.leadership.lost_after_s:
+                # Nobody may be renewing our lease: stop the roles before it can expire.
+                reason = f"sent no heartbeat for {silent:.1f}s while leading"
+                self.became_standby(f"the lease child {reason}")
             if reason and self.stop_deadline is None:
                 log.error("the lease child %s; killing it", reason)
                 self.host.kill(handle, signal.SIGKILL)
@@ -181,7 +186,7 @@ class LeadershipDuties:
                 "epoch": self.lease.epoch, "since": self.lease.since_wall, "reason": self.lease.reason,
                 "transitions": self.lease.transitions, "holder_name": self.holder,
                 "lease": status.get("lease"), "note": status.get("note"),
-                "lease_child": self.lease.record.state.value}
+                "lease_child": self.lease.record.state.value, "lease_child_pid": self.lease.record.pid}
 
     def leader_text(self) -> str:
         lease = self.lease.record.status.get("lease") or {}

@@ -202,3 +202,16 @@ def test_a_graceful_stop_stops_the_lease_child_last(lead_env):
                 h.code = 0
     assert order[-1] == LEASE and len(order) == 4
     assert arbiter.exit_code == 0
+
+
+def test_a_silent_lease_child_ends_leading_before_the_lease_can_expire(lead_env):
+    arbiter, host, _, clock = lead_env
+    lease_says(arbiter, host, "leader", epoch=3)
+    clock.now += 1.9          # lost_after_s = 3 - 2 x 0.5 = 2: still leading
+    arbiter.turn(0)
+    assert arbiter.lease.role == "leader"
+    clock.now += 0.2
+    arbiter.turn(0)
+    assert arbiter.lease.role == "standby"
+    assert signal.SIGKILL in host.latest(LEASE).signals
+    assert all(signal.SIGTERM in h.signals for h in host.spawned if h.name != LEASE)
