@@ -100,6 +100,8 @@ def test_leadership_is_off_by_default_with_documented_timings(tmp_path):
     ({"lease_renew_s": 2, "failover_s": 5}, "leadership.failover_s"),
     ({"instance": "a/b"}, "leadership.instance"),
     ({"lease_s": 3}, "leadership.lease_s"),
+    # failover_s - 2 x lease_renew_s = 2 s is not above 2 x the supervisor's heartbeat interval (1 s)
+    ({"enabled": True, "lease_renew_s": 0.5, "failover_s": 3}, "leadership.failover_s"),
 ])
 def test_leadership_errors_name_key_value_and_range(tmp_path, values, key):
     with pytest.raises(ConfigError) as err:
@@ -111,7 +113,8 @@ def test_leadership_errors_name_key_value_and_range(tmp_path, values, key):
 
 @pytest.fixture
 def lead_env(tmp_path):
-    cfg = _config(tmp_path, {"enabled": True, "instance": "box-a", "lease_renew_s": 0.5, "failover_s": 3})
+    cfg = _config(tmp_path, {"enabled": True, "instance": "box-a", "lease_renew_s": 0.5, "failover_s": 3},
+                  {"supervisor": {**BASE["supervisor"], "heartbeat_interval_s": 0.5}})
     host, notifier, clock = FakeHost(), FakeNotifier(), Clock()
     arbiter = Arbiter(cfg, host, notifier, clock=clock, wall=clock)
     arbiter.start_lease()
