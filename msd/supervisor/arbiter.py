@@ -273,6 +273,7 @@ class Arbiter(TrainerDuties, LeadershipDuties):
         self.notifier.reloading()
         try:
             new, plan = self.check(self.config)
+            new = self.keep_leadership_identity(new)
         except ConfigError as exc:
             self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
             metrics.CONFIG_RELOADS.labels("invalid").inc()

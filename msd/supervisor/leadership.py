@@ -166,6 +166,15 @@ class LeadershipDuties:
             if self.lease.role == LEADER:   # nobody renews our lease any more
                 self.became_standby(f"the lease child {self.lease.record.last_exit}")
 
+    def keep_leadership_identity(self, new: Any) -> Any:
+        """A reload applies the lease timings live (the lease child is sent the new config);
+        whether leases are on and this instance's name take effect at the next start."""
+        running, wanted = self.config.leadership, new.leadership
+        if (wanted.enabled, wanted.instance) == (running.enabled, running.instance):
+            return new
+        log.warning("leadership.enabled/instance changed; it takes effect when msd is restarted")
+        return replace(new, leadership=replace(wanted, enabled=running.enabled, instance=running.instance))
+
     def command_step_down(self) -> dict[str, Any]:
         if not self.leadership_enabled:
             raise CommandRefused("leadership is not enabled (leadership.enabled: false): this instance leads alone")

@@ -76,6 +76,9 @@ def test_the_next_attempt_comes_before_a_leaders_limit_runs_out():
     assert wait_before_next(STANDBY, 100.0, T) == 1.0
     assert wait_before_next(Belief(Role.LEADER, 7, 100.0), 102.5, T) == pytest.approx(0.501)
     assert wait_before_next(Belief(hold_off_until=100.3), 100.0, T) == pytest.approx(0.3)
+    # a standby asks again right after the holder's lease expires, not a whole period later
+    assert wait_before_next(STANDBY, 100.0, T, expires_in=0.4) == pytest.approx(0.41)
+    assert wait_before_next(STANDBY, 100.0, T, expires_in=7.0) == 1.0
 
 
 # --- the config section --------------------------------------------------------------------------
@@ -218,3 +221,12 @@ def test_a_silent_lease_child_ends_leading_before_the_lease_can_expire(lead_env)
     assert arbiter.lease.role == "standby"
     assert signal.SIGKILL in host.latest(LEASE).signals
     assert all(signal.SIGTERM in h.signals for h in host.spawned if h.name != LEASE)
+
+
+def test_a_reload_applies_lease_timings_live_but_not_turning_leases_off(lead_env, tmp_path):
+    arbiter, host, _, _ = lead_env
+    new = _config(tmp_path, {"enabled": False, "instance": "box-z", "lease_renew_s": 1, "failover_s": 4},
+                  {"supervisor": {**BASE["supervisor"], "heartbeat_interval_s": 0.5}})
+    kept = arbiter.keep_leadership_identity(new)
+    assert (kept.leadership.enabled, kept.leadership.instance) == (True, "box-a")
+    assert (kept.leadership.lease_renew_s, kept.leadership.failover_s) == (1, 4)

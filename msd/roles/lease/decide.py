@@ -96,12 +96,15 @@ def expire(belief: Belief, now: float, timing: Timing) -> tuple[Belief, Transiti
                        f"(limit {timing.lost_after_s:g}s, lease {timing.failover_s:g}s)", "lost"))
 
 
-def wait_before_next(belief: Belief, now: float, timing: Timing) -> float:
-    """Seconds until the next attempt: a renewal period, shorter when a leader's limit or a
-    hold-off ends sooner."""
+def wait_before_next(belief: Belief, now: float, timing: Timing, expires_in: float | None = None) -> float:
+    """Seconds until the next attempt: a renewal period, shorter when a leader's limit, a
+    hold-off or (for a standby) the other holder's lease, `expires_in` seconds from now by the
+    database's clock, ends sooner: a standby asks right after the lease expires."""
     wait = timing.renew_s
     if belief.role is Role.LEADER and belief.renewed_at is not None:
         wait = min(wait, max(0.0, belief.renewed_at + timing.lost_after_s - now) + 0.001)
     elif belief.hold_off_until > now:
         wait = min(wait, belief.hold_off_until - now)
+    elif expires_in is not None:
+        wait = min(wait, max(0.0, expires_in) + 0.01)
     return wait

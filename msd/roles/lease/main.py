@@ -64,7 +64,7 @@ class LeaseLoop:
             self.take_notices()
             self.turn()
             self.publish()
-            self.sleep(wait_before_next(self.belief, time.monotonic(), self.timing))
+            self.sleep(wait_before_next(self.belief, time.monotonic(), self.timing, self.expires_in()))
         self.leave()
         return 0
 
@@ -154,6 +154,13 @@ class LeaseLoop:
             log.info("released the lease of epoch %s", self.belief.epoch)
         except MsdError as exc:
             log.warning("could not release the lease (it expires by itself): %s", exc)
+
+    def expires_in(self) -> float | None:
+        """Seconds until the lease we last read expires (database clock), None if it is free."""
+        row = self.row
+        if row is None or not row.valid or row.expires_at is None:
+            return None
+        return (row.expires_at - row.db_now).total_seconds()
 
     # ----- the supervisor -------------------------------------------------------------------
     def take_notices(self) -> None:
