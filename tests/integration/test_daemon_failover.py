@@ -77,11 +77,24 @@ def test_started_together_exactly_one_leads_and_the_standby_runs_nothing(pair, r
     assert [e[1] for e in events(resources[0])].count("acquired") == 1
 
 
+def test_a_standby_applies_a_reload_to_its_own_config_and_starts_nothing(pair):
+    leader, standby = the_leader(pair)
+    loaded = standby.status()["daemon"]["config_loaded_at"]
+    standby.config["consumer"]["batch_wait_ms"] = 3          # the consumer would restart for this
+    standby.write_config(standby.config)
+    code, out = standby.ctl("reload")
+    assert code == 0 and '"applied": true' in out
+    assert standby.status()["daemon"]["config_loaded_at"] > loaded
+    assert set(roles_of(standby).values()) == {"STOPPED"}
+    assert leadership(standby)["role"] == "standby" and leadership(leader)["role"] == "leader"
+
+
 def test_step_down_hands_the_lease_to_the_standby(pair, resources):
     leader, standby = the_leader(pair)
     epoch = leadership(leader)["epoch"]
     code, out = leader.ctl("step-down")
     assert code == 0, out
+    wait_for(lambda: leadership(standby)["role"] == "leader", 30, what="the standby leads")
     new_leader, new_standby = the_leader(pair)
     assert (new_leader, new_standby) == (standby, leader)
     assert leadership(new_leader)["epoch"] == epoch + 1

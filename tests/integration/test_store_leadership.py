@@ -99,3 +99,17 @@ def test_a_take_over_waits_for_the_old_epochs_open_write_and_renewal_does_not(db
                               > clock_timestamp() - interval '1 hour'""")
         assert cur.fetchone()[0]
     other.close()
+
+
+def test_a_newer_codes_migrations_are_listed_without_being_applied(db, tmp_path):
+    """What a standby started with newer code reports while it waits for a step-down."""
+    from msd.store.migrate import DEFAULT_SQL_DIR, unapplied
+    for path in DEFAULT_SQL_DIR.glob("*.sql"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "999_newer.sql").write_text("CREATE TABLE msd.newer (id int);")
+    with db.transaction() as conn:
+        assert unapplied(conn) == []
+        assert unapplied(conn, tmp_path) == ["999_newer.sql"]
+        cur = conn.cursor()
+        cur.execute("SELECT to_regclass('msd.newer')")
+        assert cur.fetchone()[0] is None
