@@ -54,10 +54,11 @@ class LeaseLoop:
         self.belief = Belief()
         self.row: store.LeaseRow | None = None
         self.note: str | None = None
-        self.told = False          # the supervisor knows our role (it waits for it to be READY)
 
     def run(self) -> int:
         self.ctx.booted()
+        # Standby until the lease is ours: the supervisor is READY without waiting for the database.
+        self.tell(Transition(Role.STANDBY, None, "competing for the lease", None))
         self.publish()
         while not self.ctx.stopping.is_set():
             self.ctx.beat()
@@ -76,10 +77,6 @@ class LeaseLoop:
         epoch = self.row.epoch if self.row is not None else None
         self.belief, change = after(self.belief, action, result, epoch, sent_at, time.monotonic(), self.timing)
         self.tell(change)
-        if not self.told and result is not Result.FAILED:
-            holder = self.row.holder if self.row is not None and self.row.valid else None
-            self.tell(Transition(Role.STANDBY, None, f"the lease is held by {holder}" if holder
-                                 else "the lease is not ours yet", None))
 
     # ----- the database ---------------------------------------------------------------------
     def perform(self, action: Action) -> tuple[Result, float]:
@@ -124,7 +121,11 @@ class LeaseLoop:
         self.note_schema(behind)
         if acquired is None:
             return Result.REFUSED, sent_at
-        applied = apply_migrations(self.ctx.config.database.url)   # only the leader migrates
+        try:
+            applied = apply_migrations(self.ctx.config.database.url)   # only the leader migrates
+        except MsdError as exc:
+            self.give_up(acquired.epoch, f"migrations failed: {exc}")
+            return Result.FAILED, sent_at
         if applied:
             log.info("leader applied migrations: %s", ", ".join(applied))
             # Migrating may have taken longer than the lease: renew before anything starts.
@@ -135,6 +136,17 @@ class LeaseLoop:
             self.row = replace(self.row, epoch=acquired.epoch)
         self.note_schema([])
         return Result.DONE, sent_at
+
+    def give_up(self, epoch: int, why: str) -> None:
+        """Release a lease we cannot lead with, and stay out for one lease period, so an
+        instance that can lead takes it."""
+        log.error("not leading epoch %d: %s; releasing the lease", epoch, why)
+        self.belief = replace(self.belief, hold_off_until=time.monotonic() + self.timing.failover_s)
+        try:
+            with self.db.transaction() as conn:
+                store.release(conn, self.me, epoch, "released", why[:500])
+        except MsdError as exc:
+            log.warning("could not release the lease (it expires by itself): %s", exc)
 
     def note_schema(self, behind: list[str]) -> None:
         note = None
@@ -175,8 +187,7 @@ class LeaseLoop:
     def tell(self, change: Transition | None) -> None:
         if change is None:
             return
-        self.told = True
-        level = logging.INFO if change.to is Role.LEADER or change.event == "stepped_down" else logging.WARNING
+        level = logging.WARNING if change.event == "lost" else logging.INFO
         log.log(level, "now %s: %s", change.to.value, change.reason,
                 extra={"leadership": change.to.value, "epoch": change.epoch})
         if change.event == "lost":
