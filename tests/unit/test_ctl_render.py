@@ -28,3 +28,18 @@ def test_table_shows_roles_strategies_market_problems_and_trainer():
     assert "market: BTCUSDT 95000 (0.1s), XRPUSDT stale" in text
     assert "problem: signaller: strategy capped degraded" in text
     assert "request 1: cancelled (manual)" in text
+
+
+def test_leadership_lines_say_this_instances_role_the_holder_and_since_when():
+    lease = {"epoch": 4, "holder": "box-a/11", "host": "box-a", "pid": 11, "config_hash": "ab",
+             "since": "2026-12-01T10:00:00+00:00", "renewed_at": "2026-12-01T10:05:00+00:00",
+             "expires_at": "2026-12-01T10:05:10+00:00"}
+    standby = {**STATUS, "leadership": {"enabled": True, "role": "standby", "epoch": None, "since": 1_700_000_000.0,
+                                        "reason": "competing for the lease", "transitions": 1,
+                                        "holder_name": "box-b/22", "lease": lease,
+                                        "note": "this instance's code is newer than the database schema"}}
+    text = render_status(standby)
+    assert "this instance (box-b/22) is STANDBY since" in text
+    assert "lease held by box-a/11 (epoch 4) since 2026-12-01T10:00:00+00:00" in text
+    assert "code is newer than the database schema" in text
+    assert "leadership" not in render_status({**STATUS, "leadership": {"enabled": False}})
