@@ -44,6 +44,8 @@ class LeaseSlot:
         self.reason: str | None = None        # why it changed
         self.transitions = 0
         self.kill_roles_at: float | None = None
+        self.stepping_down = False            # roles stopping; the lease is released once they are gone
+        self.release_asked = False
 
 
 class LeadershipDuties:
@@ -52,7 +54,7 @@ class LeadershipDuties:
         return self.config.leadership.enabled
 
     def leading(self) -> bool:
-        return not self.leadership_enabled or self.lease.role == LEADER
+        return not self.leadership_enabled or (self.lease.role == LEADER and not self.lease.stepping_down)
 
     def holder_name(self) -> str:
         return f"{self.config.leadership.instance}/{os.getpid()}"
@@ -95,6 +97,7 @@ class LeadershipDuties:
     def became_standby(self, reason: str) -> None:
         was_leader = self.lease.role == LEADER
         epoch = self.lease.epoch
+        self.lease.stepping_down = self.lease.release_asked = False
         self._transition(STANDBY, None, reason)
         if not was_leader:
             log.info("standby: %s", reason, extra={"leadership": STANDBY})
@@ -111,7 +114,9 @@ class LeadershipDuties:
         self.lease.role, self.lease.epoch, self.lease.reason = role, epoch, reason
         metrics.LEADER.set(1 if role == LEADER else 0)
 
-    def stop_roles_for_standby(self) -> None:
+    def stop_roles_for_standby(self, kill_after_s: float | None = None) -> None:
+        """SIGTERM to the roles and the trainer; SIGKILL to what is left after `kill_after_s`
+        (default one renewal period: the lease may be about to expire)."""
         now = self.clock()
         for name, rec in self.records.items():
             if name in self.handles:
@@ -123,7 +128,8 @@ class LeadershipDuties:
         if self.trainer.handle is not None and self.trainer.cancel_requested_at is None:
             self.trainer.cancel("no longer leading", now)
             self.host.kill(self.trainer.handle, signal.SIGTERM)
-        self.lease.kill_roles_at = now + self.config.leadership.lease_renew_s
+        self.lease.kill_roles_at = now + (kill_after_s if kill_after_s is not None
+                                          else self.config.leadership.lease_renew_s)
 
     # ----- the loop's part ------------------------------------------------------------------
     def police_lease(self, now: float) -> None:
@@ -140,6 +146,11 @@ class LeadershipDuties:
                     self.host.kill(handle, signal.SIGKILL)
         if self.lease.handle is None and self.stop_deadline is None and ch.due_to_start(self.lease.record, now):
             self.start_lease()
+        if self.lease.stepping_down and not self.lease.release_asked and not self.handles \
+                and self.trainer.handle is None and self.lease.handle is not None:
+            # Nothing of ours runs any more: now the lease may go, and a standby take over at once.
+            self.host.send(self.lease.handle, ("step_down", {}))
+            self.lease.release_asked = True
 
     def _reap_lease(self, now: float) -> None:
         handle = self.lease.handle
@@ -180,8 +191,10 @@ class LeadershipDuties:
             raise CommandRefused("leadership is not enabled (leadership.enabled: false): this instance leads alone")
         if self.lease.role != LEADER or self.lease.handle is None:
             raise CommandRefused(f"standby: this instance does not lead ({self.leader_text()})")
-        self.host.send(self.lease.handle, ("step_down", {}))
-        log.info("stepping down on request (epoch %s)", self.lease.epoch)
+        log.info("stepping down on request (epoch %s): stopping the roles, then releasing the lease",
+                 self.lease.epoch)
+        self.lease.stepping_down = True
+        self.stop_roles_for_standby(self.config.supervisor.stop_deadline_s)
         return {"stepping_down": True, "epoch": self.lease.epoch}
 
     def refuse_unless_leading(self) -> None:

@@ -175,11 +175,20 @@ def test_the_leader_starts_its_roles_with_the_epoch_and_stops_them_when_it_loses
     assert len(host.spawned) == 4          # nothing restarted while standby
 
 
-def test_step_down_is_sent_to_the_lease_child(lead_env):
+def test_step_down_stops_the_roles_first_and_then_has_the_lease_released(lead_env):
     arbiter, host, _, _ = lead_env
     lease_says(arbiter, host, "leader", epoch=2)
+    roles = [h for h in host.spawned if h.name != LEASE]
     assert control(arbiter, "step-down")["ok"]
+    arbiter.turn(0)
+    assert all(h.signals == [signal.SIGTERM] for h in roles)
+    assert not getattr(host.latest(LEASE), "sent", [])      # still ours while a role runs
+    assert not control(arbiter, "retrain")["ok"]
+    for h in roles:
+        h.code = 0
+    arbiter.turn(0)
     assert host.latest(LEASE).sent[-1] == ("step_down", {})
+    assert len(host.spawned) == 4                            # nothing restarted meanwhile
 
 
 def test_a_dead_lease_child_ends_leading_and_is_started_again(lead_env):
