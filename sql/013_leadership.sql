@@ -75,20 +75,23 @@ BEGIN
     END LOOP;
 END $$;
 
--- Which epoch wrote a signal and which marked it sent, and when (DB clock): the audit trail
--- that shows no old epoch wrote after a new one took over.
+-- Which epoch recorded a signal and which marked it sent, and when the later of the two
+-- happened (DB clock, after the fence's lock): the audit trail that shows no old epoch wrote
+-- an effect after a new one took over (`coalesce(sent_epoch, epoch)` wrote at `written_at`).
 ALTER TABLE msd.signals ADD COLUMN epoch bigint, ADD COLUMN sent_epoch bigint, ADD COLUMN written_at timestamptz;
 
 CREATE FUNCTION msd.stamp_signal() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     writer bigint := msd.writer_epoch();
 BEGIN
-    IF writer IS NOT NULL THEN
-        IF TG_OP = 'INSERT' THEN
-            NEW.epoch := writer;
-        ELSIF NEW.outbox_state = 'sent' AND OLD.outbox_state IS DISTINCT FROM 'sent' THEN
-            NEW.sent_epoch := writer;
-        END IF;
+    IF writer IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        NEW.epoch := writer;
+        NEW.written_at := clock_timestamp();
+    ELSIF NEW.outbox_state = 'sent' AND OLD.outbox_state IS DISTINCT FROM 'sent' THEN
+        NEW.sent_epoch := writer;
         NEW.written_at := clock_timestamp();
     END IF;
     RETURN NEW;
