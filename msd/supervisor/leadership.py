@@ -144,7 +144,10 @@ class LeadershipDuties:
                 for name in late:
                     handle = self.trainer.handle if name == "trainer" else self.handles[name]
                     self.host.kill(handle, signal.SIGKILL)
-        if self.lease.handle is None and self.stop_deadline is None and ch.due_to_start(self.lease.record, now):
+        # A new lease child competes afresh (it may take our own lease back at once, as a new
+        # epoch): only once nothing of the previous term runs.
+        if self.lease.handle is None and self.stop_deadline is None and ch.due_to_start(self.lease.record, now) \
+                and not self.handles and self.trainer.handle is None:
             self.start_lease()
         if self.lease.stepping_down and not self.lease.release_asked and not self.handles \
                 and self.trainer.handle is None and self.lease.handle is not None:

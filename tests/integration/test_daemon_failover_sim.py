@@ -170,6 +170,19 @@ def test_every_decided_signal_leads_to_exactly_one_order_across_failovers(pair, 
     assert_fencing_held(dsn, epoch)
     fenced = [r for r in third.log_records() if "fenced: epoch" in r.get("message", "")]
     assert fenced, "the old epoch's roles never tried to write: the fence was not exercised"
+    fenced_before = len([r for r in second.log_records() if "fenced: epoch" in r.get("message", "")])
+
+    # only the leader's lease child frozen (it renews nothing): its supervisor stops the roles
+    # before the lease can expire (and replaces the silent child, which competes afresh), so
+    # the next epoch, whichever instance holds it, finds nothing of the old one writing
+    epoch = current_epoch(dsn)
+    trading(dsn, epoch, at_least=sent_by(dsn, epoch) + 1)
+    os.kill(fourth.status()["leadership"]["lease_child_pid"], signal.SIGSTOP)
+    wait_for(lambda: current_epoch(dsn) > epoch, 60, interval=0.1, what="a new epoch")
+    leader_of(pair)
+    trading(dsn, current_epoch(dsn))
+    assert_fencing_held(dsn, epoch)
+    assert len([r for r in fourth.log_records() if "fenced: epoch" in r.get("message", "")]) == fenced_before
 
     # drain: stop deciding, let the leader send what waits, let msd-sim take it all
     for d in pair.values():

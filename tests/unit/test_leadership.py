@@ -191,14 +191,20 @@ def test_step_down_stops_the_roles_first_and_then_has_the_lease_released(lead_en
     assert len(host.spawned) == 4                            # nothing restarted meanwhile
 
 
-def test_a_dead_lease_child_ends_leading_and_is_started_again(lead_env):
+def test_a_dead_lease_child_ends_leading_and_is_started_again_once_the_roles_are_gone(lead_env):
     arbiter, host, _, clock = lead_env
     lease_says(arbiter, host, "leader", epoch=2)
     first = host.latest(LEASE)
     first.code = -signal.SIGKILL
     arbiter.turn(0)
     assert arbiter.lease.role == "standby"
-    assert all(signal.SIGTERM in h.signals for h in host.spawned if h.name != LEASE)
+    roles = [h for h in host.spawned if h.name != LEASE]
+    assert all(signal.SIGTERM in h.signals for h in roles)
+    clock.now += 0.3
+    arbiter.turn(0)
+    assert host.latest(LEASE) is first          # a role still runs: no new competitor yet
+    for h in roles:
+        h.code = 0
     clock.now += 1
     arbiter.turn(0)
     assert host.latest(LEASE) is not first
