@@ -19,7 +19,7 @@ from msd.supervisor import children as ch
 from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
 from msd.supervisor.inbox import Event, Inbox
-from msd.supervisor.leadership import LEASE, LeadershipDuties, LeaseSlot, CommandRefused
+from msd.supervisor.leadership import LEASE, CommandRefused, LeadershipDuties, LeaseSlot
 from msd.supervisor.reload_check import ReloadPlan, check_reload
 from msd.supervisor.status import describe_exit, health, status_line, status_snapshot
 from msd.supervisor.trainer_slot import TrainerSlot
