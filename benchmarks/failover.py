@@ -1,10 +1,11 @@
 """Failover through real processes: two daemons (one database, one vhost) trading warm-up
 signals against msd-sim; the leader's whole process tree is SIGKILLed `--kills` times.
 
-Usage: python benchmarks/failover.py [--kills 10] [--failover-s 10] [--renew-s 2]
+Usage: python benchmarks/failover.py [--kills 10] [--step-downs 5] [--failover-s 10] [--renew-s 2]
 Prints, as p50 and max over the kills: the time from the SIGKILL to the standby leading (its
 lease child took the expired lease and the supervisor started the roles) and to the first
-signal the new leader sent (marked sent after the broker confirmed it). Then, over the whole
+signal the new leader sent (marked sent after the broker confirmed it); the same from
+`msd-ctl step-down` over the step-downs (the planned handover: no lease to wait out). Then, over the whole
 run: signals decided, signals lost (recorded in the outbox but never an order at msd-sim's
 order-manager, or expired unsent), orders duplicated (a signal_id with more than one order
 row), and broker duplicates (a signal delivered again, which order-manager ignored).
@@ -57,22 +58,27 @@ def leader(daemons: list[Daemon]) -> Daemon | None:
     return None
 
 
-def one_kill(dsn: str, daemons: list[Daemon]) -> tuple[float, float]:
-    """Kill the leader's tree; (seconds to a new leader, seconds to its first sent signal)."""
+def one_handover(dsn: str, daemons: list[Daemon], kill: bool) -> tuple[float, float]:
+    """Kill the leader's tree (or have it step down); (seconds to a new leader, seconds to its
+    first sent signal)."""
     old = wait_for(lambda: leader(daemons), 120, interval=0.1, what="a leader")
     epoch = query(dsn, "SELECT epoch FROM msd.leadership")[0][0]
     wait_for(lambda: query(dsn, "SELECT count(*) FROM msd.signals WHERE sent_epoch = %s", epoch)[0][0] > 0,
              120, interval=0.2, what="the leader trading")
     killed_wall, killed = time.time(), time.monotonic()
-    kill_tree(old)
+    if not kill:
+        assert old.ctl("step-down")[0] == 0
+    else:
+        kill_tree(old)
     others = [d for d in daemons if d is not old]
     wait_for(lambda: leader(others), 180, interval=0.05, what="the standby leading")
     to_leader = time.monotonic() - killed
     first = wait_for(lambda: query(dsn, """SELECT extract(epoch FROM min(written_at)) FROM msd.signals
                                            WHERE sent_epoch > %s""", epoch)[0][0], 120, interval=0.1,
                      what="the new leader's first signal")
-    old.notify.messages.clear()
-    old.start()                     # back, as the standby
+    if kill:
+        old.notify.messages.clear()
+        old.start()                 # back, as the standby
     return to_leader, float(first) - killed_wall
 
 
@@ -102,6 +108,7 @@ def start_sim(dsn: str, vhost: str, stop: threading.Event) -> tuple[threading.Th
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--step-downs", type=int, default=5)
     parser.add_argument("--failover-s", type=float, default=10.0)
     parser.add_argument("--renew-s", type=float, default=2.0)
     args = parser.parse_args()
@@ -111,7 +118,7 @@ def main() -> int:
     stop = threading.Event()
     sim, duplicates = start_sim(dsn, vhost, stop)
     lease = {"enabled": True, "lease_renew_s": args.renew_s, "failover_s": args.failover_s}
-    to_leader, to_signal, daemons = [], [], []
+    to_leader, to_signal, stepped, daemons = [], [], [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for name in ("bench-a", "bench-b"):
@@ -124,11 +131,15 @@ def main() -> int:
                 for d in daemons:
                     d.start()
                 for i in range(args.kills):
-                    leading, signalling = one_kill(dsn, daemons)
+                    leading, signalling = one_handover(dsn, daemons, kill=True)
                     to_leader.append(leading)
                     to_signal.append(signalling)
                     print(f"kill {i + 1}: new leader after {leading:.2f} s, first signal after {signalling:.2f} s",
                           flush=True)
+                for i in range(args.step_downs):
+                    stepped.append(one_handover(dsn, daemons, kill=False))
+                    print(f"step-down {i + 1}: new leader after {stepped[-1][0]:.2f} s, first signal after "
+                          f"{stepped[-1][1]:.2f} s", flush=True)
             finally:
                 for d in daemons:
                     d.close()
@@ -146,6 +157,11 @@ def main() -> int:
           f"lease_renew_s {args.renew_s:g}, load average {load:.1f})")
     print(f"SIGKILL -> first signal sent by the new leader: p50 {statistics.median(to_signal):.2f} s, "
           f"max {max(to_signal):.2f} s")
+    if stepped:
+        print(f"msd-ctl step-down -> other instance leading: p50 {statistics.median(s[0] for s in stepped):.2f} s, "
+              f"max {max(s[0] for s in stepped):.2f} s; -> its first signal: p50 "
+              f"{statistics.median(s[1] for s in stepped):.2f} s, max {max(s[1] for s in stepped):.2f} s "
+              f"over {len(stepped)} step-downs")
     print(f"signals decided {figures['decided']}; lost {figures['lost']} (sent without an order at order-manager, "
           f"or never sent: {figures['pending']} still pending); expired unsent by design {figures['expired']}; "
           f"orders duplicated {figures['duplicated']}; broker duplicates (deduplicated by order-manager) "

@@ -65,11 +65,12 @@ def test_a_renewal_counts_from_when_it_was_sent_not_when_it_came_back():
     assert expire(belief, 104.01, T)[0].role is Role.STANDBY
 
 
-def test_acquiring_records_the_epoch_and_a_step_down_holds_off_one_lease_period():
+def test_acquiring_records_the_epoch_and_a_step_down_holds_off_two_renewal_periods():
     leader, change = after(STANDBY, Action.ACQUIRE, Result.DONE, 9, 100.0, 100.2, T)
     assert (leader.epoch, leader.renewed_at, change.epoch) == (9, 100.0, 9)
     stepped, _ = after(Belief(Role.LEADER, 9, 100.0, True), Action.RELEASE, Result.DONE, None, 101.0, 101.0, T)
-    assert stepped.hold_off_until == 106.0 and next_action(stepped, 105.9) is Action.WAIT
+    assert stepped.hold_off_until == 103.0 and next_action(stepped, 102.9) is Action.WAIT
+    assert next_action(stepped, 103.0) is Action.ACQUIRE
 
 
 def test_the_next_attempt_comes_before_a_leaders_limit_runs_out():

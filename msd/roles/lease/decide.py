@@ -75,7 +75,9 @@ def after(belief: Belief, action: Action, result: Result, epoch: int | None, sen
     if action is Action.RELEASE:
         # Released or not (the database may be unreachable): we stop leading now; the lease
         # expires by itself if the release did not reach the database.
-        return (Belief(hold_off_until=now + timing.failover_s),
+        # Out of the competition for two renewal periods: a standby (asking every period) takes
+        # the released lease first; with no standby, we take it back.
+        return (Belief(hold_off_until=now + 2 * timing.renew_s),
                 Transition(Role.STANDBY, belief.epoch, "stepped down", "stepped_down"))
     if belief.role is Role.LEADER:
         return expire(belief, now, timing)

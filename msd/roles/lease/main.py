@@ -7,7 +7,7 @@ UPDATEs). A role change goes to the supervisor as a `lease` event at once; the l
 database shows it goes out with every heartbeat (`msd-ctl status`). On taking the lease it
 applies the pending migrations before it reports leading: only the leader migrates. On a
 graceful stop (the supervisor stops it after the roles) it releases the lease, so a standby
-takes over at once; `step_down` from the supervisor releases it and holds off one lease period.
+takes over at once; `step_down` from the supervisor releases it and holds off two renewal periods.
 """
 from __future__ import annotations
 
