@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+CHANNEL = "msd_leadership"      # NOTIFY on release: a standby takes over without waiting a period
 LEASE_COLUMNS = """epoch, holder, host, pid, config_hash, acquired_at, renewed_at, expires_at,
                    coalesce(expires_at > clock_timestamp(), false), clock_timestamp()"""
 
@@ -103,8 +104,25 @@ def release(conn, me: Claimant, epoch: int, event: str, detail: str | None = Non
         cur.execute("""UPDATE msd.leadership SET holder = NULL, expires_at = NULL
                         WHERE name = 'msd' AND holder = %s AND epoch = %s""", (me.holder, epoch))
         released = cur.rowcount == 1
+        if released:    # delivered at commit, to every instance listening
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(epoch)))
     record_event(conn, epoch, event, me, detail)
     return released
+
+
+def listen(conn) -> None:
+    """Hear releases on this connection (after the caller's commit) via `released_since`."""
+    with conn.cursor() as cur:
+        cur.execute(f"LISTEN {CHANNEL}")
+
+
+def released_since(conn) -> bool:
+    """True when a release was announced since the last call: reads what the server has sent
+    without waiting (call it outside a transaction)."""
+    conn.poll()
+    heard = bool(conn.notifies)
+    conn.notifies.clear()
+    return heard
 
 
 def record_event(conn, epoch: int, event: str, me: Claimant, detail: str | None) -> None:

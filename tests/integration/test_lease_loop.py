@@ -71,3 +71,25 @@ def test_a_leader_whose_migrations_fail_releases_the_lease_and_stands_by(db, fre
     monkeypatch.setattr(lease_main, "apply_migrations", lambda _dsn: [])
     b.turn()
     assert told(b_end) == [("leader", 2)]
+
+
+def test_a_standby_hears_the_release_at_once_instead_of_waiting_a_period(db, fresh_pg_dsn, tmp_path):
+    a, _ = loop_for(tmp_path, fresh_pg_dsn, "box-a")
+    b, b_end = loop_for(tmp_path, fresh_pg_dsn, "box-b")
+    a.turn()
+    b.turn()
+    assert b.belief.role is Role.STANDBY and not b.heard_release()
+    a.leave()
+    assert wait_heard(b)
+    b.turn()
+    assert told(b_end) == [("leader", 2)]
+
+
+def wait_heard(loop, timeout=10.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if loop.heard_release():
+            return True
+        time.sleep(0.05)
+    return False

@@ -54,6 +54,7 @@ class LeaseLoop:
         self.belief = Belief()
         self.row: store.LeaseRow | None = None
         self.note: str | None = None
+        self.listening_on: Any = None     # the connection LISTENing for releases
 
     def run(self) -> int:
         self.ctx.booted()
@@ -70,6 +71,7 @@ class LeaseLoop:
         return 0
 
     def turn(self) -> None:
+        self.listen()
         self.belief, lost = expire(self.belief, time.monotonic(), self.timing)
         self.tell(lost)
         action = next_action(self.belief, time.monotonic())
@@ -206,11 +208,33 @@ class LeaseLoop:
                             lease=self.row.view() if self.row is not None else None, note=self.note)
 
     def sleep(self, seconds: float) -> None:
-        """Until the next attempt, waking early for a supervisor message or a stop."""
+        """Until the next attempt, waking early for a supervisor message, a stop or (as a
+        standby not holding off) the holder's announced release."""
         deadline = time.monotonic() + seconds
         while not self.ctx.stopping.is_set() and time.monotonic() < deadline:
             if self.ctx.wait_for_message(min(0.1, max(0.0, deadline - time.monotonic()))):
                 return
+            if next_action(self.belief, time.monotonic()) is Action.ACQUIRE and self.heard_release():
+                return
+
+    def listen(self) -> None:
+        try:
+            with self.db.autocommit() as conn:
+                if conn is not self.listening_on:
+                    store.listen(conn)
+                    self.listening_on = conn
+        except MsdError:
+            self.listening_on = None    # the turn that follows reports the database
+
+    def heard_release(self) -> bool:
+        if self.listening_on is None or self.listening_on.closed:
+            return False        # never reconnect from here: the next turn does
+        try:
+            with self.db.autocommit() as conn:
+                return conn is self.listening_on and store.released_since(conn)
+        except MsdError:
+            self.listening_on = None
+            return False
 
 
 def run(ctx: Any) -> int:
