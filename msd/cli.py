@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = read_config(args.config)
         logs.setup(cfg.logging.level, fmt=cfg.logging.format)
-        code = check_at_start(cfg.source, migrate=not args.no_migrate)
+        # With leadership on, only the leader migrates (its lease child, on taking the lease).
+        code = check_at_start(cfg.source, migrate=not args.no_migrate and not cfg.leadership.enabled)
         if code != 0:
             remove_multiprocess_dir(prom_dir)
             return code

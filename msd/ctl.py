@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain = sub.add_parser("retrain", help="start a training run (cancels a running one)")
     retrain.add_argument("--strategy")
     sub.add_parser("stop", help="stop the daemon gracefully")
+    sub.add_parser("step-down", help="hand the leadership over to a standby (rolling upgrades)")
     ctl_models.add_parsers(sub)
     ctl_modes.add_parsers(sub)
     for command in sub.choices.values():
@@ -107,6 +108,7 @@ def render_status(result: dict[str, Any]) -> str:
              f"config {d['config_file']} (loaded {loaded})"]
     if d["config_error"]:
         lines.append(f"CONFIG ERROR (running config kept): {d['config_error']['message']}")
+    lines += _leadership_lines(result.get("leadership"))
     lines.append(f"{'ROLE':<10} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HEARTBEAT':>9}  DETAIL")
     for name, r in result["roles"].items():
         detail = "; ".join(f"{k}={v}" for k, v in sorted(r["status"].items())
@@ -136,6 +138,24 @@ def _memory_line(memory: dict[str, int | None]) -> str:
                       if name not in ("total_without_trainer", "trainer"))
     trainer = "idle" if memory.get("trainer") is None else mb(memory["trainer"])
     return f"memory (RSS): {roles}; total {mb(memory.get('total_without_trainer'))}; trainer {trainer}"
+
+
+def _leadership_lines(lead: dict[str, Any] | None) -> list[str]:
+    """`leader (epoch 4) since ...; lease held by host-a/123 ...` when leadership is on."""
+    if not lead or not lead.get("enabled"):
+        return []
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lead["since"])) if lead.get("since") else "-"
+    role = (lead.get("role") or "unknown").upper()
+    line = f"leadership: this instance ({lead['holder_name']}) is {role}"
+    line += f" (epoch {lead['epoch']})" if lead.get("epoch") is not None else ""
+    line += f" since {since}" + (f": {lead['reason']}" if lead.get("reason") else "")
+    lease = lead.get("lease") or {}
+    holder = (f"lease held by {lease['holder']} (epoch {lease['epoch']}) since {lease['since']}, "
+              f"expires {lease['expires_at']}" if lease.get("holder") else "lease free (no leader)")
+    lines = [line, f"leadership: {holder}"]
+    if lead.get("note"):
+        lines.append(f"leadership: {lead['note']}")
+    return lines
 
 
 def _dependencies(status: dict[str, Any]) -> str:

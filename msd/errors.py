@@ -33,5 +33,10 @@ class DatabaseUnavailable(MsdError):
     """PostgreSQL cannot be reached or the connection was lost."""
 
 
+class Fenced(MsdError):
+    """A write was refused because this process's leadership epoch is no longer current: another
+    msd instance leads now (sql/013_leadership.sql). The process must stop, not retry."""
+
+
 class ProtocolError(MsdError):
     """A control-socket frame is malformed or has an unsupported version."""

@@ -50,6 +50,10 @@ CHILD_RESTARTS = Counter("msd_child_restarts_total", "Child processes respawned 
 CHILD_UP = Gauge("msd_child_running", "1 while the role is RUNNING", ["role"], multiprocess_mode="livemax")
 PROCESS_RSS = Gauge("msd_process_rss_bytes", "Resident memory of each process of the daemon (supervisor, roles, "
                     "trainer), 0 while it is not running", ["role"], multiprocess_mode="livemax")
+LEADERSHIP_TRANSITIONS = Counter("msd_leadership_transitions_total", "This instance's role changes, by the role "
+                                 "it took (leader, standby)", ["to"])
+LEADER = Gauge("msd_leader", "1 while this instance holds the leadership lease (or leadership is disabled)",
+               multiprocess_mode="livemax")
 CONFIG_RELOADS = Counter("msd_config_reloads_total", "Configuration reloads", ["result"])
 TRAINING_RUNS = Counter("msd_training_runs_total", "Trainer processes that ended", ["outcome"])
 SIGNALS_PUBLISHED = Counter("msd_signals_published_total", "Signals confirmed by the broker", ["strategy", "mode"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -96,6 +97,20 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class LeadershipConfig:
+    """Active/standby through a lease in PostgreSQL (msd.roles.lease). Off: this instance leads alone."""
+    enabled: bool = False
+    instance: str = field(default_factory=socket.gethostname)   # names this instance in the lease
+    lease_renew_s: float = 2.0      # how often the holder renews (and a standby tries to take over)
+    failover_s: float = 10.0        # how long a lease lasts unrenewed: the longest a dead leader blocks
+
+    @property
+    def lost_after_s(self) -> float:
+        """A leader that could not renew for this long stops its roles: two renewals before expiry."""
+        return self.failover_s - 2 * self.lease_renew_s
+
+
+@dataclass(frozen=True)
 class SectionContext:
     """What a domain section's validator may need besides its own keys."""
     base: Path                                  # the config file's directory (relative paths)
@@ -129,6 +144,7 @@ class Config:
     rabbitmq: RabbitConfig
     supervisor: SupervisorConfig
     trainer_timeout_s: float                    # the trainer's deadline, policed by the supervisor
+    leadership: LeadershipConfig = field(default_factory=LeadershipConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)   # the domain sections as read
     context: SectionContext = field(default_factory=lambda: SectionContext(Path(".")), repr=False,
                                     compare=False)
@@ -185,10 +201,16 @@ def read_config(path: str | os.PathLike, env: Mapping[str, str] | None = None, *
         rabbitmq=_rabbitmq(root.section("rabbitmq"), context),
         supervisor=_supervisor(root.section("supervisor")),
         trainer_timeout_s=context.trainer_timeout_s,
+        leadership=_leadership(root.section("leadership")),
         raw={name: root.raw(name, {}) for name in DOMAIN_SECTIONS},
         context=context,
     )
     root.reject_unknown()
+    if cfg.leadership.enabled and cfg.leadership.lost_after_s <= 2 * cfg.supervisor.heartbeat_interval_s:
+        raise ConfigError("leadership.failover_s", cfg.leadership.failover_s,
+                          f"a lease long enough that failover_s - 2 x lease_renew_s exceeds 2 x "
+                          f"supervisor.heartbeat_interval_s ({2 * cfg.supervisor.heartbeat_interval_s:g}): the "
+                          "supervisor takes a silent lease child for a lost lease")
     return cfg
 
 
@@ -317,5 +339,22 @@ def _supervisor(s: Section) -> SupervisorConfig:
     if cfg.backoff_max_s < cfg.backoff_initial_s:
         raise ConfigError("supervisor.backoff_max_s", cfg.backoff_max_s,
                           f"a number >= supervisor.backoff_initial_s ({cfg.backoff_initial_s})")
+    s.reject_unknown()
+    return cfg
+
+
+def _leadership(s: Section) -> LeadershipConfig:
+    cfg = LeadershipConfig(
+        enabled=s.boolean("enabled", False),
+        instance=s.string("instance", socket.gethostname()),
+        lease_renew_s=s.number("lease_renew_s", 2.0, lo=0.05, hi=60),
+        failover_s=s.number("failover_s", 10.0, lo=0.2, hi=600),
+    )
+    if cfg.failover_s < 3 * cfg.lease_renew_s:
+        raise ConfigError("leadership.failover_s", cfg.failover_s,
+                          f"a number >= 3 x leadership.lease_renew_s ({3 * cfg.lease_renew_s:g}): a leader "
+                          "stops its roles after missing renewals for failover_s - 2 x lease_renew_s")
+    if "/" in cfg.instance:
+        raise ConfigError("leadership.instance", cfg.instance, "a name without '/'")
     s.reject_unknown()
     return cfg

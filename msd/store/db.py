@@ -9,14 +9,43 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import psycopg2
 import psycopg2.extensions
 
-from msd.errors import DatabaseUnavailable
+from msd.errors import DatabaseUnavailable, Fenced
 
 CONNECTION_LOST_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+FENCED_SQLSTATE = "MF001"       # raised by msd.fence() (sql/013_leadership.sql)
+
+
+@dataclass(frozen=True)
+class WriterSession:
+    """What every connection of a leader's process says about its writer (set once per process,
+    msd.roles.runtime.process): the epoch its writes are fenced by, the instance (in
+    application_name, so an operator sees whose connection it is) and how long the server lets
+    a session sit idle inside a transaction, so a dead host's open transaction cannot hold the
+    lease's key lock (and block the next leader's take-over) until TCP gives up."""
+    epoch: int
+    instance: str
+    idle_in_transaction_ms: int
+
+
+_writer: WriterSession | None = None
+
+
+def set_writer_session(session: WriterSession | None) -> None:
+    """Every connection this process opens from now on writes as `session` (None: unfenced)."""
+    global _writer
+    _writer = session
+
+
+def translate_fenced(exc: BaseException) -> None:
+    """Raise `Fenced` if `exc` is the fence refusing a write of a superseded epoch."""
+    if isinstance(exc, psycopg2.Error) and exc.pgcode == FENCED_SQLSTATE:
+        raise Fenced(describe(exc)) from exc
 # Told the outcome of every use: (True, None) after a commit, (False, reason) when the database
 # could not be used. Roles pass msd.roles.runtime.process.DependencyHealth.reporter("database").
 OnResult = Callable[[bool, "str | None"], None]
@@ -42,6 +71,10 @@ def connect(dsn: str, *, connect_timeout: int = 5,
     options = "-c TimeZone=UTC"
     if statement_timeout_ms is not None:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
+    if _writer is not None:
+        options += (f" -c msd.epoch={_writer.epoch}"
+                    f" -c idle_in_transaction_session_timeout={_writer.idle_in_transaction_ms}")
+        application_name = f"{application_name} [{_writer.instance} epoch {_writer.epoch}]"
     try:
         return psycopg2.connect(
             dsn, connect_timeout=connect_timeout, application_name=application_name,
@@ -107,8 +140,9 @@ class Database:
         except CONNECTION_LOST_ERRORS as exc:
             self._discard(exc)
             raise self._lost(exc) from exc
-        except BaseException:
+        except BaseException as exc:
             self._rollback_or_discard(conn)
+            translate_fenced(exc)
             raise
         self._degraded_reason = None
         self._tell(True, None)
@@ -128,6 +162,9 @@ class Database:
         except CONNECTION_LOST_ERRORS as exc:
             self._discard(exc)
             raise self._lost(exc) from exc
+        except psycopg2.Error as exc:
+            translate_fenced(exc)
+            raise
         finally:
             if not conn.closed:
                 conn.autocommit = False

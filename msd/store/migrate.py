@@ -115,3 +115,16 @@ def _apply_one(conn, migration: Migration) -> None:
         raise
     except psycopg2.Error as exc:
         raise MsdError(f"migration {migration.filename} failed: {describe(exc)}") from exc
+
+
+def unapplied(conn, sql_dir: Path | str | None = None) -> list[str]:
+    """The migration files of this code that the database has not applied yet (a newer code
+    version than the schema), without applying anything."""
+    available = load_migrations(Path(sql_dir) if sql_dir is not None else DEFAULT_SQL_DIR)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('msd.schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return [m.filename for m in available]
+        cur.execute("SELECT version FROM msd.schema_migrations")
+        applied = {version for (version,) in cur.fetchall()}
+    return [m.filename for m in available if m.version not in applied]

@@ -19,6 +19,7 @@ from msd.supervisor import children as ch
 from msd.supervisor import protocol
 from msd.supervisor.host import repair_queue_lock
 from msd.supervisor.inbox import Event, Inbox
+from msd.supervisor.leadership import LEASE, CommandRefused, LeadershipDuties, LeaseSlot
 from msd.supervisor.reload_check import ReloadPlan, check_reload
 from msd.supervisor.status import describe_exit, health, process_memory, status_line, status_snapshot
 from msd.supervisor.trainer_slot import TrainerSlot
@@ -34,7 +35,7 @@ QUEUES = {"market": ("consumer", "signaller"), "exit_prices": ("consumer", "exit
 STOP_ORDER = (TRAINER,) + tuple(reversed(ROLES))
 
 
-class Arbiter(TrainerDuties):
+class Arbiter(TrainerDuties, LeadershipDuties):
     def __init__(self, config: Config, host: Any, notifier: Any, *, inbox: Inbox | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  check: Callable[[Config], tuple[Config, ReloadPlan]] = check_reload):
@@ -48,6 +49,8 @@ class Arbiter(TrainerDuties):
         self.term_sent_at: dict[str, float] = {}
         self.queues = {name: host.make_queue(config.supervisor.queue_maxsize) for name in QUEUES}
         self.trainer = TrainerSlot()
+        self.lease = LeaseSlot()
+        self.holder = self.holder_name()
         self.started_wall = wall()
         self.config_loaded_wall = wall()
         self.config_error: dict[str, Any] | None = None
@@ -61,23 +64,27 @@ class Arbiter(TrainerDuties):
 
     # ----- the loop ---------------------------------------------------------------------
     def run(self) -> int:
-        for name in ROLES:
-            self.start_child(name)
+        if self.leadership_enabled:
+            self.start_lease()      # the roles start when it reports that we lead
+        else:
+            metrics.LEADER.set(1)
+            for name in ROLES:
+                self.start_child(name)
         while self.exit_code is None:
             self.turn(0.2)
         return self.exit_code
 
     def turn(self, timeout: float) -> None:
-        live = list(self.handles.values()) + ([self.trainer.handle] if self.trainer.handle else [])
+        extra = {TRAINER: self.trainer.handle, LEASE: self.lease.handle}
+        live = list(self.handles.values()) + [h for h in extra.values() if h is not None]
         self.host.wait(live, [self.inbox.wakeup_fd], timeout)
-        for name, handle in list(self.handles.items()):
+        for name, handle in list(self.handles.items()) + [(n, h) for n, h in extra.items() if h is not None]:
             self.pump(name, handle)
-        if self.trainer.handle is not None:
-            self.pump(TRAINER, self.trainer.handle)
         for event in self.inbox.drain():
             self.dispatch(event)
         now = self.clock()
         self.reap(now)
+        self.police_lease(now)
         self.kill_unresponsive(now)
         self.start_due(now)
         self.police_trainer(now)
@@ -118,6 +125,9 @@ class Arbiter(TrainerDuties):
         if name == TRAINER:
             self.trainer.record = ch.booted(self.trainer.record, self.clock())
             return
+        if name == LEASE:
+            self.lease.record = ch.booted(self.lease.record, self.clock())
+            return
         self.records[name] = ch.booted(self.records[name], self.clock())
         log.info("role %s is running (pid %s)", name, self.records[name].pid)
 
@@ -128,6 +138,8 @@ class Arbiter(TrainerDuties):
             return
         if name == TRAINER:
             self.trainer.record = ch.heartbeat(self.trainer.record, self.clock(), payload.get("status", {}))
+        elif name == LEASE:
+            self.lease.record = ch.heartbeat(self.lease.record, self.clock(), payload.get("status", {}))
         else:
             self.records[name] = ch.heartbeat(self.records[name], self.clock(), payload.get("status", {}))
 
@@ -140,6 +152,8 @@ class Arbiter(TrainerDuties):
                                   repeat=bool(payload.get("repeat")))
         elif kind == "train_result" and event.data["child"] == TRAINER:
             self.trainer.result = payload
+        elif kind == "lease" and event.data["child"] == LEASE:
+            self.lease_changed(payload)
         else:
             log.warning("ignoring unknown event %r from %s", kind, event.data["child"])
 
@@ -152,11 +166,14 @@ class Arbiter(TrainerDuties):
 
     def handle_control(self, event: Event) -> None:
         request = event.data["request"]
-        command = getattr(self, f"command_{request.get('cmd')}", None)
+        command = getattr(self, "command_" + str(request.get("cmd")).replace("-", "_"), None)
         if command is None:
             event.reply.put(protocol.error(f"unknown command {request.get('cmd')!r}"))
             return
-        event.reply.put(protocol.ok(command(**request.get("args", {}))))
+        try:
+            event.reply.put(protocol.ok(command(**request.get("args", {}))))
+        except CommandRefused as exc:
+            event.reply.put(protocol.error(str(exc)))
 
     # ----- control commands -------------------------------------------------------------
     def command_status(self) -> dict[str, Any]:
@@ -166,6 +183,7 @@ class Arbiter(TrainerDuties):
         return self.reload("msd-ctl")
 
     def command_retrain(self, strategy: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        self.refuse_unless_leading()
         return self.request_training(reason or "manual (msd-ctl retrain)", strategy, source="msd-ctl")
 
     def command_models_changed(self, strategy: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -192,7 +210,7 @@ class Arbiter(TrainerDuties):
                     repair_queue_lock(self.queues[queue_name], "writer" if name == writer else "reader")
             metrics.CHILD_RESTARTS.labels(name).inc()
         queues = {q: self.queues[q] for q, sides in QUEUES.items() if name in sides}
-        handle = self.host.spawn(name, MODULES[name], self.config, queues)
+        handle = self.host.spawn(name, MODULES[name], self.config, queues, args=self.child_args())
         self.handles[name] = handle
         self.term_sent_at.pop(name, None)
         self.records[name] = ch.after_start(ch.started(rec, handle.pid, self.clock()))
@@ -241,7 +259,7 @@ class Arbiter(TrainerDuties):
                 self.host.kill(self.handles[name], signal.SIGKILL)
 
     def start_due(self, now: float) -> None:
-        if self.stop_deadline is not None:
+        if self.stop_deadline is not None or not self.leading():
             return
         for name in ROLES:
             if ch.due_to_start(self.records[name], now):
@@ -255,6 +273,7 @@ class Arbiter(TrainerDuties):
         self.notifier.reloading()
         try:
             new, plan = self.check(self.config)
+            new = self.keep_leadership_identity(new)
         except ConfigError as exc:
             self.config_error = {"message": str(exc), "source": source, "at": self.wall()}
             metrics.CONFIG_RELOADS.labels("invalid").inc()
@@ -269,6 +288,8 @@ class Arbiter(TrainerDuties):
         logging.getLogger().setLevel(new.logging.level)
         for name in live:
             self.host.send(self.handles[name], ("config", {"config": new}))
+        if self.lease.handle is not None:
+            self.host.send(self.lease.handle, ("config", {"config": new}))
         for name in restart:
             self._restart_for_reload(name)
         for section in {"control", "metrics"} & set(sections):
@@ -291,7 +312,7 @@ class Arbiter(TrainerDuties):
         if name in self.handles:
             self.records[name] = ch.stopping(rec, restart=True)
             self.terminate(name)
-        else:   # BACKOFF or FATAL: the new config deserves a fresh try now
+        elif self.leading():   # BACKOFF or FATAL: the new config deserves a fresh try now
             self.records[name] = replace(rec, state=ch.State.BACKOFF, backoff_until=self.clock(), failures=0)
 
     # ----- stop -------------------------------------------------------------------------
@@ -313,19 +334,25 @@ class Arbiter(TrainerDuties):
         if self.stop_deadline is None:
             return
         alive = [n for n in STOP_ORDER if (n == TRAINER and self.trainer.handle) or n in self.handles]
+        if self.lease.handle is not None:
+            alive.append(LEASE)     # last: it releases the lease once nothing of ours runs
         if not alive:
             self.exit_code = 1 if self.killed_on_stop else 0
             return
         if now >= self.stop_deadline:
             for name in alive:
-                handle = self.trainer.handle if name == TRAINER else self.handles[name]
+                handle = {TRAINER: self.trainer.handle, LEASE: self.lease.handle}.get(name) or self.handles[name]
                 self.host.kill(handle, signal.SIGKILL)
             if not self.killed_on_stop:
                 log.error("stop deadline passed; killed %s", ", ".join(alive))
             self.killed_on_stop = True
             return
         first = alive[0]   # one at a time, in reverse start order
-        if first == TRAINER:
+        if first == LEASE:
+            if self.lease.record.state is not ch.State.STOPPING:
+                self.lease.record = ch.stopping(self.lease.record)
+                self.host.kill(self.lease.handle, signal.SIGTERM)
+        elif first == TRAINER:
             if self.trainer.cancel_requested_at is None:
                 self.trainer.cancel("daemon stopping", now)
                 self.host.kill(self.trainer.handle, signal.SIGTERM)
@@ -336,11 +363,11 @@ class Arbiter(TrainerDuties):
     # ----- reporting --------------------------------------------------------------------
     def report(self) -> None:
         line = status_line(self)
-        fatal = [n for n, r in self.records.items() if r.state is ch.State.FATAL]
-        if not self.ready_sent and all(r.state is ch.State.RUNNING for r in self.records.values()):
+        fatal = [n for n, r in list(self.records.items()) + [(LEASE, self.lease.record)] if r.state is ch.State.FATAL]
+        if not self.ready_sent and self.serving():
             self.ready_sent = True
             self.notifier.ready(line)
-            log.info("all roles running; ready")
+            log.info("all roles running; ready" if self.leading() else "standby; ready")
         elif line != self.last_status_line:
             self.notifier.status(line)
         self.last_status_line = line
@@ -352,3 +379,9 @@ class Arbiter(TrainerDuties):
             if name != "total_without_trainer":
                 metrics.PROCESS_RSS.labels(name).set(rss or 0)
         self.health = health(self)
+
+    def serving(self) -> bool:
+        """Up as it should be: every role running when leading, the lease child when standby."""
+        if self.leading():
+            return all(r.state is ch.State.RUNNING for r in self.records.values())
+        return self.lease.role is not None and self.lease.record.state is ch.State.RUNNING

@@ -60,7 +60,8 @@ def serve(config: Config, prom_dir: Path | None = None) -> int:
         _install_signal_handlers(inbox)
         watcher.start()
         if config.metrics.port:
-            http = start_http(config.metrics.host, config.metrics.port, lambda: arbiter.health)
+            http = start_http(config.metrics.host, config.metrics.port, lambda: arbiter.health,
+                              lambda: arbiter.lease_view()["role"] if config.leadership.enabled else None)
         log.info("msd starting", extra={"config_file": str(config.source),
                                         "control_socket": str(config.control.socket),
                                         "metrics_port": config.metrics.port})

@@ -11,14 +11,18 @@ from msd import metrics
 HealthSource = Callable[[], tuple[bool, list[str]]]
 
 
-def start_http(host: str, port: int, health: HealthSource) -> ThreadingHTTPServer:
+def start_http(host: str, port: int, health: HealthSource,
+               role: Callable[[], str | None] = lambda: None) -> ThreadingHTTPServer:
+    """`role` says "leader" or "standby" in /healthz (None: leadership is off, no field): a
+    healthy standby answers 200 too."""
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path == "/metrics":
                 self._send(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
             elif self.path == "/healthz":
                 ok, reasons = health()
-                body = json.dumps({"healthy": ok, "problems": reasons}).encode()
+                who = role()
+                body = json.dumps({"healthy": ok, **({"role": who} if who else {}), "problems": reasons}).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain")

@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 EXIT_TIMED_OUT = 4
+EXIT_FENCED = 5          # a write was refused: another instance leads now (msd.errors.Fenced)
 
 ROLE_RUNTIME = "msd.roles.runtime.process"
 

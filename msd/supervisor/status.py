@@ -10,8 +10,19 @@ from msd.supervisor.memory import memory_view
 
 
 def health(arbiter: Any) -> tuple[bool, list[str]]:
-    """/healthz and the STATUS line: healthy only when every role runs and nothing is degraded."""
-    reasons = [f"{n} is {r.state.value}" for n, r in arbiter.records.items() if r.state is not ch.State.RUNNING]
+    """/healthz and the STATUS line: healthy only when every role runs (a standby runs none: it
+    is healthy while its lease child runs) and nothing is degraded."""
+    reasons = [f"{n} is {r.state.value}" for n, r in arbiter.records.items()
+               if r.state is not ch.State.RUNNING and arbiter.leading()]
+    if arbiter.leadership_enabled:
+        lease = arbiter.lease.record
+        if lease.state is not ch.State.RUNNING:
+            reasons.append(f"lease is {lease.state.value}")
+        elif arbiter.lease.role is None:
+            reasons.append("leadership not known yet")
+        for dependency, state in sorted((lease.status.get("dependencies") or {}).items()):
+            if state.get("up") is False:
+                reasons.append(f"lease: {dependency} down: {state.get('reason')}")
     if arbiter.config_error:
         reasons.append("config reload failed: " + arbiter.config_error["message"])
     for name, rec in arbiter.records.items():
@@ -38,6 +49,8 @@ def status_line(arbiter: Any) -> str:
     roles = ", ".join(f"{name} {rec.state.value}" for name, rec in arbiter.records.items())
     trainer = "training" if arbiter.trainer.handle is not None else "idle"
     line = f"{roles}; trainer {trainer}"
+    if arbiter.leadership_enabled:
+        line = f"{arbiter.lease.role or 'leadership unknown'} ({arbiter.leader_text()}); {line}"
     if arbiter.config_error:
         line += f"; config reload failed: {arbiter.config_error['message']}"
     degraded = [reason for reason in arbiter.health[1] if "degraded" in reason or " down: " in reason]
@@ -75,6 +88,7 @@ def status_snapshot(arbiter: Any) -> dict[str, Any]:
         "roles": {name: _role_view(rec, now) for name, rec in arbiter.records.items()},
         "trainer": arbiter.trainer.summary(now),
         "memory_rss_bytes": process_memory(arbiter),
+        "leadership": arbiter.lease_view(),
     }
 
 

@@ -26,6 +26,7 @@ class TrainerDuties:
         would serve it."""
         if self.stop_deadline is not None:
             raise RuntimeError("the daemon is stopping; training request refused")
+        self.refuse_unless_leading()
         covering = self.trainer.covered_by(strategy) if repeat else None
         if covering is not None:
             log.info("training request (%s) already covered by request %d; not cancelling it",
@@ -49,7 +50,7 @@ class TrainerDuties:
         return {"request_id": request.id, "running": self.trainer.current.id if self.trainer.current else None}
 
     def _start_trainer(self, request: Any) -> None:
-        handle = self.host.spawn(TRAINER, TRAINER_MODULE, self.config, {}, args={"request": request.as_dict()})
+        handle = self.host.spawn(TRAINER, TRAINER_MODULE, self.config, {}, args={"request": request.as_dict(), **self.child_args()})
         self.trainer.started(request, handle, self.clock())
 
     def _reap_trainer(self, now: float) -> None:
@@ -68,7 +69,7 @@ class TrainerDuties:
         # Whatever the exit: a run cancelled after promoting one strategy has changed versions.
         self.notify_models_changed(None, f"training request {outcome['request_id']} {outcome['outcome']}")
         pending = self.trainer.take_pending()
-        if pending is not None and self.stop_deadline is None:
+        if pending is not None and self.stop_deadline is None and self.leading():
             self._start_trainer(pending)
 
     def police_trainer(self, now: float) -> None:

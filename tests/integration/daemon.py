@@ -181,3 +181,35 @@ def _run_ctl(args: list[str]) -> tuple[int, str]:
     out = subprocess.run([sys.executable, "-m", "msd.ctl", *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     return out.returncode, out.stdout + out.stderr
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(daemon: "Daemon") -> list[int]:
+    """SIGKILL the daemon's supervisor and every process under it at once (a host that dies)."""
+    pids = [daemon.proc.pid] + descendants(daemon.proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.proc.wait(10)
+    return pids

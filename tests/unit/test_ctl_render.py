@@ -39,3 +39,18 @@ def test_memory_line_shows_every_process_the_total_and_the_trainer_apart():
     assert "exits -" in line and "total 154.3 MB" in line and line.endswith("trainer idle")
     busy = render_status({**STATUS, "memory_rss_bytes": {**memory, "trainer": 120_000_000}})
     assert "trainer 120.0 MB" in busy
+
+
+def test_leadership_lines_say_this_instances_role_the_holder_and_since_when():
+    lease = {"epoch": 4, "holder": "box-a/11", "host": "box-a", "pid": 11, "config_hash": "ab",
+             "since": "2026-12-01T10:00:00+00:00", "renewed_at": "2026-12-01T10:05:00+00:00",
+             "expires_at": "2026-12-01T10:05:10+00:00"}
+    standby = {**STATUS, "leadership": {"enabled": True, "role": "standby", "epoch": None, "since": 1_700_000_000.0,
+                                        "reason": "competing for the lease", "transitions": 1,
+                                        "holder_name": "box-b/22", "lease": lease,
+                                        "note": "this instance's code is newer than the database schema"}}
+    text = render_status(standby)
+    assert "this instance (box-b/22) is STANDBY since" in text
+    assert "lease held by box-a/11 (epoch 4) since 2026-12-01T10:00:00+00:00" in text
+    assert "code is newer than the database schema" in text
+    assert "leadership" not in render_status({**STATUS, "leadership": {"enabled": False}})

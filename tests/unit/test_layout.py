@@ -139,11 +139,14 @@ def test_the_msd_package_itself_is_empty():
     assert (MSD / "__init__.py").read_text().strip() == ""
 
 
-def test_roles_holds_the_four_role_packages_and_the_shared_runtime():
+def test_roles_holds_the_four_role_packages_the_lease_child_and_the_shared_runtime():
     roles = MSD / "roles"
     entries = {p.name for p in roles.iterdir() if p.name != "__pycache__"}
-    assert entries == {"__init__.py", "consumer", "signaller", "exits", "trainer", "runtime"}
+    assert entries == {"__init__.py", "consumer", "signaller", "exits", "trainer", "lease", "runtime"}
     assert (roles / "__init__.py").read_text().strip() == ""
+    # The lease child's section (`leadership`) is the supervisor's own: it has no config module.
+    lease = ast.parse((roles / "lease" / "main.py").read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in lease.body)
     for role in ("consumer", "signaller", "exits", "trainer"):
         main = ast.parse((roles / role / "main.py").read_text())
         assert any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in main.body), role   # its main loop

@@ -20,7 +20,9 @@ from typing import Any, Callable, Mapping
 
 from msd import metrics
 from msd.config import Config
-from msd.supervisor.spawn import EXIT_FAILED, ChildSpec
+from msd.errors import Fenced
+from msd.store.db import WriterSession, set_writer_session
+from msd.supervisor.spawn import EXIT_FAILED, EXIT_FENCED, ChildSpec
 
 _STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -88,6 +90,14 @@ class RoleContext:
         if latest is not None:
             self.config = latest
         return latest
+
+    def wait_for_message(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a supervisor message (read it with poll_control)."""
+        try:
+            return self._conn.poll(timeout)
+        except (EOFError, OSError):
+            self.stopping.set()
+            return False
 
     def take_notices(self) -> list[tuple[str, dict]]:
         """Messages other than config received by `poll_control`, oldest first."""
@@ -238,10 +248,16 @@ def child_main(spec: ChildSpec) -> None:
     threading.Thread(target=_heartbeat_loop, args=(ctx, spec.config.supervisor.heartbeat_interval_s),
                      name="heartbeat", daemon=True).start()
     log = logging.getLogger(f"msd.{spec.name}")
+    if spec.args.get("writer"):
+        # A leader's child: every write it makes is fenced by the epoch it was started for.
+        set_writer_session(WriterSession(**spec.args["writer"]))
     code = EXIT_FAILED
     try:
         module = importlib.import_module(spec.module)
         code = module.run(ctx)
+    except Fenced as exc:
+        log.warning("role %s stops: %s", spec.name, exc)
+        code = EXIT_FENCED
     except Exception:
         log.exception("role %s crashed", spec.name)
     finally:

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 from msd import metrics
 from msd.bus.publisher import ConfirmingPublisher
 from msd.config import Config
-from msd.errors import DatabaseUnavailable
+from msd.errors import DatabaseUnavailable, Fenced
 from msd.logs import LineBudget
 from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.outbox import Outbox
@@ -53,6 +53,8 @@ class Contained:
             action(*args)
         except DatabaseUnavailable:
             pass        # reported by the Database (one line down, one back); retried next turn
+        except Fenced:
+            raise       # another instance leads now: the role stops (msd.roles.runtime.process)
         except Exception:
             metrics.MESSAGE_FAILURES.labels(self.role, stage).inc()
             if self.lines.allow(stage):
