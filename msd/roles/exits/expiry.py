@@ -38,19 +38,26 @@ class ExpiredExits:
         owners = sorted(pid for pid, state in self.book.items() if any(f.signal_id in ids for f in state.in_flight))
         return {pid: forget_exits(self.book[pid], ids) for pid in owners}
 
+    def adopt_forgotten(self, unsent: list) -> dict[PositionId, tuple[ExitState, tuple[InFlight, ...]]]:
+        """Once the transaction that forgot `unsent` exits (expired or voided) committed: the book
+        takes the states it saved, and each position is re-read and decided again as it is now."""
+        now = datetime.now(timezone.utc)
+        forgotten = self.forgetting(unsent)
+        for pid, (state, _) in forgotten.items():
+            self.book[pid] = state                  # saved in the forgetting transaction
+            self.dirty.discard(pid)
+            self.reread.add(pid)                    # the size and price as they are now
+            self.debouncer.offer(pid, pid, now)
+        return forgotten
+
     def forget_expired(self, conn, expired: list[ExpiredSignal]) -> None:
         """In the expiring transaction: the stored states forget the expired exits."""
         save_states(conn, [state.to_dict() for state, _ in self.forgetting(expired).values()])
 
     def redecide_expired(self, expired: list[ExpiredSignal]) -> None:
         """Once the expiry committed: the book forgets them too, and the positions are decided again."""
-        now = datetime.now(timezone.utc)
-        forgotten = self.forgetting(expired)
+        forgotten = self.adopt_forgotten(expired)
         for pid, (state, flights) in forgotten.items():
-            self.book[pid] = state                  # saved by forget_expired
-            self.dirty.discard(pid)
-            self.reread.add(pid)                    # the size and price as they are now
-            self.debouncer.offer(pid, pid, now)
             asset, position_id = state.asset, state.key.position_id
             for flight in flights:
                 log.warning("exit %s of %s %s (%s %s) expired unsent: undone, the position is decided again at "

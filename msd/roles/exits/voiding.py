@@ -92,13 +92,7 @@ class VoidedExits:
 
     def redecide_voided(self, voided: list[VoidedSignal]) -> None:
         """Once committed: the book forgets them, the audit lines, and the positions are decided again."""
-        now = datetime.now(timezone.utc)
-        forgotten = self.forgetting(voided)
-        for pid, (state, _) in forgotten.items():
-            self.book[pid] = state                  # saved by forget_voided
-            self.dirty.discard(pid)
-            self.reread.add(pid)                    # the row as it is now
-            self.debouncer.offer(pid, pid, now)
+        forgotten = self.adopt_forgotten(voided)       # msd.roles.exits.expiry
         ids = {item.signal_id for item in voided}
         for pid in [pid for pid, signal_id in self.unsure.items() if signal_id in ids]:
             # Its write committed with only the reply lost; the book never held it, and now it is
@@ -107,7 +101,7 @@ class VoidedExits:
             if pid in self.book:
                 self.dirty.add(pid)                 # the book's state, without it, replaces that copy
                 self.reread.add(pid)
-                self.debouncer.offer(pid, pid, now)
+                self.debouncer.offer(pid, pid, datetime.now(timezone.utc))
         for item in voided:
             self.stats.voided[item.reason] += 1
             meta = item.body.get("metadata") or {}
