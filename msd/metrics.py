@@ -58,6 +58,9 @@ SIGNALS_NOTIONAL = Counter("msd_signals_published_usdt_total", "USDT amount of t
 SIGNALS_EXPIRED = Counter("msd_signals_expired_total", "Signals not sent because they waited longer than "
                           "signaller.max_signal_age_s, or exits.max_signal_age_s for exits (which are then "
                           "decided again); not publish failures", ["strategy", "mode"])
+SIGNALS_UNCONFIRMED = Counter("msd_signals_unconfirmed_total", "Signals whose broker connection was lost while "
+                              "their confirm was awaited: they may have been delivered, and are published again "
+                              "under the same signal_id (order-manager dedupes)", ["strategy", "mode"])
 OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
                        multiprocess_mode="livemax")
 OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",

@@ -1,4 +1,6 @@
 """The outbox shared by the signaller and the exit role, on the real database and broker."""
+import logging
+import threading
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -8,12 +10,14 @@ import pytest
 
 from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.signal_format import signal_to_wire
+from msd.errors import BrokerUnavailable
 from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.roles.runtime.outbox import Outbox
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.outbox import insert_signal
 from tests.fixtures.rabbit import amqp_url
+from tests.integration.bus_helpers import wait_for
 
 QUEUE = "model-service.trading_signals"
 
@@ -245,3 +249,66 @@ def test_exposure_and_in_flight_read_together_equal_the_two_reads(setup):
         apart = read_open_exposure(conn, "BTCUSDT"), (in_flight_notional(conn, "BTCUSDT", 120, now),)
     assert together == apart
     assert together[1] == (Decimal(-25),) and together[0].open_orders == 1 and together[0].open_positions == 1
+
+
+def unconfirmed_ids(caplog) -> list[str]:
+    return [r.signal_id for r in caplog.records if getattr(r, "unconfirmed", False)]
+
+
+def test_a_confirm_lost_with_the_connection_is_published_again_and_logged_as_unconfirmed(
+        fresh_pg_dsn, fresh_vhost, caplog):
+    """Regression (a duplicate publish during a broker outage): the broker routes a message before
+    it confirms it, so when the connection goes while a publish waits for its confirm, the
+    signal is on the queue and still pending; the outbox publishes it again. That second copy is
+    inherent to at-least-once delivery (order-manager dedupes by signal_id): the outbox must name
+    the signal, count it, and keep everything else exactly once."""
+    from tests.integration.tcp_relay import Relay
+    from tests.integration.bus_helpers import message_count
+    from msd.errors import PublishUnconfirmed
+    apply_migrations(fresh_pg_dsn)
+    direct = amqp_url(fresh_vhost)
+    relay, db = Relay(), Database(fresh_pg_dsn)
+    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
+    try:
+        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+        before, lost, after = signal(), signal(), signal()
+        assert outbox.submit(before, "warmup").published
+        relay.hold()                    # the broker's confirm of the next publish will not arrive
+
+        def cut_once_routed():
+            wait_for(lambda: message_count(direct, QUEUE) == 2, "the second signal on the queue", timeout=30)
+            relay.cut()
+        cutter = threading.Thread(target=cut_once_routed)
+        cutter.start()
+        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+            result = outbox.submit(lost, "warmup")
+        cutter.join()
+        assert result.recorded and not result.published and outbox.backlog
+        assert unconfirmed_ids(caplog) == [lost.signal_id] and outbox.unconfirmed == 1
+        assert states(db)[lost.signal_id] == "pending"
+        assert outbox.flush() == 1      # the lost confirm's signal goes out again: its second copy
+        assert outbox.submit(after, "warmup").published
+        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id, after.signal_id]
+        assert set(states(db).values()) == {"sent"}
+    finally:
+        publisher.close()
+        relay.close()
+        db.close()
+    assert issubclass(PublishUnconfirmed, BrokerUnavailable)    # every caller still sees a broker failure
+
+
+def test_a_connection_closed_between_publishes_sends_nothing_twice(setup, fresh_vhost, caplog):
+    """A broker-side close while no publish waits for a confirm is repaired before the next
+    signal: nothing is unconfirmed, nothing is sent twice."""
+    from tests.fixtures.rabbit import close_vhost_connections
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    sent = [signal() for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+        for item in sent:
+            assert outbox.submit(item, "warmup").recorded
+            close_vhost_connections(fresh_vhost)
+        while outbox.backlog:
+            outbox.flush()
+    assert unconfirmed_ids(caplog) == [] and outbox.unconfirmed == 0
+    assert queued_ids(url) == [item.signal_id for item in sent]

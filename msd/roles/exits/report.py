@@ -82,7 +82,8 @@ def report_status(role: Any, now: datetime) -> None:
         exits_in_flight=in_flight, exits_stalled=_named(stalled), stalls_total=s.stalls,
         below_min_order_value=_named(below), left_alone=_named(refused), exits_refused=_named(backing_off),
         without_market_data=dict(unpriced), last_error=s.last_error, last_exit=s.last_exit,
-        outbox_backlog=role.outbox.backlog, expired=role.outbox.expired, degraded=degraded)
+        outbox_backlog=role.outbox.backlog, expired=role.outbox.expired,
+        unconfirmed=role.outbox.unconfirmed, degraded=degraded)
 
 
 def _has_market_data(asset_state: Any, now: datetime) -> bool:
