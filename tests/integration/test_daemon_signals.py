@@ -207,7 +207,9 @@ def test_signal_expiring_during_a_broker_outage_is_not_sent_late(make_daemon, fr
     assert all(rows[sid][1].startswith("expired unsent after") and rows[sid][2] for sid in expired)
     on_queue = Counter(body["signal_id"] for body, _ in drain_queue(url))
     assert set(on_queue) == sent and not expired & set(on_queue)
-    assert all(n == 1 for n in on_queue.values())
+    # A second copy only of a signal whose confirm was lost (it is sent again, never expired).
+    unconfirmed = Counter(r["signal_id"] for r in d.log_records() if r.get("unconfirmed") and r["role"] == "signaller")
+    assert all(n - 1 <= unconfirmed[sid] for sid, n in on_queue.items()), (on_queue, unconfirmed)
     audit = [r for r in d.log_records() if r.get("message", "").startswith("signal ") and "expired unsent" in r["message"]]
     assert {r["signal_id"] for r in audit} == expired
 

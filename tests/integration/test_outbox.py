@@ -312,3 +312,39 @@ def test_a_connection_closed_between_publishes_sends_nothing_twice(setup, fresh_
             outbox.flush()
     assert unconfirmed_ids(caplog) == [] and outbox.unconfirmed == 0
     assert queued_ids(url) == [item.signal_id for item in sent]
+
+
+def test_a_signal_whose_confirm_was_lost_is_sent_again_not_expired_as_unsent(fresh_pg_dsn, fresh_vhost, caplog):
+    """Regression: a signal whose confirm was lost (it may be on the queue) stayed pending and,
+    after the outage, expired as "unsent" although order-manager may have it; for an exit that
+    meant deciding it again under a new signal_id, which nobody can dedupe. It goes out again
+    under its own id instead."""
+    import time
+    from msd.roles.runtime.outbox import Expiry
+    from tests.integration.tcp_relay import Relay
+    from tests.integration.bus_helpers import message_count
+    apply_migrations(fresh_pg_dsn)
+    direct = amqp_url(fresh_vhost)
+    relay, db = Relay(), Database(fresh_pg_dsn)
+    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
+    try:
+        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 0.5))
+        before, lost, stale = signal(), signal(), aged(signal(), 90)
+        assert outbox.submit(before, "warmup").published        # connected, queue declared
+        relay.hold()
+        cutter = threading.Thread(target=lambda: (wait_for(lambda: message_count(direct, QUEUE) == 2,
+                                                           "the signal on the queue", timeout=30), relay.cut()))
+        cutter.start()
+        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+            assert not outbox.submit(lost, "warmup").published
+        cutter.join()
+        with db.transaction() as conn:
+            insert_signal(conn, stale, signal_to_wire(stale), "warmup")     # a plain pending one, too old
+        time.sleep(1.0)                 # both are older than the limit now
+        assert outbox.flush() == 1
+        assert states(db) == {before.signal_id: "sent", lost.signal_id: "sent", stale.signal_id: "expired"}
+        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id]
+    finally:
+        publisher.close()
+        relay.close()
+        db.close()

@@ -11,7 +11,8 @@ same `signal_id`, which order-manager treats as a duplicate (the loss-free direc
 we keep): msd dies between a confirm and that one UPDATE (the signal is sent again after the
 restart), or the broker connection is lost while a publish waits for its confirm (the broker
 routes a message before it confirms it, so it may be on the queue already; the signal stays
-pending and goes out again, logged with its id and counted in msd_signals_unconfirmed_total).
+pending and goes out again, logged with its id and counted in msd_signals_unconfirmed_total;
+it never expires, since it may be out already).
 A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
@@ -255,7 +256,7 @@ class Outbox:
                                    message_id=item.signal_id)
         except PublishUnconfirmed as exc:
             self._unconfirmed(item, exc)
-            self._failed(item.signal_id, str(exc))
+            self._failed(item.signal_id, str(exc), unconfirmed=True)
             return False
         except BrokerUnavailable as exc:
             self._failed(item.signal_id, str(exc))
@@ -281,12 +282,12 @@ class Outbox:
                     exc, extra={"signal_id": item.signal_id, "trace_id": item.trace_id, "strategy": item.strategy_id,
                                 "mode": item.mode, "unconfirmed": True})
 
-    def _failed(self, signal_id: str, error: str) -> None:
+    def _failed(self, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:
         # The broker's state is reported (once) by the publisher's on_state; this is per signal.
         self.broker_error, self.backlog, self.queue_declared = error, True, False
         try:
             with self.db.transaction() as conn:
-                record_failed_attempt(conn, signal_id, error)
+                record_failed_attempt(conn, signal_id, error, unconfirmed=unconfirmed)
         except DatabaseUnavailable:
             pass
 
