@@ -66,6 +66,9 @@ SIGNALS_VOIDED = Counter("msd_signals_voided_total", "Pending signals voided ins
                          "found them obsolete just before sending: exits whose position closed, flipped or "
                          "became smaller than the exit while they waited (the position is then decided "
                          "again); neither expiries nor publish failures", ["strategy", "mode", "reason"])
+SIGNALS_UNCONFIRMED = Counter("msd_signals_unconfirmed_total", "Signals whose broker connection was lost while "
+                              "their confirm was awaited: they may have been delivered, and are published again "
+                              "under the same signal_id (order-manager dedupes)", ["strategy", "mode"])
 OUTBOX_PENDING = Gauge("msd_outbox_pending", "Signals waiting in the outbox, by the role that sends them", ["role"],
                        multiprocess_mode="livemax")
 OUTBOX_OLDEST_AGE = Gauge("msd_outbox_oldest_pending_seconds", "Age of the oldest signal waiting in the outbox",

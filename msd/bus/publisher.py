@@ -22,10 +22,16 @@ from pika.adapters.blocking_connection import BlockingChannel
 from msd import metrics
 from msd.bus.connection import Link, connect, errors, reconnect_delay
 from msd.bus.topology import QueueSpec, declare
-from msd.errors import BrokerUnavailable
+from msd.errors import BrokerUnavailable, PublishUnconfirmed
 
 # Failures that concern one message; the channel and connection stay usable after them.
 _MESSAGE_LEVEL = (pika.exceptions.UnroutableError, pika.exceptions.NackError)
+# Failures that prove the broker did not route the message: pika refused to send it (the channel
+# or connection was closed already), or the broker closed the channel in reply to the publish
+# (the only method in flight on it) before routing it. Any other loss of the connection while a
+# publish waits for its confirm leaves the message's fate unknown: PublishUnconfirmed.
+_NOT_SENT = (pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError,
+             pika.exceptions.ChannelClosedByBroker)
 # How often `service()` reads the socket while idle: far below any heartbeat interval.
 SERVICE_EVERY_S = 0.1
 
@@ -56,7 +62,9 @@ class ConfirmingPublisher(Link):
         """Publish persistently to the default exchange and wait for the broker's confirm.
 
         Raises BrokerUnavailable if the broker nacks, if no queue is bound to `routing_key`
-        (mandatory flag), or if the connection is lost; the next call reconnects.
+        (mandatory flag), or if the connection is lost; the next call reconnects. A connection
+        lost while the confirm was awaited raises PublishUnconfirmed: the broker routes a message
+        before it confirms it (a consumer can have it first), so it may be on the queue already.
         """
         channel = self._ready_channel()
         properties = pika.BasicProperties(
@@ -66,9 +74,12 @@ class ConfirmingPublisher(Link):
             with errors(f"publish to {routing_key!r}"):
                 channel.basic_publish("", routing_key, body, properties, mandatory=True)
         except BrokerUnavailable as exc:
-            if not isinstance(exc.__cause__, _MESSAGE_LEVEL):
-                self._lost(str(exc))
-            raise
+            if isinstance(exc.__cause__, _MESSAGE_LEVEL):
+                raise
+            self._lost(str(exc))
+            if isinstance(exc.__cause__, _NOT_SENT):
+                raise
+            raise PublishUnconfirmed(str(exc)) from exc.__cause__
         self._tell(True, None)
 
     def ensure_queue(self, spec: QueueSpec) -> None:

@@ -84,6 +84,7 @@ def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[Pend
 
 def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[ExpiredSignal]:
     """Mark pending signals of `modes` decided longer than `max_age` ago as expired; returns them.
+    A signal whose confirm was lost (`unconfirmed_at`) never expires: it may be out already.
 
     In the caller's transaction, so that whatever the caller undoes for them (an exit's ladder
     step and in-flight state) commits or rolls back together with the expiry.
@@ -96,6 +97,7 @@ def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[Expir
                               last_error = 'expired unsent after ' || round(extract(epoch FROM now() - created_at))
                                            || 's (limit ' || %(limit)s || 's)'
                         WHERE outbox_state = 'pending' AND mode = ANY(%(modes)s) AND created_at < now() - %(age)s
+                          AND unconfirmed_at IS NULL
                     RETURNING signal_id::text, strategy_id, mode, asset, signal_type, amount, created_at,
                               extract(epoch FROM now() - created_at)::float8, body""",
                     {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3)})
@@ -145,10 +147,13 @@ def mark_sent(conn, signal_ids: list[str]) -> None:
                               last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (signal_ids,))
 
 
-def record_failed_attempt(conn, signal_id: str, error: str) -> None:
+def record_failed_attempt(conn, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:
+    """A failed publish; `unconfirmed`: the connection was lost while its confirm was awaited, so
+    it may be on the queue already (`unconfirmed_at` set: it is sent again, never expired)."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE msd.signals SET attempts = attempts + 1, last_error = %s WHERE signal_id = %s",
-                    (error[:1000], signal_id))
+        cur.execute("""UPDATE msd.signals SET attempts = attempts + 1, last_error = %s,
+                              unconfirmed_at = CASE WHEN %s THEN coalesce(unconfirmed_at, now()) ELSE unconfirmed_at END
+                        WHERE signal_id = %s""", (error[:1000], unconfirmed, signal_id))
 
 
 def count_pending(conn) -> int:

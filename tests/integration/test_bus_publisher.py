@@ -79,3 +79,25 @@ def test_unreachable_broker_raises_broker_unavailable():
         publisher.publish("q", b"{}", headers={}, message_id="m")
     assert "127.0.0.1:1" in str(caught.value)
     publisher.close()
+
+
+def test_a_publish_the_broker_refuses_is_a_failure_but_not_unconfirmed(fresh_vhost):
+    """Only a publish whose fate is unknown is PublishUnconfirmed (the outbox warns that it may
+    go out twice); the broker closing the channel in reply to the publish (here: no write
+    permission) proves it was not routed."""
+    from msd.errors import PublishUnconfirmed
+    from tests.fixtures.rabbit import rabbitmqctl
+    url = amqp_url(fresh_vhost)
+    queue = unique_queue("model-service.trading_signals")
+    with raw_channel(url) as channel:
+        channel.queue_declare(queue, durable=True)
+    rabbitmqctl("set_permissions", "-p", fresh_vhost, "guest", ".*", "^$", ".*")
+    publisher = ConfirmingPublisher(url, connection_name="msd-test-publisher")
+    try:
+        with pytest.raises(BrokerUnavailable) as caught:
+            publisher.publish(queue, b"{}", headers={}, message_id="m-1")
+        assert not isinstance(caught.value, PublishUnconfirmed)
+        assert "ACCESS_REFUSED" in str(caught.value)
+    finally:
+        publisher.close()
+    assert message_count(url, queue) == 0

@@ -137,8 +137,18 @@ def test_five_strategies_stay_separate_and_a_stale_asset_stops_only_its_strategy
         assert_accepted(body)
 
 
-def test_broker_outage_every_outbox_signal_published_exactly_once(make_daemon, fresh_vhost, dsn):
-    # The age limit is far above the outage, so nothing expires: every signal must go out, once.
+def test_broker_outage_every_outbox_signal_published_and_repeated_only_after_a_lost_confirm(
+        make_daemon, fresh_vhost, dsn):
+    """Delivery is at least once. The age limit is far above the outage, so nothing expires: every
+    signal must go out. It may go out twice only if the broker closed the connection while its
+    publish waited for the confirm (the broker routes a message before it confirms it, so the
+    republish can be a second copy): the outbox logs each such signal by id.
+
+    Regression: this test asserted exactly once and failed now and then with one duplicate. The
+    failing run's log showed `broker down: publish to ...: 320 CONNECTION_FORCED` (a publish
+    waiting for its confirm when the test closed the connection; the passing runs mostly showed
+    `broker down: connect ...`, the close found the publisher idle): a lost confirm, not a bug of
+    the outbox. tests/integration/test_outbox.py reproduces it deterministically."""
     d = make_daemon([strategy("steady", ["BTCUSDT"], rate=(20, 1), frequency=0.01)], max_signal_age_s=120)
     url = amqp_url(fresh_vhost)
     with MarketFeed(url, ["BTCUSDT"]):
@@ -158,8 +168,13 @@ def test_broker_outage_every_outbox_signal_published_exactly_once(make_daemon, f
         cur.execute("SELECT signal_id::text, max(attempts) FROM msd.signals GROUP BY signal_id")
         rows = dict(cur.fetchall())
     on_queue = Counter(body["signal_id"] for body, _ in drain_queue(url))
-    assert set(on_queue) == set(rows)
-    assert all(n == 1 for n in on_queue.values()), [s for s, n in on_queue.items() if n > 1]
+    unconfirmed = Counter(r["signal_id"] for r in d.log_records() if r.get("unconfirmed") and r["role"] == "signaller")
+    assert set(on_queue) == set(rows)       # every recorded signal, and nothing else
+    repeated = {sid: n for sid, n in on_queue.items() if n > 1}
+    assert all(n - 1 <= unconfirmed[sid] for sid, n in repeated.items()), (repeated, unconfirmed)
+    assert all(rows[sid] > 1 for sid in unconfirmed)       # each went out again after its lost confirm
+    wait_for(lambda: d.role("signaller")["status"].get("unconfirmed") == sum(unconfirmed.values()), 5,
+             what="the status counts the lost confirms the log names")
     assert any(attempts > 1 for attempts in rows.values()), "the outage should have delayed some signals"
 
 
@@ -192,7 +207,9 @@ def test_signal_expiring_during_a_broker_outage_is_not_sent_late(make_daemon, fr
     assert all(rows[sid][1].startswith("expired unsent after") and rows[sid][2] for sid in expired)
     on_queue = Counter(body["signal_id"] for body, _ in drain_queue(url))
     assert set(on_queue) == sent and not expired & set(on_queue)
-    assert all(n == 1 for n in on_queue.values())
+    # A second copy only of a signal whose confirm was lost (it is sent again, never expired).
+    unconfirmed = Counter(r["signal_id"] for r in d.log_records() if r.get("unconfirmed") and r["role"] == "signaller")
+    assert all(n - 1 <= unconfirmed[sid] for sid, n in on_queue.items()), (on_queue, unconfirmed)
     audit = [r for r in d.log_records() if r.get("message", "").startswith("signal ") and "expired unsent" in r["message"]]
     assert {r["signal_id"] for r in audit} == expired
 

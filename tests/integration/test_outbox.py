@@ -1,4 +1,6 @@
 """The outbox shared by the signaller and the exit role, on the real database and broker."""
+import logging
+import threading
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -8,12 +10,14 @@ import pytest
 
 from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.signal_format import signal_to_wire
+from msd.errors import BrokerUnavailable
 from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.roles.runtime.outbox import Outbox, Screen
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.outbox import insert_signal
 from tests.fixtures.rabbit import amqp_url
+from tests.integration.bus_helpers import wait_for
 
 QUEUE = "model-service.trading_signals"
 
@@ -270,3 +274,102 @@ def test_a_screen_voids_only_its_own_modes_and_holds_them_while_it_cannot_tell(s
         cur.execute("SELECT outbox_state, last_error FROM msd.signals WHERE signal_id = %s", (first.signal_id,))
         assert cur.fetchone() == ("voided", "closed meanwhile")
     assert (outbox.voided, outbox.expired) == (1, 0)
+
+
+def unconfirmed_ids(caplog) -> list[str]:
+    return [r.signal_id for r in caplog.records if getattr(r, "unconfirmed", False)]
+
+
+def test_a_confirm_lost_with_the_connection_is_published_again_and_logged_as_unconfirmed(
+        fresh_pg_dsn, fresh_vhost, caplog):
+    """Regression (a duplicate publish during a broker outage): the broker routes a message before
+    it confirms it, so when the connection goes while a publish waits for its confirm, the
+    signal is on the queue and still pending; the outbox publishes it again. That second copy is
+    inherent to at-least-once delivery (order-manager dedupes by signal_id): the outbox must name
+    the signal, count it, and keep everything else exactly once."""
+    from tests.integration.tcp_relay import Relay
+    from tests.integration.bus_helpers import message_count
+    from msd.errors import PublishUnconfirmed
+    apply_migrations(fresh_pg_dsn)
+    direct = amqp_url(fresh_vhost)
+    relay, db = Relay(), Database(fresh_pg_dsn)
+    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
+    try:
+        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+        before, lost, after = signal(), signal(), signal()
+        assert outbox.submit(before, "warmup").published
+        relay.hold()                    # the broker's confirm of the next publish will not arrive
+
+        def cut_once_routed():
+            wait_for(lambda: message_count(direct, QUEUE) == 2, "the second signal on the queue", timeout=30)
+            relay.cut()
+        cutter = threading.Thread(target=cut_once_routed)
+        cutter.start()
+        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+            result = outbox.submit(lost, "warmup")
+        cutter.join()
+        assert result.recorded and not result.published and outbox.backlog
+        assert unconfirmed_ids(caplog) == [lost.signal_id] and outbox.unconfirmed == 1
+        assert states(db)[lost.signal_id] == "pending"
+        assert outbox.flush() == 1      # the lost confirm's signal goes out again: its second copy
+        assert outbox.submit(after, "warmup").published
+        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id, after.signal_id]
+        assert set(states(db).values()) == {"sent"}
+    finally:
+        publisher.close()
+        relay.close()
+        db.close()
+    assert issubclass(PublishUnconfirmed, BrokerUnavailable)    # every caller still sees a broker failure
+
+
+def test_a_connection_closed_between_publishes_sends_nothing_twice(setup, fresh_vhost, caplog):
+    """A broker-side close while no publish waits for a confirm is repaired before the next
+    signal: nothing is unconfirmed, nothing is sent twice."""
+    from tests.fixtures.rabbit import close_vhost_connections
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    sent = [signal() for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+        for item in sent:
+            assert outbox.submit(item, "warmup").recorded
+            close_vhost_connections(fresh_vhost)
+        while outbox.backlog:
+            outbox.flush()
+    assert unconfirmed_ids(caplog) == [] and outbox.unconfirmed == 0
+    assert queued_ids(url) == [item.signal_id for item in sent]
+
+
+def test_a_signal_whose_confirm_was_lost_is_sent_again_not_expired_as_unsent(fresh_pg_dsn, fresh_vhost, caplog):
+    """Regression: a signal whose confirm was lost (it may be on the queue) stayed pending and,
+    after the outage, expired as "unsent" although order-manager may have it; for an exit that
+    meant deciding it again under a new signal_id, which nobody can dedupe. It goes out again
+    under its own id instead."""
+    import time
+    from msd.roles.runtime.outbox import Expiry
+    from tests.integration.tcp_relay import Relay
+    from tests.integration.bus_helpers import message_count
+    apply_migrations(fresh_pg_dsn)
+    direct = amqp_url(fresh_vhost)
+    relay, db = Relay(), Database(fresh_pg_dsn)
+    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
+    try:
+        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 0.5))
+        before, lost, stale = signal(), signal(), aged(signal(), 90)
+        assert outbox.submit(before, "warmup").published        # connected, queue declared
+        relay.hold()
+        cutter = threading.Thread(target=lambda: (wait_for(lambda: message_count(direct, QUEUE) == 2,
+                                                           "the signal on the queue", timeout=30), relay.cut()))
+        cutter.start()
+        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+            assert not outbox.submit(lost, "warmup").published
+        cutter.join()
+        with db.transaction() as conn:
+            insert_signal(conn, stale, signal_to_wire(stale), "warmup")     # a plain pending one, too old
+        time.sleep(1.0)                 # both are older than the limit now
+        assert outbox.flush() == 1
+        assert states(db) == {before.signal_id: "sent", lost.signal_id: "sent", stale.signal_id: "expired"}
+        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id]
+    finally:
+        publisher.close()
+        relay.close()
+        db.close()

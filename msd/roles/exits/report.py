@@ -84,7 +84,7 @@ def report_status(role: Any, now: datetime) -> None:
         below_min_order_value=_named(below), left_alone=_named(refused), exits_refused=_named(backing_off),
         without_market_data=dict(unpriced), last_error=s.last_error, last_exit=s.last_exit,
         outbox_backlog=role.outbox.backlog, expired=role.outbox.expired, exits_voided=dict(s.voided),
-        degraded=degraded)
+        unconfirmed=role.outbox.unconfirmed, degraded=degraded)
 
 
 def _has_market_data(asset_state: Any, now: datetime) -> bool:

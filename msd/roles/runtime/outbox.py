@@ -4,9 +4,16 @@ Used by the signaller and the exit role. While the broker is down, signals stay 
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
 previous run left pending. A signal is marked sent right after the broker confirmed it (a mark
 that fails while the database is down is retried by `commit_marks`, always before pending rows
-are read again). Only if msd dies between a confirm and that one UPDATE is the signal sent again
-after the restart: order-manager treats a repeated `signal_id` as a duplicate, so the loss-free
-direction is the one we keep.
+are read again).
+
+Delivery is at least once; a signal reaches the queue twice in two cases only, both with the
+same `signal_id`, which order-manager treats as a duplicate (the loss-free direction is the one
+we keep): msd dies between a confirm and that one UPDATE (the signal is sent again after the
+restart), or the broker connection is lost while a publish waits for its confirm (the broker
+routes a message before it confirms it, so it may be on the queue already; the signal stays
+pending and goes out again, logged with its id and counted in msd_signals_unconfirmed_total;
+it never expires, since it may be out already).
+A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
 `Expiry.max_age_s` is marked `expired` instead of being sent late, with an audit line and
@@ -37,7 +44,7 @@ from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.values.messages import TradingSignal
 from msd.bus.topology import QueueSpec
-from msd.errors import BrokerUnavailable, DatabaseUnavailable
+from msd.errors import BrokerUnavailable, DatabaseUnavailable, PublishUnconfirmed
 from msd.store.db import Database
 from msd.store.outbox import (
     ExpiredSignal, PendingSignal, VoidedSignal, count_pending, expire_stale, insert_signal_sql, mark_sent,
@@ -103,6 +110,7 @@ class Outbox:
         self.published = 0
         self.expired = 0
         self.voided = 0
+        self.unconfirmed = 0        # publishes whose confirm was lost with the connection
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
 
     def retarget(self, queue: str) -> None:
@@ -306,6 +314,10 @@ class Outbox:
                 self.queue_declared = True
             self.publisher.publish(self.queue, item.body, headers={"trace_id": item.trace_id},
                                    message_id=item.signal_id)
+        except PublishUnconfirmed as exc:
+            self._unconfirmed(item, exc)
+            self._failed(item.signal_id, str(exc), unconfirmed=True)
+            return False
         except BrokerUnavailable as exc:
             self._failed(item.signal_id, str(exc))
             return False
@@ -319,12 +331,23 @@ class Outbox:
         self.commit_marks()
         return True
 
-    def _failed(self, signal_id: str, error: str) -> None:
+    def _unconfirmed(self, item: PendingSignal, exc: PublishUnconfirmed) -> None:
+        # The one way a broker outage sends a signal twice: it may be on the queue already, and it
+        # stays pending, so it goes out again (same signal_id: order-manager dedupes). At most one
+        # line per lost connection (one publish waits for its confirm at a time).
+        self.unconfirmed += 1
+        metrics.SIGNALS_UNCONFIRMED.labels(item.strategy_id, item.mode).inc()
+        log.warning("signal %s may have reached the broker: the connection was lost before its confirm "
+                    "(%s); it stays pending and will be published again with the same signal_id", item.signal_id,
+                    exc, extra={"signal_id": item.signal_id, "trace_id": item.trace_id, "strategy": item.strategy_id,
+                                "mode": item.mode, "unconfirmed": True})
+
+    def _failed(self, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:
         # The broker's state is reported (once) by the publisher's on_state; this is per signal.
         self.broker_error, self.backlog, self.queue_declared = error, True, False
         try:
             with self.db.transaction() as conn:
-                record_failed_attempt(conn, signal_id, error)
+                record_failed_attempt(conn, signal_id, error, unconfirmed=unconfirmed)
         except DatabaseUnavailable:
             pass
 

@@ -340,7 +340,8 @@ class Signaller:
             coalesced=sum(self.coalesced.values()), coalesced_by_asset=dict(self.coalesced), assets=assets,
             max_data_age_s=self.config.signaller.max_data_age_s,
             strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
-            published=self.outbox.published, expired=self.outbox.expired, outbox_backlog=self.outbox.backlog,
+            published=self.outbox.published, expired=self.outbox.expired, unconfirmed=self.outbox.unconfirmed,
+            outbox_backlog=self.outbox.backlog,
             random_draws=dict(self.streams.draws), degraded=degraded)
 
 
