@@ -2,11 +2,17 @@
 
 Per candle (all assets at one open time): working orders fill or expire on it, the exit rules
 walk its path, then at its close the market events msd would have consumed (a confirmed
-1-minute kline and a ticker with the close as last price and the candle profile's bid/ask) go
+kline of the candle's length and a ticker with the close as last price and the candle profile's bid/ask) go
 into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
 run, and every strategy decides on the snapshot at that close. A gap or a zero-volume candle is
 a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
 clock: `now` is always the candle's time.
+A candle longer than a minute is replayed the same way over its length: one path (the exits'
+open -> adverse -> favourable -> close, its middle points at half the length), one decision per
+candle close, fills at the next candle's open. MarketState then holds N-minute bars, so the
+features that need 1-minute bars (the 1-minute return, the hour's 1-minute volatility, the hour
+mean of closes) are absent from the snapshots, as they are live when those bars are missing; the
+5- and 15-minute returns are there when the length divides them.
 """
 from __future__ import annotations
 
@@ -34,7 +40,6 @@ from msd.rules import Instrument
 from msd.strategies import engine
 from msd.values.messages import Kline, TickerUpdate
 
-DAY_OF_MINUTES = 1440
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
 FEATURE_STARTUP_CANDLES = 61
 IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
@@ -65,12 +70,13 @@ class ReplayCounts:
 class Replay:
     def __init__(self, config, series: list[Series], options: Options) -> None:
         lengths = {s.length for s in series}
-        if lengths != {timedelta(minutes=1)}:
-            raise CandleError(f"candle lengths {sorted(str(x) for x in lengths)}: only 1-minute candles are replayed "
-                              "(msd's features are built on 1-minute bars)")
+        if len(lengths) > 1:
+            raise CandleError(f"candle lengths {sorted(str(x) for x in lengths)}: the assets of one run share one "
+                              "candle length (decisions are taken at a common candle close)")
         self.config, self.options = config, options
         self.series = {s.asset: s for s in series}
-        self.length = timedelta(minutes=1)
+        self.length = lengths.pop() if lengths else timedelta(minutes=1)
+        day_of_candles = max(1, timedelta(days=1) // self.length)
         self.market = MarketState()
         self.account = Account(options.balance)
         self.limits = config.signaller.limits
@@ -78,7 +84,7 @@ class Replay:
         self.working: list[WorkingOrder] = []
         self.exit_states: dict = {}
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
-        self.volume: dict[str, deque] = {a: deque(maxlen=DAY_OF_MINUTES) for a in self.series}
+        self.volume: dict[str, deque] = {a: deque(maxlen=day_of_candles) for a in self.series}
         self.marks: dict[str, Decimal] = {}
         self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
@@ -234,11 +240,14 @@ class Replay:
 
     # ----- learning and deciding -------------------------------------------------------------
     def _bar_close(self, asset: str, end: datetime, now: datetime):
-        """The close of the bar ending at `end` as known at `now`; "never" once its lag is over."""
+        """The close of the bar ending at `end` as known at `now`; "never" once its lag is over.
+        A horizon that ends inside a candle (one longer than the horizon's grid) is read at that
+        candle's close: the first close known at or after `end`, never one before it."""
         if end > now:
             return None
         lag = timedelta(seconds=self.config.trainer.training.max_bar_lag_s)
-        bars, start = self.bars[asset], end - self.length
+        bars, start = self.bars[asset], _grid_start(end - self.length, self.series[asset].candles[0].open_time,
+                                                    self.length)
         moment = start
         while moment <= start + lag and moment + self.length <= now:
             if moment in bars:
@@ -315,6 +324,12 @@ class Replay:
             self.events.append((now, "rejected", signal.signal_id, reason))
             return
         self.working.append(order)
+
+
+def _grid_start(moment: datetime, origin: datetime, length: timedelta) -> datetime:
+    """The first candle open on the grid of `origin` at or after `moment`."""
+    behind = (moment - origin) % length
+    return moment if not behind else moment + (length - behind)
 
 
 def _lap(timings: dict[str, float], phase: str, since: float) -> float:
