@@ -103,9 +103,14 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
     return [
         "Prices are read in the quote currency the config's amounts use (a file quoted in another currency "
         "stands in for it): amounts, fees and PnL below are in that unit.",
+        f"Candle length: {_minutes(series)} minute(s); each candle is replayed as one path over its length and one "
+        "decision at its close.",
         f"Candle feature profile: bid/ask = close -/+ half of a fixed {_plain(c.half_spread * 20000)} bps spread, equal "
-        "book sizes (order-book imbalance 0), volume_24h = sum of the last 1440 candles' volume; models trained in "
-        "the backtest learn on this profile.",
+        "book sizes (order-book imbalance 0), volume_24h = sum of the last day's candles' volume"
+        + ("" if _minutes(series) == 1 else "; from candles longer than a minute: volatility = std of the hour's "
+           "candle log returns / sqrt(candle minutes), a return over less than a candle = the last candle's return "
+           "x lookback / candle minutes (its expected part under a random walk), returns over lookbacks that are not "
+           "whole candles absent") + "; models trained in the backtest learn on this profile.",
         f"Fills: Market on the candle the order reaches the exchange in (decision + "
         f"{c.latency.total_seconds() * 1000:g} ms), at its open, half the spread worse; Limit (order-manager's choice, CONTRACTS 1.2) at the decision-time bid/ask when a "
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled.",
@@ -120,6 +125,11 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         "Gaps and zero-volume candles are no-trade periods: " + ", ".join(
             f"{s.asset}: {s.gaps} missing, {s.zero_volume} zero-volume" for s in series) + ".",
     ]
+
+
+def _minutes(series: list[Series]) -> int:
+    """The run's candle length in minutes (one run shares one length: msd.backtest.replay)."""
+    return int(series[0].length.total_seconds() // 60) if series else 1
 
 
 def _digest(series: Series) -> str:

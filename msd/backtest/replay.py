@@ -9,10 +9,9 @@ a no-trade period: nothing fills, nothing is decided on that asset. Nothing here
 clock: `now` is always the candle's time.
 A candle longer than a minute is replayed the same way over its length: one path (the exits'
 open -> adverse -> favourable -> close, its middle points at half the length), one decision per
-candle close, fills at the next candle's open. MarketState then holds N-minute bars, so the
-features that need 1-minute bars (the 1-minute return, the hour's 1-minute volatility, the hour
-mean of closes) are absent from the snapshots, as they are live when those bars are missing; the
-5- and 15-minute returns are there when the length divides them.
+candle close, fills at the next candle's open. MarketState then holds N-minute bars (its
+candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
+returns only for lookbacks that are whole candles (no 1-minute return on 5-minute candles).
 """
 from __future__ import annotations
 
@@ -77,7 +76,7 @@ class Replay:
         self.series = {s.asset: s for s in series}
         self.length = lengths.pop() if lengths else timedelta(minutes=1)
         day_of_candles = max(1, timedelta(days=1) // self.length)
-        self.market = MarketState()
+        self.market = MarketState(bar_length=self.length)
         self.account = Account(options.balance)
         self.limits = config.signaller.limits
         self.shared = engine.start_shared(self.limits)

@@ -114,3 +114,13 @@ def test_mixed_candle_lengths_are_refused(tmp_path):
     one = load_series(write_candles(tmp_path, random_walk(100, 2), "b.json"), "ETHUSDT")
     with pytest.raises(CandleError, match="share one candle length"):
         Replay(config, [five, one], Options(costs=COSTS))
+
+
+def test_the_report_states_the_candle_length_and_its_feature_profile(tmp_path):
+    from msd.backtest.command import assumptions
+    five = load_series(write_candles(tmp_path, random_walk(20, 1, minutes=5), "a.json"), "BTCUSDT")
+    one = load_series(write_candles(tmp_path, random_walk(20, 1), "b.json"), "BTCUSDT")
+    stated = " ".join(assumptions(Options(costs=COSTS), [five]))
+    assert "Candle length: 5 minute(s)" in stated and "/ sqrt(candle minutes)" in stated
+    stated = " ".join(assumptions(Options(costs=COSTS), [one]))
+    assert "Candle length: 1 minute(s)" in stated and "sqrt(candle minutes)" not in stated
