@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -29,6 +29,7 @@ from msd.backtest.exiting import candle_path, exit_on_path, read_row
 from msd.backtest.fills import CostModel, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
+from msd.backtest.spread import half_spread_after
 from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
@@ -54,6 +55,8 @@ class Options:
     thresholds: OrderTypeThresholds = OrderTypeThresholds()
     instrument: InstrumentRules = DEFAULT_INSTRUMENT
     shuffled_labels: bool = False      # the control run: trainings see outcomes shuffled in time
+    spread_from_candles: bool = False  # Corwin-Schultz estimate, costs.half_spread its floor (msd.backtest.spread)
+    spread_factor: Decimal = Decimal(1)    # the cost-sensitivity runs scale the estimate with the floor
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Replay:
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
         self.volume: dict[str, deque] = {a: deque(maxlen=day_of_candles) for a in self.series}
         self.marks: dict[str, Decimal] = {}
+        # The costs in force on each asset: the half spread changes at each close with --spread-from-candles.
+        self.costs: dict[str, CostModel] = {a: options.costs for a in self.series}
+        self.half_spreads: dict[str, list[Decimal]] = {a: [] for a in self.series}   # per close, for the report
         self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
         self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
@@ -158,7 +164,14 @@ class Replay:
         self.store.add_bar(asset, candle.open_time, candle.close)
         self.volume[asset].append(candle.volume)
         self.marks[asset] = candle.close
-        bid, ask = quotes(candle.close, self.options.costs.half_spread)
+        if self.options.spread_from_candles:
+            floor = self.options.costs.half_spread
+            half = half_spread_after(self.bars[asset].get(candle.open_time - self.length), candle, floor,
+                                     self.options.spread_factor)
+            self.half_spreads[asset].append(half)
+            if half != self.costs[asset].half_spread:
+                self.costs[asset] = replace(self.options.costs, half_spread=half)
+        bid, ask = quotes(candle.close, self.costs[asset].half_spread)
         self.market.apply(Kline(asset, candle.open_time, candle.open, candle.high, candle.low, candle.close,
                                 candle.volume, Decimal(0), True, close_at))
         self.market.apply(TickerUpdate(asset, close_at, last_price=candle.close, bid=bid, ask=ask,
@@ -172,7 +185,7 @@ class Replay:
             arrived = arrival(order.decided_at, latency, candle, self.length)
             if arrived is None:
                 continue
-            outcome = try_fill(order, candle, self.account.size(asset), self.options.costs)
+            outcome = try_fill(order, candle, self.account.size(asset), self.costs[asset])
             if outcome is None:
                 continue
             self.working.remove(order)
@@ -210,7 +223,7 @@ class Replay:
         points = candle_path(state.row.size > 0, candle, self.length)
         while points and state is not None and state.ready:
             state, fired, used = exit_on_path(state, points, rules, self.exit_instrument,
-                                              self.options.costs.half_spread, self._next_exit_id)
+                                              self.costs[asset].half_spread, self._next_exit_id)
             self.exit_states[asset] = state
             points = points[used:]
             if fired is None:
@@ -233,7 +246,7 @@ class Replay:
         reason = decision.reason.value
         self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
         quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
-        fill = Filled(quantity, fired.price, quantity * fired.price * self.options.costs.taker_fee, fired.base)
+        fill = Filled(quantity, fired.price, quantity * fired.price * self.costs[asset].taker_fee, fired.base)
         self.events.append((fired.point.at, "exit", fired.signal_id, reason))
         self._apply_fill(order, fill, fired.point.at, exit_reason=reason, candle_at=candle.open_time)
 
@@ -302,7 +315,7 @@ class Replay:
         info = {"mode": mode, "reason": None, "trigger": str(signal.market_data_snapshot.price)}
         size = self.account.size(signal.asset)
         order = plan(signal, strategy=slot.params.id, position_size=size, instrument=self.options.instrument,
-                     thresholds=self.options.thresholds, costs=self.options.costs, info=info)
+                     thresholds=self.options.thresholds, costs=self.costs[signal.asset], info=info)
         wire = _wire(signal)
         self.decisions[signal.signal_id] = {"strategy": slot.params.id, **info, "decided_at": now,
                                             "confidence": signal.confidence, "model_version": signal.model_version,
