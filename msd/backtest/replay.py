@@ -11,7 +11,9 @@ A candle longer than a minute is replayed the same way over its length: one path
 open -> adverse -> favourable -> close, its middle points at half the length), one decision per
 candle close, fills at the next candle's open. MarketState then holds N-minute bars (its
 candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
-returns only for lookbacks that are whole candles (no 1-minute return on 5-minute candles).
+a return over less than a candle as the expected part of the last candle's, a longer lookback
+only when it is whole candles. The spread is fixed, or estimated from the candles
+(msd.backtest.spread).
 """
 from __future__ import annotations
 
