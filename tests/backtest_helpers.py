@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, strategies: list[dict], exits: dict | None = No
 
 
 def random_walk(n: int, seed: int, start: float = 100.0, step: float = 0.002, trend: float = 0.0,
-                t0: datetime = T0) -> list[list]:
+                t0: datetime = T0, minutes: int = 1) -> list[list]:
     rng = random.Random(seed)
     rows, price = [], start
     for i in range(n):
@@ -48,7 +48,7 @@ def random_walk(n: int, seed: int, start: float = 100.0, step: float = 0.002, tr
         for _ in range(4):
             path.append(path[-1] * math.exp(rng.gauss(trend / 4, step / 2)))
         c = path[-1]
-        rows.append([int((t0 + timedelta(minutes=i)).timestamp() * 1000), round(o, 6), round(max(path), 6),
+        rows.append([int((t0 + timedelta(minutes=i * minutes)).timestamp() * 1000), round(o, 6), round(max(path), 6),
                      round(min(path), 6), round(c, 6), round(rng.uniform(1, 100), 4)])
         price = c
     return rows

@@ -39,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balance", default="10000", help="starting quote balance (default 10000)")
     parser.add_argument("--fee-pct", default="0.055", help="taker fee per side, percent (default 0.055)")
     parser.add_argument("--maker-fee-pct", default="0.02", help="maker fee per side for Limit fills (default 0.02)")
-    parser.add_argument("--spread-bps", default="10", help="bid-ask spread assumed, bps of price (default 10)")
+    parser.add_argument("--spread-bps", default="10", help="bid-ask spread assumed, bps of price (default 10); "
+                                                           "with --spread-from-candles the floor of the estimate")
+    parser.add_argument("--spread-from-candles", action="store_true",
+                        help="estimate the spread from each two adjacent candles (Corwin-Schultz high-low "
+                             "estimator, clipped at 0), never below --spread-bps, which also stands where "
+                             "there is no estimate")
     parser.add_argument("--latency-ms", type=int, default=200, help="decision to order latency (default 200)")
     parser.add_argument("--limit-ttl-s", type=float, default=600.0, help="a Limit order's time to live (default 600)")
     parser.add_argument("--seed", type=int, default=None, help="combined with each strategy's seed (default: "
@@ -71,7 +76,8 @@ def options_from(args: argparse.Namespace) -> Options:
                       half_spread=_decimal("--spread-bps", args.spread_bps, Decimal(0), Decimal(1000)) / 20000,
                       latency=timedelta(milliseconds=args.latency_ms), limit_ttl=timedelta(seconds=args.limit_ttl_s))
     return Options(costs=costs, balance=_decimal("--balance", args.balance, Decimal("0.01")), seed=args.seed,
-                   train_seconds=args.train_seconds, startup_candles=args.startup_candles)
+                   train_seconds=args.train_seconds, startup_candles=args.startup_candles,
+                   spread_from_candles=args.spread_from_candles)
 
 
 def series_from(args: argparse.Namespace, config, read_bars=None) -> list[Series]:
@@ -103,9 +109,14 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
     return [
         "Prices are read in the quote currency the config's amounts use (a file quoted in another currency "
         "stands in for it): amounts, fees and PnL below are in that unit.",
-        f"Candle feature profile: bid/ask = close -/+ half of a fixed {_plain(c.half_spread * 20000)} bps spread, equal "
-        "book sizes (order-book imbalance 0), volume_24h = sum of the last 1440 candles' volume; models trained in "
-        "the backtest learn on this profile.",
+        f"Candle length: {_minutes(series)} minute(s); each candle is replayed as one path over its length and one "
+        "decision at its close.",
+        f"Candle feature profile: bid/ask = close -/+ half of {_spread_model(options)}, equal "
+        "book sizes (order-book imbalance 0), volume_24h = sum of the last day's candles' volume"
+        + ("" if _minutes(series) == 1 else "; from candles longer than a minute: volatility = std of the hour's "
+           "candle log returns / sqrt(candle minutes), a return over less than a candle = the last candle's return "
+           "x lookback / candle minutes (its expected part under a random walk), returns over lookbacks that are not "
+           "whole candles absent") + "; models trained in the backtest learn on this profile.",
         f"Fills: Market on the candle the order reaches the exchange in (decision + "
         f"{c.latency.total_seconds() * 1000:g} ms), at its open, half the spread worse; Limit (order-manager's choice, CONTRACTS 1.2) at the decision-time bid/ask when a "
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled.",
@@ -120,6 +131,21 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         "Gaps and zero-volume candles are no-trade periods: " + ", ".join(
             f"{s.asset}: {s.gaps} missing, {s.zero_volume} zero-volume" for s in series) + ".",
     ]
+
+
+def _spread_model(options: Options) -> str:
+    bps = _plain(options.costs.half_spread * 20000)
+    if not options.spread_from_candles:
+        return f"a fixed {bps} bps spread (spread model: fixed, --spread-bps)"
+    return (f"the spread estimated from the candles (spread model: Corwin-Schultz high-low estimator over the last "
+            f"two candles, with the gap between them taken out, clipped at 0; {bps} bps (--spread-bps) is the floor "
+            "and stands where there is no estimate: the first candle, after a gap, a zero-volume candle; the "
+            "estimate known at a close prices that decision and the fills of the next candle)")
+
+
+def _minutes(series: list[Series]) -> int:
+    """The run's candle length in minutes (one run shares one length: msd.backtest.replay)."""
+    return int(series[0].length.total_seconds() // 60) if series else 1
 
 
 def _digest(series: Series) -> str:
@@ -141,7 +167,8 @@ def manifest(args, options: Options, series: list[Series]) -> dict[str, Any]:
                      for s in series],
             "seed": options.seed, "timerange": args.timerange, "assumptions": assumptions(options, series),
             "options": {"balance": str(options.balance), "fee_pct": args.fee_pct, "maker_fee_pct": args.maker_fee_pct,
-                        "spread_bps": args.spread_bps, "latency_ms": args.latency_ms,
+                        "spread_bps": args.spread_bps, "spread_from_candles": args.spread_from_candles,
+                        "latency_ms": args.latency_ms,
                         "limit_ttl_s": args.limit_ttl_s, "startup_candles": args.startup_candles,
                         "train_seconds": args.train_seconds}}
 
@@ -159,7 +186,8 @@ def controls(config, series: list[Series], options: Options, report: dict[str, A
         c = options.costs
         costs = replace(c, taker_fee=c.taker_fee * factor, maker_fee=c.maker_fee * factor,
                         half_spread=c.half_spread * factor)
-        other = summarise(Replay(config, series, replace(options, costs=costs)).run())["account"]
+        scaled = replace(options, costs=costs, spread_factor=options.spread_factor * factor)
+        other = summarise(Replay(config, series, scaled).run())["account"]
         rows.append({"factor": str(factor), "net_pnl": other["net_pnl"], "fees": other["fees"],
                      "spread_cost": other["spread_cost"]})
     shuffled = Replay(config, series, replace(options, shuffled_labels=True)).run()

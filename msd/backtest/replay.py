@@ -2,18 +2,25 @@
 
 Per candle (all assets at one open time): working orders fill or expire on it, the exit rules
 walk its path, then at its close the market events msd would have consumed (a confirmed
-1-minute kline and a ticker with the close as last price and the candle profile's bid/ask) go
+kline of the candle's length and a ticker with the close as last price and the candle profile's bid/ask) go
 into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
 run, and every strategy decides on the snapshot at that close. A gap or a zero-volume candle is
 a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
 clock: `now` is always the candle's time.
+A candle longer than a minute is replayed the same way over its length: one path (the exits'
+open -> adverse -> favourable -> close, its middle points at half the length), one decision per
+candle close, fills at the next candle's open. MarketState then holds N-minute bars (its
+candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
+a return over less than a candle as the expected part of the last candle's, a longer lookback
+only when it is whole candles. The spread is fixed, or estimated from the candles
+(msd.backtest.spread).
 """
 from __future__ import annotations
 
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +31,7 @@ from msd.backtest.exiting import candle_path, exit_on_path, read_row
 from msd.backtest.fills import CostModel, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
+from msd.backtest.spread import half_spread_after
 from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
@@ -34,7 +42,6 @@ from msd.rules import Instrument
 from msd.strategies import engine
 from msd.values.messages import Kline, TickerUpdate
 
-DAY_OF_MINUTES = 1440
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
 FEATURE_STARTUP_CANDLES = 61
 IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
@@ -50,6 +57,8 @@ class Options:
     thresholds: OrderTypeThresholds = OrderTypeThresholds()
     instrument: InstrumentRules = DEFAULT_INSTRUMENT
     shuffled_labels: bool = False      # the control run: trainings see outcomes shuffled in time
+    spread_from_candles: bool = False  # Corwin-Schultz estimate, costs.half_spread its floor (msd.backtest.spread)
+    spread_factor: Decimal = Decimal(1)    # the cost-sensitivity runs scale the estimate with the floor
 
 
 @dataclass
@@ -65,21 +74,25 @@ class ReplayCounts:
 class Replay:
     def __init__(self, config, series: list[Series], options: Options) -> None:
         lengths = {s.length for s in series}
-        if lengths != {timedelta(minutes=1)}:
-            raise CandleError(f"candle lengths {sorted(str(x) for x in lengths)}: only 1-minute candles are replayed "
-                              "(msd's features are built on 1-minute bars)")
+        if len(lengths) > 1:
+            raise CandleError(f"candle lengths {sorted(str(x) for x in lengths)}: the assets of one run share one "
+                              "candle length (decisions are taken at a common candle close)")
         self.config, self.options = config, options
         self.series = {s.asset: s for s in series}
-        self.length = timedelta(minutes=1)
-        self.market = MarketState()
+        self.length = lengths.pop() if lengths else timedelta(minutes=1)
+        day_of_candles = max(1, timedelta(days=1) // self.length)
+        self.market = MarketState(bar_length=self.length)
         self.account = Account(options.balance)
         self.limits = config.signaller.limits
         self.shared = engine.start_shared(self.limits)
         self.working: list[WorkingOrder] = []
         self.exit_states: dict = {}
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
-        self.volume: dict[str, deque] = {a: deque(maxlen=DAY_OF_MINUTES) for a in self.series}
+        self.volume: dict[str, deque] = {a: deque(maxlen=day_of_candles) for a in self.series}
         self.marks: dict[str, Decimal] = {}
+        # The costs in force on each asset: the half spread changes at each close with --spread-from-candles.
+        self.costs: dict[str, CostModel] = {a: options.costs for a in self.series}
+        self.half_spreads: dict[str, list[Decimal]] = {a: [] for a in self.series}   # per close, for the report
         self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
         self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
@@ -153,7 +166,14 @@ class Replay:
         self.store.add_bar(asset, candle.open_time, candle.close)
         self.volume[asset].append(candle.volume)
         self.marks[asset] = candle.close
-        bid, ask = quotes(candle.close, self.options.costs.half_spread)
+        if self.options.spread_from_candles:
+            floor = self.options.costs.half_spread
+            half = half_spread_after(self.bars[asset].get(candle.open_time - self.length), candle, floor,
+                                     self.options.spread_factor)
+            self.half_spreads[asset].append(half)
+            if half != self.costs[asset].half_spread:
+                self.costs[asset] = replace(self.options.costs, half_spread=half)
+        bid, ask = quotes(candle.close, self.costs[asset].half_spread)
         self.market.apply(Kline(asset, candle.open_time, candle.open, candle.high, candle.low, candle.close,
                                 candle.volume, Decimal(0), True, close_at))
         self.market.apply(TickerUpdate(asset, close_at, last_price=candle.close, bid=bid, ask=ask,
@@ -167,7 +187,7 @@ class Replay:
             arrived = arrival(order.decided_at, latency, candle, self.length)
             if arrived is None:
                 continue
-            outcome = try_fill(order, candle, self.account.size(asset), self.options.costs)
+            outcome = try_fill(order, candle, self.account.size(asset), self.costs[asset])
             if outcome is None:
                 continue
             self.working.remove(order)
@@ -205,7 +225,7 @@ class Replay:
         points = candle_path(state.row.size > 0, candle, self.length)
         while points and state is not None and state.ready:
             state, fired, used = exit_on_path(state, points, rules, self.exit_instrument,
-                                              self.options.costs.half_spread, self._next_exit_id)
+                                              self.costs[asset].half_spread, self._next_exit_id)
             self.exit_states[asset] = state
             points = points[used:]
             if fired is None:
@@ -228,17 +248,20 @@ class Replay:
         reason = decision.reason.value
         self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
         quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
-        fill = Filled(quantity, fired.price, quantity * fired.price * self.options.costs.taker_fee, fired.base)
+        fill = Filled(quantity, fired.price, quantity * fired.price * self.costs[asset].taker_fee, fired.base)
         self.events.append((fired.point.at, "exit", fired.signal_id, reason))
         self._apply_fill(order, fill, fired.point.at, exit_reason=reason, candle_at=candle.open_time)
 
     # ----- learning and deciding -------------------------------------------------------------
     def _bar_close(self, asset: str, end: datetime, now: datetime):
-        """The close of the bar ending at `end` as known at `now`; "never" once its lag is over."""
+        """The close of the bar ending at `end` as known at `now`; "never" once its lag is over.
+        A horizon that ends inside a candle (one longer than the horizon's grid) is read at that
+        candle's close: the first close known at or after `end`, never one before it."""
         if end > now:
             return None
         lag = timedelta(seconds=self.config.trainer.training.max_bar_lag_s)
-        bars, start = self.bars[asset], end - self.length
+        bars, start = self.bars[asset], _grid_start(end - self.length, self.series[asset].candles[0].open_time,
+                                                    self.length)
         moment = start
         while moment <= start + lag and moment + self.length <= now:
             if moment in bars:
@@ -294,7 +317,7 @@ class Replay:
         info = {"mode": mode, "reason": None, "trigger": str(signal.market_data_snapshot.price)}
         size = self.account.size(signal.asset)
         order = plan(signal, strategy=slot.params.id, position_size=size, instrument=self.options.instrument,
-                     thresholds=self.options.thresholds, costs=self.options.costs, info=info)
+                     thresholds=self.options.thresholds, costs=self.costs[signal.asset], info=info)
         wire = _wire(signal)
         self.decisions[signal.signal_id] = {"strategy": slot.params.id, **info, "decided_at": now,
                                             "confidence": signal.confidence, "model_version": signal.model_version,
@@ -315,6 +338,12 @@ class Replay:
             self.events.append((now, "rejected", signal.signal_id, reason))
             return
         self.working.append(order)
+
+
+def _grid_start(moment: datetime, origin: datetime, length: timedelta) -> datetime:
+    """The first candle open on the grid of `origin` at or after `moment`."""
+    behind = (moment - origin) % length
+    return moment if not behind else moment + (length - behind)
 
 
 def _lap(timings: dict[str, float], phase: str, since: float) -> float:

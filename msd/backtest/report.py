@@ -150,6 +150,10 @@ def write_markdown(report: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {asset} | {a['candles']} | {a['gaps']} | {a['zero_volume']} | {a['net_pnl']} | "
                      f"{_num(a['sharpe_daily'])} ({a['daily_returns_n']}) | {_num(a['max_drawdown'])} | "
                      f"{_pct(a['buy_and_hold_return'])} |")
+    lines += [f"- {asset} spread from the candles (Corwin-Schultz, --spread-bps the floor): median "
+              f"{_num(sp['median_bps'])} bps, mean {_num(sp['mean_bps'])} bps, above the floor after "
+              f"{_pct(sp['above_floor'])} of {sp['closes']} closes"
+              for asset, a in report["assets"].items() if (sp := a.get("spread_from_candles")) and sp["closes"]]
     lines += ["", "## Exits by reason", ""] + [f"- {k}: {v}" for k, v in report["exits_by_reason"].items()]
     lines += ["", "## Days", "", "| day | equity | PnL | closed trades | hit rate |", "|---" * 5 + "|"]
     lines += [f"| {d['day']} | {_num(d['equity'])} | {_num(d['pnl'])} | {d['closed_trades']} | {_pct(d['hit_rate'])} |"

@@ -134,7 +134,19 @@ def _assets(replay) -> dict[str, Any]:
                       "max_drawdown": stats.max_drawdown_amount([v for _, v in curve]),
                       "closed_trades": sum(1 for t in replay.account.trades if t.asset == asset),
                       "buy_and_hold_return": float(candles[-1].close / first - 1)}
+        if replay.options.spread_from_candles:
+            out[asset]["spread_from_candles"] = _spread_figures(replay.half_spreads[asset], replay.options.costs.half_spread)
     return out
+
+
+def _spread_figures(halves: list[Decimal], floor: Decimal) -> dict[str, Any]:
+    """The spread in force after each close (bps): its median and mean, and how often the
+    Corwin-Schultz estimate was above the --spread-bps floor."""
+    spreads = sorted(float(h) * 20000 for h in halves)
+    if not spreads:
+        return {"closes": 0}
+    return {"closes": len(spreads), "median_bps": spreads[len(spreads) // 2], "mean_bps": sum(spreads) / len(spreads),
+            "above_floor": sum(1 for h in halves if h > floor) / len(halves)}
 
 
 def _days(replay, days: list, balance: float) -> list[dict[str, Any]]:

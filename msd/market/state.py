@@ -5,6 +5,14 @@ that goes into every signal's `market_data_snapshot` (FR-005, FR-008).
 computed from it (mid, spread, volatility, returns, staleness) is a pure function of the stored
 values and the `now` passed in, so the same state read at the same instant always gives the
 same snapshot.
+
+The bars are 1-minute klines live. A backtest on longer candles builds the state with
+`bar_length` N minutes (its candle feature profile): volatility is then the std of N-minute log
+returns divided by sqrt(N) (the 1-minute figure a random walk would give); a return over a
+lookback shorter than a bar (1m on 5-minute candles) is the newest bar's return x lookback / N,
+the expected part of it given the bar's move under a driftless random walk (the candles cannot
+give the real one); a lookback that is longer but not a whole number of bars is None; the hour
+mean needs half the hour's bars of that length.
 """
 from __future__ import annotations
 
@@ -162,11 +170,14 @@ def _apply_kline(state: AssetState, update: Kline, bars_kept: int) -> None:
 class MarketState:
     """Per-asset market state fed by `apply`; read with `snapshot`."""
 
-    def __init__(self, bars_kept: int = BARS_KEPT):
+    def __init__(self, bars_kept: int = BARS_KEPT, bar_length: timedelta = BAR_LENGTH):
         if bars_kept < 62:
             raise ValueError(f"bars_kept: {bars_kept!r} is invalid; expected an integer >= 62 "
                              "(61 closed bars for an hour of returns plus the forming one)")
+        if bar_length < BAR_LENGTH or bar_length % BAR_LENGTH:
+            raise ValueError(f"bar_length: {bar_length} is invalid; expected a whole number of minutes >= 1")
         self._bars_kept = bars_kept
+        self.bar_length = bar_length
         self._assets: dict[str, AssetState] = {}
 
     def apply(self, update: MarketUpdate) -> None:
@@ -195,7 +206,7 @@ class MarketState:
         state = self._assets.get(asset)
         if state is None:
             return Unavailable(asset, "no_data")
-        return build_snapshot(state, now, max_age_seconds)
+        return build_snapshot(state, now, max_age_seconds, self.bar_length)
 
 
 def mid_price(bid: Decimal | None, ask: Decimal | None) -> Decimal | None:
@@ -225,54 +236,64 @@ def closed_bars(bars: Mapping[datetime, Bar]) -> list[Bar]:
     return ordered
 
 
-def one_minute_log_returns(bars: list[Bar], now: datetime) -> list[float]:
-    """Log returns between adjacent minutes whose later bar closed within the last hour.
+def one_minute_log_returns(bars: list[Bar], now: datetime, length: timedelta = BAR_LENGTH) -> list[float]:
+    """Log returns between adjacent bars whose later bar closed within the last hour.
 
     Pairs across a gap are skipped: a 3-minute move is not a 1-minute return.
     """
     earliest_close = now - VOLATILITY_WINDOW
     returns = []
     for previous, current in zip(bars, bars[1:]):
-        if current.start - previous.start != BAR_LENGTH or current.start + BAR_LENGTH <= earliest_close:
+        if current.start - previous.start != length or current.start + length <= earliest_close:
             continue
         if previous.close > 0 and current.close > 0:
             returns.append(math.log(current.close / previous.close))
     return returns
 
 
-def realised_volatility(bars: Mapping[datetime, Bar], now: datetime) -> float | None:
-    """Population std (ddof=0) of the last hour's 1-minute log returns; None below 2 returns."""
-    returns = one_minute_log_returns(closed_bars(bars), now)
+def realised_volatility(bars: Mapping[datetime, Bar], now: datetime,
+                        length: timedelta = BAR_LENGTH) -> float | None:
+    """Population std (ddof=0) of the last hour's 1-minute log returns; None below 2 returns.
+    On longer bars, the std of their returns / sqrt(minutes per bar) (random-walk scaling)."""
+    returns = one_minute_log_returns(closed_bars(bars), now, length)
     if len(returns) < 2:
         return None
     mean = sum(returns) / len(returns)
-    return math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    return math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns) / (length / BAR_LENGTH))
 
 
-def bar_returns(bars: Mapping[datetime, Bar], now: datetime) -> dict[str, float | None]:
-    """Log returns over 1, 5 and 15 minutes ending at the newest closed bar (if it is fresh)."""
+def bar_returns(bars: Mapping[datetime, Bar], now: datetime,
+                length: timedelta = BAR_LENGTH) -> dict[str, float | None]:
+    """Log returns over 1, 5 and 15 minutes ending at the newest closed bar (if it is fresh);
+    on bars longer than a lookback, the newest bar's return scaled to it (module doc); None for
+    a longer lookback that is not a whole number of bars."""
     result: dict[str, float | None] = {label: None for label, _ in RETURN_LOOKBACKS}
     closed = closed_bars(bars)
-    if not closed or closed[-1].start + BAR_LENGTH < now - RETURNS_MAX_BAR_AGE:
+    if not closed or closed[-1].start + length < now - RETURNS_MAX_BAR_AGE:
         return result
     newest = closed[-1]
     for label, minutes in RETURN_LOOKBACKS:
-        earlier = bars.get(newest.start - minutes * BAR_LENGTH)
+        lookback = minutes * BAR_LENGTH
+        if lookback % length and lookback > length:
+            continue
+        earlier = bars.get(newest.start - max(lookback, length))
         if earlier is not None and earlier.close > 0 and newest.close > 0:
-            result[label] = math.log(newest.close / earlier.close)
+            result[label] = math.log(newest.close / earlier.close) * min(1.0, lookback / length)
     return result
 
 
-def hourly_mean_close(bars: Mapping[datetime, Bar], now: datetime) -> float | None:
-    """Mean close of the closed bars that ended within the last hour; None with fewer than 30."""
+def hourly_mean_close(bars: Mapping[datetime, Bar], now: datetime,
+                      length: timedelta = BAR_LENGTH) -> float | None:
+    """Mean close of the closed bars that ended within the last hour; None with fewer than half
+    the hour's bars (30 of 1 minute)."""
     earliest_close = now - VOLATILITY_WINDOW
-    closes = [float(b.close) for b in closed_bars(bars) if b.start + BAR_LENGTH > earliest_close]
+    closes = [float(b.close) for b in closed_bars(bars) if b.start + length > earliest_close]
     # Half an hour of bars at least, so a fresh start does not present 2 minutes as an hour.
-    return sum(closes) / len(closes) if len(closes) >= 30 else None
+    return sum(closes) / len(closes) if len(closes) >= VOLATILITY_WINDOW / length / 2 else None
 
 
-def build_snapshot(state: AssetState, now: datetime,
-                   max_age_seconds: float) -> MarketSnapshot | Unavailable:
+def build_snapshot(state: AssetState, now: datetime, max_age_seconds: float,
+                   bar_length: timedelta = BAR_LENGTH) -> MarketSnapshot | Unavailable:
     """Pure: the snapshot of one asset's stored values at `now`."""
     if state.updated_at is None:
         return Unavailable(state.asset, "no_data")
@@ -289,7 +310,7 @@ def build_snapshot(state: AssetState, now: datetime,
     return MarketSnapshot(
         asset=state.asset, at=now, price=price, mid=mid, bid=state.bid, ask=state.ask,
         spread_pct=spread_percent(state.bid, state.ask), volume_24h=state.volume_24h,
-        volatility=realised_volatility(state.bars, now), returns=bar_returns(state.bars, now),
+        volatility=realised_volatility(state.bars, now, bar_length), returns=bar_returns(state.bars, now, bar_length),
         orderbook_depth={"bid_depth": state.bid_size, "ask_depth": state.ask_size},
-        age_seconds=age, sma_60m=hourly_mean_close(state.bars, now),
+        age_seconds=age, sma_60m=hourly_mean_close(state.bars, now, bar_length),
     )

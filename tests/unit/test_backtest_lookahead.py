@@ -68,3 +68,18 @@ def test_the_shuffled_control_moves_outcomes_between_decisions():
     assert sorted(round(d.horizon_close / d.price, 9) for d in shuffled) == moves
     assert [d.horizon_close / d.price for d in shuffled] != [d.horizon_close / d.price for d in decisions]
     assert [d.snapshot for d in shuffled] == [d.snapshot for d in decisions]
+
+
+def test_nothing_before_the_cut_depends_on_what_comes_after_with_five_minute_candles(tmp_path):
+    """The same proof on 5-minute candles: the path over the candle's length and the decision at
+    its close must not see the candle after it (nor the inside of the candle holding the cut)."""
+    _, config = write_config(tmp_path, [strategy("explorer", "BTCUSDT", seed=1),
+                                        strategy("momentum", "BTCUSDT", "momentum", 0.2, seed=2)],
+                             trainer={"min_new_rows": 60, "min_samples": 20}, data_threshold=120)
+    series = load_series(write_candles(tmp_path, random_walk(600, 5, step=0.007, minutes=5)), "BTCUSDT")
+    assert series.length == timedelta(minutes=5)
+    result = check(config, [series], Options(costs=COSTS, seed=3), cut=T0 + timedelta(minutes=5 * 400),
+                   after=timedelta(hours=10))
+    assert result.identical_before, result.first_difference
+    assert result.decisions_before >= 50 and result.exits_before >= 1 and result.trainings_before >= 1, result
+    assert result.differs_after
