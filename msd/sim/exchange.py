@@ -207,6 +207,31 @@ class PaperExchange:
         return om.order_event(after, "cancelled", trace_id=after["trace_id"] or new_uuid(self._rng),
                               now=self._now, rng=self._rng, extra=om.modification(before, after))
 
+    def _exchange_cancel(self, key: str) -> list[Outbound]:
+        """The exchange cancels a working order (a Limit past its time to live, a reduce-only order
+        with nothing left to reduce): order-manager learns it from ws-gateway's order stream
+        (CONTRACTS §2.3, exchange-driven row). `Cancelled` becomes status `cancelled` and a
+        `cancelled` event with market_conditions and no modification. After a partial fill Bybit
+        says `PartiallyFilledCanceled`: the lowercased status violates the DB CHECK, so the row
+        keeps `partially_filled` and no event goes out (§2.3, last paragraph)."""
+        row = self._working.pop(key)
+        self._reduce_only.discard(key)
+        if om.exchange_cancel_status(row["filled_quantity"]) is None:
+            log.info("exchange cancelled %s %s %s after %s filled (PartiallyFilledCanceled): "
+                     "order-manager records nothing and sends no event", row["asset"], row["side"],
+                     row["quantity"], row["filled_quantity"])
+            return []
+        try:
+            with self._db.transaction() as conn:
+                after = store.cancel_order(conn, key, self._now)
+        except Exception:
+            self._working[key] = row            # a failed transaction leaves the order working
+            raise
+        log.info("exchange cancelled %s %s %s", after["asset"], after["side"], after["quantity"])
+        return [om.order_event(after, "cancelled", trace_id=after["trace_id"] or new_uuid(self._rng),
+                               now=self._now, rng=self._rng,
+                               extra={"market_conditions": om.fill_conditions(after, self._now)})]
+
     # -- market ticks --------------------------------------------------------------------------
 
     def on_tick(self, ticks: tuple[AssetTick, ...]) -> list[Outbound]:
@@ -231,16 +256,13 @@ class PaperExchange:
         if key in self._reduce_only:
             cap = reduce_only_cap(row["side"], remaining, self._held_size(row["asset"]))
             if cap is None:
-                # Nothing left to reduce: the exchange cancels a reduce-only order.
-                with self._db.transaction() as conn:
-                    return [self._cancel(conn, key)]
+                return self._exchange_cancel(key)      # nothing left to reduce
             capped, remaining = cap < remaining, cap
         if row["order_type"] == "Market":
             fill = om.market_fill(row["side"], remaining, quote, spec, self._params, self._rng)
         else:
             if self._now - row["created_at"] >= timedelta(seconds=self._params.limit_ttl_s):
-                with self._db.transaction() as conn:
-                    return [self._cancel(conn, key)]
+                return self._exchange_cancel(key)
             fill = om.limit_fill(row["side"], row["price"], remaining, quote, spec, self._params, self._rng)
         # A reduce-only order larger than the position is cut to it and then counts as filled.
         return [] if fill is None else self._apply_fill(key, fill, final=capped and fill.quantity == remaining)

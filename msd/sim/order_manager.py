@@ -229,6 +229,14 @@ def fill_conditions(row: Mapping[str, Any], at: datetime) -> dict[str, Any]:
             "timestamp": naive_iso(at)}
 
 
+def exchange_cancel_status(filled_quantity: Decimal) -> str | None:
+    """What order-manager records when the exchange cancels an order (CONTRACTS §2.3, exchange-
+    driven row): Bybit's `Cancelled` maps to `cancelled`; after a partial fill Bybit says
+    `PartiallyFilledCanceled`, whose lowercased status violates the DB CHECK: nothing is recorded
+    and no event goes out (None)."""
+    return None if filled_quantity > 0 else "cancelled"
+
+
 def modification(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """`cancel_order`'s before/after summary."""
     def summary(row: Mapping[str, Any]) -> dict[str, Any]:

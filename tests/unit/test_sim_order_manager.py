@@ -231,3 +231,14 @@ def test_position_event_has_the_real_shape_and_parses():
     flat = position_event(position_row(Decimal("0E-8"), None, Decimal("0E-8")), update_source="order_execution",
                           trace_id=None, now=NOW)
     assert json.loads(flat.body)["unrealized_pnl_pct"] is None and json.loads(flat.body)["size"] == "0E-8"
+
+
+@pytest.mark.parametrize("filled, recorded", [(Decimal("0"), "cancelled"), (Decimal("0E-8"), "cancelled"),
+                                              (Decimal("0.001"), None)])
+def test_an_exchange_cancel_after_a_partial_fill_is_not_recorded_as_order_manager_does(filled, recorded):
+    """CONTRACTS §2.3: an exchange-driven cancel of an unfilled order is `cancelled` (with
+    market_conditions, no modification); after a partial fill Bybit's PartiallyFilledCanceled
+    violates order-manager's status CHECK, so the row keeps `partially_filled` and no event goes
+    out. The sim used to record `cancelled` and send cancel_order's event for both."""
+    from msd.sim.order_manager import exchange_cancel_status
+    assert exchange_cancel_status(filled) == recorded
