@@ -7,7 +7,7 @@ lease child took the expired lease and the supervisor started the roles) and to 
 signal the new leader sent (marked sent after the broker confirmed it); the same from
 `msd-ctl step-down` over the step-downs (the planned handover: no lease to wait out). Then, over the whole
 run: signals decided, signals lost (recorded in the outbox but never an order at msd-sim's
-order-manager, or expired unsent), orders duplicated (a signal_id with more than one order
+order-manager; signals that expired unsent by design are counted apart), orders duplicated (a signal_id with more than one order
 row), and broker duplicates (a signal delivered again, which order-manager ignored).
 A kill lands anywhere in a renewal period, so the time to a new leader lies between
 failover_s - lease_renew_s and failover_s plus the take-over itself.

@@ -41,7 +41,7 @@ def decide(slot: StrategySlot, limits: engine.SharedLimits, shared: engine.Share
     """(signal or None, new shared state): one evaluation, state advanced only on emit."""
     version = slot.learning.active
     in_model = version is not None
-    if not step.due(slot.params, slot.runtime, snapshot.asset, now, in_model):
+    if not step.due(slot.params, slot.runtime, snapshot.asset, now):
         return None, shared
     planner = (step.model_planner(slot.params, lambda snap: step.call_model(version.model, version.number,
                                                                             snap.to_wire(), now), threshold, now)

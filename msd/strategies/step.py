@@ -20,14 +20,12 @@ from msd.ml.features import BUY, NEITHER, SELL, MissingFeature
 from msd.strategies import engine
 from msd.strategies.model_plan import ModelCall, model_features, plan_model_signal
 from msd.strategies.params import StrategyParams
-from msd.strategies.warmup import frequency_allows
 
 ModelCaller = Callable[[MarketSnapshot], "ModelCall | MissingFeature"]
 
 
-def due(params: StrategyParams, runtime: engine.StrategyRuntime, asset: str, now: datetime, model_mode: bool) -> bool:
-    if model_mode:
-        return frequency_allows(params.warmup, runtime.last_signal_at.get(asset), now)
+def due(params: StrategyParams, runtime: engine.StrategyRuntime, asset: str, now: datetime) -> bool:
+    """Warm-up and model mode pace alike: the strategy's frequency per asset (engine.is_due)."""
     return engine.is_due(params, runtime, asset, now)
 
 

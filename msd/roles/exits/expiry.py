@@ -29,7 +29,7 @@ class ExpiredExits:
     def expiry(self, config) -> Expiry:
         """The outbox's expiry for exits (`config` is the exits section)."""
         return Expiry(modes=EXIT_MODES, max_age_s=config.max_signal_age_s,
-                      on_expired=self.forget_expired, after_commit=self.redecide_expired)
+                      on_expired=self.forget_unsent, after_commit=self.redecide_expired)
 
     def forgetting(self, expired: list[ExpiredSignal]) -> dict[PositionId, tuple[ExitState, tuple[InFlight, ...]]]:
         """The positions whose exits in flight include expired ones: their states with those
@@ -50,9 +50,9 @@ class ExpiredExits:
             self.debouncer.offer(pid, pid, now)
         return forgotten
 
-    def forget_expired(self, conn, expired: list[ExpiredSignal]) -> None:
-        """In the expiring transaction: the stored states forget the expired exits."""
-        save_states(conn, [state.to_dict() for state, _ in self.forgetting(expired).values()])
+    def forget_unsent(self, conn, unsent: list) -> None:
+        """In the transaction that expires or voids exits: the stored states forget them."""
+        save_states(conn, [state.to_dict() for state, _ in self.forgetting(unsent).values()])
 
     def redecide_expired(self, expired: list[ExpiredSignal]) -> None:
         """Once the expiry committed: the book forgets them too, and the positions are decided again."""

@@ -107,9 +107,7 @@ class SharedTables:
             return self._stored_before_reopen(state, facts)
         if state is None or facts.version < state.row.version + 2:
             return False
-        with self.db.autocommit() as conn:
-            fills = read_fills_since(conn, facts.asset, state.row.last_updated)
-        return crossed_zero(state.row.size, fills_of(fills))
+        return self.crossed_since(facts.asset, state.row.size, state.row.last_updated)
 
     def crossed_since(self, asset: str, start: Decimal, since: datetime) -> bool:
         """Did the fills of `asset` after `since` take a position of signed size `start` flat or

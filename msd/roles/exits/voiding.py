@@ -23,7 +23,6 @@ from msd.roles.exits.expiry import EXIT_MODES
 from msd.roles.exits.tables import row_facts
 from msd.roles.runtime.outbox import Screen
 from msd.rules import InFlight, RowFacts, Side, UnsentExit, sift_unsent
-from msd.store.exit_state import save_states
 from msd.store.outbox import PendingSignal, VoidedSignal
 from msd.values.parsing import from_iso
 
@@ -45,7 +44,7 @@ class VoidedExits:
 
     def screen(self) -> Screen:
         """The outbox's check of pending exits before each flush sends them."""
-        return Screen(modes=EXIT_MODES, check=self.check_unsent, on_voided=self.forget_voided,
+        return Screen(modes=EXIT_MODES, check=self.check_unsent, on_voided=self.forget_unsent,
                       after_commit=self.redecide_voided)
 
     def check_unsent(self, pending: list[PendingSignal]) -> dict[str, tuple[str, str]] | None:
@@ -85,10 +84,6 @@ class VoidedExits:
         if row.version < flight.decided_version + 2:
             return False
         return self.tables.crossed_since(row.asset, exit.side.sign * flight.decided_size, flight.decided_row_at)
-
-    def forget_voided(self, conn, voided: list[VoidedSignal]) -> None:
-        """In the voiding transaction: the stored states forget the voided exits."""
-        save_states(conn, [state.to_dict() for state, _ in self.forgetting(voided).values()])
 
     def redecide_voided(self, voided: list[VoidedSignal]) -> None:
         """Once committed: the book forgets them, the audit lines, and the positions are decided again."""

@@ -226,7 +226,7 @@ class Signaller:
         self.stats[params.id].decisions += 1      # exported once a second (report): this is the hot loop
         runtime = self.runtimes[params.id]
         in_model_mode = self.book.mode(params.id) == "model"
-        if not step.due(params, runtime, asset, now, in_model_mode):
+        if not step.due(params, runtime, asset, now):
             return
         self.last_attempt[(params.id, asset)] = started
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
