@@ -38,7 +38,6 @@ from msd.learning.outcomes import Decision
 from msd.learning.triggers import data_threshold_reached
 from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
 from msd.market.state import MarketSnapshot, MarketState
-from msd.rules import Instrument
 from msd.strategies import engine
 from msd.values.messages import Kline, TickerUpdate
 
@@ -105,8 +104,7 @@ class Replay:
                                           "training": 0.0, "decisions": 0.0, "accounting": 0.0}
         self.slots: list[StrategySlot] = []
         self.next_schedule: datetime | None = None
-        rules = options.instrument
-        self.exit_instrument = Instrument(rules.lot_size, rules.min_order_qty, rules.min_order_value, "backtest")
+        self.exit_instrument = options.instrument
 
     def _slot(self, params, trainer) -> StrategySlot:
         q = trainer.quality

@@ -1,4 +1,4 @@
-"""How order-manager turns a signal into an order (CONTRACTS §1.2, §3.6). Pure, stdlib only.
+"""How order-manager turns a signal into an order (CONTRACTS §1.2, §3.6). Pure: the standard library and msd.values only.
 
 Quantity (`services/quantity_calculator.py`): amount (quote currency) / snapshot price rounded
 DOWN to step = min(lot_size, min_order_qty), raised to the minimum order value rounded UP to the
@@ -10,8 +10,10 @@ the order reduces: an order against a row that shows flat opens the other way. O
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+
+from msd.values.parsing import to_decimal
 
 # order-manager parses with Python's default decimal context (28 significant digits).
 ORDER_MANAGER_CONTEXT = Context(prec=28)
@@ -21,19 +23,24 @@ LIMIT = "Limit"
 
 @dataclass(frozen=True)
 class InstrumentRules:
-    """A symbol's `instrument_info` numbers order-manager rounds with (CONTRACTS §3.6)."""
+    """A symbol's `instrument_info` numbers order-manager rounds with (CONTRACTS §3.6).
+
+    The one definition msd-sim, the backtest and the exit rules share (msd.rules re-exports it as
+    `Instrument`). Quantities are rounded down to `step` = min(lot_size, min_order_qty); an order
+    worth less than `min_order_value` is raised to it. Numbers are parsed once here (a bad one
+    raises msd.values.parsing.InvalidValue naming `instrument_info.<field>`); `source` says where
+    they came from and takes no part in equality.
+    """
     lot_size: Decimal
     min_order_qty: Decimal
     min_order_value: Decimal
+    source: str = field(default="instrument_info", compare=False)
 
     def __post_init__(self) -> None:
         for name in ("lot_size", "min_order_qty"):
-            value = getattr(self, name)
-            if not (isinstance(value, Decimal) and value.is_finite() and value > 0):
-                raise ValueError(f"instrument_info.{name}: {value!r} is invalid; expected a Decimal > 0")
-        value = self.min_order_value
-        if not (isinstance(value, Decimal) and value.is_finite() and value >= 0):
-            raise ValueError(f"instrument_info.min_order_value: {value!r} is invalid; expected a Decimal >= 0")
+            object.__setattr__(self, name, to_decimal(f"instrument_info.{name}", getattr(self, name), positive=True))
+        object.__setattr__(self, "min_order_value",
+                           to_decimal("instrument_info.min_order_value", self.min_order_value, non_negative=True))
 
     @property
     def step(self) -> Decimal:
@@ -41,7 +48,7 @@ class InstrumentRules:
 
 
 # order-manager's own defaults for a symbol without an instrument_info row (§3.6).
-DEFAULT_INSTRUMENT = InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal("5"))
+DEFAULT_INSTRUMENT = InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal("5"), "order-manager defaults")
 
 
 @dataclass(frozen=True)

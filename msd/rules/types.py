@@ -18,6 +18,7 @@ from enum import Enum
 from functools import partial
 from typing import Any, Mapping
 
+from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules
 from msd.values import parsing
 from msd.values.parsing import InvalidValue
 
@@ -166,32 +167,10 @@ class RowFacts:
                    closed_at=_opt_time("row.closed_at", data.get("closed_at")), mode=data.get("mode") or "one-way")
 
 
-@dataclass(frozen=True)
-class Instrument:
-    """order-manager's rounding inputs for one symbol (CONTRACTS §3.6, `instrument_info`).
-
-    Quantities are rounded down to `step` = min(lot_size, min_order_qty); an order worth less than
-    `min_order_value` USDT is raised to it. `source` says where the numbers came from.
-    """
-
-    lot_size: Decimal
-    min_order_qty: Decimal
-    min_order_value: Decimal
-    source: str = "instrument_info"
-
-    def __post_init__(self) -> None:
-        for name in ("lot_size", "min_order_qty"):
-            object.__setattr__(self, name, to_decimal(f"instrument_info.{name}", getattr(self, name), positive=True))
-        object.__setattr__(self, "min_order_value",
-                           to_decimal("instrument_info.min_order_value", self.min_order_value, non_negative=True))
-
-    @property
-    def step(self) -> Decimal:
-        return min(self.lot_size, self.min_order_qty)
-
-
+# order-manager's rounding inputs for one symbol (CONTRACTS §3.6): one definition, in msd.exchange.
+Instrument = InstrumentRules
 # What order-manager uses for a symbol it has no instrument_info row for (CONTRACTS §3.6).
-ORDER_MANAGER_DEFAULTS = Instrument(Decimal("0.001"), Decimal("0.001"), Decimal("5"), "order-manager defaults")
+ORDER_MANAGER_DEFAULTS = DEFAULT_INSTRUMENT
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,15 @@ def test_contracts_3_6_step_is_min_of_lot_size_and_min_order_qty():
     assert DEFAULT_INSTRUMENT == InstrumentRules(Decimal("0.001"), Decimal("0.001"), Decimal(5))
 
 
+def test_one_instrument_type_for_the_sim_the_backtest_and_the_exit_rules():
+    from msd.rules import Instrument
+    assert Instrument is InstrumentRules and ORDER_MANAGER_DEFAULTS is DEFAULT_INSTRUMENT
+    # numbers are parsed once, as the exit rules always did; `source` does not take part in equality
+    assert InstrumentRules("0.01", 0.001, 5, "test") == InstrumentRules(Decimal("0.01"), Decimal("0.001"), Decimal(5))
+    with pytest.raises(ValueError, match="instrument_info.min_order_value"):
+        InstrumentRules(Decimal(1), Decimal(1), Decimal(-5))
+
+
 def test_contracts_3_6_quantity_rounds_down_then_is_raised_to_min_order_value():
     step, minimum = Decimal("0.001"), Decimal(5)
     assert order_quantity(Decimal("291.37"), Decimal("97123.4"), step, minimum) == Decimal("0.002")   # 0.00299.. down

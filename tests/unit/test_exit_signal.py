@@ -59,6 +59,14 @@ def test_instrument_defaults_are_order_managers_own_for_a_missing_row_or_column(
     assert instrument_of(InstrumentRow("XUSDT", None, D("0.01"), None)).lot_size == D("0.001")
 
 
+def test_instrument_row_with_a_negative_lot_size_is_the_positions_invalid_data_not_an_error():
+    # Regression (one instrument type): the exits role skips a position whose data is unusable
+    # (InvalidPositionData, field named) instead of counting it as a crash of its turn.
+    with pytest.raises(InvalidPositionData) as caught:
+        instrument_of(InstrumentRow("XUSDT", D("-0.001"), D("0.001"), D(5)))
+    assert caught.value.field == "instrument_info.lot_size"
+
+
 def test_fills_of_maps_sides_and_unpriced_fills():
     fills = fills_of([FillRow("buy", D(1), D(100), T0), FillRow("sell", D(2), None, T0)])
     assert [(f.side, f.quantity, f.price) for f in fills] == [(Side.LONG, D(1), D(100)), (Side.SHORT, D(2), None)]

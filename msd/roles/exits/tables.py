@@ -16,14 +16,15 @@ from typing import Any, Callable
 
 from msd.errors import DatabaseUnavailable
 from msd.rules import (
-    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, RowFacts, Side, crossed_zero, entry_of_an_earlier_position,
-    fill_path_entry,
+    ORDER_MANAGER_DEFAULTS, ExitState, Fill, Instrument, InvalidPositionData, RowFacts, Side, crossed_zero,
+    entry_of_an_earlier_position, fill_path_entry,
 )
 from msd.store.db import Database
 from msd.store.neighbours import (
     FillRow, InstrumentRow, OrderOutcome, PositionRow, SharedSchemaError, read_fills_since, read_instruments,
     read_open_positions, read_order_outcomes, read_positions,
 )
+from msd.values.parsing import InvalidValue
 
 log = logging.getLogger("msd.exits")
 INSTRUMENT_REFRESH_S = 300.0
@@ -161,9 +162,13 @@ def instrument_of(row: InstrumentRow | None) -> Instrument:
     if row is None:
         return ORDER_MANAGER_DEFAULTS
     d = ORDER_MANAGER_DEFAULTS
-    return Instrument(row.lot_size if row.lot_size else d.lot_size,
-                      row.min_order_qty if row.min_order_qty else d.min_order_qty,
-                      row.min_order_value if row.min_order_value is not None else d.min_order_value)
+    try:
+        return Instrument(row.lot_size if row.lot_size else d.lot_size,
+                          row.min_order_qty if row.min_order_qty else d.min_order_qty,
+                          row.min_order_value if row.min_order_value is not None else d.min_order_value)
+    except InvalidValue as exc:
+        # A bad row is this position's problem (skipped and reported), like a bad positions row.
+        raise InvalidPositionData(exc.key, exc.value, exc.allowed) from exc
 
 
 def fills_of(rows: list[FillRow]) -> list[Fill]:
