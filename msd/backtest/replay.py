@@ -32,7 +32,7 @@ from msd.backtest.fills import CostModel, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
 from msd.backtest.spread import half_spread_after
-from msd.exchange.orders import DEFAULT_INSTRUMENT, InstrumentRules, OrderTypeThresholds
+from msd.exchange.orders import DEFAULT_INSTRUMENT, LIMIT, InstrumentRules, OrderTypeThresholds
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
 from msd.learning.triggers import data_threshold_reached
@@ -66,7 +66,8 @@ class ReplayCounts:
     gaps: int = 0
     zero_volume: int = 0
     rejected: int = 0
-    cancelled: int = 0
+    cancelled: int = 0              # a Limit past its time to live, or a reduce-only order with nothing to reduce
+    cancelled_by_new_signal: int = 0  # order-manager's cancel_order when a newer signal for the asset arrives
     exits_by_reason: dict = field(default_factory=dict)
 
 
@@ -335,7 +336,20 @@ class Replay:
             self.counters.rejected += 1
             self.events.append((now, "rejected", signal.signal_id, reason))
             return
+        self._cancel_older(signal.asset, now)
         self.working.append(order)
+
+    def _cancel_older(self, asset: str, now: datetime) -> None:
+        """order-manager cancels the asset's older working orders when a new signal's order is
+        accepted (CONTRACTS §2.3 `cancel_order`; msd-sim does the same, after the risk check). The
+        decision is at a candle close, so a Limit still resting then is cancelled unfilled; a
+        Market order waiting here only for its candle has filled on Bybit within milliseconds of
+        reaching it, before any later signal (msd-sim fills it at once for that reason)."""
+        older = [o for o in self.working if o.asset == asset and o.order_type == LIMIT]
+        for order in older:
+            self.working.remove(order)
+            self.counters.cancelled_by_new_signal += 1
+            self.events.append((now, "cancelled", order.signal_id))
 
 
 def _grid_start(moment: datetime, origin: datetime, length: timedelta) -> datetime:

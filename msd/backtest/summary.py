@@ -108,7 +108,8 @@ def summarise(replay) -> dict[str, Any]:
         "exits_by_reason": dict(sorted(replay.counters.exits_by_reason.items())),
         "counts": {"candles": replay.counters.candles, "gaps": replay.counters.gaps,
                    "zero_volume": replay.counters.zero_volume, "rejected": replay.counters.rejected,
-                   "cancelled_orders": replay.counters.cancelled},
+                   "cancelled_orders": replay.counters.cancelled,
+                   "cancelled_by_new_signal": replay.counters.cancelled_by_new_signal},
         "open_trades": [_trade(t) for t in account.open_trades(marks, replay.equity[-1][0])],
     }
     return stats.rounded(report)

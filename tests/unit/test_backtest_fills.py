@@ -58,3 +58,32 @@ def test_an_order_trades_on_the_candle_it_reaches_the_exchange_in():
     assert arrival(decided, timedelta(milliseconds=200), next_candle, minute) == decided + timedelta(milliseconds=200)
     assert arrival(decided, timedelta(seconds=90), next_candle, minute) is None
     assert arrival(decided, timedelta(seconds=90), after, minute) == decided + timedelta(seconds=90)
+
+
+def test_a_newer_accepted_signal_cancels_the_assets_working_orders_as_order_manager_does(tmp_path):
+    """CONTRACTS §2.3 `cancel_order` (and msd-sim): no Limit order fills after a newer signal for
+    its asset was accepted; the ones still resting then are cancelled and counted apart. A Market
+    order fills on its next candle whatever is decided at the same close (Bybit fills it first)."""
+    _, config = write_config(tmp_path, [strategy("explorer", "BTCUSDT", seed=3, frequency_s=60),
+                                        strategy("other", "BTCUSDT", seed=5, frequency_s=60)])
+    path = write_candles(tmp_path, random_walk(240, 7, step=0.0004, trend=0.0008))
+    replay = Replay(config, [load_series(path, "BTCUSDT")], Options(costs=COSTS, startup_candles=61)).run()
+    rejected = {e[2] for e in replay.events if e[1] == "rejected"}
+    decided = {sid: i for i, e in enumerate(replay.events) if e[1] == "decision"
+               for sid in [_signal_id_of(replay, e)] if sid not in rejected}
+    limits = {f.signal_id: f.order_type == "Limit" for f in replay.account.fills}
+    assert any(limits.values()) and not all(limits.values())
+    for j, event in enumerate(replay.events):
+        if event[1] == "fill" and event[2] in decided and limits.get(event[2]):
+            newer = [k for k in decided.values() if decided[event[2]] < k < j]
+            assert not newer, f"{event} filled after a newer accepted signal: {replay.events[newer[0]]}"
+    assert decided and replay.counters.cancelled_by_new_signal > 0
+    cancelled = [e for e in replay.events if e[1] == "cancelled"]
+    assert len(cancelled) == replay.counters.cancelled + replay.counters.cancelled_by_new_signal
+
+
+def _signal_id_of(replay, event):
+    """The decision event's signal (events name the strategy, asset and time, the decisions the id)."""
+    at, _, strategy, asset, side, amount = event[:6]
+    return next(sid for sid, d in replay.decisions.items()
+                if (d["decided_at"], d["strategy"], d.get("side"), d.get("amount")) == (at, strategy, side, amount))

@@ -25,7 +25,11 @@ def test_nothing_before_the_cut_depends_on_what_comes_after(tmp_path):
 
 
 def test_the_check_sees_a_replay_that_peeks(tmp_path, monkeypatch):
-    """A planted look-ahead (decisions on the next candle's close) is caught."""
+    """A planted look-ahead (each candle carrying the close five candles ahead) is caught.
+
+    Five, not one: a one-candle peek shows before the cut only through a fill or an exit inside
+    the last candle before it (decisions at its close are at the cut), which a run need not have
+    (it stopped showing once a newer signal cancelled the resting Limit orders there)."""
     from msd.backtest import replay as replay_module
     _, config = write_config(tmp_path, [strategy("explorer", "BTCUSDT", seed=1),
                                         strategy("momentum", "BTCUSDT", "momentum", 0.2, seed=2)])
@@ -36,7 +40,7 @@ def test_the_check_sees_a_replay_that_peeks(tmp_path, monkeypatch):
         candles = self.series["BTCUSDT"].candles
         self.series["BTCUSDT"] = self.series["BTCUSDT"].__class__(
             "BTCUSDT", "x", tuple(c.__class__(c.open_time, c.open, max(c.high, n.close), min(c.low, n.close), n.close,
-                                              c.volume) for c, n in zip(candles, candles[1:])), timedelta(minutes=1))
+                                              c.volume) for c, n in zip(candles, candles[5:])), timedelta(minutes=1))
         return original(self)
     monkeypatch.setattr(replay_module.Replay, "run", peeking_run)
     result = check(config, [series], Options(costs=COSTS, seed=3), cut=T0 + timedelta(minutes=200))
