@@ -32,8 +32,6 @@ DATAPLANE_DROPPED = Counter("msd_dataplane_dropped_total", "Items dropped becaus
                             ["queue"])
 BATCH_SECONDS = Histogram("msd_consumer_batch_seconds", "Time to persist one consumed batch",
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-# Superseded by msd_dependency_up (per role and dependency); kept while other code still sets it.
-DEGRADED = Gauge("msd_degraded", "1 while a component is degraded", ["component"], multiprocess_mode="livemax")
 DEPENDENCY_UP = Gauge("msd_dependency_up", "1 while the role's last operation on the dependency succeeded, 0 after "
                       "one failed (database, broker, ws-gateway)", ["role", "dependency"], multiprocess_mode="livemax")
 BROKER_CONNECTS = Counter("msd_broker_connections_opened_total", "Broker connections opened (a reconnect counts "
