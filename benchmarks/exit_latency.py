@@ -18,12 +18,10 @@ Usage: python benchmarks/exit_latency.py [--rate 1000] [--seconds 10] [--exit-ev
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -38,11 +36,12 @@ from psycopg2.extras import execute_values
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import feed  # noqa: E402
 from msd.store.neighbours import create_neighbour_tables  # noqa: E402
 from tests.fixtures.pg import create_database, drop_database  # noqa: E402
 from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost  # noqa: E402
 from tests.integration.daemon import Daemon, base_config, wait_for  # noqa: E402
-from tests.integration.exit_helpers import POSITIONS_QUEUE, SIGNALS_QUEUE, position_update  # noqa: E402
+from tests.integration.exit_helpers import POSITIONS_QUEUE, position_update  # noqa: E402
 from tests.integration.market_feed import trade_event  # noqa: E402
 
 UPDATES_TAKEN = re.compile(r"^msd_exit_position_updates_total ([0-9.e+]+)$", re.M)
@@ -58,26 +57,10 @@ def insert_positions(dsn: str, prefix: str, count: int, current: str) -> list[tu
     return [(pid, asset) for pid, asset, *_ in rows]
 
 
-class SignalTimes(threading.Thread):
-    """Records when each exit signal (by position id) reaches this process."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.times, self.stop = url, {}, threading.Event()
-
-    def run(self) -> None:
-        conn = pika.BlockingConnection(pika.URLParameters(self.url))
-        channel = conn.channel()
-        channel.queue_declare(SIGNALS_QUEUE, durable=True)
-
-        def on_message(ch, method, _props, body):
-            self.times.setdefault(json.loads(body)["metadata"]["position_id"], time.time())
-            ch.basic_ack(method.delivery_tag)
-
-        channel.basic_consume(SIGNALS_QUEUE, on_message)
-        while not self.stop.is_set():
-            conn.process_data_events(time_limit=0.05)
-        conn.close()
+def signal_times(url: str) -> tuple[feed.SignalReader, dict[str, float]]:
+    """A signal reader and what it fills: position id -> when its exit signal reached this process."""
+    times: dict[str, float] = {}
+    return feed.SignalReader(url, lambda signal, at: times.setdefault(signal["metadata"]["position_id"], at)), times
 
 
 def updates_taken(port: int) -> float:
@@ -101,11 +84,7 @@ def publish_paced(url: str, dsn: str, rate: float, seconds: float, background, e
     cursor = table.cursor()
     sent: dict[str, float] = {}
     exits = iter(exits)
-    start = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        while (lag := due - time.perf_counter()) > 0:
-            time.sleep(min(lag, 0.0005))
+    for i in feed.paced(rate, seconds):
         pid, asset = next(exits) if i % exit_every == 0 else background[i % len(background)]
         body = position_update(pid, asset, "1.00000000")
         if i % exit_every == 0:
@@ -138,11 +117,7 @@ def publish_ticks(url: str, positions, rate: float, seconds: float, seed: int = 
     channel = conn.channel()
     price = {asset: 100.0 for _, asset in positions}
     highest = dict(price)
-    start = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        while (lag := due - time.perf_counter()) > 0:
-            time.sleep(min(lag, 0.0005))
+    for _ in feed.paced(rate, seconds):
         for _, asset in positions:
             price[asset] *= 1 + rng.gauss(0, 0.0004)
             shown = price[asset] * (1.004 if rng.random() < 0.005 else 1.0)
@@ -194,10 +169,10 @@ def run(args, dsn: str, vhost: str, tmp: Path) -> None:
         daemon.start()
         daemon.wait_running("exits")
         port = daemon.config["metrics"]["port"]
-        receiver = SignalTimes(amqp_url(vhost))
+        receiver, times = signal_times(amqp_url(vhost))
         receiver.start()
         warm = publish_paced(amqp_url(vhost), dsn, 200, 1, background, exits[-2:], 100)
-        wait_for(lambda: all(pid in receiver.times for pid in warm), 30, what="warm-up exits")
+        wait_for(lambda: all(pid in times for pid in warm), 30, what="warm-up exits")
         before = updates_taken(port)
         print(f"machine: {len(os.sched_getaffinity(0))} cores; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
               f"{args.rate:.0f} updates/s for {args.seconds:.0f}s, 1 in {args.exit_every} fires an exit; "
@@ -206,9 +181,9 @@ def run(args, dsn: str, vhost: str, tmp: Path) -> None:
         sent = publish_paced(amqp_url(vhost), dsn, args.rate, args.seconds, background, exits[:-2], args.exit_every)
         published = time.time()
         done = settled_at(port, before + total, 120)
-        wait_for(lambda: all(pid in receiver.times for pid in sent), 60, what="all exit signals")
+        wait_for(lambda: all(pid in times for pid in sent), 60, what="all exit signals")
         receiver.stop.set()
-        latency = np.array([(receiver.times[p] - sent[p]) * 1000 for p in sent])
+        latency = np.array([(times[p] - sent[p]) * 1000 for p in sent])
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])
         print(f"published {total} updates in {published - started:.2f}s; the exits role had taken all "
               f"{done - started:.2f}s after the first: sustained {total / (done - started):,.0f} updates/s")

@@ -25,31 +25,28 @@ Usage: python benchmarks/scale.py [--configs 5x3,50x20] [--modes volume,settings
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pika
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import feed  # noqa: E402
 from benchmarks.daemon_metrics import between, counter, scrape  # noqa: E402
 from msd.store.neighbours import create_neighbour_tables  # noqa: E402
 from tests.fixtures.pg import create_database, drop_database  # noqa: E402
 from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost  # noqa: E402
 from tests.integration.daemon import Daemon, base_config, wait_for  # noqa: E402
 
-SIGNALS = "model-service.trading_signals"
 COINS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "LINK", "DOT", "LTC", "BCH", "TRX", "ATOM", "NEAR",
          "APT", "ARB", "OP", "SUI", "FIL", "ETC")
 TARGET_RATIO = 1.2
@@ -58,61 +55,27 @@ QUIET_S = 86400.0       # frequency_s of the others: evaluated on every update, 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def tick(asset: str, price: float) -> bytes:
-    now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
-    return json.dumps({
-        "event_id": str(uuid.uuid4()), "event_type": "ticker", "topic": f"tickers.{asset}", "timestamp": now,
-        "received_at": now, "trace_id": str(uuid.uuid4()),
-        "payload": {"symbol": asset, "lastPrice": f"{price:.2f}", "bid1Price": f"{price - 0.05:.2f}",
-                    "ask1Price": f"{price + 0.05:.2f}", "bid1Size": "1", "ask1Size": "1", "volume24h": "1000",
-                    "topic": f"tickers.{asset}"}}).encode()
-
-
-class Receiver(threading.Thread):
+class Receiver:
     """Reads the signals: each one's (asset, price) and arrival, and the signals per strategy."""
 
     def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.stop, self.ready = url, threading.Event(), threading.Event()
         self.received: list[tuple[tuple[str, float], float]] = []
         self.per_strategy: Counter[str] = Counter()
-        self.last_at = time.time()
+        self.reader = feed.SignalReader(url, self.take)
 
-    def run(self) -> None:
-        conn = pika.BlockingConnection(pika.URLParameters(self.url))
-        channel = conn.channel()
-        channel.queue_declare(SIGNALS, durable=True)
-        channel.basic_qos(prefetch_count=1000)
+    def take(self, signal: dict, at: float) -> None:
+        self.received.append(((signal["asset"], round(signal["market_data_snapshot"]["price"], 2)), at))
+        self.per_strategy[signal["strategy_id"]] += 1
 
-        def on_message(ch, method, _props, body):
-            signal = json.loads(body)
-            key = (signal["asset"], round(signal["market_data_snapshot"]["price"], 2))
-            self.received.append((key, time.time()))
-            self.per_strategy[signal["strategy_id"]] += 1
-            self.last_at = time.time()
-            ch.basic_ack(method.delivery_tag)
-
-        channel.basic_consume(SIGNALS, on_message)
-        self.ready.set()
-        while not self.stop.is_set():
-            conn.process_data_events(time_limit=0.05)
-        conn.close()
+    @property
+    def last_at(self) -> float:
+        return self.reader.last_at
 
 
 def publish_ticks(url: str, assets: list[str], rate: float, seconds: float, start_index: int) -> dict:
     """Round-robin over the assets at `rate` ticks/s; every price unique per asset."""
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    channel = conn.channel()
-    sent, total, start = {}, int(rate * seconds), time.perf_counter()
-    for i in range(total):
-        while time.perf_counter() < start + i / rate:
-            time.sleep(0.0005)
-        asset = assets[i % len(assets)]
-        price = round(1000 + (start_index + i // len(assets)) * 0.01, 2)
-        sent[(asset, price)] = time.time()
-        channel.basic_publish("", "ws-gateway.ticker", tick(asset, price))
-    conn.close()
-    return sent
+    return feed.publish_ticks(url, rate, seconds, lambda i: (assets[i % len(assets)],
+                                                             round(1000 + (start_index + i // len(assets)) * 0.01, 2)))
 
 
 # ----- the process tree ---------------------------------------------------------------------
@@ -225,8 +188,8 @@ def run_config(n_strategies: int, n_assets: int, mode: str, args) -> dict:
         try:
             daemon.start()
             daemon.wait_running("signaller")
-            receiver.start()
-            receiver.ready.wait(10)
+            receiver.reader.start()
+            receiver.reader.ready.wait(10)
             meter = TreeMeter(daemon.proc.pid)
             meter.start()
             time.sleep(args.idle_seconds)
@@ -247,7 +210,7 @@ def run_config(n_strategies: int, n_assets: int, mode: str, args) -> dict:
             return {**result(n_strategies, assets, own, sent, receiver, before, after, idle, load, args),
                     "mode": mode}
         finally:
-            receiver.stop.set()
+            receiver.reader.stop.set()
             daemon.close()
             drop_database(dsn)
             delete_vhost(vhost)

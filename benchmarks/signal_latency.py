@@ -15,24 +15,21 @@ Usage: python benchmarks/signal_latency.py [--rate 200] [--seconds 10] [--runs 5
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pika
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import feed  # noqa: E402
 from benchmarks.daemon_metrics import between, scrape  # noqa: E402
 from benchmarks.repeat import median_spread  # noqa: E402
 from msd.store.neighbours import create_neighbour_tables  # noqa: E402
@@ -40,53 +37,20 @@ from tests.fixtures.pg import create_database, drop_database  # noqa: E402
 from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost  # noqa: E402
 from tests.integration.daemon import Daemon, base_config, wait_for  # noqa: E402
 
-SIGNALS = "model-service.trading_signals"
-
-
-def tick(price: float) -> bytes:
-    now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
-    return json.dumps({
-        "event_id": str(uuid.uuid4()), "event_type": "ticker", "topic": "tickers.BTCUSDT", "timestamp": now,
-        "received_at": now, "trace_id": str(uuid.uuid4()),
-        "payload": {"symbol": "BTCUSDT", "lastPrice": f"{price:.2f}", "bid1Price": f"{price - 0.05:.2f}",
-                    "ask1Price": f"{price + 0.05:.2f}", "bid1Size": "1", "ask1Size": "1", "volume24h": "1000",
-                    "topic": "tickers.BTCUSDT"}}).encode()
-
-
-class Receiver(threading.Thread):
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.received, self.stop, self.ready = url, {}, threading.Event(), threading.Event()
-
-    def run(self) -> None:
-        conn = pika.BlockingConnection(pika.URLParameters(self.url))
-        channel = conn.channel()
-        channel.queue_declare(SIGNALS, durable=True)
-
-        def on_message(ch, method, _props, body):
-            price = round(json.loads(body)["market_data_snapshot"]["price"], 2)
-            self.received.setdefault(price, time.time())
-            ch.basic_ack(method.delivery_tag)
-
-        channel.basic_consume(SIGNALS, on_message)
-        self.ready.set()
-        while not self.stop.is_set():
-            conn.process_data_events(time_limit=0.05)
-        conn.close()
+ASSET = "BTCUSDT"
 
 
 def publish_ticks(url: str, rate: float, seconds: float) -> dict[float, float]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    channel = conn.channel()
-    sent, total, start = {}, int(rate * seconds), time.perf_counter()
-    for i in range(total):
-        while time.perf_counter() < start + i / rate:
-            time.sleep(0.0005)
-        price = round(95000 + i * 0.01, 2)
-        sent[price] = time.time()
-        channel.basic_publish("", "ws-gateway.ticker", tick(price))
-    conn.close()
-    return sent
+    """price -> publish time; every price unique (it identifies the tick in the signal)."""
+    sent = feed.publish_ticks(url, rate, seconds, lambda i: (ASSET, round(95000 + i * 0.01, 2)))
+    return {price: at for (_, price), at in sent.items()}
+
+
+def receiver(url: str) -> tuple[feed.SignalReader, dict[float, float]]:
+    """A signal reader and what it fills: the snapshot price each signal was decided on -> arrival."""
+    received: dict[float, float] = {}
+    take = lambda signal, at: received.setdefault(round(signal["market_data_snapshot"]["price"], 2), at)  # noqa: E731
+    return feed.SignalReader(url, take), received
 
 
 STAGES = ("consumer", "dataplane", "queued_in_turn", "exposure", "strategy", "outbox_write", "publish_confirm",
@@ -119,27 +83,27 @@ def one_run(args, number: int) -> dict:
         signaller = {"strategies": [strategy], "global_rate": {"rate_per_s": 100000, "burst": 100000}}
         config = base_config(Path(tmp), dsn, amqp_url(vhost), signaller=signaller, logging={"level": "WARNING"})
         daemon = Daemon(Path(tmp), config)
-        receiver = Receiver(amqp_url(vhost))
+        reader, received = receiver(amqp_url(vhost))
         port = config["metrics"]["port"]
         try:
             daemon.start()
             daemon.wait_running("signaller")
-            receiver.start()
-            receiver.ready.wait(10)
+            reader.start()
+            reader.ready.wait(10)
             publish_ticks(amqp_url(vhost), 20, 1)            # warm-up
             time.sleep(1)
-            receiver.received.clear()
+            received.clear()
             before = scrape(port, "msd_signal_path_seconds", "stage")
             coalesced_before = daemon.role("signaller")["status"].get("coalesced", 0)
             sent = publish_ticks(amqp_url(vhost), args.rate, args.seconds)
-            wait_for(lambda: max(receiver.received, default=0) >= max(sent) - 0.001, 30, what="last signal")
+            wait_for(lambda: max(received, default=0) >= max(sent) - 0.001, 30, what="last signal")
             stages = between(before, scrape(port, "msd_signal_path_seconds", "stage"))
             time.sleep(2.5)     # status travels with the heartbeats (once a second)
             status = daemon.role("signaller")["status"]
             coalesced = status.get("coalesced", 0) - coalesced_before
-            return report_run(number, sent, dict(receiver.received), stages, coalesced)
+            return report_run(number, sent, dict(received), stages, coalesced)
         finally:
-            receiver.stop.set()
+            reader.stop.set()
             daemon.close()
             drop_database(dsn)
             delete_vhost(vhost)
