@@ -121,59 +121,69 @@ def write_markdown(report: dict[str, Any], out: Path) -> Path:
     lines += [f"- {line}" for line in manifest["assumptions"]]
     lines += ["", f"Code {manifest['code_commit']}, config sha256 {manifest['config_sha256'][:16]}…, "
               f"seed {manifest['seed']}.", "", "## Account", ""]
-    account = report["account"]
-    lines += ["| figure | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in account.items()]
-    lines += ["", "## Strategies", "",
-              "| strategy | decisions | closed trades | hit rate | pay rate (warm-up) | net PnL | fees | spread | "
-              "Sharpe (n days) | max drawdown | gate passes/attempts | mode at end |", "|---" * 12 + "|"]
-    for sid, s in report["strategies"].items():
-        timeline = s["mode_timeline"][-1][1] if s["mode_timeline"] else "-"
-        lines.append(f"| {sid} | {s['decisions']} | {s['closed_trades']} | {_pct(s['hit_rate'])} | "
-                     f"{_pct(s['warmup']['pay_rate'])} | {s['net_pnl']} | {s['fees']} | {s['spread_cost']} | "
-                     f"{_num(s['sharpe_daily'])} ({s['daily_returns_n']}) | {_num(s['max_drawdown'])} | "
-                     f"{s['gate_passes']}/{s['gate_attempts']} | {timeline} |")
-    lines += ["", "## Model versions", "", "| strategy | version | trained | serving from | recorded precision | "
-              "out-of-sample calls | pay rate [95 % CI] | net return per call [95 % CI] |", "|---" * 8 + "|"]
-    for sid, s in report["strategies"].items():
-        for v in s["versions"]:
-            oos = v["out_of_sample"]
-            ci = oos["pay_rate_ci95"]
-            net = oos["net_return_ci95"]
-            lines.append(f"| {sid} | v{v['version']} | {v['trained_at']} | {v['active_from'] or 'not promoted'} | "
-                         f"{_num(v['recorded_validation'].get('precision'))} | {oos['calls']} | "
-                         f"{_pct(oos['pay_rate'])} {'' if ci is None else f'[{_pct(ci[0])}, {_pct(ci[1])}]'} | "
-                         f"{_num(oos['net_return_per_call'])} {'' if net is None else f'[{_num(net[0])}, {_num(net[1])}]'} |")
-    lines += ["", "## Assets", "", "| asset | candles | gaps | zero volume | net PnL | Sharpe (n days) | "
-              "max drawdown | buy and hold |", "|---" * 8 + "|"]
-    for asset, a in report["assets"].items():
-        lines.append(f"| {asset} | {a['candles']} | {a['gaps']} | {a['zero_volume']} | {a['net_pnl']} | "
-                     f"{_num(a['sharpe_daily'])} ({a['daily_returns_n']}) | {_num(a['max_drawdown'])} | "
-                     f"{_pct(a['buy_and_hold_return'])} |")
+    lines += _table(["figure", "value"], report["account"].items())
+    lines += ["", "## Strategies", ""] + _table(
+        ["strategy", "decisions", "closed trades", "hit rate", "pay rate (warm-up)", "net PnL", "fees", "spread",
+         "Sharpe (n days)", "max drawdown", "gate passes/attempts", "mode at end"],
+        [[sid, s["decisions"], s["closed_trades"], _pct(s["hit_rate"]), _pct(s["warmup"]["pay_rate"]), s["net_pnl"],
+          s["fees"], s["spread_cost"], f"{_num(s['sharpe_daily'])} ({s['daily_returns_n']})", _num(s["max_drawdown"]),
+          f"{s['gate_passes']}/{s['gate_attempts']}", s["mode_timeline"][-1][1] if s["mode_timeline"] else "-"]
+         for sid, s in report["strategies"].items()])
+    lines += ["", "## Model versions", ""] + _table(
+        ["strategy", "version", "trained", "serving from", "recorded precision", "out-of-sample calls",
+         "pay rate [95 % CI]", "net return per call [95 % CI]"],
+        [_version_row(sid, v) for sid, s in report["strategies"].items() for v in s["versions"]])
+    lines += ["", "## Assets", ""] + _table(
+        ["asset", "candles", "gaps", "zero volume", "net PnL", "Sharpe (n days)", "max drawdown", "buy and hold"],
+        [[asset, a["candles"], a["gaps"], a["zero_volume"], a["net_pnl"],
+          f"{_num(a['sharpe_daily'])} ({a['daily_returns_n']})", _num(a["max_drawdown"]),
+          _pct(a["buy_and_hold_return"])] for asset, a in report["assets"].items()])
     lines += [f"- {asset} spread from the candles (Corwin-Schultz, --spread-bps the floor): median "
               f"{_num(sp['median_bps'])} bps, mean {_num(sp['mean_bps'])} bps, above the floor after "
               f"{_pct(sp['above_floor'])} of {sp['closes']} closes"
               for asset, a in report["assets"].items() if (sp := a.get("spread_from_candles")) and sp["closes"]]
     lines += ["", "## Exits by reason", ""] + [f"- {k}: {v}" for k, v in report["exits_by_reason"].items()]
-    lines += ["", "## Days", "", "| day | equity | PnL | closed trades | hit rate |", "|---" * 5 + "|"]
-    lines += [f"| {d['day']} | {_num(d['equity'])} | {_num(d['pnl'])} | {d['closed_trades']} | {_pct(d['hit_rate'])} |"
-              for d in report["days"]]
-    controls = report.get("controls")
-    if controls:
-        lines += ["", "## Cost sensitivity (fees and spread scaled)", "",
-                  "order-manager picks Market orders below a 0.1 % spread (CONTRACTS 1.2), so scaling the spread "
-                  "also changes which orders are makers and which are takers.", "",
-                  "| factor | net PnL | fees | spread |",
-                  "|---" * 4 + "|"]
-        lines += [f"| x{r['factor']} | {r['net_pnl']} | {r['fees']} | {r['spread_cost']} |"
-                  for r in controls["cost_sensitivity"]]
-        shuffled = controls["shuffled_labels"]
-        lines += ["", f"Shuffled-outcome control: {shuffled['trainings']} trainings, {shuffled['promotions']} "
-                      f"promotions: {shuffled['verdict']}."]
+    lines += ["", "## Days", ""] + _table(
+        ["day", "equity", "PnL", "closed trades", "hit rate"],
+        [[d["day"], _num(d["equity"]), _num(d["pnl"]), d["closed_trades"], _pct(d["hit_rate"])] for d in report["days"]])
+    lines += _controls(report.get("controls"))
     lines += ["", f"Open at the end (valued at the last close): {len(report['open_trades'])} lots.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _table(headers: list[str], rows) -> list[str]:
+    """A markdown table; every row must have a cell per header."""
+    lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
+    for row in rows:
+        cells = [str(cell) for cell in row]
+        if len(cells) != len(headers):
+            raise ValueError(f"table row {cells} has {len(cells)} cells for {len(headers)} columns")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _version_row(sid: str, v: dict[str, Any]) -> list[str]:
+    oos = v["out_of_sample"]
+    ci, net = oos["pay_rate_ci95"], oos["net_return_ci95"]
+    return [sid, f"v{v['version']}", v["trained_at"], v["active_from"] or "not promoted",
+            _num(v["recorded_validation"].get("precision")), oos["calls"],
+            f"{_pct(oos['pay_rate'])} {'' if ci is None else f'[{_pct(ci[0])}, {_pct(ci[1])}]'}",
+            f"{_num(oos['net_return_per_call'])} {'' if net is None else f'[{_num(net[0])}, {_num(net[1])}]'}"]
+
+
+def _controls(controls: dict[str, Any] | None) -> list[str]:
+    if not controls:
+        return []
+    shuffled = controls["shuffled_labels"]
+    return (["", "## Cost sensitivity (fees and spread scaled)", "",
+             "order-manager picks Market orders below a 0.1 % spread (CONTRACTS 1.2), so scaling the spread "
+             "also changes which orders are makers and which are takers.", ""]
+            + _table(["factor", "net PnL", "fees", "spread"],
+                     [[f"x{r['factor']}", r["net_pnl"], r["fees"], r["spread_cost"]] for r in controls["cost_sensitivity"]])
+            + ["", f"Shuffled-outcome control: {shuffled['trainings']} trainings, {shuffled['promotions']} "
+                   f"promotions: {shuffled['verdict']}."])
 
 
 def _pct(value) -> str:
