@@ -1,4 +1,4 @@
-"""The exits on a candle: the live exits role's step (msd.roles.exits.step), pessimistically.
+"""The exits on a candle: the exits role's own step (msd.strategies.exit_step), pessimistically.
 
 The exit state of an asset's position is kept as the exits role keeps it, by the same step:
 each read of the positions row (the row being position-manager's arithmetic from msd.exchange)
@@ -21,7 +21,7 @@ from msd.backtest.candles import Candle
 from msd.backtest.fills import PathPoint, exit_base_price, exit_path, worse
 from msd.exchange.positions import PositionState
 from msd.market.quotes import PriceQuote
-from msd.roles.exits.step import EXIT_ORDER_TYPE, Evaluate, RowRead, SendExit, step
+from msd.strategies.exit_step import EXIT_ORDER_TYPE, Evaluate, RowRead, SendExit, step
 from msd.rules import ExitDecision, ExitRules, ExitState, Instrument, RowFacts
 
 NAMESPACE = uuid.UUID("0b5e3f7a-8c1d-4a2e-b6f9-3d7c2e1a9f40")
@@ -46,7 +46,8 @@ def row_facts(asset: str, position: PositionState, version: int) -> RowFacts:
                     version=version, last_updated=position.last_updated, closed_at=position.closed_at)
 
 
-def read_row(state: ExitState | None, asset: str, position: PositionState, version: int, now: datetime) -> ExitState | None:
+def read_row(state: ExitState | None, asset: str, position: PositionState, version: int,
+             now: datetime) -> ExitState | None:
     return step(state, RowRead(row_facts(asset, position, version)), now).state
 
 

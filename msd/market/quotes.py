@@ -1,6 +1,6 @@
 """Which price an exit is judged at: the freshest of the market's last trade, its book mid and
-position-manager's mark in the positions row. Pure. (How each market update moves a position's
-price extreme is msd.roles.exits.step.price_event.)
+position-manager's mark in the positions row. Pure. (How each market update moves a
+position's price extreme is msd.strategies.exit_step.price_event.)
 
 position-manager's event says *that* a position changed but carries no price (CONTRACTS §3);
 the row's `current_price` is position-manager's last mark, as of the row's `last_updated`. The

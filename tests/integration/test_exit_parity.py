@@ -3,7 +3,7 @@ process, real database and broker, its clock injected as the ticks' time) and th
 backtest's exits (msd.backtest.exiting, each tick a path point) gives the same exits: reason,
 quantity, price level and trigger price, at the same tick, in the same order.
 
-Both call msd.roles.exits.step. Each exit fills at once in both (msd.exchange.positions
+Both call msd.strategies.exit_step. Each exit fills at once in both (msd.exchange.positions
 apply_fill, the backtest's position-manager arithmetic); the daemon's `positions` row is
 written with what that fill gives and a position update announces it, as position-manager
 does. Three positions: a long that takes a ladder step, waits out the cooldown and then trails;
@@ -152,7 +152,8 @@ def daemon_exits(daemon: Daemon, start: datetime) -> list[tuple]:
         daemon.now = start + (tick + 1) * TICK
         for asset, history in sorted(HISTORIES.items()):
             if tick < len(history[3]):
-                daemon.queues["exit_prices"].put(Trade(asset, daemon.now, D(history[3][tick]), D(1), "buy", f"t{tick}"))
+                trade = Trade(asset, daemon.now, D(history[3][tick]), D(1), "buy", f"t{tick}")
+                daemon.queues["exit_prices"].put(trade)
         daemon.turn()
         for asset in sorted(HISTORIES):
             for body in daemon.new_exits(ids[asset]):

@@ -1,4 +1,4 @@
-"""The exit step (msd.roles.exits.step), the one the exits role and the backtest call: a table of
+"""The exit step (msd.strategies.exit_step), the one the exits role and the backtest call: a table of
 event sequences and the effects each event has, for a long of 2 BTC entered at 100.
 
 Each row is a list of (seconds after T0, event) and the effects expected of each event, summed
@@ -12,8 +12,8 @@ from decimal import Decimal as D
 import pytest
 
 from msd.market.quotes import PriceQuote
-from msd.roles.exits import step as step_module
-from msd.roles.exits.step import (
+from msd.strategies import exit_step as step_module
+from msd.strategies.exit_step import (
     BarClosed, Evaluate, Evaluated, Forget, Forgotten, OrderSeen, PriceSeen, Published, RowNoted, RowRead,
     SendExit, Skipped, StallCheck, Stalled, Unfilled, step,
 )
@@ -76,7 +76,8 @@ CASES = {
     "without the row's mark (the backtest's path) no price is no price": (
         [(0, row(mark="97.9")), (1, price(None, "s1", 1, table=False))], [OPENED, [("skipped", "no_price")]]),
     "stop loss: an urgent Market exit for the whole size at its level": (
-        [OPEN, (1, price("99", "s0", 1)), (2, price("97.9", "s1", 2))], [OPENED, [("evaluated",)], [("evaluated",), STOP]]),
+        [OPEN, (1, price("99", "s0", 1)), (2, price("97.9", "s1", 2))],
+        [OPENED, [("evaluated",)], [("evaluated",), STOP]]),
     "in flight: nothing else until the row shows the exit, then the position is closed": (
         [OPEN, (1, price("97.9", "s1", 1)), (2, price("97", "s2", 2)), (3, row("0", 2, at=3)),
          (4, price("97", "s3", 4))],

@@ -3,10 +3,11 @@
 An exit recorded while the broker is down waits in the outbox. Once it is older than
 `exits.max_signal_age_s` it would close a position at a price that has moved, so the outbox
 expires it (msd.roles.runtime.outbox.Expiry) and, in the same transaction, the stored exit
-state forgets it (the step's `Forget`, msd.roles.exits.step): its ladder step, breakeven stop, cooldown and
-in-flight entry are undone, so nothing acts on an exit that never went out. Once that committed,
-the book takes the same states and each position is re-read and decided again at the current
-price: a new exit with a new signal_id, or none if the price moved back.
+state forgets it (the step's `Forget`, msd.strategies.exit_step): its ladder step, breakeven
+stop, cooldown and in-flight entry are undone, so nothing acts on an exit that never went
+out. Once that committed, the book takes the same states and each position is re-read and
+decided again at the current price: a new exit with a new signal_id, or none if the price
+moved back.
 
 `ExpiredExits` is the part of msd.roles.exits.main.ExitRole that does it.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from msd.roles.runtime.outbox import Expiry
-from msd.roles.exits.step import Forget, Forgotten, step
+from msd.strategies.exit_step import Forget, Forgotten, step
 from msd.rules import ExitState, InFlight
 from msd.store.exit_state import save_states
 from msd.store.outbox import ExpiredSignal

@@ -1,13 +1,13 @@
 """The exit role: position updates + prices -> exit rules -> exit signals (DESIGN.md §7).
 
 Every position's state lives in `self.book`, one `ExitState` per (asset, position id); what is
-observed changes it through msd.roles.exits.step, the pure step the backtest calls too (rows
-read, prices, decisions, exits in flight), and this module and its parts do the I/O around it
-(or restore a stored state). Time is `self.clock`, the wall clock unless one is injected: the
-step reads none. Each turn: apply a live `exits` config, take position updates (each asks for
-its row to be re-read) and market updates (each price is folded into the peak of its asset's
-positions as it arrives), then decide for the positions the debouncer releases. Only the
-decision is debounced.
+observed changes it through msd.strategies.exit_step, the pure step the backtest calls too
+(rows read, prices, decisions, exits in flight); this module and its parts do the I/O around
+it (and restore stored states). Time is `self.clock`, the wall clock unless one is injected:
+the step reads none. Each turn: apply a live `exits` config, take position updates (each asks
+for its row to be re-read) and market updates (each price is folded into the peak of its
+asset's positions as it arrives), then decide for the positions the debouncer releases. Only
+the decision is debounced.
 
 The `positions` row is the source of truth for size, side, asset and mode (CONTRACTS §3.5): an
 event only triggers a re-read of the row its `position_id` names. A position is keyed by that
@@ -42,7 +42,7 @@ from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
 from msd.roles.exits.positions import PositionReading
 from msd.roles.exits.sending import ExitSending
-from msd.roles.exits.step import price_event, step as exit_step
+from msd.strategies.exit_step import price_event, step as exit_step
 from msd.roles.exits.tables import SharedTables
 from msd.roles.exits.voiding import VoidedExits
 from msd.roles.runtime.outbox import Outbox

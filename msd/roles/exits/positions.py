@@ -1,6 +1,6 @@
 """The exit role reading the positions table (CONTRACTS §3.5): a row read after an event, every
 open row at each verification, and what each read changes in the book (the step's `RowRead`,
-msd.roles.exits.step, which applies msd.rules.note_row).
+msd.strategies.exit_step, which applies msd.rules.note_row).
 
 `PositionReading` is the part of msd.roles.exits.main.ExitRole that does it; the role's book,
 tables and debouncer are its state.
@@ -13,7 +13,7 @@ from datetime import datetime
 
 from msd.errors import DatabaseUnavailable
 from msd.roles.exits.tables import row_facts
-from msd.roles.exits.step import RowNoted, RowRead, step
+from msd.strategies.exit_step import RowNoted, RowRead, step
 from msd.rules import ExitState, row_order
 from msd.store.neighbours import PositionRow
 

@@ -1,7 +1,7 @@
-"""The exit role deciding and sending: the step's `Evaluate` (msd.roles.exits.step: the rules'
-verdict at the freshest price, the per-asset rate), the signal recorded with the state it
-commits, and the exits in flight until the table shows them (or their order ended unfilled, or
-they stall: the step's OrderSeen, Published and StallCheck).
+"""The exit role deciding and sending: the step's `Evaluate` (msd.strategies.exit_step: the
+rules' verdict at the freshest price, the per-asset rate), the signal recorded with the state
+it commits, and the exits in flight until the table shows them (or their order ended
+unfilled, or they stall: the step's OrderSeen, Published and StallCheck).
 
 `ExitSending` is the part of msd.roles.exits.main.ExitRole that does it.
 """
@@ -16,7 +16,7 @@ from msd import metrics
 from msd.market.quotes import PriceQuote, market_quotes
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.roles.exits.step import (
+from msd.strategies.exit_step import (
     Evaluate, Evaluated, OrderSeen, Published, SendExit, Skipped, StallCheck, Stalled, Unfilled, judged_quote, step,
 )
 from msd.rules import REJECTION_BACKOFF_CAP, ExitState, row_order
