@@ -20,7 +20,11 @@ with the effects the caller acts on. The events:
   orders, the broker's confirm, the in-flight timeout, an expiry or void before sending).
 
 Every effect says what happened for the caller to log, count, persist or send; the caller keeps
-the state (the daemon in its book and the store, the backtest per asset).
+the state (the daemon in its book and the store, the backtest per asset). What stays with the
+daemon's role is scheduling and I/O: the debouncer and verification passes (when to send an
+`Evaluate`), the table reads, the outbox and the store, the asset's token bucket (read here,
+taken by the role once the signal is recorded). The module lives in the domain, beside the
+signaller's step (msd.strategies.step), because the backtest may not import a role.
 """
 from __future__ import annotations
 
