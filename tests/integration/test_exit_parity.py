@@ -6,8 +6,9 @@ quantity, price level and trigger price, at the same tick, in the same order.
 Both call msd.strategies.exit_step. Each exit fills at once in both (msd.exchange.positions
 apply_fill, the backtest's position-manager arithmetic); the daemon's `positions` row is
 written with what that fill gives and a position update announces it, as position-manager
-does. Three positions: a long that takes a ladder step, waits out the cooldown and then trails;
-a long whose ladder step moves the stop to breakeven, which fires; a short stopped out.
+does. Four positions: a long that takes a ladder step and then trails; a long whose ladder step
+moves the stop to breakeven, which fires; a short stopped out; a long whose second ladder step
+is reached within the cooldown of its first and goes out at the next tick after it.
 """
 import multiprocessing
 import queue
@@ -47,6 +48,7 @@ HISTORIES = {
     "LADUSDT": ("Buy", "2", "100", ["100.2", "100.6", "101.1", "101.4", "102.0", "102.2", "101.9", "101.6", "101"]),
     "BEVUSDT": ("Buy", "3", "100", ["100.5", "101.0", "100.6", "100.3", "100.09", "99"]),
     "SHOUSDT": ("SELL", "2", "100", ["100.8", "99.7", "101.5", "102.1", "103"]),
+    "CDNUSDT": ("Buy", "2", "100", ["100.5", "101.2", "103.1", "103.2"]),
 }
 TICK = timedelta(seconds=0.5)
 
