@@ -239,7 +239,7 @@ class Replay:
     def _exit_fill(self, asset: str, fired, candle: Candle) -> None:
         decision = fired.decision
         side = "SELL" if decision.key.side.value == "long" else "Buy"
-        order = WorkingOrder(fired.signal_id, None, asset, side, "Market", decision.quantity, None, fired.point.at,
+        order = WorkingOrder(fired.signal_id, None, asset, side, fired.order_type, decision.quantity, None, fired.point.at,
                              None, decision.trigger_price, True,
                              {"mode": "exit", "reason": decision.reason.value, "trigger": str(decision.trigger_price)})
         self.decisions[fired.signal_id] = {"strategy": self.config.exits.strategy_id, **order.info,

@@ -1,6 +1,6 @@
 """Which price an exit is judged at: the freshest of the market's last trade, its book mid and
-position-manager's mark in the positions row; and how each market update moves a position's
-price extreme. Pure.
+position-manager's mark in the positions row. Pure. (How each market update moves a
+position's price extreme is msd.strategies.exit_step.price_event.)
 
 position-manager's event says *that* a position changed but carries no price (CONTRACTS §3);
 the row's `current_price` is position-manager's last mark, as of the row's `last_updated`. The
@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable
 
-from msd.market.state import AssetState, MarketState, mid_price
-from msd.rules import ExitState, RowFacts, fold_bar, fold_price
-from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
+from msd.market.state import AssetState, mid_price
+from msd.rules import RowFacts
 
 # Price sources, in the order that wins a tie on time: a traded price beats a quote, and both beat
 # position-manager's mark, which is itself derived from the market.
@@ -41,28 +39,6 @@ def market_quotes(state: AssetState | None) -> list[PriceQuote]:
     if mid is not None and mid > 0 and state.book_at is not None and state.bid <= state.ask:
         quotes.append(PriceQuote(mid, state.book_at, "market_mid"))
     return quotes
-
-
-def price_folder(update: Any, market: MarketState) -> Callable[[ExitState], ExitState] | None:
-    """How one market update moves a position's extreme, or None: each traded price and book mid
-    as it arrives, and a closed 1-minute bar's high and low (what a dropped tick would have held).
-    `market` has already taken the update."""
-    if isinstance(update, Kline):
-        if not update.confirmed:
-            return None
-        return lambda state: fold_bar(state, update.high, update.low, update.start)
-    if isinstance(update, Trade):
-        price = update.price
-    elif isinstance(update, (TickerUpdate, BookTop)):
-        price = update.last_price if isinstance(update, TickerUpdate) else None
-        book = market.asset_state(update.asset)
-        if price is None and book is not None and book.bid and book.ask:
-            price = mid_price(book.bid, book.ask)
-    else:
-        return None
-    if price is None or price <= 0:
-        return None
-    return lambda state: fold_price(state, price, update.timestamp)
 
 
 def table_quote(row: RowFacts | None) -> PriceQuote | None:

@@ -1,8 +1,9 @@
 """Exit rules: pure functions, stdlib only, clock passed in.
 
-The live exits role and replays use the same functions: `note_row`/`fold_price`/`fold_bar`/
-`note_order` build a position's `ExitState` from what is observed, and `decide`
-returns the decision together with the next state. The caller persists states through
+`note_row`/`fold_price`/`fold_bar`/`note_order` build a position's `ExitState` from what is
+observed, and `decide` returns the decision together with the next state. The live exits role
+and the backtest call them through one step, msd.strategies.exit_step (which also picks the
+price and applies the per-asset rate). The caller persists states through
 `ExitState.to_dict()` / `ExitState.from_dict()`.
 """
 from msd.rules.config import (

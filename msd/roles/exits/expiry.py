@@ -3,20 +3,21 @@
 An exit recorded while the broker is down waits in the outbox. Once it is older than
 `exits.max_signal_age_s` it would close a position at a price that has moved, so the outbox
 expires it (msd.roles.runtime.outbox.Expiry) and, in the same transaction, the stored exit
-state forgets it (msd.rules.forget_exits): its ladder step, breakeven stop, cooldown and
-in-flight entry are undone, so nothing acts on an exit that never went out. Once that committed,
-the book takes the same states and each position is re-read and decided again at the current
-price: a new exit with a new signal_id, or none if the price moved back.
+state forgets it (the step's `Forget`, msd.strategies.exit_step): its ladder step, breakeven
+stop, cooldown and in-flight entry are undone, so nothing acts on an exit that never went
+out. Once that committed, the book takes the same states and each position is re-read and
+decided again at the current price: a new exit with a new signal_id, or none if the price
+moved back.
 
 `ExpiredExits` is the part of msd.roles.exits.main.ExitRole that does it.
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
 from msd.roles.runtime.outbox import Expiry
-from msd.rules import ExitState, InFlight, forget_exits
+from msd.strategies.exit_step import Forget, Forgotten, step
+from msd.rules import ExitState, InFlight
 from msd.store.exit_state import save_states
 from msd.store.outbox import ExpiredSignal
 
@@ -34,14 +35,18 @@ class ExpiredExits:
     def forgetting(self, expired: list[ExpiredSignal]) -> dict[PositionId, tuple[ExitState, tuple[InFlight, ...]]]:
         """The positions whose exits in flight include expired ones: their states with those
         forgotten, and the forgotten exits. Pure on the book (computed again after the commit)."""
-        ids = {item.signal_id for item in expired}
+        ids = frozenset(item.signal_id for item in expired)
         owners = sorted(pid for pid, state in self.book.items() if any(f.signal_id in ids for f in state.in_flight))
-        return {pid: forget_exits(self.book[pid], ids) for pid in owners}
+        now, forgotten = self.clock(), {}
+        for pid in owners:
+            stepped = step(self.book[pid], Forget(ids), now)
+            forgotten[pid] = (stepped.state, stepped.first(Forgotten).flights)
+        return forgotten
 
     def adopt_forgotten(self, unsent: list) -> dict[PositionId, tuple[ExitState, tuple[InFlight, ...]]]:
         """Once the transaction that forgot `unsent` exits (expired or voided) committed: the book
         takes the states it saved, and each position is re-read and decided again as it is now."""
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         forgotten = self.forgetting(unsent)
         for pid, (state, _) in forgotten.items():
             self.book[pid] = state                  # saved in the forgetting transaction

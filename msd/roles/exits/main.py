@@ -1,10 +1,13 @@
 """The exit role: position updates + prices -> exit rules -> exit signals (DESIGN.md §7).
 
-Every position's state lives in `self.book`, one `ExitState` per (asset, position id), built by
-the pure functions of `msd.rules` from what is observed; this module only does the I/O around
-them. Each turn: apply a live `exits` config, take position updates (each asks for its row to be
-re-read) and market updates (each price is folded into the peak of its asset's positions as it
-arrives), then decide for the positions the debouncer releases. Only the decision is debounced.
+Every position's state lives in `self.book`, one `ExitState` per (asset, position id); what is
+observed changes it through msd.strategies.exit_step, the pure step the backtest calls too
+(rows read, prices, decisions, exits in flight); this module and its parts do the I/O around
+it (and restore stored states). Time is `self.clock`, the wall clock unless one is injected:
+the step reads none. Each turn: apply a live `exits` config, take position updates (each asks
+for its row to be re-read) and market updates (each price is folded into the peak of its
+asset's positions as it arrives), then decide for the positions the debouncer releases. Only
+the decision is debounced.
 
 The `positions` row is the source of truth for size, side, asset and mode (CONTRACTS §3.5): an
 event only triggers a re-read of the row its `position_id` names. A position is keyed by that
@@ -37,9 +40,9 @@ from msd.market.state import MarketState
 from msd.roles.runtime.dataplane import drain
 from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
-from msd.market.quotes import price_folder
 from msd.roles.exits.positions import PositionReading
 from msd.roles.exits.sending import ExitSending
+from msd.strategies.exit_step import price_event, step as exit_step
 from msd.roles.exits.tables import SharedTables
 from msd.roles.exits.voiding import VoidedExits
 from msd.roles.runtime.outbox import Outbox
@@ -93,8 +96,10 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
     deciding and sending ExitSending (sending.py), exits that expired unsent ExpiredExits (expiry.py),
     pending exits whose position changed before they went out VoidedExits (voiding.py)."""
 
-    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
+    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None,
+                 clock: Callable[[], datetime] = utc_now):
         self.ctx, self.db, self.outbox = ctx, db, outbox
+        self.clock = clock                                   # every `now` of the role (the step reads none)
         self.deps = deps or DependencyHealth(ctx, log)     # database/broker state: one line down, one back
         self.config = ctx.config.exits
         self.market = MarketState()
@@ -185,7 +190,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
         if (new.debounce_s, new.debounce_max_delay_s) != (self.config.debounce_s, self.config.debounce_max_delay_s):
             pending, self.debouncer = self.debouncer.flush(), make_debouncer(new)
             for pid in pending:
-                self.debouncer.offer(pid, pid, utc_now())
+                self.debouncer.offer(pid, pid, self.clock())
         if new.asset_rate != self.config.asset_rate:
             self.buckets.clear()    # carrying tokens over from a different rate would be a guess
         self.outbox.retarget(config.signaller.signals_queue)
@@ -205,7 +210,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
     def _take_update(self, update: PositionUpdate) -> None:
         """An event only says "read row `position_id` again" (module doc)."""
         position_id = canonical_id(update.position_id)
-        now = utc_now()
+        now = self.clock()
         self.context[position_id] = update
         pid = self.ids.get(position_id)
         if pid is None:
@@ -227,12 +232,12 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
         watched = self.by_asset.get(update.asset)
         if not watched:
             return
-        fold = price_folder(update, self.market)
-        if fold is None:
+        event = price_event(update, self.market)
+        if event is None:
             return
-        now = utc_now()
+        now = self.clock()
         for pid in list(watched):
-            self.put(pid, fold(self.book[pid]))          # a tick from before the open is left out there
+            self.put(pid, exit_step(self.book[pid], event, now).state)   # a tick from before the open is left out
             self.debouncer.offer(pid, pid, now)
 
     def refuse(self, pid: PositionId, reason: str, detail: str) -> None:
@@ -309,7 +314,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
             if not self.restored:
                 self.restore()
             self._check_mode(mono)
-            now = utc_now()
+            now = self.clock()
             if self.unknown:
                 self.read_unknown(now)
             due = self.debouncer.due(now)
@@ -373,13 +378,13 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
         self.dirty.clear()
         self.restored = True
         log.info("restored exit state of %d positions", len(self.book))
-        self.verify(utc_now())
+        self.verify(self.clock())
 
     # --- reporting ----------------------------------------------------------------------------
 
     def report(self) -> None:
         try:
-            report_status(self, utc_now())
+            report_status(self, self.clock())
         except Exception:  # a status line must never take the role down
             log.exception("exit status report failed")
 

@@ -1,5 +1,6 @@
 """The exit role reading the positions table (CONTRACTS §3.5): a row read after an event, every
-open row at each verification, and what each read changes in the book (msd.rules.note_row).
+open row at each verification, and what each read changes in the book (the step's `RowRead`,
+msd.strategies.exit_step, which applies msd.rules.note_row).
 
 `PositionReading` is the part of msd.roles.exits.main.ExitRole that does it; the role's book,
 tables and debouncer are its state.
@@ -12,7 +13,8 @@ from datetime import datetime
 
 from msd.errors import DatabaseUnavailable
 from msd.roles.exits.tables import row_facts
-from msd.rules import ExitState, RowOutcome, note_row, row_order
+from msd.strategies.exit_step import RowNoted, RowRead, step
+from msd.rules import ExitState, row_order
 from msd.store.neighbours import PositionRow
 
 log = logging.getLogger("msd.exits")
@@ -24,7 +26,7 @@ PositionId = tuple[str, str]        # (asset, position id)
 
 class PositionReading:
     def apply_row(self, pid: PositionId, row: PositionRow | None, now: datetime, seen_by: str = "table") -> None:
-        """What a read of the position's row changes (msd.rules.note_row). `pid` is the book's key;
+        """What a read of the position's row changes (the step's RowRead). `pid` is the book's key;
         the row's own asset wins (a state kept under another asset is dropped and rebuilt)."""
         if row is not None and row.asset != pid[0]:
             log.warning("positions row %s is %s, not %s: its state is rebuilt from the row", pid[1], row.asset,
@@ -50,9 +52,9 @@ class PositionReading:
             fill_entry = self.tables.fill_path_entry(facts, row)
         closed_between = changed and facts.size != 0 and self.tables.closed_between(state, facts)
         self.unverified.discard(pid)
-        outcome = note_row(state, facts, now, closed_between=closed_between, fill_entry=fill_entry, seen_by=seen_by)
-        _log_row_outcome(pid, state, facts.version, outcome)
-        self.put(pid, outcome.state)
+        stepped = step(state, RowRead(facts, closed_between, fill_entry, seen_by), now)
+        _log_row_outcome(pid, state, facts.version, stepped.state, stepped.first(RowNoted))
+        self.put(pid, stepped.state)
 
     def read_unknown(self, now: datetime) -> None:
         """Learn which asset the rows that events named belong to (the event's asset is not
@@ -139,10 +141,10 @@ class PositionReading:
             self.decide_one(pid, now, "event" if pid in stale else "price")
 
 
-def _log_row_outcome(pid: PositionId, before: ExitState | None, version: int, outcome: RowOutcome) -> None:
+def _log_row_outcome(pid: PositionId, before: ExitState | None, version: int, new: ExitState | None,
+                     outcome: RowNoted) -> None:
     """A position opened, replaced or closed, and the exits the row shows done: one line each."""
     if outcome.change in ("opened", "new_position", "closed") and (before is not None or outcome.change != "closed"):
-        new = outcome.state
         log.info("position %s %s: %s%s", pid[0], pid[1], outcome.change.replace("_", " "),
                  f" ({new.side.value} {new.size} at {new.entry_price}, opened {new.opened_at.isoformat()} "
                  f"by {new.opened_by})" if new is not None else "",

@@ -1,6 +1,7 @@
-"""The exit role deciding and sending: the rules' verdict at the freshest price, the per-asset
-rate, the signal recorded with the state it commits, and the exits in flight until the table
-shows them (or their order ended unfilled, or they stall).
+"""The exit role deciding and sending: the step's `Evaluate` (msd.strategies.exit_step: the
+rules' verdict at the freshest price, the per-asset rate), the signal recorded with the state
+it commits, and the exits in flight until the table shows them (or their order ended
+unfilled, or they stall: the step's OrderSeen, Published and StallCheck).
 
 `ExitSending` is the part of msd.roles.exits.main.ExitRole that does it.
 """
@@ -12,15 +13,18 @@ import uuid
 from datetime import datetime, timedelta
 
 from msd import metrics
-from msd.market.quotes import PriceQuote, freshest, market_quotes, table_quote
+from msd.market.quotes import PriceQuote, market_quotes
 from msd.market.state import MarketSnapshot
 from msd.roles.exits.tables import row_facts
-from msd.rules import REJECTION_BACKOFF_CAP, ExitState, decide, note_order, note_published, note_stalls, row_order
+from msd.strategies.exit_step import (
+    Evaluate, Evaluated, OrderSeen, Published, SendExit, Skipped, StallCheck, Stalled, Unfilled, judged_quote, step,
+)
+from msd.rules import REJECTION_BACKOFF_CAP, ExitState, row_order
 from msd.store.exit_state import load_position_state, save_states_sql, signal_recorded
 from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
 from msd.strategies.emit import exit_signal
-from msd.values.bucket import BucketState, full_bucket, take, would_allow
+from msd.values.bucket import BucketState, full_bucket, take
 
 log = logging.getLogger("msd.exits")
 OLD_FLIGHT_CHECK_S = 2.0    # exits in flight sent more than OLD_FLIGHT_S ago are looked up this often
@@ -35,39 +39,34 @@ class ExitSending:
 
     def _decide(self, pid: PositionId, now: datetime, trigger: str) -> None:
         state = self.book.get(pid)
-        if state is None or not state.ready:
-            if state is not None and state.row is not None and state.entry_price is None:
-                self.skip_once(pid, state, "incomplete_position",
-                               f"positions row of {pid[1]} has no average_entry_price (nor does the fill path)")
+        if state is None:
             return
-        quote = freshest([*market_quotes(self.market.asset_state(pid[0])), table_quote(state.row)])
-        if quote is None:
-            self.skip_once(pid, state, "no_price", "neither the market nor the positions table has a price")
+        quotes = tuple(market_quotes(self.market.asset_state(pid[0])))
+        judged = judged_quote(state, quotes)
+        if not isinstance(judged, PriceQuote):
+            if isinstance(judged, Skipped):
+                self.skip_once(pid, state, judged.reason, judged.detail)
             return
         signal_id = self.unsure.get(pid)
         if signal_id is not None and self._recorded_after_all(pid, signal_id):
             return
         signal_id = signal_id or str(uuid.uuid4())
-        # The row's mark is this position's price by construction (the row shows it open); a
-        # market price counts for the peak only if it was traded or quoted after the open.
-        price_at = now if quote.source == "positions_table" else quote.at
-        verdict = decide(state, quote.price, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
-                         now, signal_id, price_at=price_at)
+        stepped = step(state, Evaluate(quotes, self.config.rules_for(pid[0]), self.tables.instrument(pid[0]),
+                                       signal_id, rate=self.config.asset_rate, bucket=self.bucket(pid[0])), now)
         self.stats.evaluations += 1
         metrics.EXIT_EVALUATIONS.labels(trigger).inc()
-        rate_limited = verdict.decision is not None and not would_allow(self.config.asset_rate, self.bucket(pid[0]),
-                                                                         now)
-        held = "asset_rate" if rate_limited else verdict.held if verdict.held != "not_ready" else None
-        self._held(pid, held, state, verdict, quote)
-        if verdict.decision is None or rate_limited:
-            self.put(pid, verdict.state)
+        self._held(pid, state, stepped.first(Evaluated))
+        exit = stepped.first(SendExit)
+        if exit is None:
+            self.put(pid, stepped.state)
             return
-        self.send(pid, verdict, quote, trigger, signal_id)
+        self.send(pid, exit, stepped.state, trigger)
 
-    def _held(self, pid: PositionId, held: str | None, state, verdict, quote: PriceQuote) -> None:
+    def _held(self, pid: PositionId, state: ExitState, said: Evaluated) -> None:
         """A rule fired but no exit goes out (pacing, e.g. in flight or cooldown, or below
         order-manager's minimum): counted once per hold, not per evaluation (every tick evaluates
         again); a hold ends with a decision, with no rule firing, or with another reason."""
+        held = said.held
         if held is None:
             self.holding.pop(pid, None)
             return
@@ -76,15 +75,15 @@ class ExitSending:
         self.holding[pid] = held
         self.stats.suppressed[held] += 1
         metrics.EXITS_SUPPRESSED.labels(held).inc()
-        if held == "below_min_order_value" and not state.below_minimum_warned:
+        if said.newly_below_minimum:
             log.warning("position %s %s (%s %s at %s) is worth less than order-manager's minimum order value: "
                         "%s fired but no exit signal can close it", pid[0], pid[1], state.side.value, state.size,
-                        quote.price, ",".join(r.value for r in verdict.fired),
+                        said.quote.price, ",".join(r.value for r in said.fired),
                         extra={"position_id": pid[1], "asset": pid[0]})
 
-    def send(self, pid: PositionId, verdict, quote: PriceQuote, trigger: str, signal_id: str) -> None:
+    def send(self, pid: PositionId, exit: SendExit, sent_state: ExitState, trigger: str) -> None:
         """Record the signal and the state it commits in one transaction, then publish."""
-        decision = verdict.decision
+        decision, quote, signal_id = exit.decision, exit.quote, exit.signal_id
         event = self.context.get(pid[1])
         trace_id, source = (event.trace_id, event.update_source) if event else (None, "positions_table")
         signal = exit_signal(decision, quote, self._snapshot(pid[0], decision.decided_at), self.config.strategy_id,
@@ -93,15 +92,15 @@ class ExitSending:
         self.holding.pop(pid, None)
         # The book holds the sent state while the outbox records it: a flush inside submit may
         # expire an older exit of this position, and forgetting that one must keep this one (expiry.py).
-        self.book[pid] = verdict.sent_state
+        self.book[pid] = sent_state
         try:
             submitted = self.outbox.submit(signal, mode="exit",
-                                           also=lambda cur: save_states_sql(cur, [verdict.sent_state.to_dict()]))
+                                           also=lambda cur: save_states_sql(cur, [sent_state.to_dict()]))
         except Exception:
-            self.put(pid, verdict.state)    # submit raises only before the signal is recorded
+            self.put(pid, exit.unsent)      # submit raises only before the signal is recorded
             raise
         if not submitted.recorded:
-            self.put(pid, verdict.state)
+            self.put(pid, exit.unsent)
             cause = "invalid" if (submitted.error or "").startswith("invalid") else "database"
             if cause == "database":
                 # The write may have committed with only its reply lost: the next decision for this
@@ -198,15 +197,17 @@ class ExitSending:
 
     def _settle(self, pid: PositionId, outcomes, published: set[str], read: bool, row: PositionRow | None,
                 now: datetime) -> None:
-        state = note_published(self.book[pid], published)
+        state = step(self.book[pid], Published(frozenset(published)), now).state
         for flight in state.in_flight:
             outcome = outcomes.get(flight.signal_id)
             if outcome is None or (outcome.status, outcome.filled_quantity) == (flight.order_status,
                                                                                 flight.order_filled):
                 continue
-            state, released = note_order(state, flight.signal_id, outcome.status, outcome.filled_quantity, now)
-            if released is not None:
-                self._unfilled(pid, released, outcome.status, state, now)
+            stepped = step(state, OrderSeen(flight.signal_id, outcome.status, outcome.filled_quantity), now)
+            state = stepped.state
+            for unfilled in stepped.effects:
+                if isinstance(unfilled, Unfilled):
+                    self._unfilled(pid, unfilled.flight, unfilled.status, state, now)
         self.put(pid, state)
         if read and (row is None or state.row is None or row_order(row_facts(row)) != row_order(state.row)):
             self.apply_row(pid, row, now)
@@ -215,8 +216,9 @@ class ExitSending:
 
     def _stalls(self, pid: PositionId, now: datetime) -> None:
         """Exits in flight past exits.in_flight_timeout_s: said and counted once each."""
-        state, stalled = note_stalls(self.book[pid], now, timedelta(seconds=self.config.in_flight_timeout_s))
-        for flight in stalled:
+        stepped = step(self.book[pid], StallCheck(timedelta(seconds=self.config.in_flight_timeout_s)), now)
+        state = stepped.state
+        for flight in (effect.flight for effect in stepped.effects if isinstance(effect, Stalled)):
             self.stats.stalls += 1
             metrics.EXIT_STALLS.inc()
             log.error("EXIT STALLED for %s position %s: signal %s (%s, %s) sent %.0fs ago, order %s, positions row "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 from typing import Mapping
 
 from msd.errors import DatabaseUnavailable
@@ -96,7 +95,7 @@ class VoidedExits:
             if pid in self.book:
                 self.dirty.add(pid)                 # the book's state, without it, replaces that copy
                 self.reread.add(pid)
-                self.debouncer.offer(pid, pid, datetime.now(timezone.utc))
+                self.debouncer.offer(pid, pid, self.clock())
         for item in voided:
             self.stats.voided[item.reason] += 1
             meta = item.body.get("metadata") or {}

@@ -1,0 +1,190 @@
+"""Exit parity (issue 12): one position and price history through the daemon's exits role (in
+process, real database and broker, its clock injected as the ticks' time) and through the
+backtest's exits (msd.backtest.exiting, each tick a path point) gives the same exits: reason,
+quantity, price level and trigger price, at the same tick, in the same order.
+
+Both call msd.strategies.exit_step. Each exit fills at once in both (msd.exchange.positions
+apply_fill, the backtest's position-manager arithmetic); the daemon's `positions` row is
+written with what that fill gives and a position update announces it, as position-manager
+does. Four positions: a long that takes a ladder step and then trails; a long whose ladder step
+moves the stop to breakeven, which fires; a short stopped out; a long whose second ladder step
+is reached within the cooldown of its first and goes out at the next tick after it.
+"""
+import multiprocessing
+import queue
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import psycopg2
+import pytest
+import yaml
+
+from msd.backtest.exiting import exit_on_path, read_row
+from msd.backtest.fills import PathPoint
+from msd.bus.publisher import ConfirmingPublisher
+from msd.config import load_config
+from msd.exchange.positions import PositionState, apply_fill
+from msd.roles.exits.main import ExitRole
+from msd.roles.runtime.outbox import Outbox
+from msd.roles.runtime.process import RoleContext
+from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules
+from msd.store.db import Database
+from msd.store.migrate import apply_migrations
+from msd.store.neighbours import create_neighbour_tables
+from msd.supervisor.spawn import ChildSpec
+from msd.values.messages import PositionUpdate, Trade
+from tests.fixtures.pg import create_database, drop_database
+from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
+from tests.integration.exit_helpers import execute
+
+pytestmark = pytest.mark.integration
+
+RULES = {"stop_loss_pct": 2, "cooldown_seconds": 1, "trailing": {"activation_pct": 1.5, "distance_pct": 0.5},
+         "take_profit": {"steps": [{"at_pct": 1, "close": 0.5}, {"at_pct": 3, "close": 1.0}],
+                         "breakeven_after_first_step": True}}
+# asset -> (opening fill side, size, entry, ticks: one every half second)
+HISTORIES = {
+    "LADUSDT": ("Buy", "2", "100", ["100.2", "100.6", "101.1", "101.4", "102.0", "102.2", "101.9", "101.6", "101"]),
+    "BEVUSDT": ("Buy", "3", "100", ["100.5", "101.0", "100.6", "100.3", "100.09", "99"]),
+    "SHOUSDT": ("SELL", "2", "100", ["100.8", "99.7", "101.5", "102.1", "103"]),
+    "CDNUSDT": ("Buy", "2", "100", ["100.5", "101.2", "103.1", "103.2"]),
+}
+TICK = timedelta(seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    dsn, vhost = create_database(), create_vhost()
+    with psycopg2.connect(dsn) as conn:
+        create_neighbour_tables(conn)
+    apply_migrations(dsn)
+    yield dsn, vhost
+    drop_database(dsn)
+    delete_vhost(vhost)
+
+
+def opening(asset: str, start: datetime) -> PositionState:
+    side, size, entry, _ = HISTORIES[asset]
+    return apply_fill(None, asset, side, D(size), D(entry), D(0), start)
+
+
+def closing_side(position: PositionState) -> str:
+    return "SELL" if position.size > 0 else "Buy"
+
+
+def said(tick: int, asset: str, reason: str, quantity, level, trigger) -> tuple:
+    return tick, asset, reason, D(str(quantity)), None if level is None else D(str(level)), D(str(trigger))
+
+
+# --- the backtest's exits -------------------------------------------------------------------------
+
+def backtest_exits(asset: str, start: datetime) -> list[tuple]:
+    rules, ids, decided = ExitRules.from_mapping(RULES), iter(range(10_000)), []
+    position, version = opening(asset, start), 1
+    state = read_row(None, asset, position, version, start)
+    points = tuple(PathPoint("tick", D(p), start + (i + 1) * TICK) for i, p in enumerate(HISTORIES[asset][3]))
+    while points and state is not None:
+        state, fired, used = exit_on_path(state, points, rules, ORDER_MANAGER_DEFAULTS, D(0), lambda: f"b{next(ids)}")
+        tick, points = len(HISTORIES[asset][3]) - len(points) + used - 1, points[used:]
+        if fired is None:
+            break
+        d = fired.decision
+        decided.append(said(tick, asset, d.reason.value, d.quantity, d.rule_params.get("threshold_price"),
+                            d.trigger_price))
+        position, version = apply_fill(position, asset, closing_side(position), d.quantity, fired.base, D(0),
+                                       fired.point.at), version + 1
+        state = read_row(state, asset, position, version, fired.point.at)
+    return decided
+
+
+# --- the daemon's exits role ----------------------------------------------------------------------
+
+class Daemon:
+    """The exits role turn by turn, its clock the history's time (the step reads no other)."""
+
+    def __init__(self, dsn: str, vhost: str, tmp_path, start: datetime):
+        config = {"database": {"dsn": dsn}, "rabbitmq": {"url": amqp_url(vhost).replace("guest:guest@", "guest@")},
+                  "exits": {"debounce_s": 0, "debounce_max_delay_s": 0, "fallback_after_s": 3600,
+                            "asset_rate": {"rate_per_s": 100, "burst": 100}, "rules": RULES}}
+        path = tmp_path / "msd.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.dsn, self.now = dsn, start
+        self.queues = {"positions": queue.Queue(), "exit_prices": queue.Queue()}
+        ctx = RoleContext(ChildSpec("exits", "msd.roles.exits.main", load_config(path, env={}),
+                                    multiprocessing.Pipe()[0], self.queues))
+        self.db = Database(dsn)
+        self.publisher = ConfirmingPublisher(amqp_url(vhost), connection_name="test-exit-parity")
+        self.role = ExitRole(ctx, self.db, Outbox(self.db, self.publisher, "model-service.trading_signals", ("exit",)),
+                             clock=lambda: self.now)
+        self.seen: set[str] = set()
+
+    def turn(self) -> None:
+        self.role.step()
+        self.role.save(now=True)
+
+    def write_row(self, position_id: str | None, position: PositionState) -> str:
+        naive = position.last_updated.replace(tzinfo=None)
+        if position_id is None:
+            return execute(self.dsn, """INSERT INTO positions (id, asset, size, average_entry_price, current_price,
+                                        last_updated, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                        RETURNING id::text""",
+                           (str(uuid.uuid4()), position.asset, position.size, position.average_entry_price, position.current_price,
+                            naive, naive))[0][0]
+        execute(self.dsn, """UPDATE positions SET size = %s, average_entry_price = %s, current_price = %s,
+                             closed_at = %s, last_updated = %s, version = version + 1 WHERE id = %s""",
+                (position.size, position.average_entry_price, position.current_price,
+                 None if position.closed_at is None else position.closed_at.replace(tzinfo=None), naive, position_id))
+        return position_id
+
+    def new_exits(self, position_id: str) -> list[dict]:
+        rows = execute(self.dsn, """SELECT signal_id::text, body FROM msd.signals
+                                    WHERE body->'metadata'->>'position_id' = %s ORDER BY created_at""", (position_id,))
+        fresh = [body for signal_id, body in rows if signal_id not in self.seen]
+        self.seen.update(signal_id for signal_id, _ in rows)
+        return fresh
+
+
+def daemon_exits(daemon: Daemon, start: datetime) -> list[tuple]:
+    positions = {asset: opening(asset, start) for asset in HISTORIES}
+    ids = {asset: daemon.write_row(None, position) for asset, position in positions.items()}
+    daemon.turn()                                   # restores and reads every open row at `start`
+    decided = []
+    for tick in range(max(len(h[3]) for h in HISTORIES.values())):
+        daemon.now = start + (tick + 1) * TICK
+        for asset, history in sorted(HISTORIES.items()):
+            if tick < len(history[3]):
+                trade = Trade(asset, daemon.now, D(history[3][tick]), D(1), "buy", f"t{tick}")
+                daemon.queues["exit_prices"].put(trade)
+        daemon.turn()
+        for asset in sorted(HISTORIES):
+            for body in daemon.new_exits(ids[asset]):
+                meta = body["metadata"]
+                decided.append(said(tick, asset, meta["exit_reason"], meta["quantity"],
+                                    meta["rule_params"].get("threshold_price"), meta["trigger_price"]))
+                assert body["signal_type"] == ("sell" if positions[asset].size > 0 else "buy")
+                assert meta["urgency"] is True
+                level = D(meta["rule_params"]["threshold_price"])      # fills at its level, as the backtest's
+                positions[asset] = apply_fill(positions[asset], asset, closing_side(positions[asset]),
+                                              D(meta["quantity"]), level, D(0), daemon.now)
+                daemon.write_row(ids[asset], positions[asset])
+                daemon.queues["positions"].put(PositionUpdate(ids[asset], asset, positions[asset].size, D(0), D(0),
+                                                              "one-way", None, None, "order_execution", None,
+                                                              daemon.now))
+        daemon.turn()                               # the rows written are read: the exits leave flight
+        assert not any(state.in_flight for state in daemon.role.book.values())
+    return decided
+
+
+def test_the_daemon_role_and_the_backtest_decide_the_same_exits(backend, tmp_path):
+    dsn, vhost = backend
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    daemon = Daemon(dsn, vhost, tmp_path, start)
+    try:
+        live = daemon_exits(daemon, start)
+    finally:
+        daemon.publisher.close()
+        daemon.db.close()
+    replayed = sorted(e for asset in HISTORIES for e in backtest_exits(asset, start))
+    assert live == replayed
+    assert {e[2] for e in live} == {"take_profit_step", "trailing_stop", "breakeven_stop", "stop_loss"}
