@@ -183,11 +183,13 @@ def step(state: LearningState, event: Event, now: datetime, rules: Rules) -> tup
 def _ask(state: LearningState, trigger: str, sid: str, now: datetime, last_training: datetime | None,
          rules: Rules) -> tuple[bool, bool]:
     """(ask now, it repeats an ask): a first ask, one after a training attempt that followed the
-    last ask, or one `request_again_after_s` after the last ask."""
+    last ask, or one `request_again_after_s` after the last ask (or before it: a wall clock
+    stepped back never silences a trigger)."""
     asked = state.asked.get((trigger, sid))
     if asked is None or (last_training is not None and last_training >= asked):
         return True, False
-    return (now - asked).total_seconds() >= rules.request_again_after_s, True
+    elapsed = (now - asked).total_seconds()
+    return elapsed < 0 or elapsed >= rules.request_again_after_s, True
 
 
 def _with_ask(state: LearningState, trigger: str, sid: str | None, at: datetime | None) -> LearningState:
@@ -203,7 +205,8 @@ def _on_counts(state: LearningState, event: LabelledCounts, now: datetime, rules
     effects = []
     for sid, count in sorted(event.counts.items()):
         if not data_threshold_reached(count, rules.data_threshold):
-            state = _with_ask(state, "data_threshold", sid, None)    # a later crossing is new
+            if ("data_threshold", sid) in state.asked:
+                state = _with_ask(state, "data_threshold", sid, None)    # a later crossing is new
             continue
         ask, repeat = _ask(state, "data_threshold", sid, now, event.last_training.get(sid), rules)
         if ask:

@@ -223,9 +223,12 @@ class Signaller:
                     self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
 
     def _attempt_due(self, params: StrategyParams, asset: str, now: datetime) -> bool:
+        """At most every min(frequency, 1 s) of `now`; a clock stepped back never stalls it."""
         last = self.last_attempt.get((params.id, asset))
-        return last is None or (now - last).total_seconds() >= min(params.warmup.frequency_s,
-                                                                   SCHEDULE_ATTEMPT_EVERY_S)
+        if last is None:
+            return True
+        elapsed = (now - last).total_seconds()
+        return elapsed < 0 or elapsed >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
         started = time.monotonic()
