@@ -6,12 +6,15 @@ estimates from the strategy's fills before the decision (the live quality watch 
 budget read these); a training builds the dataset of the rows the store holds
 (msd.learning.records, the same reads as the daemon's PostgreSQL) with
 msd.learning.dataset, fits and scores with msd.ml.training, rescores the incumbent on the
-validation decisions it never learned and asks msd.ml.gate. Triggers are the daemon's: the data
-threshold (trainer.data_threshold new labelled decisions) and the schedule; a run with fewer than
+validation decisions it never learned and asks msd.ml.gate; a run with fewer than
 training.min_new_rows new rows is a data drought, as in msd.learning.job. A promoted version
 serves from its simulated training time plus `train_seconds`: training runs synchronously, so
-the result never depends on the machine's speed. Live quality retires a degraded version (the
-last good one, else warm-up, serves); warm-up pauses when its budget or duration is spent.
+the result never depends on the machine's speed.
+What to do when is the daemon's own step, msd.learning.lifecycle, fed here from memory at the
+candle's close (`check`): the triggers (schedule, data threshold, quality degradation, a retired
+version not yet followed by a training), the live quality of the served version's calls since
+it was activated (a degraded one is retired; the last good one, else warm-up with a new
+budget, serves), and the warm-up pause when its budget or duration is spent.
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 
+from msd.learning import lifecycle
 from msd.learning.costs import CostFill, RollingCost
 from msd.learning.dataset import build_dataset
-from msd.learning.monitoring import WarmupSpend, budget_verdict, live_quality, warmup_spend
-from msd.learning.outcomes import Decision, Labelled, label_decision
+from msd.learning.monitoring import WarmupSpend, warmup_spend
+from msd.learning.outcomes import Decision, label_decision
 from msd.learning.promotion import IncumbentScore
-from msd.ml.gate import degradation_check, promotion_decision
+from msd.ml.gate import promotion_decision
 from msd.ml.params import TrainingParams
 from msd.ml.training import NotTrainable, fit_and_evaluate, score
 
@@ -73,19 +77,26 @@ class StrategyLearning:
     waiting: list = field(default_factory=list)            # promoted, not serving yet
     trainings: int = 0
     droughts: int = 0
+    active_since: datetime | None = None                   # when the served version's stint began
+    last_attempt: datetime | None = None                   # the latest training attempt
     budget_start: datetime | None = None
     paused: str | None = None
-    degraded: bool = False
     timeline: list = field(default_factory=list)           # (at, mode text)
     spend_from: datetime | None = None                     # the budget the running spend belongs to
     spend_rows: int = 0
     spend_overdue: int = 0
     spent: float = 0.0
     spent_calls: int = 0
+    spent_unlabelled: int = 0
     shuffle: Any = None                                    # a random.Random: the shuffled-label control
+    state: lifecycle.LearningState = field(default_factory=lifecycle.LearningState)
+    rules: lifecycle.Rules | None = None
 
     def __post_init__(self) -> None:
         self.costs = RollingCost(self.params.round_trip_fee, self.params.cost_window_s, self.params.cost_min_fills)
+        q = self.quality
+        self.rules = lifecycle.Rules(None, lifecycle.QualityRule(q.threshold, q.hysteresis, q.min_samples),
+                                     {self.sid: lifecycle.WarmupRule(self.budget_usdt, self.max_duration_s)})
 
     # ----- what the signaller asks ------------------------------------------------------
     @property
@@ -118,10 +129,8 @@ class StrategyLearning:
         for version in list(self.waiting):
             if version.active_from <= now:
                 self.waiting.remove(version)
-                self.active, self.paused, self.degraded = version, None, False
+                self.active, self.paused, self.active_since = version, None, now
         self._label(now, bar_close)
-        self._watch(now)
-        self.note_mode(now)
         return self.versions
 
     def _label(self, now: datetime, bar_close) -> None:
@@ -145,26 +154,45 @@ class StrategyLearning:
             if row is not None:
                 self.labelled.append(row)
 
-    def _watch(self, now: datetime) -> None:
+    # ----- the lifecycle step ---------------------------------------------------------------
+    def check(self, now: datetime, data_threshold: int | None, labelled: int,
+              schedule: lifecycle.ScheduleChecked | None = None) -> list[lifecycle.Effect]:
+        """msd.learning.lifecycle over what this strategy gathered at `now`, in the daemon's
+        order; retirements and pauses are carried out here, training requests returned."""
+        rules = replace(self.rules, data_threshold=data_threshold)
+        attempts = {self.sid: self.last_attempt} if self.last_attempt else {}
+        retired = [v.retired_at for v in self.versions if v.retired_at is not None]
+        events: list = [schedule] if schedule is not None else []
+        events += [lifecycle.LabelledCounts({self.sid: labelled}, attempts),
+                   lifecycle.Retirements({self.sid: max(retired)} if retired else {}, attempts)]
         if self.active is not None:
-            tag = f"v{self.active.number}"
-            calls = [r for r in self.labelled[-4 * self.quality.window:] if r.decision.model_version == tag]
-            quality = live_quality(calls[-self.quality.window:])
-            degraded = degradation_check(quality.pay_rate, quality.n, self.quality.threshold, self.quality.hysteresis,
-                                         min_samples=self.quality.min_samples, was_degraded=self.degraded)
-            if degraded:
-                self.active.retired_at = now
-                self.active = next((v for v in reversed(self.versions) if v.active_from and v.active_from <= now
-                                    and v.retired_at is None), None)
-                self.degraded = False
-                if self.active is None:
-                    self.budget_start = now         # back in warm-up: a new budget
-            return
-        if self.budget_start is None or self.paused:
-            return
-        verdict = budget_verdict(self._spend(now), self.budget_usdt, self.max_duration_s)
-        if verdict is not None:
-            self.paused = f"{verdict[0]} at {now.isoformat()}: {verdict[1]}"
+            events.append(lifecycle.LiveCalls(self.sid, self.active.number, self._live_calls()))
+        elif self.budget_start is not None and not self.paused:
+            events.append(lifecycle.WarmupSpent(self.sid, self._spend(now)))
+        self.state, effects = lifecycle.run(self.state, events, now, rules)
+        for effect in effects:
+            if isinstance(effect, lifecycle.Degraded):
+                self._fall_back(now)
+            elif isinstance(effect, lifecycle.PauseWarmup):
+                self.paused = f"{effect.cause} at {now.isoformat()}: {effect.reason}"
+        self.note_mode(now)
+        return effects
+
+    def _live_calls(self) -> list:
+        """The served version's labelled calls since its stint began, the newest quality window."""
+        tag = f"v{self.active.number}"
+        calls = [r for r in self.labelled[-4 * self.quality.window:]
+                 if r.decision.model_version == tag and r.decision.decided_at >= self.active_since]
+        return calls[-self.quality.window:]
+
+    def _fall_back(self, now: datetime) -> None:
+        """Retire the served version; the newest promoted one not retired serves, else warm-up."""
+        self.active.retired_at = now
+        self.active = next((v for v in reversed(self.versions) if v.active_from and v.active_from <= now
+                            and v.retired_at is None), None)
+        self.active_since = now
+        if self.active is None:
+            self.budget_start = now         # back in warm-up: a new budget
 
     def _spend(self, now: datetime) -> WarmupSpend:
         """msd.learning.monitoring.warmup_spend over the rows labelled since the last check, added
@@ -172,18 +200,27 @@ class StrategyLearning:
         call over every row, without reading them all again each minute."""
         if self.spend_from != self.budget_start:
             self.spend_from, self.spend_rows, self.spend_overdue = self.budget_start, 0, 0
-            self.spent, self.spent_calls = 0.0, 0
+            self.spent, self.spent_calls, self.spent_unlabelled = 0.0, 0, 0
         part = warmup_spend(self.labelled[self.spend_rows:], self.budget_start, now,
                             self.overdue[self.spend_overdue:], self.unlabelled_loss)
         self.spend_rows, self.spend_overdue = len(self.labelled), len(self.overdue)
         self.spent += part.spend_usdt
         self.spent_calls += part.calls
-        return WarmupSpend(self.spent, self.spent_calls, self.budget_start, part.elapsed_s)
+        self.spent_unlabelled += part.unlabelled
+        return WarmupSpend(self.spent, self.spent_calls, self.budget_start, part.elapsed_s,
+                           self.spent_unlabelled, labels_stalled=self._labels_stalled())
+
+    def _labels_stalled(self) -> bool:
+        """As msd.learning.monitoring.warmup_spend says it over every row since the budget began."""
+        newest_label = _newest(self.labelled, self.budget_start, lambda row: row.decision)
+        newest_late = _newest(self.overdue, self.budget_start, lambda decision: decision)
+        return newest_late is not None and (newest_label is None or newest_late > newest_label)
 
     # ----- training ---------------------------------------------------------------------
     def train(self, now: datetime, decisions: list[Decision], fills: list[CostFill]) -> Version | None:
         """One training at simulated time `now` on the store's rows (msd.learning.records), as
         msd.learning.job.train_strategy decides."""
+        self.last_attempt = now
         if self.shuffle is not None:
             decisions = shuffled_outcomes(decisions, self.shuffle)
         dataset = build_dataset(decisions, self.params, fills)
@@ -226,6 +263,18 @@ class StrategyLearning:
                                        f"validation decisions, minimum {self.params.min_samples}", blocking=True)
         return IncumbentScore(score(self.active.model, dataset, rows, self.params),
                               score(candidate.model, dataset, rows, self.params))
+
+
+def _newest(rows: list, since: datetime, decision_of) -> datetime | None:
+    """When the newest warm-up decision at or after `since` was taken (`rows` are in decision
+    order, so the walk back stops at the first one: no pass over every row each candle)."""
+    for row in reversed(rows):
+        decision = decision_of(row)
+        if decision.decided_at < since:
+            return None
+        if decision.mode == "warmup":
+            return decision.decided_at
+    return None
 
 
 def shuffled_outcomes(decisions: list[Decision], rng) -> list[Decision]:

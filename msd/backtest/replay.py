@@ -33,9 +33,10 @@ from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
 from msd.backtest.spread import half_spread_after
 from msd.exchange.orders import DEFAULT_INSTRUMENT, LIMIT, InstrumentRules, OrderTypeThresholds
+from msd.learning import lifecycle
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
-from msd.learning.triggers import data_threshold_reached
+from msd.learning.triggers import schedule_decision
 from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
 from msd.market.state import MarketSnapshot, MarketState
 from msd.strategies import engine
@@ -44,6 +45,10 @@ from msd.values.messages import Kline, TickerUpdate
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
 FEATURE_STARTUP_CANDLES = 61
 IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
+# The lifecycle effects a run keeps (Replay.lifecycle_log, summarised per strategy); the per-candle
+# quality verdicts are not kept.
+LOGGED_EFFECTS = (lifecycle.RequestTraining, lifecycle.Degraded, lifecycle.PauseWarmup, lifecycle.LabelsStalled,
+                  lifecycle.LabelsBack)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class Replay:
         self.store = MemoryDecisionStore()       # what the learning decisions read, as the daemon's tables
         self.decisions: dict[str, dict] = {}     # signal_id -> what trades.csv says about it
         self.events: list[tuple] = []            # (at, kind, ...) for the look-ahead check and the report
+        self.lifecycle_log: list[tuple] = []     # (at, strategy, effect): msd.learning.lifecycle's, as logged live
         self.equity: list[tuple] = []            # (at, account equity, {strategy: pnl})
         self.asset_curve: list[dict] = []        # {asset: pnl} at the same moments
         self.counters = ReplayCounts()
@@ -269,23 +275,32 @@ class Replay:
         return "never" if end + lag <= now else None
 
     def _learn(self, now: datetime) -> None:
+        """The lifecycle step (msd.learning.lifecycle, as the daemon's learning loop calls it) per
+        strategy; a training it asks for runs at once, in-process."""
         trainer = self.config.trainer
-        scheduled = self.next_schedule is not None and now >= self.next_schedule
-        if scheduled:
-            self.next_schedule = trainer.schedule.next_after(now)
+        scheduled = None
+        if self.next_schedule is not None:
+            decision = schedule_decision(trainer.schedule, self.next_schedule, now)
+            self.next_schedule = decision.next_run_at
+            scheduled = lifecycle.ScheduleChecked(decision.missed) if decision.due else None
         training = trainer.training
         counts = self.store.labelled_counts(training.horizon_s, now)
         for slot in self.slots:
             learning, sid = slot.learning, slot.params.id
             learning.advance(now, self._bar_close)
-            if scheduled or data_threshold_reached(counts.get(sid, 0), trainer.data_threshold):
-                started = time.perf_counter()
-                self.store.add_training_attempt(sid, now)
-                version = learning.train(now, self.store.decisions(sid, training.horizon_s, training.max_bar_lag_s),
-                                         self.store.cost_fills(sid, None))
-                self.timings["training"] += time.perf_counter() - started
-                self.events.append((now, "training", slot.params.id, None if version is None else
-                                    (version.number, version.active_from is not None, version.figures["accuracy"])))
+            effects = learning.check(now, trainer.data_threshold, counts.get(sid, 0), scheduled)
+            self.lifecycle_log += [(now, sid, e) for e in effects if isinstance(e, LOGGED_EFFECTS)]
+            if any(isinstance(e, lifecycle.RequestTraining) and e.strategy in (None, sid) for e in effects):
+                self._train(now, slot)
+
+    def _train(self, now: datetime, slot: StrategySlot) -> None:
+        started, sid, training = time.perf_counter(), slot.params.id, self.config.trainer.training
+        self.store.add_training_attempt(sid, now)
+        version = slot.learning.train(now, self.store.decisions(sid, training.horizon_s, training.max_bar_lag_s),
+                                      self.store.cost_fills(sid, None))
+        self.timings["training"] += time.perf_counter() - started
+        self.events.append((now, "training", sid, None if version is None else
+                            (version.number, version.active_from is not None, version.figures["accuracy"])))
 
     def _decide(self, now: datetime, traded: set[str]) -> None:
         threshold = self.config.trainer.training.confidence_threshold

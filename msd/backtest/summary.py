@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from msd.backtest import stats
+from msd.learning import lifecycle
 from msd.learning.monitoring import traded_notional
 from msd.learning.outcomes import call_result
 
@@ -75,10 +76,25 @@ def _strategy(replay, slot, pnl: Decimal, curve: list, totals: dict) -> dict[str
                                                            row.move, row.cost) for row in warm)},
         "mode_timeline": [[at.isoformat(), text] for at, text in learning.timeline],
         "paused": learning.paused, "trainings": learning.trainings, "droughts": learning.droughts,
+        **_lifecycle(replay, sid),
         "gate_attempts": len(learning.versions),
         "gate_passes": sum(1 for v in learning.versions if v.active_from is not None),
         "versions": _versions(slot), "model_calls": _pay([r for r in learning.labelled if r.decision.mode == "model"]),
     }
+
+
+def _lifecycle(replay, sid: str) -> dict[str, Any]:
+    """What msd.learning.lifecycle asked of this strategy (the daemon logs the same effects)."""
+    triggers: dict[str, int] = {}
+    stalled = []
+    for at, strategy, effect in replay.lifecycle_log:
+        if strategy != sid:
+            continue
+        if isinstance(effect, lifecycle.RequestTraining):
+            triggers[effect.trigger] = triggers.get(effect.trigger, 0) + 1
+        elif isinstance(effect, lifecycle.LabelsStalled):
+            stalled.append(at.isoformat())
+    return {"training_triggers": dict(sorted(triggers.items())), "labels_stalled_at": stalled}
 
 
 def summarise(replay) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from msd import metrics
@@ -25,6 +26,7 @@ from msd.learning.promotion import (batch_publication, publish_version, realised
 from msd.ml.dataset import Dataset
 from msd.ml.features import NUMBER_PATHS, OBJECT_PATHS
 from msd.ml.training import NotTrainable, TrainingParams, fit_and_evaluate
+from msd.values.clock import Clock, utc_now
 from msd.store.artifacts import prune_plan, remove_version_files
 from msd.store.datasets import LabelWindow, reconcile_executions, trainable_strategies
 from msd.store.training_columns import (cost_fill_columns, decision_columns,
@@ -77,10 +79,12 @@ class _Run:
     params: TrainingParams
     request_id: str | None
     run_id: int | None
+    clock: Clock = utc_now      # read once per strategy, before its data: the outcome's event time
 
 
-def train_strategies(ctx: Any, db: Database, request: dict[str, Any]) -> dict[str, Any]:
-    """Train the requested strategies or every trainable one.
+def train_strategies(ctx: Any, db: Database, request: dict[str, Any], clock: Clock = utc_now) -> dict[str, Any]:
+    """Train the requested strategies or every trainable one; `clock` stamps each attempt's
+    training outcome with the moment its data were read.
 
     Trainable: strategies with executed warm-up or model decisions that the config lists (when
     there is a config); the exit engine's fills are no decisions to learn from. Returns
@@ -104,19 +108,20 @@ def train_strategies(ctx: Any, db: Database, request: dict[str, Any]) -> dict[st
     if configured is not None:
         trainable &= configured
     scope = requested_scope(request)
-    run = _Run(ctx, db, params, request.get("id"), run_id)
+    run = _Run(ctx, db, params, request.get("id"), run_id, clock)
     results = {}
     for strategy in (scope if scope is not None else sorted(trainable)):
         if strategy in trainable:
             results[strategy] = train_strategy(run, strategy)
         else:
             results[strategy] = _skip(run, strategy, "not trainable: no executed warm-up or model "
-                                      "decisions of a configured strategy", {})
+                                      "decisions of a configured strategy", {}, run.clock())
     return {"request_id": request.get("id"), "reconciled": reconciled, "warnings": warnings,
             "strategies": results}
 
 
 def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
+    as_of = run.clock()         # the attempt's event time: its data are read from here on
     with run.db.transaction() as conn:
         last = latest_version(conn, strategy)
         active = get_active(conn, strategy)
@@ -133,15 +138,16 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     if new_rows < run.params.min_new_rows:
         since = f"since v{last.version}" if last else "in total"
         return _skip(run, strategy, f"data drought: {new_rows} new usable labelled rows {since}; "
-                                    f"minimum {run.params.min_new_rows}", detail)
+                                    f"minimum {run.params.min_new_rows}", detail, as_of)
     try:
         candidate = fit_and_evaluate(dataset, run.params, progress=run.ctx.beat)
     except NotTrainable as exc:
-        return _skip(run, strategy, f"not trainable: {exc}", detail)
+        return _skip(run, strategy, f"not trainable: {exc}", detail, as_of)
     run.ctx.beat()
     incumbent = score_active(active, dataset, candidate, run.params)
     publication = batch_publication(strategy, candidate, dataset, active, incumbent,
-                                    realised.result(run.ctx.beat), detail, run.params, run.request_id, run.run_id)
+                                    realised.result(run.ctx.beat), detail, run.params, run.request_id, run.run_id,
+                                    as_of)
     summary = publish_version(run.db, publication)
     run.ctx.beat()
     _prune(run, strategy)
@@ -199,9 +205,9 @@ def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
     return bulk_dataset(decisions, fill_counts, fills, params, beat)
 
 
-def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:
+def _skip(run: _Run, strategy: str, reason: str, detail: dict[str, Any], at: datetime) -> dict[str, Any]:
     with run.db.transaction() as conn:
-        record_training_outcome(conn, strategy, "skipped", reason, request_id=run.request_id,
+        record_training_outcome(conn, strategy, "skipped", reason, at=at, request_id=run.request_id,
                                 detail=detail, training_run_id=run.run_id)
     log.info("strategy %s: training skipped: %s", strategy, reason)
     metrics.TRAINING_SKIPPED.labels(strategy, reason.split(":")[0]).inc()

@@ -73,6 +73,7 @@ class Publication:
     candidate_vs_active: Metrics | None = None     # the candidate on the incumbent's rows
     active_blocking: bool = False
     rescore: Callable[[VersionInfo | None], IncumbentScore] | None = None
+    as_of: datetime | None = None       # the event time of the attempt: its training outcome's `at`
 
     def decision(self) -> GateDecision:
         decision = promotion_decision(self.validation, self.baselines, self.active_metrics,
@@ -135,7 +136,9 @@ def batch_publication(strategy: str, candidate: Candidate, dataset: Dataset,
                       active: VersionInfo | None, incumbent: IncumbentScore,
                       realised: Mapping[str, float], detail: Mapping[str, Any],
                       params: TrainingParams, request_id: str | None,
-                      run_id: int | None) -> Publication:
+                      run_id: int | None, as_of: datetime | None = None) -> Publication:
+    """`as_of`: when the run read its data (its clock); without one, when the dataset's newest
+    decision was labelled (its time plus the horizon), the newest moment the data speak for."""
     stamps = dataset.timestamps[candidate.val_idx]
     fitted = dataset.timestamps[candidate.train_idx]
     report = {**candidate_report(candidate), "realised": dict(realised),
@@ -145,7 +148,8 @@ def batch_publication(strategy: str, candidate: Candidate, dataset: Dataset,
                       candidate.baselines, active, None, None, report, params,
                       dataset.n, _utc(stamps.min()), _utc(stamps.max()), candidate.training,
                       realised, detail, request_id, run_id,
-                      rescore=lambda info: score_active(info, dataset, candidate, params))
+                      rescore=lambda info: score_active(info, dataset, candidate, params),
+                      as_of=as_of or _utc(dataset.timestamps.max() + params.horizon_s))
     return pub.with_incumbent(active, incumbent)
 
 
@@ -191,7 +195,7 @@ def publish_version(db: Database, pub: Publication) -> dict[str, Any]:
                      reason=f"v{version} ({pub.source}) passed the promotion gate",
                      evidence={"metrics": figures, "checks": reasons, "source": pub.source})
         record_training_outcome(conn, pub.strategy, "trained",
-                                "promoted" if decision.promote else "not promoted",
+                                "promoted" if decision.promote else "not promoted", at=pub.as_of,
                                 request_id=pub.request_id, model_version=version,
                                 detail={**pub.dataset_detail, "source": pub.source,
                                         "checks": reasons},

@@ -295,18 +295,22 @@ def mark_files_pruned(conn, strategy_id: str, versions: Iterable[int]) -> int:
         return cur.rowcount
 
 
-def record_training_outcome(conn, strategy_id: str, outcome: str, reason: str, *,
+def record_training_outcome(conn, strategy_id: str, outcome: str, reason: str, *, at: datetime,
                             request_id: str | None = None, model_version: int | None = None,
                             detail: Mapping[str, Any] | None = None,
                             training_run_id: int | None = None) -> int:
-    """Audit one strategy's training attempt: 'trained' or 'skipped' (with why)."""
+    """Audit one strategy's training attempt: 'trained' or 'skipped' (with why). `at` is the
+    event time of the attempt (when its data were read, by the caller's clock), never the time
+    of the insert: the data-threshold count starts again from it."""
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        raise ValueError(f"at: {at!r} is invalid; expected an aware datetime (the attempt's event time)")
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO msd.training_outcomes (training_run_id, request_id, strategy_id,
-                                                   outcome, reason, model_version, detail)
-               VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id""",
+                                                   outcome, reason, model_version, detail, at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING id""",
             (training_run_id, request_id, strategy_id, outcome, reason, model_version,
-             to_json(dict(detail or {}))))
+             to_json(dict(detail or {})), at))
         return cur.fetchone()[0]
 
 

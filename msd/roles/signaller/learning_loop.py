@@ -4,11 +4,13 @@ Every `trainer.check_interval_s` a worker thread reads, on its own connection: f
 reconciled from the shared `orders` table, the schedule, the data-threshold counts, the active
 versions and pauses in the database, the labelled outcomes of each model-mode strategy (live
 quality and the online challenger) and, once a minute, each warm-up strategy's spend and the
-dataset sizes. The signaller's main loop then acts on it with the pure decisions of
-msd.learning: it switches its model book when the database's active versions differ from it
-(whatever the trainer's exit), requests training (the newest request wins in the supervisor;
+dataset sizes. The signaller's main loop then switches its model book when the database's
+active versions differ from it (whatever the trainer's exit), hands what was read to the one
+lifecycle step (msd.learning.lifecycle, which the backtest calls too) at the loop's `now`, and
+carries out its effects: requests training (the newest request wins in the supervisor;
 repeated asks never cancel a run that covers them), retires and replaces a degraded version,
-promotes the online challenger, and pauses a warm-up strategy whose budget is spent.
+pauses a warm-up strategy whose budget is spent, raises and clears alerts. The online
+challenger (msd.roles.signaller.online) is promoted here as well.
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from typing import Any, Callable
 from msd import metrics
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
+from msd.learning import lifecycle
 from msd.learning.dataset import label_all
-from msd.learning.monitoring import budget_verdict, live_quality, warmup_spend
-from msd.learning.triggers import data_threshold_reached, schedule_decision
-from msd.ml.gate import degradation_check
+from msd.learning.monitoring import warmup_spend
+from msd.learning.triggers import schedule_decision
 from msd.roles.signaller.online import OnlineChallengers
 from msd.roles.signaller.model_book import ModelBook
 from msd.roles.runtime.edges import open_database
@@ -43,7 +45,6 @@ from msd.values.parsing import aware_time
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
-REQUEST_AGAIN_AFTER_S = 300.0    # a condition still holding asks again this often (never cancelling)
 SLOW_READS_EVERY_S = 60.0        # dataset sizes and warm-up spend at most this often...
 SLOW_READS_CHECKS = 10           # ...or every this many checks when checks are more frequent
 
@@ -86,9 +87,7 @@ class LearningLoop:
         self.worker_db = open_database(ctx.config, "msd-learning")
         self.next_check = 0.0
         self.next_slow = 0.0
-        self.degraded: dict[tuple[str, int | None], bool] = {}
-        self.stalled: set[str] = set()          # warm-up strategies whose labels stopped arriving
-        self.requested_at: dict[tuple[str, str | None], float] = {}
+        self.state = lifecycle.LearningState()          # what the lifecycle decisions remember
         self.view: dict[str, Any] = {}
         self.reconciled = 0
         self.online = OnlineChallengers(db)
@@ -166,7 +165,7 @@ class LearningLoop:
         return max(since, seen_until + timedelta(microseconds=1)) if seen_until else since
 
     def _apply(self, config: Config, g: Gathered, now: datetime) -> None:
-        """Main loop: act on what the worker read."""
+        """Main loop: act on what the worker read (the decisions are msd.learning.lifecycle's)."""
         configured = {p.id for p in config.signaller.strategies}
         self.reconciled += g.reconciled
         counts = {sid: n for sid, n in g.counts.items() if sid in configured}
@@ -180,19 +179,105 @@ class LearningLoop:
         db_served = {sid: v for sid, v in g.db_versions.items() if sid in configured}
         if db_served != served or (g.db_paused & configured) != set(self.book.paused):
             self.on_versions_changed("the database's active versions or pauses differ from the served ones")
-        if g.schedule_due:
-            self.request("schedule", "scheduled retraining" + (" (missed while msd was down)" if g.schedule_missed else ""))
-        self._check_data(config, counts)
-        self._check_retrain_wanted(g, configured)
         # a rollback or promotion since the read makes those outcomes another version's
         current = [sid for sid in g.quality if self.book.version(sid) == g.versions.get(sid)]
-        self._check_quality(config, {sid: g.quality[sid] for sid in current})
+        self.view["live_quality"] = {}
+        self._decide(config, now, self._events(g, configured, counts, current))
         self.online.update(config, self.book, {sid: g.recent[sid] for sid in current if sid in g.recent}, now)
         self.view["online"] = self.online.view()
         if self.online.promoted:
             self.online.promoted = False
             self.on_versions_changed("online challenger promoted")
-        self._check_budgets(config, g)
+        self._decide(config, now, self._warmup_events(g))
+        self._warmup_view()
+
+    @staticmethod
+    def _events(g: Gathered, configured: set[str], counts: dict[str, int], current: list[str]) -> list:
+        """The gathered reads as lifecycle events, in the order the decisions are taken."""
+        trained = {sid: aware_time("last_training.at", row["at"]) for sid, row in g.last_training.items()}
+        events: list[lifecycle.Event] = []
+        if g.schedule_due:
+            events.append(lifecycle.ScheduleChecked(g.schedule_missed))
+        events.append(lifecycle.LabelledCounts(counts, trained))
+        events.append(lifecycle.Retirements({sid: at for sid, at in g.retired.items() if sid in configured},
+                                            trained))
+        return events + [lifecycle.LiveCalls(sid, g.versions[sid], g.quality[sid]) for sid in current]
+
+    def _warmup_events(self, g: Gathered) -> list:
+        return [lifecycle.WarmupSpent(sid, spend) for sid, spend in sorted(g.spend.items())
+                if self.book.mode(sid) == "warmup"]
+
+    def _decide(self, config: Config, now: datetime, events: list[lifecycle.Event]) -> None:
+        rules = lifecycle.Rules.from_config(config)
+        for event in events:
+            self.state, effects = lifecycle.step(self.state, event, now, rules)
+            if isinstance(event, lifecycle.WarmupSpent):
+                self._spend_seen(config, event.strategy, event.spend)
+            for effect in effects:
+                self._carry_out(config, effect)
+
+    def _carry_out(self, config: Config, effect: lifecycle.Effect) -> None:
+        if isinstance(effect, lifecycle.RequestTraining):
+            self.request(effect.trigger, effect.reason, effect.strategy, repeat=effect.repeat)
+        elif isinstance(effect, lifecycle.QualityJudged):
+            self._quality_seen(config, effect)
+        elif isinstance(effect, lifecycle.Degraded):
+            self._degraded(effect)
+        elif isinstance(effect, lifecycle.QualityRecovered):
+            if effect.changed:
+                metrics.MODEL_QUALITY_DEGRADED.labels(effect.strategy).set(0)
+                log.info("strategy %s model quality recovered (live accuracy %.3f)", effect.strategy,
+                         effect.pay_rate)
+            self.ctx.recover(f"model quality {effect.strategy}")   # e.g. the version served after a fall-back
+        elif isinstance(effect, lifecycle.PauseWarmup):
+            self._pause(effect.strategy, effect.cause, effect.reason, effect.spend)
+        elif isinstance(effect, lifecycle.LabelsStalled):
+            log.error("ALERT: strategy %s: labels stopped arriving: %s", effect.strategy, effect.why,
+                      extra={"strategy": effect.strategy, "alert": "warmup_labels_stalled"})
+            self.ctx.degrade(f"labels {effect.strategy}", effect.why)
+        elif isinstance(effect, lifecycle.LabelsBack):
+            log.info("strategy %s: labels arriving again", effect.strategy, extra={"strategy": effect.strategy})
+            self.ctx.recover(f"labels {effect.strategy}")
+
+    def _quality_seen(self, config: Config, judged: lifecycle.QualityJudged) -> None:
+        """Status and metrics of the verdict on a served version."""
+        figures, sid = judged.figures, judged.strategy
+        quality = config.trainer.quality
+        calibration = figures.calibration_status(quality.min_samples, quality.max_calibration_gap)
+        self.view["live_quality"][sid] = {**figures.view(), "accuracy": figures.pay_rate, "samples": figures.n,
+                                          "degraded": judged.degraded, "version": judged.version,
+                                          "calibration": calibration}
+        if figures.pay_rate is not None:
+            metrics.MODEL_LIVE_ACCURACY.labels(sid).set(figures.pay_rate)
+        if figures.calibration_gap is not None:
+            metrics.MODEL_CALIBRATION_GAP.labels(sid).set(figures.calibration_gap)
+        metrics.MODEL_MISCALIBRATED.labels(sid).set(1 if calibration == "miscalibrated" else 0)
+
+    def _degraded(self, effect: lifecycle.Degraded) -> None:
+        sid = effect.strategy
+        metrics.MODEL_QUALITY_DEGRADED.labels(sid).set(1)
+        log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid, effect.version,
+                  effect.why, extra={"strategy": sid, "alert": "model_quality_degraded"})
+        self.ctx.degrade(f"model quality {sid}", effect.why)
+        self.fall_back(sid, effect.why)
+
+    def _spend_seen(self, config: Config, sid: str, spend) -> None:
+        """Status and metrics of a warm-up strategy's spend."""
+        params = {p.id: p.warmup for p in config.signaller.strategies}
+        if sid not in params:
+            return
+        warmup = self.view.setdefault("warmup", {})
+        warmup[sid] = spend.view(params[sid].budget_usdt, params[sid].max_duration_s)
+        metrics.WARMUP_SPEND.labels(sid).set(spend.spend_usdt)
+        metrics.WARMUP_UNLABELLED.labels(sid).set(spend.unlabelled)
+        metrics.WARMUP_LABELS_STALLED.labels(sid).set(1 if spend.labels_stalled else 0)
+
+    def _warmup_view(self) -> None:
+        warmup = self.view.setdefault("warmup", {})
+        for sid in list(warmup):
+            mode = self.book.mode(sid)
+            warmup[sid]["mode"] = mode
+            metrics.WARMUP_PAUSED.labels(sid).set(1 if mode == "paused" else 0)
 
     def _reconcile(self) -> tuple[str, int]:
         """Fills a competing consumer took from our queue are read back from `orders` (the
@@ -210,77 +295,6 @@ class LearningLoop:
         decision = schedule_decision(schedule, next_run_at(conn, SCHEDULE_NAME), now)
         set_next_run(conn, SCHEDULE_NAME, decision.next_run_at, ran_at=now if decision.due else None)
         return decision.due, decision.missed, decision.next_run_at.isoformat()
-
-    def _check_data(self, config: Config, counts: dict[str, int]) -> None:
-        for sid, count in sorted(counts.items()):
-            if not data_threshold_reached(count, config.trainer.data_threshold):
-                self.requested_at.pop(("data_threshold", sid), None)   # a later crossing is new
-                continue
-            repeat = ("data_threshold", sid) in self.requested_at
-            if self._asked_recently("data_threshold", sid):
-                continue
-            self.request("data_threshold", f"data threshold: {count} new labelled executions "
-                                           f"(threshold {config.trainer.data_threshold})", sid, repeat=repeat)
-
-    def _check_retrain_wanted(self, g: Gathered, configured: set[str]) -> None:
-        """A strategy whose version was retired for degradation asks again for training until a
-        training attempt of it has happened since; a run covering it is never cancelled."""
-        for sid, retired_at in sorted(g.retired.items()):
-            last = g.last_training.get(sid)
-            if sid not in configured or (last and aware_time("last_training.at", last["at"]) >= retired_at):
-                continue
-            if not self._asked_recently("quality_degradation", sid):
-                self.request("quality_degradation", f"quality degradation: a version was retired at "
-                                                    f"{retired_at.isoformat()} and no training has run since",
-                             sid, repeat=True)
-
-    def _asked_recently(self, trigger: str, sid: str | None) -> bool:
-        key = (trigger, sid)
-        if time.monotonic() - self.requested_at.get(key, -1e9) < REQUEST_AGAIN_AFTER_S:
-            return True
-        self.requested_at[key] = time.monotonic()
-        return False
-
-    def _check_quality(self, config: Config, rows_by_sid: dict[str, list]) -> None:
-        """Live quality per model-mode strategy (main loop: may fall back and request training)."""
-        quality = config.trainer.quality
-        live = {}
-        for sid, rows in rows_by_sid.items():
-            figures = live_quality(rows)
-            version = self.book.version(sid)
-            # Quality is judged per version: a new or rolled-back version starts with a clean record.
-            was = self.degraded.get((sid, version), False)
-            now_degraded = degradation_check(figures.pay_rate, figures.n, quality.threshold, quality.hysteresis,
-                                             min_samples=quality.min_samples, was_degraded=was)
-            self.degraded[(sid, version)] = now_degraded
-            calibration = figures.calibration_status(quality.min_samples, quality.max_calibration_gap)
-            live[sid] = {**figures.view(), "accuracy": figures.pay_rate, "samples": figures.n,
-                         "degraded": now_degraded, "version": version, "calibration": calibration}
-            if figures.pay_rate is not None:
-                metrics.MODEL_LIVE_ACCURACY.labels(sid).set(figures.pay_rate)
-            if figures.calibration_gap is not None:
-                metrics.MODEL_CALIBRATION_GAP.labels(sid).set(figures.calibration_gap)
-            metrics.MODEL_MISCALIBRATED.labels(sid).set(1 if calibration == "miscalibrated" else 0)
-            if now_degraded != was:
-                self._quality_changed(sid, now_degraded, figures.pay_rate, figures.n, quality.threshold)
-            elif not now_degraded and figures.n >= quality.min_samples:
-                self.ctx.recover(f"model quality {sid}")    # e.g. the version served after a fall-back
-        self.view["live_quality"] = live
-
-    def _quality_changed(self, sid: str, degraded: bool, accuracy, samples: int, threshold: float) -> None:
-        metrics.MODEL_QUALITY_DEGRADED.labels(sid).set(1 if degraded else 0)
-        component = f"model quality {sid}"
-        if degraded:
-            why = f"live accuracy {accuracy:.3f} (calls that paid after costs) over {samples} calls is below {threshold}"
-            log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid,
-                      self.book.version(sid), why, extra={"strategy": sid, "alert": "model_quality_degraded"})
-            self.ctx.degrade(component, why)
-            self.fall_back(sid, why)
-            self.request("quality_degradation", f"quality degradation: {why}", sid)
-            self.requested_at[("quality_degradation", sid)] = time.monotonic()
-        else:
-            log.info("strategy %s model quality recovered (live accuracy %.3f)", sid, accuracy)
-            self.ctx.recover(component)
 
     def fall_back(self, sid: str, why: str) -> None:
         """Retire the degraded version, then serve the newest good one that loads with today's
@@ -313,42 +327,6 @@ class LearningLoop:
         now_serving = f"v{self.book.version(sid)}" if self.book.version(sid) else "warm-up"
         log.error("strategy %s: degraded v%s retired and replaced by %s", sid, bad, now_serving,
                   extra={"strategy": sid})
-
-    def _check_budgets(self, config: Config, g: Gathered) -> None:
-        """Pause a warm-up strategy whose budget or duration is spent without a promoted model."""
-        params = {p.id: p.warmup for p in config.signaller.strategies}
-        warmup = self.view.setdefault("warmup", {})
-        for sid, spend in sorted(g.spend.items()):
-            if sid not in params or self.book.mode(sid) != "warmup":
-                continue
-            warmup[sid] = spend.view(params[sid].budget_usdt, params[sid].max_duration_s)
-            metrics.WARMUP_SPEND.labels(sid).set(spend.spend_usdt)
-            metrics.WARMUP_UNLABELLED.labels(sid).set(spend.unlabelled)
-            self._labels_stalled(sid, spend)
-            verdict = budget_verdict(spend, params[sid].budget_usdt, params[sid].max_duration_s)
-            if verdict is not None:
-                self._pause(sid, *verdict, spend)
-        for sid in list(warmup):
-            mode = self.book.mode(sid)
-            warmup[sid]["mode"] = mode
-            metrics.WARMUP_PAUSED.labels(sid).set(1 if mode == "paused" else 0)
-
-    def _labels_stalled(self, sid: str, spend) -> None:
-        """ALERT once when a warm-up strategy's labels stop arriving (no bars: its spend is then
-        only the worst case charged), and say when they come back."""
-        was = sid in self.stalled
-        metrics.WARMUP_LABELS_STALLED.labels(sid).set(1 if spend.labels_stalled else 0)
-        if spend.labels_stalled and not was:
-            self.stalled.add(sid)
-            why = (f"{spend.unlabelled} warm-up calls ended without a label (no market bar recorded "
-                   f"at their horizon); each is charged the worst case to the budget")
-            log.error("ALERT: strategy %s: labels stopped arriving: %s", sid, why,
-                      extra={"strategy": sid, "alert": "warmup_labels_stalled"})
-            self.ctx.degrade(f"labels {sid}", why)
-        elif was and not spend.labels_stalled:
-            self.stalled.discard(sid)
-            log.info("strategy %s: labels arriving again", sid, extra={"strategy": sid})
-            self.ctx.recover(f"labels {sid}")
 
     def _pause(self, sid: str, cause: str, reason: str, spend) -> None:
         try:

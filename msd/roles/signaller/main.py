@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
+from msd.values.clock import Clock, utc_now
 from msd.roles.runtime.dataplane import Timed, drain
 from msd.roles.runtime.outbox import Expiry, Outbox, Submission
 from msd.roles.runtime.publishing import serve_publishing_role
@@ -69,8 +70,12 @@ class StrategyStats:
 
 
 class Signaller:
-    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None):
-        self.ctx, self.db, self.outbox = ctx, db, outbox
+    """`clock` is read once per entry from the loop (step, apply_config, report) and the time
+    passed in as `now`: nothing on a decision path reads the wall clock."""
+
+    def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None,
+                 clock: Clock = utc_now):
+        self.ctx, self.db, self.outbox, self.clock = ctx, db, outbox, clock
         self.deps = deps or DependencyHealth(ctx, log)
         self.lines = LineBudget(per_window=3, window_s=30.0)
         self.market = MarketState()
@@ -86,7 +91,7 @@ class Signaller:
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
         self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
-        self.last_attempt: dict[tuple[str, str], float] = {}
+        self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
         self.shared = engine.start_shared(self.config.signaller.limits)
@@ -96,7 +101,7 @@ class Signaller:
 
     # ----- configuration --------------------------------------------------------------
     def apply_config(self, config: Config, initial: bool = False) -> None:
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         self.config = config
         strategies = {p.id: p for p in config.signaller.strategies}
         for sid in list(self.runtimes):
@@ -206,7 +211,7 @@ class Signaller:
             for asset in params.assets:
                 if params.trigger == "market" and asset not in dirty:
                     continue
-                if params.trigger == "schedule" and not self._attempt_due(params, asset):
+                if params.trigger == "schedule" and not self._attempt_due(params, asset, now):
                     continue
                 if not self.streams.ready(params.id):
                     continue        # its random stream is not restored yet (database down)
@@ -217,9 +222,13 @@ class Signaller:
                 except Exception as exc:
                     self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
 
-    def _attempt_due(self, params: StrategyParams, asset: str) -> bool:
-        last = self.last_attempt.get((params.id, asset), 0.0)
-        return time.monotonic() - last >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
+    def _attempt_due(self, params: StrategyParams, asset: str, now: datetime) -> bool:
+        """At most every min(frequency, 1 s) of `now`; a clock stepped back never stalls it."""
+        last = self.last_attempt.get((params.id, asset))
+        if last is None:
+            return True
+        elapsed = (now - last).total_seconds()
+        return elapsed < 0 or elapsed >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
 
     def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
         started = time.monotonic()
@@ -228,7 +237,7 @@ class Signaller:
         in_model_mode = self.book.mode(params.id) == "model"
         if not step.due(params, runtime, asset, now):
             return
-        self.last_attempt[(params.id, asset)] = started
+        self.last_attempt[(params.id, asset)] = now
         snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
         exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
                     else self.exposure(asset, params.id, snapshot.price, now))
@@ -298,7 +307,7 @@ class Signaller:
             self.models_retry_at = time.monotonic() + MODELS_RETRY_S
             self.refresh_models(changed[-1] if changed else "start-up")
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         self.tick(now)
         self.streams.save()     # the streams that drew without emitting, at most once a second
         self.learning.maybe_check(self.config, now)
@@ -320,7 +329,7 @@ class Signaller:
         return view
 
     def report(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         for sid, stats in self.stats.items():
             if stats.decisions > stats.decisions_exported:
                 metrics.STRATEGY_DECISIONS.labels(sid).inc(stats.decisions - stats.decisions_exported)

@@ -50,13 +50,13 @@ class OnlineChallengers:
             verdicts = challenger.advance(now.timestamp(), loaded.model, config.trainer.training)
             challenger.forget_before(now.timestamp() - online.lookback_s)
             if (challenger.seen, challenger.scored, len(challenger.ids)) != before or verdicts:
-                self._save(config, challenger)
+                self._save(config, challenger, now)
             for verdict in verdicts:
                 log.info("strategy %s: online challenger look %d: %s", sid, verdict.looks,
                          challenger.last_verdict if verdict is verdicts[-1] else
                          "; ".join(verdict.decision.reasons), extra={"strategy": sid})
                 if verdict.decision.promote:
-                    self._publish(config, challenger, verdict)
+                    self._publish(config, challenger, verdict, now)
 
     def _challenger(self, config: Config, sid: str, loaded) -> Challenger:
         current = self.challengers.get(sid)
@@ -76,16 +76,16 @@ class OnlineChallengers:
                                                       config.trainer.training.outcome_overlap_s)
         return self.challengers[sid]
 
-    def _save(self, config: Config, challenger: Challenger) -> None:
+    def _save(self, config: Config, challenger: Challenger, now: datetime) -> None:
         try:
             save_online_state(config.trainer.training.models_dir, challenger.strategy,
                               challenger.state_arrays(),
                               {**challenger.state_meta(),
-                               "saved_at": datetime.now(timezone.utc).isoformat()})
+                               "saved_at": now.isoformat()})
         except OSError as exc:
             log.error("online challenger of %s not saved: %s", challenger.strategy, exc)
 
-    def _publish(self, config: Config, challenger: Challenger, verdict: ChallengerVerdict) -> None:
+    def _publish(self, config: Config, challenger: Challenger, verdict: ChallengerVerdict, now: datetime) -> None:
         sid, params = challenger.strategy, config.trainer.training
         try:
             with self.db.transaction() as conn:
@@ -104,7 +104,7 @@ class OnlineChallengers:
                 params, active.labelled_rows,
                 datetime.fromtimestamp(verdict.scored_from, timezone.utc),
                 datetime.fromtimestamp(verdict.scored_to, timezone.utc),
-                dataset_detail={"prequential_rows": verdict.challenger.n})
+                dataset_detail={"prequential_rows": verdict.challenger.n}, as_of=now)
             summary = publish_version(self.db, pub)
         except (DatabaseUnavailable, MsdError, OSError) as exc:
             log.error("strategy %s: online challenger passed the gate but could not be published: %s", sid, exc)
