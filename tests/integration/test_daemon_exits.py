@@ -62,13 +62,17 @@ def exits_status(daemon):
 
 def test_contract_updates_produce_closing_signals_in_usdt(daemon, resources, channel, signals):
     dsn, _ = resources
-    long_id = open_position(dsn, "SLOSSUSDT", "2.00000000", "100", "97.00000000")
+    # The long's mark reaches its stop only just before its event (position-manager writes the row,
+    # then publishes): at 97 from the start, the role's 5 s table read could decide it first, with a
+    # trace of its own, while the test waits for the ticker (seen under load).
+    long_id = open_position(dsn, "SLOSSUSDT", "2.00000000", "100", "100.00000000")
     short_id = open_position(dsn, "TPSHORTUSDT", "-3.00000000", "100", "40.00000000")
     # The mark in the table is older than the ticker, so the ticker's price must win.
     market_id = open_position(dsn, "MKTUSDT", "1.50000000", "100", "100.00000000",
                               last_updated=utc_now() - timedelta(seconds=30))
     publish(channel, "ws-gateway.ticker", ticker_event("MKTUSDT", 97.0))
     wait_for(lambda: exits_status(daemon).get("priced_assets", 0) >= 1, 10, what="ticker reached exits")
+    mark_price(dsn, "SLOSSUSDT", "97.00000000")
     publish(channel, POSITIONS_QUEUE, position_update(long_id, "SLOSSUSDT", "2.00000000", "t-long",
                                                       unrealized_pnl_pct=None, time_held_minutes=-3))
     publish(channel, POSITIONS_QUEUE, position_update(short_id, "TPSHORTUSDT", "-3.00000000", "t-short",
