@@ -49,6 +49,7 @@ SID = "sim_explorer"
 
 
 def day_of(regime: str, seed: int):
+    """One day of the regime (the noise regime has no drift; its noise is the learnable's)."""
     return sim_series(regime, DAY, seed=seed, assets=ASSETS, start=T0, **RETURNS_EDGE)
 
 
@@ -103,7 +104,7 @@ def test_noise_regime_never_promotes(tmp_path, seed):
 
 
 def test_learnable_day_with_outcomes_shuffled_in_time_never_promotes(tmp_path, learnable_day):
-    """The same trending market, so most moves clear the cost and the models emit calls, but
-    each training sees another decision's outcome: nothing in the features can predict it."""
+    """The same trending market, where most moves clear the cost (on the noise days most do
+    not), but each training sees another decision's outcome: nothing in the features predicts it."""
     _, report = backtest(tmp_path, learnable_day, shuffled_labels=True)
     assert_judged_and_refused(report)
