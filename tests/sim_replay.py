@@ -5,6 +5,7 @@ publishes it, parsed by msd's codecs and applied to msd's market state; every mi
 warm-up decision (a seeded coin, as the random heuristic) is taken on the snapshot the
 signaller would have built. The resulting signals, fills and 1-minute bars are the rows msd's
 own tables would hold after running against msd-sim — without waiting for the wall clock.
+`sim_series` gives the same generator's 1-minute bars as backtest candles.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from msd.backtest.candles import Series, series_from_rows
 from msd.bus.codecs import parse_market_event
 from msd.market.state import MarketSnapshot, MarketState
 from msd.sim.market import CATALOG, MarketGenerator, MarketParams
@@ -43,6 +45,20 @@ def replay(regime: str, hours: float, *, seed: int, strategy: str, start: dateti
         if isinstance(snapshot, MarketSnapshot):
             _decide(len(signals), strategy, seed, moment, snapshot, coin, signals, executions)
     return Synthetic(signals, executions, list(bars.values()), [s[3] for s in signals], [])
+
+
+def sim_series(regime: str, minutes: int, *, seed: int, assets: tuple[str, ...], start: datetime,
+               **market) -> list[Series]:
+    """`minutes` of msd-sim's market as the backtest's candles: each asset's 1-minute bars as the
+    generator closes them (the bars ws-gateway publishes and msd records in msd.market_bars),
+    checked as `msd backtest --from-db` checks recorded bars."""
+    generator = MarketGenerator(MarketParams(regime=regime, **market), tuple(CATALOG[a] for a in assets), start,
+                                random.Random(seed))
+    rows: dict[str, list[tuple]] = {asset: [] for asset in assets}
+    for minute in range(1, minutes + 1):
+        for tick in generator.advance(start + timedelta(minutes=minute)):
+            rows[tick.symbol].extend((b.start, b.open, b.high, b.low, b.close, b.volume) for b in tick.closed_bars)
+    return [series_from_rows(asset, f"msd-sim {regime} seed {seed} {asset}", rows[asset]) for asset in assets]
 
 
 def _decide(i, strategy, seed, moment, snapshot, coin, signals, executions) -> None:
