@@ -16,7 +16,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
-import psycopg2
 import pytest
 import yaml
 
@@ -30,13 +29,11 @@ from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.process import RoleContext
 from msd.rules import ORDER_MANAGER_DEFAULTS, ExitRules
 from msd.store.db import Database
-from msd.store.migrate import apply_migrations
-from msd.store.neighbours import create_neighbour_tables
 from msd.supervisor.spawn import ChildSpec
 from msd.values.messages import PositionUpdate, Trade
-from tests.fixtures.pg import create_database, drop_database
-from tests.fixtures.rabbit import amqp_url, create_vhost, delete_vhost
+from tests.fixtures.rabbit import amqp_url
 from tests.integration.exit_helpers import execute
+from tests.integration.test_exit_role import backend  # noqa: F401  (the module-scoped fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +48,6 @@ HISTORIES = {
     "CDNUSDT": ("Buy", "2", "100", ["100.5", "101.2", "103.1", "103.2"]),
 }
 TICK = timedelta(seconds=0.5)
-
-
-@pytest.fixture(scope="module")
-def backend():
-    dsn, vhost = create_database(), create_vhost()
-    with psycopg2.connect(dsn) as conn:
-        create_neighbour_tables(conn)
-    apply_migrations(dsn)
-    yield dsn, vhost
-    drop_database(dsn)
-    delete_vhost(vhost)
 
 
 def opening(asset: str, start: datetime) -> PositionState:
