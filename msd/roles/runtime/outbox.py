@@ -2,17 +2,26 @@
 
 Used by the signaller and the exit role. While the broker is down, signals stay pending in
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
-previous run left pending. A signal is marked sent right after the broker confirmed it (a mark
-that fails while the database is down is retried by `commit_marks`, always before pending rows
-are read again).
+previous run left pending. A signal is marked sent once the broker confirmed it (a mark that
+fails while the database is down is retried by `commit_marks`, always before pending rows are
+read again).
+
+Publishes are pipelined (msd.bus.publisher): a signal is handed to the broker connection and
+the role's loop goes on without waiting for its confirm; the verdicts are applied on the loop's
+next turns (`service_connection`). Until then the signal is `in_flight`: still pending in the
+table, but neither sent again, expired nor voided by a flush. A refused one (nacked, returned
+as unroutable, never put on a connection) stays pending, is recorded as a failed attempt, and
+the next flush sends it again with the other pending ones, oldest first; signals already in
+flight behind it are not recalled, so after a refusal those may reach the queue before its
+second attempt (a broker outage refuses or loses them all alike, and they go out again in order).
 
 Delivery is at least once; a signal reaches the queue twice in two cases only, both with the
 same `signal_id`, which order-manager treats as a duplicate (the loss-free direction is the one
 we keep): msd dies between a confirm and that one UPDATE (the signal is sent again after the
-restart), or the broker connection is lost while a publish waits for its confirm (the broker
-routes a message before it confirms it, so it may be on the queue already; the signal stays
-pending and goes out again, logged with its id and counted in msd_signals_unconfirmed_total;
-it never expires, since it may be out already).
+restart), or the broker connection is lost while confirms are outstanding (the broker routes a
+message before it confirms it, so each of them may be on the queue already; they stay pending
+and go out again, each logged with its id and counted in msd_signals_unconfirmed_total; they
+never expire, since they may be out already).
 A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
@@ -40,11 +49,11 @@ from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from msd import metrics
-from msd.bus.publisher import ConfirmingPublisher
+from msd.bus.publisher import ConfirmingPublisher, Outcome
 from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.values.messages import TradingSignal
 from msd.bus.topology import QueueSpec
-from msd.errors import BrokerUnavailable, DatabaseUnavailable, PublishUnconfirmed
+from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.store.db import Database
 from msd.store.outbox import (
     ExpiredSignal, PendingSignal, VoidedSignal, count_pending, expire_stale, insert_signal_sql, mark_sent,
@@ -53,20 +62,23 @@ from msd.store.outbox import (
 
 log = logging.getLogger("msd.outbox")
 FLUSH_BATCH = 500
+# Signals in flight at most: a flush of a long backlog sends this many, the next flush the rest.
+MAX_IN_FLIGHT = 1000
 
 OnExpired = Callable[[object, list[ExpiredSignal]], None]
 AfterExpiry = Callable[[list[ExpiredSignal]], None]
 VoidCheck = Callable[[list[PendingSignal]], "Mapping[str, tuple[str, str]] | None"]
+# (signal_id, when its confirm arrived (time.monotonic()) or None: refused or unconfirmed, pending again)
+OnSettled = Callable[[str, "float | None"], None]
 
 
 @dataclass(frozen=True)
 class Submitted:
     recorded: bool          # written to the outbox (so it will be published, now or later)
-    published: bool         # confirmed by the broker already
+    dispatched: bool        # handed to the broker (after any older pending ones); confirmed later
     error: str | None = None
     write_s: float = 0.0    # encoding and the committed outbox row
-    publish_s: float = 0.0  # publishing (after any older pending ones) until confirmed and marked sent
-    done_at: float = 0.0    # time.monotonic() when submit returned (confirmed, marked)
+    written_at: float = 0.0  # time.monotonic() when the row was committed
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,8 @@ class Outbox:
         self.voided = 0
         self.unconfirmed = 0        # publishes whose confirm was lost with the connection
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
+        self.in_flight: dict[str, PendingSignal] = {}     # sent, verdict not applied yet (oldest first)
+        self.on_settled: OnSettled | None = None
 
     def retarget(self, queue: str) -> None:
         """Publish to another queue from now on (a live config change)."""
@@ -128,9 +142,28 @@ class Outbox:
             raise ValueError(f"screened modes {screen.modes} are not among this outbox's {self.modes}")
         self.screen = screen
 
+    def listen(self, on_settled: OnSettled) -> None:
+        """Hear every dispatched signal's verdict as it is applied (the signaller's path timing)."""
+        self.on_settled = on_settled
+
     def service_connection(self) -> None:
-        """Keep the broker connection alive while idle (heartbeats, a broker-side close noticed)."""
-        self.publisher.service()
+        """Apply the verdicts the broker sent since the last turn (marks, failures); call every turn."""
+        self._apply(self.publisher.poll())
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the confirms in flight (a role stopping); True once none is left."""
+        end = time.monotonic() + timeout_s
+        self.service_connection()
+        while self.in_flight and time.monotonic() < end:
+            time.sleep(0.005)
+            self.service_connection()
+        self.commit_marks()
+        return not self.in_flight
+
+    def close(self) -> None:
+        """Close the connection; confirms still outstanding are applied as unconfirmed (pending, logged)."""
+        self._apply(self.publisher.close())
+        self.commit_marks()
 
     def submit(self, signal: TradingSignal, mode: str, *,
                also: Callable[[Any], bytes | None] | None = None) -> Submitted:
@@ -184,25 +217,25 @@ class Outbox:
                 results[index] = Submitted(False, False, str(exc))
             return
         written = time.monotonic()
+        self.service_connection()       # a failure heard since the last turn makes a backlog
         if self.backlog:
             try:
-                self.flush()
+                self.flush()        # the older pending ones first, then these
             except Exception:       # the signals are recorded all the same; the next flush retries
                 log.exception("outbox flush after recording signals %s failed",
                               ", ".join(item.signal.signal_id for _, item, _, _ in valid))
-            done = time.monotonic()
-            for index, _, _, _ in valid:
-                results[index] = Submitted(True, not self.backlog, write_s=written - started,
-                                           publish_s=done - written, done_at=done)
-            return
-        for index, item, body, headers in valid:
-            signal = item.signal
-            # After a failure (backlog set) the rest stay pending: the next flush keeps their order.
-            published = not self.backlog and self._publish(PendingSignal(
-                signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount))
-            done = time.monotonic()
-            results[index] = Submitted(True, published, write_s=written - started, publish_s=done - written,
-                                       done_at=done)
+        else:
+            for _, item, body, headers in valid:
+                signal = item.signal
+                # After a failure (backlog set) the rest stay pending: the next flush keeps their order.
+                if len(self.in_flight) >= MAX_IN_FLIGHT:
+                    self.backlog = True
+                if self.backlog or not self._dispatch(PendingSignal(
+                        signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount)):
+                    break
+        for index, item, _, _ in valid:
+            dispatched = item.signal.signal_id in self.in_flight
+            results[index] = Submitted(True, dispatched, write_s=written - started, written_at=written)
 
     def _invalid(self, signal: TradingSignal, exc: ValueError) -> Submitted:
         # Our own signal breaks order-manager's rules: a bug, never published.
@@ -225,27 +258,30 @@ class Outbox:
         return True
 
     def flush(self) -> int:
-        """Expire what is too old, void what the screen finds obsolete, publish the rest oldest
-        first; stops at the first failure, or when the screen cannot tell.
+        """Expire what is too old, void what the screen finds obsolete, send the rest oldest first
+        (their confirms are applied on later turns); stops at the first refused send, when the
+        screen cannot tell, or when MAX_IN_FLIGHT are in flight. Signals in flight are left alone.
 
-        Returns how many went out."""
+        Returns how many were sent."""
         sent = 0
+        self.service_connection()
         if not self.commit_marks():     # unmarked rows would read as pending and go out twice
             return sent
         try:
             while True:
                 with self.db.transaction() as conn:
                     expired = self._expire(conn)
-                    batch = pending_signals(conn, self.modes, FLUSH_BATCH)
+                    batch = pending_signals(conn, self.modes, FLUSH_BATCH, exclude=list(self.in_flight))
                 self._expired(expired)
                 going, held = self._screened(batch)
                 for item in going:
-                    if not self._publish(item):
+                    if len(self.in_flight) >= MAX_IN_FLIGHT:
+                        self.backlog = True     # the rest wait for the next flush
+                        return sent
+                    if not self._dispatch(item):
                         return sent
                     sent += 1
                 if held:                # the screen could not tell: those wait for a later flush
-                    return sent
-                if not self.commit_marks():
                     return sent
                 if len(batch) < FLUSH_BATCH:
                     self.backlog = False
@@ -255,7 +291,8 @@ class Outbox:
             return sent
 
     def _expire(self, conn) -> list[ExpiredSignal]:
-        expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s))
+        expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s),
+                               exclude=list(self.in_flight))
         if expired and self.expiry.on_expired is not None:
             self.expiry.on_expired(conn, expired)
         return expired
@@ -305,49 +342,69 @@ class Outbox:
                      extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
                             "trace_id": item.body.get("trace_id"), "reason": item.reason})
 
-    def _publish(self, item: PendingSignal) -> bool:
+    def _dispatch(self, item: PendingSignal) -> bool:
+        """Hand `item` to the broker connection; False (recorded as a failed attempt) if refused now."""
         try:
             if not self.queue_declared:
                 # order-manager declares it too (durable, no arguments); a mandatory publish to a
                 # queue nobody declared yet would come back unroutable.
                 self.publisher.ensure_queue(QueueSpec(self.queue, "durable"))
                 self.queue_declared = True
-            self.publisher.publish(self.queue, item.body, headers={"trace_id": item.trace_id},
-                                   message_id=item.signal_id)
-        except PublishUnconfirmed as exc:
-            self._unconfirmed(item, exc)
-            self._failed(item.signal_id, str(exc), unconfirmed=True)
-            return False
+            self.publisher.send(self.queue, item.body, headers={"trace_id": item.trace_id},
+                                message_id=item.signal_id)
         except BrokerUnavailable as exc:
-            self._failed(item.signal_id, str(exc))
+            self._failed([(item, str(exc), False)])
             return False
+        self.in_flight[item.signal_id] = item
+        return True
+
+    def _apply(self, outcomes: list[Outcome]) -> None:
+        """The broker's verdicts: confirmed ones marked sent (one UPDATE), failed ones recorded."""
+        failed = []
+        for outcome in outcomes:
+            item = self.in_flight.pop(outcome.message_id, None)
+            if item is None:
+                continue        # not this outbox's (a publisher shared in a test) or settled already
+            if outcome.status == "confirmed":
+                self._confirmed(item)
+            else:
+                if outcome.status == "unconfirmed":
+                    self._unconfirmed(item, outcome.reason or "connection lost")
+                failed.append((item, outcome.reason or outcome.status, outcome.status == "unconfirmed"))
+            if self.on_settled is not None:
+                self.on_settled(item.signal_id, outcome.at if outcome.status == "confirmed" else None)
+        if failed:
+            self._failed(failed)
+        # The marks are committed by the caller's commit_marks (the loop's, once per turn).
+
+    def _confirmed(self, item: PendingSignal) -> None:
         self.broker_error = None
         self.published += 1
         metrics.SIGNALS_PUBLISHED.labels(item.strategy_id, item.mode).inc()
         metrics.SIGNALS_NOTIONAL.labels(item.strategy_id, item.mode).inc(float(item.amount))
-        # Marked at once (the receiver already has it, so this costs it nothing), which keeps
-        # the crash-between-confirm-and-mark window to one statement; a failed mark is retried.
+        # Marked on the turn its confirm is applied (the receiver already has it, so this costs
+        # it nothing); a failed mark is retried before pending rows are read again.
         self.unmarked.append(item.signal_id)
-        self.commit_marks()
-        return True
 
-    def _unconfirmed(self, item: PendingSignal, exc: PublishUnconfirmed) -> None:
+    def _unconfirmed(self, item: PendingSignal, reason: str) -> None:
         # The one way a broker outage sends a signal twice: it may be on the queue already, and it
-        # stays pending, so it goes out again (same signal_id: order-manager dedupes). At most one
-        # line per lost connection (one publish waits for its confirm at a time).
+        # stays pending, so it goes out again (same signal_id: order-manager dedupes). One line per
+        # signal whose confirm was outstanding when the connection went.
         self.unconfirmed += 1
         metrics.SIGNALS_UNCONFIRMED.labels(item.strategy_id, item.mode).inc()
         log.warning("signal %s may have reached the broker: the connection was lost before its confirm "
                     "(%s); it stays pending and will be published again with the same signal_id", item.signal_id,
-                    exc, extra={"signal_id": item.signal_id, "trace_id": item.trace_id, "strategy": item.strategy_id,
-                                "mode": item.mode, "unconfirmed": True})
+                    reason, extra={"signal_id": item.signal_id, "trace_id": item.trace_id,
+                                   "strategy": item.strategy_id, "mode": item.mode, "unconfirmed": True})
 
-    def _failed(self, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:
+    def _failed(self, failures: list[tuple[PendingSignal, str, bool]]) -> None:
+        """Failed publishes (item, error, unconfirmed): pending, retried by the next flush."""
         # The broker's state is reported (once) by the publisher's on_state; this is per signal.
-        self.broker_error, self.backlog, self.queue_declared = error, True, False
+        self.broker_error, self.backlog, self.queue_declared = failures[-1][1], True, False
         try:
             with self.db.transaction() as conn:
-                record_failed_attempt(conn, signal_id, error, unconfirmed=unconfirmed)
+                for item, error, unconfirmed in failures:
+                    record_failed_attempt(conn, item.signal_id, error, unconfirmed=unconfirmed)
         except DatabaseUnavailable:
             pass
 

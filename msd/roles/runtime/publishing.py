@@ -1,9 +1,11 @@
 """The main loop shared by the roles that publish signals (signaller, exits).
 
 Each turn: prove liveness, apply a config the supervisor sent, let the role take its inputs
-and decide (`step`), keep the broker connection alive (heartbeats while idle, a broker-side
-close noticed and repaired before the next signal needs it), mark what the broker confirmed as
-sent, retry the outbox backlog now and then, and report status once a second.
+and decide (`step`, which hands its signals to the broker without waiting for their confirms),
+apply the broker's verdicts that arrived meanwhile (confirmed ones marked sent, refused or lost
+ones left pending for the next flush), retry the outbox backlog now and then, and report status
+once a second. The broker connection (heartbeats, reconnects) is kept by the publisher's own
+I/O thread (msd.bus.publisher), whatever the loop is doing.
 
 A failure inside one turn that is not a lost dependency is contained here: the role logs it
 (ERROR, at most a few lines per window), counts it in msd_message_failures_total and goes on
@@ -28,6 +30,9 @@ from msd.supervisor.spawn import EXIT_OK
 
 STATUS_EVERY_S = 1.0
 BACKLOG_EVERY_S = 5.0
+# A stopping role waits this long for the confirms in flight, so that a clean stop leaves none
+# pending to be sent twice after the restart (those still outstanding are logged as unconfirmed).
+SETTLE_AT_STOP_S = 2.0
 log = logging.getLogger("msd.publishing")
 
 
@@ -73,11 +78,14 @@ def serve_publishing_role(ctx: RoleContext,
     db = open_database(ctx.config, f"msd-{ctx.name}", deps)
     publisher = ConfirmingPublisher(ctx.config.rabbitmq.url, connection_name=f"msd-{ctx.name}",
                                     on_state=deps.reporter("broker"))
+    role = None
     try:
         role = make_role(db, publisher, deps)
         ctx.booted()
         run_publishing_role(ctx, role)
     finally:
+        if role is not None:
+            role.outbox.close()     # confirms still outstanding: recorded as unconfirmed (pending)
         publisher.close()
         db.close()
     return EXIT_OK
@@ -92,8 +100,9 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
         if new_config is not None:
             contained.run("apply_config", role.apply_config, new_config)
         contained.run("step", role.step)
+        # The confirms that arrived meanwhile are applied and marked sent (one UPDATE); marks that
+        # failed while the database was down are retried every turn (see Outbox).
         role.outbox.service_connection()
-        # Marks that failed while the database was down are retried every turn (see Outbox).
         role.outbox.commit_marks()
         now = time.monotonic()
         if now >= next_flush:
@@ -106,4 +115,4 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
         if now >= next_status:
             contained.run("report", role.report)
             next_status = now + STATUS_EVERY_S
-    role.outbox.commit_marks()
+    role.outbox.settle(SETTLE_AT_STOP_S)
