@@ -6,14 +6,12 @@ previous run left pending. A signal is marked sent once the broker confirmed it 
 fails while the database is down is retried by `commit_marks`, always before pending rows are
 read again).
 
-Publishes are pipelined (msd.bus.publisher): a signal is handed to the broker connection and
-the role's loop goes on without waiting for its confirm; the verdicts are applied on the loop's
-next turns (`service_connection`). Until then the signal is `in_flight`: still pending in the
-table, but neither sent again, expired nor voided by a flush. A refused one (nacked, returned
-as unroutable, never put on a connection) stays pending, is recorded as a failed attempt, and
-the next flush sends it again with the other pending ones, oldest first; signals already in
-flight behind it are not recalled, so after a refusal those may reach the queue before its
-second attempt (a broker outage refuses or loses them all alike, and they go out again in order).
+Publishes are pipelined (msd.bus.publisher): the loop does not wait for confirms; verdicts are
+applied on its next turns (`service_connection`). Until then a signal is `in_flight`: pending in
+the table, but not sent again, expired or voided by a flush. A refused one (nacked, returned as
+unroutable, never put on a connection) stays pending as a failed attempt and the next flush
+sends it again, oldest first; signals already in flight behind it are not recalled and may reach
+the queue before its second attempt (an outage refuses or loses them all, resent in order).
 
 Delivery is at least once; a signal reaches the queue twice in two cases only, both with the
 same `signal_id`, which order-manager treats as a duplicate (the loss-free direction is the one
@@ -54,9 +52,10 @@ from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.values.messages import TradingSignal
 from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
+from msd.roles.runtime.outbox_audit import said_expired, said_invalid, said_unconfirmed, said_voided
 from msd.store.db import Database
 from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, VoidedSignal, count_pending, expire_stale, insert_signal_sql, mark_sent,
+    ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent,
     pending_backlog, pending_signals, record_failed_attempt, void_pending,
 )
 
@@ -119,9 +118,7 @@ class Outbox:
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
-        self.published = 0
-        self.expired = 0
-        self.voided = 0
+        self.published = self.expired = self.voided = 0
         self.unconfirmed = 0        # publishes whose confirm was lost with the connection
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
         self.in_flight: dict[str, PendingSignal] = {}     # sent, verdict not applied yet (oldest first)
@@ -238,10 +235,7 @@ class Outbox:
             results[index] = Submitted(True, dispatched, write_s=written - started, written_at=written)
 
     def _invalid(self, signal: TradingSignal, exc: ValueError) -> Submitted:
-        # Our own signal breaks order-manager's rules: a bug, never published.
-        metrics.SIGNALS_INVALID.labels(signal.strategy_id).inc()
-        log.error("signal failed validation and was not published: %s", exc,
-                  extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
+        said_invalid(signal, exc)       # our own signal breaks order-manager's rules: a bug, never published
         return Submitted(False, False, f"invalid: {exc}")
 
     def commit_marks(self) -> bool:
@@ -301,16 +295,8 @@ class Outbox:
         """The audit trail of signals that expired, once their transaction committed."""
         if expired and self.expiry.after_commit is not None:
             self.expiry.after_commit(expired)
-        for item in expired:
-            self.expired += 1
-            metrics.SIGNALS_EXPIRED.labels(item.strategy_id, item.mode).inc()
-            log.info("signal %s expired unsent after %.1fs (%s %s %s USDT, %s, limit %gs)", item.signal_id,
-                     item.age_s, item.signal_type, item.asset, item.amount, item.strategy_id, self.expiry.max_age_s,
-                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
-                            "trace_id": item.body.get("trace_id"), "age_s": round(item.age_s, 3)})
-        if expired:
-            log.warning("%d signals waited longer than %gs in the outbox and expired unsent",
-                        len(expired), self.expiry.max_age_s, extra={"expired": len(expired)})
+        self.expired += len(expired)
+        said_expired(expired, self.expiry.max_age_s)
 
     def _screened(self, batch: list[PendingSignal]) -> tuple[list[PendingSignal], bool]:
         """`batch` without what the screen voids (marked in one transaction), and whether the
@@ -334,13 +320,8 @@ class Outbox:
     def _voided(self, voided: list[VoidedSignal]) -> None:
         if voided and self.screen is not None and self.screen.after_commit is not None:
             self.screen.after_commit(voided)
-        for item in voided:
-            self.voided += 1
-            metrics.SIGNALS_VOIDED.labels(item.strategy_id, item.mode, item.reason).inc()
-            log.info("signal %s voided unsent after %.1fs (%s %s %s USDT, %s): %s", item.signal_id, item.age_s,
-                     item.signal_type, item.asset, item.amount, item.strategy_id, item.reason,
-                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
-                            "trace_id": item.body.get("trace_id"), "reason": item.reason})
+        self.voided += len(voided)
+        said_voided(voided)
 
     def _dispatch(self, item: PendingSignal) -> bool:
         """Hand `item` to the broker connection; False (recorded as a failed attempt) if refused now."""
@@ -369,7 +350,8 @@ class Outbox:
                 self._confirmed(item)
             else:
                 if outcome.status == "unconfirmed":
-                    self._unconfirmed(item, outcome.reason or "connection lost")
+                    self.unconfirmed += 1
+                    said_unconfirmed(item, outcome.reason or "connection lost")
                 failed.append((item, outcome.reason or outcome.status, outcome.status == "unconfirmed"))
             if self.on_settled is not None:
                 self.on_settled(item.signal_id, outcome.at if outcome.status == "confirmed" else None)
@@ -385,17 +367,6 @@ class Outbox:
         # Marked on the turn its confirm is applied (the receiver already has it, so this costs
         # it nothing); a failed mark is retried before pending rows are read again.
         self.unmarked.append(item.signal_id)
-
-    def _unconfirmed(self, item: PendingSignal, reason: str) -> None:
-        # The one way a broker outage sends a signal twice: it may be on the queue already, and it
-        # stays pending, so it goes out again (same signal_id: order-manager dedupes). One line per
-        # signal whose confirm was outstanding when the connection went.
-        self.unconfirmed += 1
-        metrics.SIGNALS_UNCONFIRMED.labels(item.strategy_id, item.mode).inc()
-        log.warning("signal %s may have reached the broker: the connection was lost before its confirm "
-                    "(%s); it stays pending and will be published again with the same signal_id", item.signal_id,
-                    reason, extra={"signal_id": item.signal_id, "trace_id": item.trace_id,
-                                   "strategy": item.strategy_id, "mode": item.mode, "unconfirmed": True})
 
     def _failed(self, failures: list[tuple[PendingSignal, str, bool]]) -> None:
         """Failed publishes (item, error, unconfirmed): pending, retried by the next flush."""
@@ -422,17 +393,3 @@ class Outbox:
         metrics.OUTBOX_PENDING.labels(role).set(count)
         metrics.OUTBOX_OLDEST_AGE.labels(role).set(oldest or 0.0)
 
-    def pending_count(self) -> int | None:
-        try:
-            with self.db.transaction() as conn:
-                return count_pending(conn)
-        except DatabaseUnavailable:
-            return None
-
-
-def signal_to_wire_safe(signal: TradingSignal) -> str:
-    """The signal for an error log line, even when it cannot be encoded as valid JSON."""
-    try:
-        return str(signal_to_wire(signal))
-    except (ValueError, TypeError):
-        return repr(signal)
