@@ -98,16 +98,42 @@ def test_publisher_reconnects_after_server_side_close(fresh_vhost):
     assert message_count(url, queue) == 2
 
 
-def test_unreachable_broker_refuses_the_send_and_then_fails_fast():
+def test_unreachable_broker_refuses_what_waited_for_each_attempt():
     publisher = ConfirmingPublisher(UNREACHABLE_URL)
     try:
         send(publisher, "q", "m")           # held while the first attempt runs, then refused
         refused = verdicts(publisher, 1)["m"]
         assert refused.status == "refused" and "127.0.0.1:1" in refused.reason
+        assert not publisher.ready
+        send(publisher, "q", "n")           # brings the next attempt forward; refused when it fails
+        assert verdicts(publisher, 1)["n"].status == "refused"
         with pytest.raises(BrokerUnavailable, match="127.0.0.1:1"):
-            send(publisher, "q", "n")       # known down: refused at once, nothing sent
+            publisher.ensure_queue(QueueSpec("q", "durable"))
     finally:
         publisher.close()
+
+
+def test_a_send_while_the_broker_is_down_goes_out_once_it_is_back(fresh_vhost):
+    """A send during an outage waits for the next connection attempt, brought forward from the
+    backoff, as a blocking publish used to connect on demand."""
+    url = amqp_url(fresh_vhost)
+    queue = unique_queue("model-service.trading_signals")
+    with raw_channel(url) as channel:
+        channel.queue_declare(queue, durable=True)
+    publisher = ConfirmingPublisher(url, connection_name="msd-test-publisher")
+    try:
+        publisher.ensure_queue(QueueSpec(queue, "durable"))
+        rabbitmqctl("clear_permissions", "-p", fresh_vhost, "guest")
+        close_vhost_connections(fresh_vhost)
+        for n in range(8):                  # attempts fail: the backoff grows past a few seconds
+            send(publisher, queue, f"down-{n}")
+            assert verdicts(publisher, 1)[f"down-{n}"].status == "refused"
+        rabbitmqctl("set_permissions", "-p", fresh_vhost, "guest", ".*", ".*", ".*")
+        send(publisher, queue, "back")
+        assert verdicts(publisher, 1, timeout=5)["back"].status == "confirmed"
+    finally:
+        publisher.close()
+    assert message_count(url, queue) == 1
 
 
 def test_a_publish_the_broker_refuses_is_refused_not_unconfirmed(fresh_vhost):

@@ -230,6 +230,8 @@ class Outbox:
                 if self.backlog or not self._dispatch(PendingSignal(
                         signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount)):
                     break
+                if not self.publisher.ready:        # as in flush: one waits for a connection, not all
+                    self.backlog = True
         for index, item, _, _ in valid:
             dispatched = item.signal.signal_id in self.in_flight
             results[index] = Submitted(True, dispatched, write_s=written - started, written_at=written)
@@ -253,8 +255,8 @@ class Outbox:
 
     def flush(self) -> int:
         """Expire what is too old, void what the screen finds obsolete, send the rest oldest first
-        (their confirms are applied on later turns); stops at the first refused send, when the
-        screen cannot tell, or when MAX_IN_FLIGHT are in flight. Signals in flight are left alone.
+        (their confirms are applied on later turns); stops at the first refused send, after one
+        sent with no connection open, when the screen cannot tell, or at MAX_IN_FLIGHT in flight.
 
         Returns how many were sent."""
         sent = 0
@@ -275,6 +277,9 @@ class Outbox:
                     if not self._dispatch(item):
                         return sent
                     sent += 1
+                    if not self.publisher.ready:    # it waits for a connection: the rest wait for it
+                        self.backlog = True
+                        return sent
                 if held:                # the screen could not tell: those wait for a later flush
                     return sent
                 if len(batch) < FLUSH_BATCH:

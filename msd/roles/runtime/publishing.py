@@ -84,10 +84,12 @@ def serve_publishing_role(ctx: RoleContext,
         ctx.booted()
         run_publishing_role(ctx, role)
     finally:
-        if role is not None:
-            role.outbox.close()     # confirms still outstanding: recorded as unconfirmed (pending)
-        publisher.close()
-        db.close()
+        try:
+            if role is not None:
+                role.outbox.close()     # confirms still outstanding: recorded as unconfirmed (pending)
+        finally:
+            publisher.close()
+            db.close()
     return EXIT_OK
 
 
