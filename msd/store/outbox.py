@@ -146,9 +146,13 @@ def mark_sent(conn, signal_ids: list[str]) -> None:
     the same outcome as a crash of msd between the confirm and the mark.
     """
     with conn.cursor() as cur:
-        cur.execute("""SET LOCAL synchronous_commit TO off;
-                       UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
-                              last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (signal_ids,))
+        cur.execute(b"SET LOCAL synchronous_commit TO off;\n" + mark_sent_sql(cur, signal_ids))
+
+
+def mark_sent_sql(cur, signal_ids: list[str]) -> bytes:
+    """The UPDATE marking these signals sent, as SQL text (to go with another statement's commit)."""
+    return cur.mogrify("""UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
+                                 last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (list(signal_ids),))
 
 
 def record_failed_attempt(conn, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:

@@ -55,7 +55,7 @@ from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.roles.runtime.outbox_audit import said_expired, said_invalid, said_unconfirmed, said_voided
 from msd.store.db import Database
 from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent,
+    ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent, mark_sent_sql,
     pending_backlog, pending_signals, record_failed_attempt, void_pending,
 )
 
@@ -140,8 +140,7 @@ class Outbox:
         self.screen = screen
 
     def listen(self, on_settled: OnSettled) -> None:
-        """Hear every dispatched signal's verdict as it is applied (the signaller's path timing)."""
-        self.on_settled = on_settled
+        self.on_settled = on_settled        # each dispatched signal's verdict, as applied (path timing)
 
     def service_connection(self) -> None:
         """Apply the verdicts the broker sent since the last turn (marks, failures); call every turn."""
@@ -198,14 +197,16 @@ class Outbox:
 
     def _record_and_publish(self, valid: list, results: list, started: float) -> None:
         try:
+            marks = list(self.unmarked)
             with self.db.autocommit() as conn:      # one statement string: atomic without BEGIN/COMMIT
-                with conn.cursor() as cur:
-                    parts = []
+                with conn.cursor() as cur:          # marks ride along: no commit of their own while signals flow
+                    parts = [mark_sent_sql(cur, marks)] if marks else []
                     for _, item, _, _ in valid:
                         before = item.also(cur) if item.also is not None else None
                         parts += [before] if before else []
                         parts.append(insert_signal_sql(cur, item.signal, signal_to_wire(item.signal), item.mode))
                     cur.execute(b";\n".join(parts))
+            self.unmarked = self.unmarked[len(marks):]
         except DatabaseUnavailable as exc:
             for index, item, _, _ in valid:
                 metrics.SIGNALS_LOST.labels(item.signal.strategy_id, "database").inc()
@@ -361,8 +362,7 @@ class Outbox:
             if self.on_settled is not None:
                 self.on_settled(item.signal_id, outcome.at if outcome.status == "confirmed" else None)
         if failed:
-            self._failed(failed)
-        # The marks are committed by the caller's commit_marks (the loop's, once per turn).
+            self._failed(failed)            # marks: with the next outbox write, or commit_marks
 
     def _confirmed(self, item: PendingSignal) -> None:
         self.broker_error = None
