@@ -2,9 +2,9 @@
 
 Used by the signaller and the exit role. While the broker is down, signals stay pending in
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
-previous run left pending. A signal is marked sent once the broker confirmed it (a mark that
-fails while the database is down is retried by `commit_marks`, always before pending rows are
-read again).
+previous run left pending. A signal is marked sent once its confirm was applied: with the next
+outbox write (same commit) or by `commit_marks` (the loop's, within 0.1 s; a failed mark is
+retried, always before pending rows are read again).
 
 Publishes are pipelined (msd.bus.publisher): the loop does not wait for confirms; verdicts are
 applied on its next turns (`service_connection`). Until then a signal is `in_flight`: pending in
@@ -15,7 +15,7 @@ the queue before its second attempt (an outage refuses or loses them all, resent
 
 Delivery is at least once; a signal reaches the queue twice in two cases only, both with the
 same `signal_id`, which order-manager treats as a duplicate (the loss-free direction is the one
-we keep): msd dies between a confirm and that one UPDATE (the signal is sent again after the
+we keep): msd dies between a confirm and its mark (at most ~0.1 s; sent again after the
 restart), or the broker connection is lost while confirms are outstanding (the broker routes a
 message before it confirms it, so each of them may be on the queue already; they stay pending
 and go out again, each logged with its id and counted in msd_signals_unconfirmed_total; they
