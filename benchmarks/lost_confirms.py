@@ -83,13 +83,14 @@ def run(seconds: float, close_every: float, dsn: str, vhost: str) -> None:
             item = new_signal()
             if outbox.submit_all([Submission(item, "warmup")])[0].recorded:
                 recorded.append(item.signal_id)
-            outbox.service_connection()
+            outbox.service_connection()     # the verdicts of earlier publishes (pipelined)
+            outbox.commit_marks()
     finally:
         stop.set()
         thread.join()
-    while outbox.backlog:
+    while outbox.backlog or outbox.in_flight:
         outbox.flush()
-        time.sleep(0.05)
+        outbox.settle(1.0)
     on_queue = queued(amqp_url(vhost))
     copies = {sid: n - 1 for sid, n in on_queue.items() if n > 1}
     unnamed = {sid: n for sid, n in copies.items() if n > handler.ids[sid]}
@@ -97,7 +98,7 @@ def run(seconds: float, close_every: float, dsn: str, vhost: str) -> None:
           f"not recorded but queued {len(set(on_queue) - set(recorded))}")
     print(f"server-side closes {len(closes)}, lost confirms logged {sum(handler.ids.values())}, "
           f"second copies {sum(copies.values())}, second copies not logged {sum(unnamed.values())}")
-    publisher.close()
+    outbox.close()
     db.close()
 
 

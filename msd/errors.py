@@ -29,13 +29,6 @@ class BrokerUnavailable(MsdError):
     """RabbitMQ cannot be reached or the connection/channel was lost."""
 
 
-class PublishUnconfirmed(BrokerUnavailable):
-    """The connection was lost after a message was handed to the broker and before its confirm
-    came back: the broker may have routed it (a confirm follows the routing), so publishing it
-    again may deliver it twice. Raised instead of a plain BrokerUnavailable so that the caller
-    can say so."""
-
-
 class DatabaseUnavailable(MsdError):
     """PostgreSQL cannot be reached or the connection was lost."""
 

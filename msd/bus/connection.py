@@ -25,6 +25,14 @@ def connect(url: str, *, connection_name: str, heartbeat: int | None = None,
 
     The heartbeat is the URL's `?heartbeat=N` (msd's config puts rabbitmq.heartbeat_s there)
     unless `heartbeat` is given."""
+    params = parameters(url, connection_name=connection_name, heartbeat=heartbeat, blocked_timeout=blocked_timeout)
+    with errors(f"connect to {where(params)}"):
+        return pika.BlockingConnection(params)
+
+
+def parameters(url: str, *, connection_name: str, heartbeat: int | None = None,
+               blocked_timeout: float = 30) -> pika.URLParameters:
+    """The connection parameters every msd connection uses (bounded timeouts, no pika retries)."""
     params = pika.URLParameters(url)
     if heartbeat is not None:
         params.heartbeat = heartbeat
@@ -35,12 +43,13 @@ def connect(url: str, *, connection_name: str, heartbeat: int | None = None,
     # Retrying is the caller's job (with backoff and a stop event); pika's own retry loop has neither.
     params.connection_attempts = 1
     params.client_properties = {"connection_name": connection_name}
-    with errors(f"connect to {params.host}:{params.port}{_vhost_suffix(params.virtual_host)}"):
-        return pika.BlockingConnection(params)
+    return params
 
 
-def _vhost_suffix(vhost: str) -> str:
-    return "" if vhost == "/" else f" vhost {vhost!r}"
+def where(params: pika.ConnectionParameters) -> str:
+    """host:port and the vhost unless it is '/', for error messages."""
+    vhost = params.virtual_host
+    return f"{params.host}:{params.port}" + ("" if vhost == "/" else f" vhost {vhost!r}")
 
 
 def reconnect_delay(attempt: int, *, base: float = 0.2, cap: float = 10.0,

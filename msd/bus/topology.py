@@ -50,10 +50,14 @@ def declare(channel: pika.adapters.blocking_connection.BlockingChannel, spec: Qu
     queue, 406 PRECONDITION_FAILED for mismatched arguments). Either closes the channel.
     """
     with errors(f"declare queue {spec.name!r} ({spec.declare})"):
-        if spec.declare == "passive":
-            ok = channel.queue_declare(spec.name, passive=True)
-        elif spec.declare == "ws_gateway":
-            ok = channel.queue_declare(spec.name, durable=True, arguments=dict(WS_GATEWAY_ARGUMENTS))
-        else:
-            ok = channel.queue_declare(spec.name, durable=True)
+        ok = channel.queue_declare(spec.name, **declare_arguments(spec))
     return ok.method.message_count
+
+
+def declare_arguments(spec: QueueSpec) -> dict:
+    """queue_declare's keyword arguments for `spec` (blocking and asynchronous channels alike)."""
+    if spec.declare == "passive":
+        return {"passive": True}
+    if spec.declare == "ws_gateway":
+        return {"durable": True, "arguments": dict(WS_GATEWAY_ARGUMENTS)}
+    return {"durable": True}

@@ -68,23 +68,26 @@ def insert_signal(conn, signal: TradingSignal, wire: Mapping[str, Any], mode: st
         cur.execute(sql if before is None else before + b";\n" + sql)
 
 
-def pending_signals(conn, modes: tuple[str, ...], limit: int = 500) -> list[PendingSignal]:
-    """Unsent signals of the given modes, oldest first.
+def pending_signals(conn, modes: tuple[str, ...], limit: int = 500, *,
+                    exclude: list[str] | None = None) -> list[PendingSignal]:
+    """Unsent signals of the given modes, oldest first, but those in `exclude` (in flight).
 
     Each publishing role owns the modes it writes (the signaller warm-up and model signals, the
     exit role exits), so two roles never send the same pending row.
     """
     with conn.cursor() as cur:
         cur.execute("""SELECT signal_id::text, strategy_id, body, trace_id, mode, amount FROM msd.signals
-                        WHERE outbox_state = 'pending' AND mode = ANY(%s)
-                        ORDER BY created_at, signal_id LIMIT %s""", (list(modes), limit))
+                        WHERE outbox_state = 'pending' AND mode = ANY(%s) AND signal_id <> ALL(%s::uuid[])
+                        ORDER BY created_at, signal_id LIMIT %s""", (list(modes), list(exclude or ()), limit))
         return [PendingSignal(sid, strategy, json.dumps(body, separators=(",", ":")).encode(), trace, mode, amount)
                 for sid, strategy, body, trace, mode, amount in cur.fetchall()]
 
 
-def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[ExpiredSignal]:
+def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta, *,
+                 exclude: list[str] | None = None) -> list[ExpiredSignal]:
     """Mark pending signals of `modes` decided longer than `max_age` ago as expired; returns them.
-    A signal whose confirm was lost (`unconfirmed_at`) never expires: it may be out already.
+    A signal whose confirm was lost (`unconfirmed_at`) never expires: it may be out already; nor
+    does one in `exclude` (in flight: sent, its confirm not heard yet).
 
     In the caller's transaction, so that whatever the caller undoes for them (an exit's ladder
     step and in-flight state) commits or rolls back together with the expiry.
@@ -97,10 +100,11 @@ def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta) -> list[Expir
                               last_error = 'expired unsent after ' || round(extract(epoch FROM now() - created_at))
                                            || 's (limit ' || %(limit)s || 's)'
                         WHERE outbox_state = 'pending' AND mode = ANY(%(modes)s) AND created_at < now() - %(age)s
-                          AND unconfirmed_at IS NULL
+                          AND unconfirmed_at IS NULL AND signal_id <> ALL(%(exclude)s::uuid[])
                     RETURNING signal_id::text, strategy_id, mode, asset, signal_type, amount, created_at,
                               extract(epoch FROM now() - created_at)::float8, body""",
-                    {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3)})
+                    {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3),
+                     "exclude": list(exclude or ())})
         return sorted((ExpiredSignal(*row) for row in cur.fetchall()), key=lambda e: (e.created_at, e.signal_id))
 
 
@@ -142,9 +146,13 @@ def mark_sent(conn, signal_ids: list[str]) -> None:
     the same outcome as a crash of msd between the confirm and the mark.
     """
     with conn.cursor() as cur:
-        cur.execute("""SET LOCAL synchronous_commit TO off;
-                       UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
-                              last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (signal_ids,))
+        cur.execute(b"SET LOCAL synchronous_commit TO off;\n" + mark_sent_sql(cur, signal_ids))
+
+
+def mark_sent_sql(cur, signal_ids: list[str]) -> bytes:
+    """The UPDATE marking these signals sent, as SQL text (to go with another statement's commit)."""
+    return cur.mogrify("""UPDATE msd.signals SET outbox_state = 'sent', sent_at = now(), attempts = attempts + 1,
+                                 last_error = NULL WHERE signal_id = ANY(%s::uuid[])""", (list(signal_ids),))
 
 
 def record_failed_attempt(conn, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:

@@ -16,6 +16,8 @@ class Relay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.holding = threading.Event()    # set: bytes from the broker are dropped, not forwarded
+        self.flowing = threading.Event()    # clear: bytes from the broker wait (paused), then go on
+        self.flowing.set()
         self.lock = threading.Lock()
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -26,6 +28,13 @@ class Relay:
     def hold(self) -> None:
         """From now on the client hears nothing from the broker (its confirms included)."""
         self.holding.set()
+
+    def pause(self) -> None:
+        """From now on the broker's bytes (confirms included) wait in the relay until `resume`."""
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
 
     def cut(self) -> None:
         """Close every relayed connection on both sides; later connections are relayed normally."""
@@ -38,6 +47,7 @@ class Relay:
                 pass
             sock.close()
         self.holding.clear()
+        self.flowing.set()
 
     def close(self) -> None:
         self.cut()
@@ -58,6 +68,8 @@ class Relay:
     def _pump(self, source: socket.socket, target: socket.socket, from_broker: bool) -> None:
         try:
             while data := source.recv(65536):
+                if from_broker:
+                    self.flowing.wait()
                 if not (from_broker and self.holding.is_set()):
                     target.sendall(data)
         except OSError:

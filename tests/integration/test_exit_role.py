@@ -67,6 +67,9 @@ class Harness:
     def turn(self, times=1):
         for _ in range(times):
             self.role.step()
+            # as the loop does every turn (run_publishing_role): confirms applied, marked sent
+            self.role.outbox.service_connection()
+            self.role.outbox.commit_marks()
             self.role.save(now=True)
 
     def until(self, predicate, timeout=5.0, what="condition"):

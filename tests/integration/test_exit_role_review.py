@@ -29,6 +29,7 @@ def test_failed_positions_read_does_not_reset_the_tracked_state_and_exit_twice(m
     pid = open_position(h.dsn, "FAILUSDT", "2.00000000", "100", "97.00000000")
     h.queues["positions"].put(update(pid, "FAILUSDT", "2"))
     h.until(lambda: h.exits(pid), what="the stop loss")
+    h.until(lambda: h.role.book[("FAILUSDT", pid)].in_flight[0].published, what="its confirm applied and noted")
     before = h.role.book[("FAILUSDT", pid)]
     assert len(before.in_flight) == 1
     execute(h.dsn, "ALTER TABLE positions RENAME TO positions_away")

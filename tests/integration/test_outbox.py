@@ -1,6 +1,5 @@
 """The outbox shared by the signaller and the exit role, on the real database and broker."""
 import logging
-import threading
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -10,7 +9,6 @@ import pytest
 
 from msd.bus.publisher import ConfirmingPublisher
 from msd.bus.signal_format import signal_to_wire
-from msd.errors import BrokerUnavailable
 from msd.values.messages import MarketDataSnapshot, TradingSignal
 from msd.roles.runtime.outbox import Outbox, Screen
 from msd.store.db import Database
@@ -58,9 +56,13 @@ def test_two_outboxes_never_publish_each_others_pending_rows(setup):
         insert_signal(conn, warmup, signal_to_wire(warmup), "warmup")
         insert_signal(conn, exit_, signal_to_wire(exit_), "exit")
     signaller = Outbox(db, publisher, QUEUE, modes=("warmup", "model"))
-    exits = Outbox(db, publisher, QUEUE, modes=("exit",))
-    assert signaller.flush() == 1 and exits.flush() == 1
-    assert signaller.flush() == 0 and exits.flush() == 0
+    exits = Outbox(db, ConfirmingPublisher(url), QUEUE, modes=("exit",))     # each role has its own
+    try:
+        assert signaller.flush() == 1 and exits.flush() == 1
+        assert signaller.settle(10) and exits.settle(10)
+        assert signaller.flush() == 0 and exits.flush() == 0
+    finally:
+        exits.close()
     assert sorted(queued_ids(url)) == sorted([warmup.signal_id, exit_.signal_id])
 
 
@@ -69,7 +71,8 @@ def test_a_signal_goes_out_once_and_is_marked_sent(setup):
     outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
     first = signal()
     assert outbox.submit(first, "warmup").recorded
-    assert outbox.commit_marks()
+    assert outbox.flush() == 0          # in flight: not sent again while its confirm is awaited
+    assert outbox.settle(10)
     assert outbox.flush() == 0
     assert queued_ids(url) == [first.signal_id]
     with db.transaction() as conn, conn.cursor() as cur:
@@ -165,6 +168,7 @@ def test_a_pending_signal_older_than_the_age_limit_expires_instead_of_going_out_
     signaller = Outbox(db, publisher, QUEUE, modes=("warmup", "model"),
                        expiry=Expiry(("warmup", "model"), 60, lambda conn, rows: heard.extend(rows), committed.extend))
     assert signaller.flush() == 1
+    assert signaller.settle(10)
     assert committed == heard
     assert queued_ids(url) == [fresh.signal_id]
     assert states(db) == {stale.signal_id: "expired", fresh.signal_id: "sent", stale_exit.signal_id: "pending"}
@@ -221,11 +225,11 @@ def test_signals_of_one_turn_are_recorded_together_and_published_in_order(setup)
     broken = second.__class__(**{**second.__dict__, "amount": Decimal("-1")})
     results = outbox.submit_all([Submission(first, "warmup"), Submission(broken, "warmup"),
                                  Submission(third, "warmup")])
-    assert [(r.recorded, r.published) for r in results] == [(True, True), (False, False), (True, True)]
+    assert [(r.recorded, r.dispatched) for r in results] == [(True, True), (False, False), (True, True)]
     assert results[1].error.startswith("invalid")
-    assert results[0].done_at <= results[2].done_at
+    assert results[0].written_at == results[2].written_at       # one statement for the turn
+    assert outbox.settle(10)
     assert queued_ids(url) == [first.signal_id, third.signal_id]
-    assert outbox.commit_marks()
     assert states(db) == {first.signal_id: "sent", third.signal_id: "sent"}
 
 
@@ -265,8 +269,10 @@ def test_a_screen_voids_only_its_own_modes_and_holds_them_while_it_cannot_tell(s
     outbox.screen_with(Screen(modes=("exit",), check=lambda batch: seen.append([i.mode for i in batch])
                               or answers.pop(0), after_commit=after.extend))
     assert outbox.flush() == 1 and outbox.backlog                   # cannot tell: the exits held, not the rest
+    assert outbox.settle(10)
     assert queued_ids(url) == [warmup.signal_id]
     assert outbox.flush() == 1                                       # `second`; `first` voided
+    assert outbox.settle(10)
     assert seen == [["exit", "exit"], ["exit", "exit"]]
     assert queued_ids(url) == [second.signal_id]
     assert [(v.signal_id, v.reason) for v in after] == [(first.signal_id, "position_flat")]
@@ -280,51 +286,100 @@ def unconfirmed_ids(caplog) -> list[str]:
     return [r.signal_id for r in caplog.records if getattr(r, "unconfirmed", False)]
 
 
-def test_a_confirm_lost_with_the_connection_is_published_again_and_logged_as_unconfirmed(
-        fresh_pg_dsn, fresh_vhost, caplog):
-    """Regression (a duplicate publish during a broker outage): the broker routes a message before
-    it confirms it, so when the connection goes while a publish waits for its confirm, the
-    signal is on the queue and still pending; the outbox publishes it again. That second copy is
-    inherent to at-least-once delivery (order-manager dedupes by signal_id): the outbox must name
-    the signal, count it, and keep everything else exactly once."""
-    from tests.integration.tcp_relay import Relay
-    from tests.integration.bus_helpers import message_count
-    from msd.errors import PublishUnconfirmed
-    apply_migrations(fresh_pg_dsn)
-    direct = amqp_url(fresh_vhost)
-    relay, db = Relay(), Database(fresh_pg_dsn)
-    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
-    try:
-        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
-        before, lost, after = signal(), signal(), signal()
-        assert outbox.submit(before, "warmup").published
-        relay.hold()                    # the broker's confirm of the next publish will not arrive
+def settled(outbox, what="the verdicts applied"):
+    """Apply verdicts until none is awaited (a liveness bound, not a speed check)."""
+    wait_for(lambda: (outbox.service_connection(), not outbox.in_flight)[1], what, timeout=30)
+    assert outbox.commit_marks()
 
-        def cut_once_routed():
-            wait_for(lambda: message_count(direct, QUEUE) == 2, "the second signal on the queue", timeout=30)
-            relay.cut()
-        cutter = threading.Thread(target=cut_once_routed)
-        cutter.start()
-        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
-            result = outbox.submit(lost, "warmup")
-        cutter.join()
-        assert result.recorded and not result.published and outbox.backlog
-        assert unconfirmed_ids(caplog) == [lost.signal_id] and outbox.unconfirmed == 1
-        assert states(db)[lost.signal_id] == "pending"
-        assert outbox.flush() == 1      # the lost confirm's signal goes out again: its second copy
-        assert outbox.submit(after, "warmup").published
-        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id, after.signal_id]
-        assert set(states(db).values()) == {"sent"}
-    finally:
-        publisher.close()
-        relay.close()
-        db.close()
-    assert issubclass(PublishUnconfirmed, BrokerUnavailable)    # every caller still sees a broker failure
+
+def column(db, name, signal_ids):
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT signal_id::text, {name} FROM msd.signals WHERE signal_id = ANY(%s::uuid[])",
+                    (list(signal_ids),))
+        return dict(cur.fetchall())
+
+
+@pytest.fixture
+def relayed(fresh_pg_dsn, fresh_vhost):
+    """An outbox whose broker connection runs through a relay (replies held or paused, line cut)."""
+    from tests.integration.tcp_relay import Relay
+    apply_migrations(fresh_pg_dsn)
+    relay, db = Relay(), Database(fresh_pg_dsn)
+    outboxes = []
+
+    def make(**kwargs):
+        outboxes.append(Outbox(db, ConfirmingPublisher(relay.url(fresh_vhost)), QUEUE, modes=("warmup",), **kwargs))
+        return outboxes[-1]
+    yield make, relay, db, amqp_url(fresh_vhost)
+    for outbox in outboxes:
+        outbox.publisher.close()
+    relay.close()
+    db.close()
+
+
+def test_a_turns_signals_are_in_flight_together_and_marked_sent_as_their_confirms_arrive(relayed):
+    """Pipelined confirms: submit_all returns once the turn's signals are handed to the broker;
+    while their confirms are awaited they are in flight (pending, never sent again by a flush),
+    and each is marked sent when its confirm is applied."""
+    from msd.roles.runtime.outbox import Submission
+    from tests.integration.bus_helpers import message_count
+    make, relay, db, direct = relayed
+    outbox = make()
+    first, turn = signal(), [signal(f"s{n}") for n in range(5)]
+    assert outbox.submit(first, "warmup").dispatched     # connected, queue declared
+    settled(outbox)
+    relay.pause()
+    results = outbox.submit_all([Submission(item, "warmup") for item in turn])
+    assert all(r.recorded and r.dispatched for r in results)
+    wait_for(lambda: message_count(direct, QUEUE) == 6, "the turn's signals routed", timeout=30)
+    outbox.service_connection()
+    assert list(outbox.in_flight) == [item.signal_id for item in turn]
+    assert outbox.flush() == 0                       # in flight: not sent a second time
+    assert [states(db)[item.signal_id] for item in turn] == ["pending"] * 5
+    settled_at = []
+    outbox.listen(lambda sid, at: settled_at.append((sid, at)))
+    relay.resume()
+    settled(outbox)
+    assert set(states(db).values()) == {"sent"} and outbox.published == 6
+    assert sorted(sid for sid, at in settled_at if at is not None) == sorted(item.signal_id for item in turn)
+    assert queued_ids(direct) == [first.signal_id] + [item.signal_id for item in turn]
+
+
+def test_a_confirm_lost_with_the_connection_is_published_again_and_logged_as_unconfirmed(relayed, caplog):
+    """Regression (a duplicate publish during a broker outage): the broker routes a message before
+    it confirms it, so when the connection goes while confirms are outstanding, those signals are
+    on the queue and still pending; the outbox publishes them again. That second copy is inherent
+    to at-least-once delivery (order-manager dedupes by signal_id): the outbox must name exactly
+    those signals, count them, and keep everything else exactly once."""
+    from msd.roles.runtime.outbox import Submission
+    from tests.integration.bus_helpers import message_count
+    make, relay, db, direct = relayed
+    outbox = make()
+    before, lost, after = signal(), [signal() for _ in range(3)], signal()
+    assert outbox.submit(before, "warmup").dispatched
+    settled(outbox)                                     # confirmed and marked before the outage
+    relay.hold()                        # the broker's confirms of the next publishes will not arrive
+    with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+        assert all(r.dispatched for r in outbox.submit_all([Submission(item, "warmup") for item in lost]))
+        wait_for(lambda: message_count(direct, QUEUE) == 4, "the three signals on the queue", timeout=30)
+        relay.cut()
+        settled(outbox, "the lost confirms applied")
+    lost_ids = [item.signal_id for item in lost]
+    assert outbox.backlog and sorted(unconfirmed_ids(caplog)) == sorted(lost_ids) and outbox.unconfirmed == 3
+    assert states(db) == {before.signal_id: "sent", **{sid: "pending" for sid in lost_ids}}
+    unconfirmed_at = column(db, "unconfirmed_at", [before.signal_id, *lost_ids])
+    assert unconfirmed_at[before.signal_id] is None and all(unconfirmed_at[sid] for sid in lost_ids)
+    assert outbox.flush() == 3          # the lost confirms' signals go out again, in order: their second copies
+    settled(outbox)
+    assert outbox.submit(after, "warmup").dispatched
+    settled(outbox)
+    assert queued_ids(direct) == [before.signal_id, *lost_ids, *lost_ids, after.signal_id]
+    assert set(states(db).values()) == {"sent"} and outbox.unconfirmed == 3
 
 
 def test_a_connection_closed_between_publishes_sends_nothing_twice(setup, fresh_vhost, caplog):
-    """A broker-side close while no publish waits for a confirm is repaired before the next
-    signal: nothing is unconfirmed, nothing is sent twice."""
+    """A broker-side close while no confirm is awaited is repaired before the next signal:
+    nothing is unconfirmed, nothing is sent twice."""
     from tests.fixtures.rabbit import close_vhost_connections
     db, publisher, url = setup
     outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
@@ -332,44 +387,85 @@ def test_a_connection_closed_between_publishes_sends_nothing_twice(setup, fresh_
     with caplog.at_level(logging.WARNING, logger="msd.outbox"):
         for item in sent:
             assert outbox.submit(item, "warmup").recorded
+            settled(outbox)
             close_vhost_connections(fresh_vhost)
-        while outbox.backlog:
+        while outbox.backlog or outbox.in_flight:
             outbox.flush()
+            settled(outbox)
     assert unconfirmed_ids(caplog) == [] and outbox.unconfirmed == 0
     assert queued_ids(url) == [item.signal_id for item in sent]
 
 
-def test_a_signal_whose_confirm_was_lost_is_sent_again_not_expired_as_unsent(fresh_pg_dsn, fresh_vhost, caplog):
+def test_a_signal_whose_confirm_was_lost_is_sent_again_not_expired_as_unsent(relayed, caplog):
     """Regression: a signal whose confirm was lost (it may be on the queue) stayed pending and,
     after the outage, expired as "unsent" although order-manager may have it; for an exit that
     meant deciding it again under a new signal_id, which nobody can dedupe. It goes out again
-    under its own id instead."""
+    under its own id instead; nor does a signal expire while its confirm is awaited."""
     import time
     from msd.roles.runtime.outbox import Expiry
-    from tests.integration.tcp_relay import Relay
     from tests.integration.bus_helpers import message_count
-    apply_migrations(fresh_pg_dsn)
-    direct = amqp_url(fresh_vhost)
-    relay, db = Relay(), Database(fresh_pg_dsn)
-    publisher = ConfirmingPublisher(relay.url(fresh_vhost))
-    try:
-        outbox = Outbox(db, publisher, QUEUE, modes=("warmup",), expiry=Expiry(("warmup",), 0.5))
-        before, lost, stale = signal(), signal(), aged(signal(), 90)
-        assert outbox.submit(before, "warmup").published        # connected, queue declared
-        relay.hold()
-        cutter = threading.Thread(target=lambda: (wait_for(lambda: message_count(direct, QUEUE) == 2,
-                                                           "the signal on the queue", timeout=30), relay.cut()))
-        cutter.start()
-        with caplog.at_level(logging.WARNING, logger="msd.outbox"):
-            assert not outbox.submit(lost, "warmup").published
-        cutter.join()
-        with db.transaction() as conn:
-            insert_signal(conn, stale, signal_to_wire(stale), "warmup")     # a plain pending one, too old
-        time.sleep(1.0)                 # both are older than the limit now
-        assert outbox.flush() == 1
-        assert states(db) == {before.signal_id: "sent", lost.signal_id: "sent", stale.signal_id: "expired"}
-        assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id]
-    finally:
-        publisher.close()
-        relay.close()
-        db.close()
+    make, relay, db, direct = relayed
+    outbox = make(expiry=Expiry(("warmup",), 0.5))
+    before, lost, stale = signal(), signal(), aged(signal(), 90)
+    assert outbox.submit(before, "warmup").dispatched        # connected, queue declared
+    settled(outbox)
+    relay.hold()
+    with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+        assert outbox.submit(lost, "warmup").dispatched
+        wait_for(lambda: message_count(direct, QUEUE) == 2, "the signal on the queue", timeout=30)
+        time.sleep(1.0)                 # older than the limit while its confirm is awaited
+        assert outbox.flush() == 0 and states(db)[lost.signal_id] == "pending"     # in flight: kept
+        relay.cut()
+        settled(outbox, "the lost confirm applied")
+    with db.transaction() as conn:
+        insert_signal(conn, stale, signal_to_wire(stale), "warmup")     # a plain pending one, too old
+    assert outbox.flush() == 1
+    settled(outbox)
+    assert states(db) == {before.signal_id: "sent", lost.signal_id: "sent", stale.signal_id: "expired"}
+    assert queued_ids(direct) == [before.signal_id, lost.signal_id, lost.signal_id]
+
+
+def test_signals_the_broker_nacks_stay_pending_and_go_out_again_in_order(setup, fresh_vhost, caplog):
+    """A nack (here: a full queue that rejects publishes) is a refusal, not a lost confirm: the
+    signals stay pending, are not counted unconfirmed, and the next flush sends them, oldest first."""
+    from msd.roles.runtime.outbox import Submission
+    from tests.fixtures.rabbit import rabbitmqctl
+    db, publisher, url = setup
+    rabbitmqctl("set_policy", "-p", fresh_vhost, "full-at-two", f"^{QUEUE}$",
+                '{"max-length": 2, "overflow": "reject-publish"}', "--apply-to", "queues")
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    turn = [signal(f"s{n}") for n in range(4)]
+    ids = [item.signal_id for item in turn]
+    with caplog.at_level(logging.WARNING, logger="msd.outbox"):
+        assert all(r.dispatched for r in outbox.submit_all([Submission(item, "warmup") for item in turn]))
+        settled(outbox)
+    assert [states(db)[sid] for sid in ids] == ["sent", "sent", "pending", "pending"]
+    assert outbox.backlog and outbox.unconfirmed == 0 and unconfirmed_ids(caplog) == []
+    errors = column(db, "last_error", ids[2:])
+    assert all("nacked" in errors[sid] for sid in ids[2:])
+    assert column(db, "unconfirmed_at", ids[2:]) == {sid: None for sid in ids[2:]}
+    assert queued_ids(url) == ids[:2]           # the queue has room again
+    assert outbox.flush() == 2
+    settled(outbox)
+    assert queued_ids(url) == ids[2:] and set(states(db).values()) == {"sent"}
+
+
+def test_a_signal_returned_as_unroutable_stays_pending_until_the_queue_is_back(setup):
+    """A mandatory publish nobody's queue takes is returned, then acked: refused, not sent; the
+    next flush declares the queue again and sends it."""
+    db, publisher, url = setup
+    outbox = Outbox(db, publisher, QUEUE, modes=("warmup",))
+    first, second = signal(), signal()
+    assert outbox.submit(first, "warmup").dispatched
+    settled(outbox)
+    assert queued_ids(url) == [first.signal_id]
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    conn.channel().queue_delete(QUEUE)
+    conn.close()
+    assert outbox.submit(second, "warmup").dispatched
+    settled(outbox)
+    assert states(db)[second.signal_id] == "pending" and outbox.backlog
+    assert "unroutable" in column(db, "last_error", [second.signal_id])[second.signal_id]
+    assert outbox.flush() == 1
+    settled(outbox)
+    assert queued_ids(url) == [second.signal_id] and states(db)[second.signal_id] == "sent"

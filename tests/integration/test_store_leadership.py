@@ -113,3 +113,39 @@ def test_a_newer_codes_migrations_are_listed_without_being_applied(db, tmp_path)
         cur = conn.cursor()
         cur.execute("SELECT to_regclass('msd.newer')")
         assert cur.fetchone()[0] is None
+
+
+def test_signals_are_stamped_on_insert_and_on_becoming_sent_only(db, fresh_pg_dsn):
+    """sql/014: the update trigger fires only when a row becomes 'sent' under an epoch; the
+    stamps are those 013 defined (epoch and written_at on insert, sent_epoch and written_at once
+    sent), and any other update (a failed attempt, a second mark) leaves them alone."""
+    import uuid
+    from msd.store.outbox import mark_sent, record_failed_attempt
+    tx(db, lease.try_acquire, A, 30)
+    writer = _writer(fresh_pg_dsn, 1)
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    with writer.transaction() as conn, conn.cursor() as cur:
+        for sid in ids:
+            cur.execute("""INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount, confidence,
+                                                    mode, body, snapshot, created_at)
+                           VALUES (%s, 's', 'BTCUSDT', 'buy', 10, 0.5, 'warmup', '{}', '{}', now())""", (sid,))
+
+    def stamps(sid):
+        with db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT epoch, sent_epoch, written_at FROM msd.signals WHERE signal_id = %s", (sid,))
+            return cur.fetchone()
+    inserted = stamps(ids[0])
+    assert inserted[:2] == (1, None) and inserted[2] is not None
+    with writer.transaction() as conn:
+        record_failed_attempt(conn, ids[0], "nacked")
+    assert stamps(ids[0]) == inserted                               # not a move to 'sent'
+    with writer.transaction() as conn:
+        mark_sent(conn, [ids[0]])
+    sent = stamps(ids[0])
+    assert sent[:2] == (1, 1) and sent[2] > inserted[2]
+    with writer.transaction() as conn:
+        mark_sent(conn, [ids[0]])                                   # already sent: no new stamp
+    assert stamps(ids[0]) == sent
+    with db.transaction() as conn:
+        mark_sent(conn, [ids[1]])                                   # no writer epoch: nothing stamped
+    assert stamps(ids[1])[:2] == (1, None)

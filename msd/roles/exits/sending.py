@@ -123,7 +123,7 @@ class ExitSending:
         log.info("exit signal %s: %s %s %s (%s USDT; %s at %s from %s)", signal_id, signal.signal_type, pid[0],
                  decision.quantity, decision.amount, decision.reason.value, decision.trigger_price, quote.source,
                  extra={"trace_id": signal.trace_id, "signal_id": signal_id, "position_id": pid[1],
-                        "published": submitted.published})
+                        "dispatched": submitted.dispatched})
 
     def _recorded_after_all(self, pid: PositionId, signal_id: str) -> bool:
         """An exit whose outbox write seemed to fail: if the outbox holds it, so does the store

@@ -2,17 +2,24 @@
 
 Used by the signaller and the exit role. While the broker is down, signals stay pending in
 `msd.signals` and `flush()` sends them in order once it is back; a restart sends what a
-previous run left pending. A signal is marked sent right after the broker confirmed it (a mark
-that fails while the database is down is retried by `commit_marks`, always before pending rows
-are read again).
+previous run left pending. A signal is marked sent once its confirm was applied: with the next
+outbox write (same commit) or by `commit_marks` (the loop's, within 0.1 s; a failed mark is
+retried, always before pending rows are read again).
+
+Publishes are pipelined (msd.bus.publisher): the loop does not wait for confirms; verdicts are
+applied on its next turns (`service_connection`). Until then a signal is `in_flight`: pending in
+the table, but not sent again, expired or voided by a flush. A refused one (nacked, returned as
+unroutable, never put on a connection) stays pending as a failed attempt and the next flush
+sends it again, oldest first; signals already in flight behind it are not recalled and may reach
+the queue before its second attempt (an outage refuses or loses them all, resent in order).
 
 Delivery is at least once; a signal reaches the queue twice in two cases only, both with the
 same `signal_id`, which order-manager treats as a duplicate (the loss-free direction is the one
-we keep): msd dies between a confirm and that one UPDATE (the signal is sent again after the
-restart), or the broker connection is lost while a publish waits for its confirm (the broker
-routes a message before it confirms it, so it may be on the queue already; the signal stays
-pending and goes out again, logged with its id and counted in msd_signals_unconfirmed_total;
-it never expires, since it may be out already).
+we keep): msd dies between a confirm and its mark (at most ~0.1 s; sent again after the
+restart), or the broker connection is lost while confirms are outstanding (the broker routes a
+message before it confirms it, so each of them may be on the queue already; they stay pending
+and go out again, each logged with its id and counted in msd_signals_unconfirmed_total; they
+never expire, since they may be out already).
 A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
@@ -40,33 +47,37 @@ from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from msd import metrics
-from msd.bus.publisher import ConfirmingPublisher
+from msd.bus.publisher import ConfirmingPublisher, Outcome
 from msd.bus.signal_format import encode_signal, signal_to_wire
 from msd.values.messages import TradingSignal
 from msd.bus.topology import QueueSpec
-from msd.errors import BrokerUnavailable, DatabaseUnavailable, PublishUnconfirmed
+from msd.errors import BrokerUnavailable, DatabaseUnavailable
+from msd.roles.runtime.outbox_audit import said_expired, said_invalid, said_unconfirmed, said_voided
 from msd.store.db import Database
 from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, VoidedSignal, count_pending, expire_stale, insert_signal_sql, mark_sent,
+    ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent, mark_sent_sql,
     pending_backlog, pending_signals, record_failed_attempt, void_pending,
 )
 
 log = logging.getLogger("msd.outbox")
 FLUSH_BATCH = 500
+# Signals in flight at most: a flush of a long backlog sends this many, the next flush the rest.
+MAX_IN_FLIGHT = 1000
 
 OnExpired = Callable[[object, list[ExpiredSignal]], None]
 AfterExpiry = Callable[[list[ExpiredSignal]], None]
 VoidCheck = Callable[[list[PendingSignal]], "Mapping[str, tuple[str, str]] | None"]
+# (signal_id, when its confirm arrived (time.monotonic()) or None: refused or unconfirmed, pending again)
+OnSettled = Callable[[str, "float | None"], None]
 
 
 @dataclass(frozen=True)
 class Submitted:
     recorded: bool          # written to the outbox (so it will be published, now or later)
-    published: bool         # confirmed by the broker already
+    dispatched: bool        # handed to the broker (after any older pending ones); confirmed later
     error: str | None = None
     write_s: float = 0.0    # encoding and the committed outbox row
-    publish_s: float = 0.0  # publishing (after any older pending ones) until confirmed and marked sent
-    done_at: float = 0.0    # time.monotonic() when submit returned (confirmed, marked)
+    written_at: float = 0.0  # time.monotonic() when the row was committed
 
 
 @dataclass(frozen=True)
@@ -107,11 +118,11 @@ class Outbox:
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
         self.broker_error: str | None = None
-        self.published = 0
-        self.expired = 0
-        self.voided = 0
+        self.published = self.expired = self.voided = 0
         self.unconfirmed = 0        # publishes whose confirm was lost with the connection
         self.unmarked: list[str] = []       # confirmed by the broker, not yet marked sent
+        self.in_flight: dict[str, PendingSignal] = {}     # sent, verdict not applied yet (oldest first)
+        self.on_settled: OnSettled | None = None
 
     def retarget(self, queue: str) -> None:
         """Publish to another queue from now on (a live config change)."""
@@ -128,9 +139,27 @@ class Outbox:
             raise ValueError(f"screened modes {screen.modes} are not among this outbox's {self.modes}")
         self.screen = screen
 
+    def listen(self, on_settled: OnSettled) -> None:
+        self.on_settled = on_settled        # each dispatched signal's verdict, as applied (path timing)
+
     def service_connection(self) -> None:
-        """Keep the broker connection alive while idle (heartbeats, a broker-side close noticed)."""
-        self.publisher.service()
+        """Apply the verdicts the broker sent since the last turn (marks, failures); call every turn."""
+        self._apply(self.publisher.poll())
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the confirms in flight (a role stopping); True once none is left."""
+        end = time.monotonic() + timeout_s
+        self.service_connection()
+        while self.in_flight and time.monotonic() < end:
+            time.sleep(0.005)
+            self.service_connection()
+        self.commit_marks()
+        return not self.in_flight
+
+    def close(self) -> None:
+        """Close the connection; confirms still outstanding are applied as unconfirmed (pending, logged)."""
+        self._apply(self.publisher.close())
+        self.commit_marks()
 
     def submit(self, signal: TradingSignal, mode: str, *,
                also: Callable[[Any], bytes | None] | None = None) -> Submitted:
@@ -168,14 +197,16 @@ class Outbox:
 
     def _record_and_publish(self, valid: list, results: list, started: float) -> None:
         try:
+            marks = list(self.unmarked)
             with self.db.autocommit() as conn:      # one statement string: atomic without BEGIN/COMMIT
-                with conn.cursor() as cur:
-                    parts = []
+                with conn.cursor() as cur:          # marks ride along: no commit of their own while signals flow
+                    parts = [mark_sent_sql(cur, marks)] if marks else []
                     for _, item, _, _ in valid:
                         before = item.also(cur) if item.also is not None else None
                         parts += [before] if before else []
                         parts.append(insert_signal_sql(cur, item.signal, signal_to_wire(item.signal), item.mode))
                     cur.execute(b";\n".join(parts))
+            self.unmarked = self.unmarked[len(marks):]
         except DatabaseUnavailable as exc:
             for index, item, _, _ in valid:
                 metrics.SIGNALS_LOST.labels(item.signal.strategy_id, "database").inc()
@@ -184,31 +215,30 @@ class Outbox:
                 results[index] = Submitted(False, False, str(exc))
             return
         written = time.monotonic()
+        self.service_connection()       # a failure heard since the last turn makes a backlog
         if self.backlog:
             try:
-                self.flush()
+                self.flush()        # the older pending ones first, then these
             except Exception:       # the signals are recorded all the same; the next flush retries
                 log.exception("outbox flush after recording signals %s failed",
                               ", ".join(item.signal.signal_id for _, item, _, _ in valid))
-            done = time.monotonic()
-            for index, _, _, _ in valid:
-                results[index] = Submitted(True, not self.backlog, write_s=written - started,
-                                           publish_s=done - written, done_at=done)
-            return
-        for index, item, body, headers in valid:
-            signal = item.signal
-            # After a failure (backlog set) the rest stay pending: the next flush keeps their order.
-            published = not self.backlog and self._publish(PendingSignal(
-                signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount))
-            done = time.monotonic()
-            results[index] = Submitted(True, published, write_s=written - started, publish_s=done - written,
-                                       done_at=done)
+        else:
+            for _, item, body, headers in valid:
+                signal = item.signal
+                # After a failure (backlog set) the rest stay pending: the next flush keeps their order.
+                if len(self.in_flight) >= MAX_IN_FLIGHT:
+                    self.backlog = True
+                if self.backlog or not self._dispatch(PendingSignal(
+                        signal.signal_id, signal.strategy_id, body, headers["trace_id"], item.mode, signal.amount)):
+                    break
+                if not self.publisher.ready:        # as in flush: one waits for a connection, not all
+                    self.backlog = True
+        for index, item, _, _ in valid:
+            dispatched = item.signal.signal_id in self.in_flight
+            results[index] = Submitted(True, dispatched, write_s=written - started, written_at=written)
 
     def _invalid(self, signal: TradingSignal, exc: ValueError) -> Submitted:
-        # Our own signal breaks order-manager's rules: a bug, never published.
-        metrics.SIGNALS_INVALID.labels(signal.strategy_id).inc()
-        log.error("signal failed validation and was not published: %s", exc,
-                  extra={"trace_id": signal.trace_id, "signal": signal_to_wire_safe(signal)})
+        said_invalid(signal, exc)       # our own signal breaks order-manager's rules: a bug, never published
         return Submitted(False, False, f"invalid: {exc}")
 
     def commit_marks(self) -> bool:
@@ -225,27 +255,33 @@ class Outbox:
         return True
 
     def flush(self) -> int:
-        """Expire what is too old, void what the screen finds obsolete, publish the rest oldest
-        first; stops at the first failure, or when the screen cannot tell.
+        """Expire what is too old, void what the screen finds obsolete, send the rest oldest first
+        (their confirms are applied on later turns); stops at the first refused send, after one
+        sent with no connection open, when the screen cannot tell, or at MAX_IN_FLIGHT in flight.
 
-        Returns how many went out."""
+        Returns how many were sent."""
         sent = 0
+        self.service_connection()
         if not self.commit_marks():     # unmarked rows would read as pending and go out twice
             return sent
         try:
             while True:
                 with self.db.transaction() as conn:
                     expired = self._expire(conn)
-                    batch = pending_signals(conn, self.modes, FLUSH_BATCH)
+                    batch = pending_signals(conn, self.modes, FLUSH_BATCH, exclude=list(self.in_flight))
                 self._expired(expired)
                 going, held = self._screened(batch)
                 for item in going:
-                    if not self._publish(item):
+                    if len(self.in_flight) >= MAX_IN_FLIGHT:
+                        self.backlog = True     # the rest wait for the next flush
+                        return sent
+                    if not self._dispatch(item):
                         return sent
                     sent += 1
+                    if not self.publisher.ready:    # it waits for a connection: the rest wait for it
+                        self.backlog = True
+                        return sent
                 if held:                # the screen could not tell: those wait for a later flush
-                    return sent
-                if not self.commit_marks():
                     return sent
                 if len(batch) < FLUSH_BATCH:
                     self.backlog = False
@@ -255,7 +291,8 @@ class Outbox:
             return sent
 
     def _expire(self, conn) -> list[ExpiredSignal]:
-        expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s))
+        expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s),
+                               exclude=list(self.in_flight))
         if expired and self.expiry.on_expired is not None:
             self.expiry.on_expired(conn, expired)
         return expired
@@ -264,16 +301,8 @@ class Outbox:
         """The audit trail of signals that expired, once their transaction committed."""
         if expired and self.expiry.after_commit is not None:
             self.expiry.after_commit(expired)
-        for item in expired:
-            self.expired += 1
-            metrics.SIGNALS_EXPIRED.labels(item.strategy_id, item.mode).inc()
-            log.info("signal %s expired unsent after %.1fs (%s %s %s USDT, %s, limit %gs)", item.signal_id,
-                     item.age_s, item.signal_type, item.asset, item.amount, item.strategy_id, self.expiry.max_age_s,
-                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
-                            "trace_id": item.body.get("trace_id"), "age_s": round(item.age_s, 3)})
-        if expired:
-            log.warning("%d signals waited longer than %gs in the outbox and expired unsent",
-                        len(expired), self.expiry.max_age_s, extra={"expired": len(expired)})
+        self.expired += len(expired)
+        said_expired(expired, self.expiry.max_age_s)
 
     def _screened(self, batch: list[PendingSignal]) -> tuple[list[PendingSignal], bool]:
         """`batch` without what the screen voids (marked in one transaction), and whether the
@@ -297,57 +326,61 @@ class Outbox:
     def _voided(self, voided: list[VoidedSignal]) -> None:
         if voided and self.screen is not None and self.screen.after_commit is not None:
             self.screen.after_commit(voided)
-        for item in voided:
-            self.voided += 1
-            metrics.SIGNALS_VOIDED.labels(item.strategy_id, item.mode, item.reason).inc()
-            log.info("signal %s voided unsent after %.1fs (%s %s %s USDT, %s): %s", item.signal_id, item.age_s,
-                     item.signal_type, item.asset, item.amount, item.strategy_id, item.reason,
-                     extra={"signal_id": item.signal_id, "strategy": item.strategy_id, "mode": item.mode,
-                            "trace_id": item.body.get("trace_id"), "reason": item.reason})
+        self.voided += len(voided)
+        said_voided(voided)
 
-    def _publish(self, item: PendingSignal) -> bool:
+    def _dispatch(self, item: PendingSignal) -> bool:
+        """Hand `item` to the broker connection; False (recorded as a failed attempt) if refused now."""
         try:
             if not self.queue_declared:
                 # order-manager declares it too (durable, no arguments); a mandatory publish to a
                 # queue nobody declared yet would come back unroutable.
                 self.publisher.ensure_queue(QueueSpec(self.queue, "durable"))
                 self.queue_declared = True
-            self.publisher.publish(self.queue, item.body, headers={"trace_id": item.trace_id},
-                                   message_id=item.signal_id)
-        except PublishUnconfirmed as exc:
-            self._unconfirmed(item, exc)
-            self._failed(item.signal_id, str(exc), unconfirmed=True)
-            return False
+            self.publisher.send(self.queue, item.body, headers={"trace_id": item.trace_id},
+                                message_id=item.signal_id)
         except BrokerUnavailable as exc:
-            self._failed(item.signal_id, str(exc))
+            self._failed([(item, str(exc), False)])
             return False
+        self.in_flight[item.signal_id] = item
+        return True
+
+    def _apply(self, outcomes: list[Outcome]) -> None:
+        """The broker's verdicts: confirmed ones marked sent (one UPDATE), failed ones recorded."""
+        failed = []
+        for outcome in outcomes:
+            item = self.in_flight.pop(outcome.message_id, None)
+            if item is None:
+                continue        # not this outbox's (a publisher shared in a test) or settled already
+            if outcome.status == "confirmed":
+                self._confirmed(item)
+            else:
+                if outcome.status == "unconfirmed":
+                    self.unconfirmed += 1
+                    said_unconfirmed(item, outcome.reason or "connection lost")
+                failed.append((item, outcome.reason or outcome.status, outcome.status == "unconfirmed"))
+            if self.on_settled is not None:
+                self.on_settled(item.signal_id, outcome.at if outcome.status == "confirmed" else None)
+        if failed:
+            self._failed(failed)            # marks: with the next outbox write, or commit_marks
+
+    def _confirmed(self, item: PendingSignal) -> None:
         self.broker_error = None
         self.published += 1
         metrics.SIGNALS_PUBLISHED.labels(item.strategy_id, item.mode).inc()
         metrics.SIGNALS_NOTIONAL.labels(item.strategy_id, item.mode).inc(float(item.amount))
-        # Marked at once (the receiver already has it, so this costs it nothing), which keeps
-        # the crash-between-confirm-and-mark window to one statement; a failed mark is retried.
+        # Marked on the turn its confirm is applied (the receiver already has it, so this costs
+        # it nothing); a failed mark is retried before pending rows are read again.
         self.unmarked.append(item.signal_id)
-        self.commit_marks()
-        return True
 
-    def _unconfirmed(self, item: PendingSignal, exc: PublishUnconfirmed) -> None:
-        # The one way a broker outage sends a signal twice: it may be on the queue already, and it
-        # stays pending, so it goes out again (same signal_id: order-manager dedupes). At most one
-        # line per lost connection (one publish waits for its confirm at a time).
-        self.unconfirmed += 1
-        metrics.SIGNALS_UNCONFIRMED.labels(item.strategy_id, item.mode).inc()
-        log.warning("signal %s may have reached the broker: the connection was lost before its confirm "
-                    "(%s); it stays pending and will be published again with the same signal_id", item.signal_id,
-                    exc, extra={"signal_id": item.signal_id, "trace_id": item.trace_id, "strategy": item.strategy_id,
-                                "mode": item.mode, "unconfirmed": True})
-
-    def _failed(self, signal_id: str, error: str, *, unconfirmed: bool = False) -> None:
+    def _failed(self, failures: list[tuple[PendingSignal, str, bool]]) -> None:
+        """Failed publishes (item, error, unconfirmed): pending, retried by the next flush."""
         # The broker's state is reported (once) by the publisher's on_state; this is per signal.
-        self.broker_error, self.backlog, self.queue_declared = error, True, False
+        self.broker_error, self.backlog, self.queue_declared = failures[-1][1], True, False
         try:
             with self.db.transaction() as conn:
-                record_failed_attempt(conn, signal_id, error, unconfirmed=unconfirmed)
+                for item, error, unconfirmed in failures:
+                    record_failed_attempt(conn, item.signal_id, error, unconfirmed=unconfirmed)
         except DatabaseUnavailable:
             pass
 
@@ -365,17 +398,3 @@ class Outbox:
         metrics.OUTBOX_PENDING.labels(role).set(count)
         metrics.OUTBOX_OLDEST_AGE.labels(role).set(oldest or 0.0)
 
-    def pending_count(self) -> int | None:
-        try:
-            with self.db.transaction() as conn:
-                return count_pending(conn)
-        except DatabaseUnavailable:
-            return None
-
-
-def signal_to_wire_safe(signal: TradingSignal) -> str:
-    """The signal for an error log line, even when it cannot be encoded as valid JSON."""
-    try:
-        return str(signal_to_wire(signal))
-    except (ValueError, TypeError):
-        return repr(signal)

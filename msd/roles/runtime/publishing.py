@@ -1,9 +1,11 @@
 """The main loop shared by the roles that publish signals (signaller, exits).
 
 Each turn: prove liveness, apply a config the supervisor sent, let the role take its inputs
-and decide (`step`), keep the broker connection alive (heartbeats while idle, a broker-side
-close noticed and repaired before the next signal needs it), mark what the broker confirmed as
-sent, retry the outbox backlog now and then, and report status once a second.
+and decide (`step`, which hands its signals to the broker without waiting for their confirms),
+apply the broker's verdicts that arrived meanwhile (confirmed ones marked sent, refused or lost
+ones left pending for the next flush), retry the outbox backlog now and then, and report status
+once a second. The broker connection (heartbeats, reconnects) is kept by the publisher's own
+I/O thread (msd.bus.publisher), whatever the loop is doing.
 
 A failure inside one turn that is not a lost dependency is contained here: the role logs it
 (ERROR, at most a few lines per window), counts it in msd_message_failures_total and goes on
@@ -28,6 +30,13 @@ from msd.supervisor.spawn import EXIT_OK
 
 STATUS_EVERY_S = 1.0
 BACKLOG_EVERY_S = 5.0
+# A stopping role waits this long for the confirms in flight, so that a clean stop leaves none
+# pending to be sent twice after the restart (those still outstanding are logged as unconfirmed).
+SETTLE_AT_STOP_S = 2.0
+# Confirmed signals are marked sent with the next outbox write (one commit for both) or, when no
+# signal comes, by their own UPDATE at most this long after: one per turn doubled a turn's cost
+# on a machine where every commit waits for the disk.
+MARK_EVERY_S = 0.1
 log = logging.getLogger("msd.publishing")
 
 
@@ -73,29 +82,37 @@ def serve_publishing_role(ctx: RoleContext,
     db = open_database(ctx.config, f"msd-{ctx.name}", deps)
     publisher = ConfirmingPublisher(ctx.config.rabbitmq.url, connection_name=f"msd-{ctx.name}",
                                     on_state=deps.reporter("broker"))
+    role = None
     try:
         role = make_role(db, publisher, deps)
         ctx.booted()
         run_publishing_role(ctx, role)
     finally:
-        publisher.close()
-        db.close()
+        try:
+            if role is not None:
+                role.outbox.close()     # confirms still outstanding: recorded as unconfirmed (pending)
+        finally:
+            publisher.close()
+            db.close()
     return EXIT_OK
 
 
 def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
     contained = Contained(ctx.name)
-    next_status = next_flush = next_backlog = 0.0
+    next_status = next_flush = next_backlog = next_mark = 0.0
     while not ctx.stopping.is_set():
         ctx.beat()
         new_config = ctx.poll_control()
         if new_config is not None:
             contained.run("apply_config", role.apply_config, new_config)
         contained.run("step", role.step)
+        # The confirms that arrived meanwhile are applied; marked sent (MARK_EVERY_S); marks that
+        # failed while the database was down are retried the same way (see Outbox).
         role.outbox.service_connection()
-        # Marks that failed while the database was down are retried every turn (see Outbox).
-        role.outbox.commit_marks()
         now = time.monotonic()
+        if now >= next_mark:
+            role.outbox.commit_marks()
+            next_mark = now + MARK_EVERY_S
         if now >= next_flush:
             if role.outbox.backlog and role.may_flush():
                 contained.run("outbox_flush", role.outbox.flush)
@@ -106,4 +123,4 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
         if now >= next_status:
             contained.run("report", role.report)
             next_status = now + STATUS_EVERY_S
-    role.outbox.commit_marks()
+    role.outbox.settle(SETTLE_AT_STOP_S)

@@ -91,6 +91,9 @@ class Signaller:
         self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
         self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
+        # Market-triggered signals sent, their confirm not heard yet: their path timing (confirmed)
+        self.awaiting: dict[str, tuple[Arrival, DecisionTimes, float, float]] = {}
+        self.outbox.listen(self.confirmed)
         self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
@@ -289,15 +292,24 @@ class Signaller:
         if not submitted.recorded:
             stats.dropped["not_recorded"] += 1
             return
-        if submitted.published and params.trigger == "market" and signal.asset in self.arrivals:
-            path_timing.observe(self.arrivals[signal.asset], timing, submitted.write_s, submitted.publish_s,
-                                submitted.done_at)
+        if submitted.dispatched and params.trigger == "market" and signal.asset in self.arrivals:
+            self.awaiting[signal.signal_id] = (self.arrivals[signal.asset], timing, submitted.write_s,
+                                               submitted.written_at)
         stats.sent += 1
         stats.last_signal_at = now.isoformat()
         log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
                  signal.amount, params.id, signal.confidence,
                  extra={"trace_id": signal.trace_id, "signal_id": signal.signal_id, "strategy": params.id,
-                        "published": submitted.published})
+                        "dispatched": submitted.dispatched})
+
+    def confirmed(self, signal_id: str, confirmed_at: float | None) -> None:
+        """The broker's verdict on a sent signal: a confirmed market-triggered one is timed from the
+        update's delivery to its confirm (publish_confirm: from the committed outbox row to the
+        confirm's arrival, while the loop went on); a refused or lost one goes out again later, untimed."""
+        waited = self.awaiting.pop(signal_id, None)
+        if waited is not None and confirmed_at is not None:
+            arrival, timing, write_s, written_at = waited
+            path_timing.observe(arrival, timing, write_s, confirmed_at - written_at, confirmed_at)
 
     # ----- the loop (msd.roles.runtime.publishing) -------------------------------------------------
     def step(self) -> None:

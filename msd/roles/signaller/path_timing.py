@@ -4,6 +4,12 @@ Observed into msd_signal_path_seconds{stage} for each signal a market-triggered 
 on an update (benchmarks/signal_latency.py prints the breakdown). All times are time.monotonic(),
 one clock for every process of the host; the consumer's two arrive with the update
 (dataplane.Timed). The broker hops (publisher -> consumer, signal -> its reader) are outside msd.
+
+`publish_confirm` runs from the committed outbox row to the moment the publisher's I/O thread
+received the broker's confirm (msd.bus.publisher): the hand-over to the connection, the broker's
+routing and fsync, and the ack's way back. Publishes are pipelined, so the signaller's loop no
+longer spends that time: it goes on with its next turn, and the signal is observed here when the
+confirm is applied, a turn or so later (`total` ends at the confirm's arrival all the same).
 """
 from __future__ import annotations
 
