@@ -164,12 +164,6 @@ def record_failed_attempt(conn, signal_id: str, error: str, *, unconfirmed: bool
                         WHERE signal_id = %s""", (error[:1000], unconfirmed, signal_id))
 
 
-def count_pending(conn) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM msd.signals WHERE outbox_state = 'pending'")
-        return cur.fetchone()[0]
-
-
 IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
   FROM msd.signals s
   LEFT JOIN orders o ON o.signal_id = s.signal_id AND s.outbox_state <> 'pending'

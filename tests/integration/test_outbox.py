@@ -118,7 +118,6 @@ def test_in_flight_notional_scanned_all_orders_once_per_recent_signal(setup):
     """Regression: `pending OR NOT EXISTS (orders ...)` could not become an anti-join, so the
     planner scanned `orders` (no index on signal_id) once per recent signal: 190 ms per strategy
     evaluation with 20,000 orders and 3,000 recent signals. The plan must read orders once."""
-    from datetime import timedelta
     from msd.store.neighbours import create_neighbour_tables
     from msd.store.outbox import IN_FLIGHT_SQL, in_flight_params, mark_sent
     db, _, _ = setup
