@@ -208,8 +208,8 @@ class PaperExchange:
                               now=self._now, rng=self._rng, extra=om.modification(before, after))
 
     def _exchange_cancel(self, key: str) -> list[Outbound]:
-        """The exchange cancels a working order (a Limit past its time to live, a reduce-only order
-        with nothing left to reduce): order-manager learns it from ws-gateway's order stream
+        """The exchange cancels a working order (a reduce-only order with nothing left to reduce, or
+        a Limit past a time to live a test set): order-manager learns it from ws-gateway's order stream
         (CONTRACTS §2.3, exchange-driven row). `Cancelled` becomes status `cancelled` and a
         `cancelled` event with market_conditions and no modification. After a partial fill Bybit
         says `PartiallyFilledCanceled`: the lowercased status violates the DB CHECK, so the row
@@ -261,7 +261,8 @@ class PaperExchange:
         if row["order_type"] == "Market":
             fill = om.market_fill(row["side"], remaining, quote, spec, self._params, self._rng)
         else:
-            if self._now - row["created_at"] >= timedelta(seconds=self._params.limit_ttl_s):
+            ttl = self._params.limit_ttl_s
+            if ttl is not None and self._now - row["created_at"] >= timedelta(seconds=ttl):
                 return self._exchange_cancel(key)
             fill = om.limit_fill(row["side"], row["price"], remaining, quote, spec, self._params, self._rng)
         # A reduce-only order larger than the position is cut to it and then counts as filled.

@@ -48,7 +48,10 @@ class OrderManagerParams:
     impact_bps: Decimal = Decimal("3")                # per level-1 size beyond the first
     limit_offset_bps: Decimal = Decimal("0")          # limit price = best bid/ask -/+ this
     limit_fill_probability: float = 0.35              # per tick while at the top of book
-    limit_ttl_s: float = 600.0                        # unfilled rest cancelled after this
+    # A resting Limit's time to live on the exchange; None (the default): it rests until filled or
+    # cancelled by a newer signal for its asset, because CONTRACTS gives order-manager's orders no
+    # expiry (§2.3: its own cancels are cancel_order on a new signal). A number is a test's choice.
+    limit_ttl_s: float | None = None
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -58,8 +61,8 @@ class OrderManagerParams:
         if not 0 < self.limit_fill_probability <= 1:
             raise ValueError(f"limit_fill_probability: {self.limit_fill_probability!r} is invalid; "
                              "expected 0 < p <= 1")
-        if not self.limit_ttl_s > 0:
-            raise ValueError(f"limit_ttl_s: {self.limit_ttl_s!r} is invalid; expected > 0")
+        if self.limit_ttl_s is not None and not self.limit_ttl_s > 0:
+            raise ValueError(f"limit_ttl_s: {self.limit_ttl_s!r} is invalid; expected > 0 or None (no expiry)")
 
 
 @dataclass(frozen=True)

@@ -381,3 +381,16 @@ def test_states_stored_by_the_first_version_are_not_time_exited_early(tmp_path):
     finally:
         drop_database(dsn)
         delete_vhost(vhost)
+
+
+def test_a_confirmed_exit_is_published_in_its_state_without_a_lookup_in_msd_signals(make, monkeypatch):
+    """Since publishes are pipelined, an exit is never confirmed at submit: the outbox's verdict
+    marks it published (the msd.signals lookup, here made to find nothing, is for a restart)."""
+    h = make()
+    monkeypatch.setattr(h.role, "_published", lambda ids: set())
+    pid = open_position(h.dsn, "CONFUSDT", "2.00000000", "100", "97.00000000")
+    h.queues["positions"].put(update(pid, "CONFUSDT", "2"))
+    [(signal_id, _)] = h.until(lambda: h.exits(pid), what="the exit")
+    h.until(lambda: all(f.published for f in h.role.book[("CONFUSDT", pid)].in_flight), what="published")
+    [flight] = h.role.book[("CONFUSDT", pid)].in_flight
+    assert flight.signal_id == signal_id

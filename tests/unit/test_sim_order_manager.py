@@ -242,3 +242,12 @@ def test_an_exchange_cancel_after_a_partial_fill_is_not_recorded_as_order_manage
     out. The sim used to record `cancelled` and send cancel_order's event for both."""
     from msd.sim.order_manager import exchange_cancel_status
     assert exchange_cancel_status(filled) == recorded
+
+
+def test_sim_invented_a_600s_limit_expiry_order_manager_does_not_have():
+    # Regression: msd-sim cancelled a resting Limit after 600 s, an exchange-driven cancel the real
+    # order-manager never causes (CONTRACTS §2.3: its cancels are cancel_order on a newer signal).
+    assert om.OrderManagerParams().limit_ttl_s is None
+    assert om.OrderManagerParams(limit_ttl_s=30).limit_ttl_s == 30       # a test may still set one
+    with pytest.raises(ValueError, match="limit_ttl_s"):
+        om.OrderManagerParams(limit_ttl_s=0)

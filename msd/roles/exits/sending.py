@@ -191,6 +191,17 @@ class ExitSending:
                         flight.signal_id, *pid, status, extra=context)
         self.debouncer.offer(pid, pid, now)       # in backoff: ticks and verifications try again later
 
+    def confirmed(self, signal_id: str, confirmed_at: float | None) -> None:
+        """The broker confirmed an exit (the outbox's verdict, applied on this loop's turn): it is
+        published, so the in-flight check need not look it up in msd.signals. A refused or lost one
+        (None) stays unpublished; after a restart the lookup still finds what was confirmed before."""
+        if confirmed_at is None:
+            return
+        for pid, state in self.book.items():
+            if any(f.signal_id == signal_id and not f.published for f in state.in_flight):
+                self.put(pid, step(state, Published(frozenset({signal_id})), self.clock()).state)
+                return
+
     def _published(self, signal_ids: list[str]) -> set[str]:
         with self.db.autocommit() as conn:
             return published_signals(conn, signal_ids)
