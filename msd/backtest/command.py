@@ -120,7 +120,8 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         f"Fills: Market on the candle the order reaches the exchange in (decision + "
         f"{c.latency.total_seconds() * 1000:g} ms), at its open, half the spread worse; Limit (order-manager's choice, CONTRACTS 1.2) at the decision-time bid/ask when a "
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled; a newer accepted "
-        "signal for the asset cancels the asset's resting Limit orders (order-manager's cancel_order, CONTRACTS 2.3).",
+        "signal for the asset cancels the asset's resting Limit orders (order-manager's cancel_order, CONTRACTS 2.3; "
+        "its scope, the same asset, and moment, after the new order's risk check, are assumed as in msd-sim).",
         "Exits on each candle's path open -> adverse extreme -> favourable extreme -> close (a stop before a "
         "take-profit in one candle), filled at the rule's level, or at the open on a gap, half the spread worse.",
         f"Fees per side: taker {_plain(c.taker_fee * 100)} %, maker {_plain(c.maker_fee * 100)} %. Risk: no leverage on gross "

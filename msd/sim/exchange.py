@@ -193,7 +193,9 @@ class PaperExchange:
         return om.AccountExposure(size, total)
 
     def _cancel_older(self, conn, asset: str) -> list[Outbound]:
-        """order-manager cancels an asset's older working orders when a new signal arrives."""
+        """order-manager cancels older pending orders when a new signal arrives (CONTRACTS §2.3
+        `cancel_order`); that it cancels the same asset's, after the new signal's risk check, is
+        msd-sim's assumption (CONTRACTS names the cancel, not its scope)."""
         return [self._cancel(conn, key) for key, row in list(self._working.items()) if row["asset"] == asset]
 
     def _cancel(self, conn, key: str) -> Outbound:
