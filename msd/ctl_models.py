@@ -221,6 +221,7 @@ def render_compare(result: dict[str, Any]) -> str:
 # ----- rollback ----------------------------------------------------------------------------
 def _rollback(args: argparse.Namespace, db, ask: Ask, expected=None) -> int:
     from msd.store.versions import get_version, rollback
+    from msd.values.clock import utc_now
     strategy, number = args.strategy, args.to
     reason = f"rollback to v{number} (msd-ctl{': ' + args.reason if args.reason else ''})"
     with db.transaction() as conn:
@@ -231,7 +232,7 @@ def _rollback(args: argparse.Namespace, db, ask: Ask, expected=None) -> int:
             print(f"{strategy}: v{number} is already the active version; nothing changed")
             return EXIT_OK
         verify_artifact(target, expected)
-        transition = rollback(conn, strategy, number, reason=reason)
+        transition = rollback(conn, strategy, number, reason=reason, now=utc_now())     # the operator's (wall) time
     print(f"{strategy}: v{number} is now the active version (audit row {transition}: {reason})")
     if not target.promoted_when_trained:
         print(f"note: v{number} did not pass the promotion gate when trained: "

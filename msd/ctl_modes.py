@@ -42,10 +42,12 @@ def _dispatch(args: argparse.Namespace, cfg, db, ask: Ask) -> int:
 
 def _pause(args: argparse.Namespace, cfg, db) -> str:
     from msd.store.pauses import pause
+    from msd.values.clock import utc_now
     strategies = sorted(p.id for p in cfg.signaller.strategies) if args.all else [args.strategy]
     reason = f"paused by operator (msd-ctl{': ' + args.reason if args.reason else ''})"
+    now = utc_now()         # an operator acts in wall time: msd-ctl's clock is the wall's
     with db.transaction() as conn:
-        written = [sid for sid in strategies if pause(conn, sid, "operator", reason)]
+        written = [sid for sid in strategies if pause(conn, sid, "operator", reason, now=now)]
     already = sorted(set(strategies) - set(written))
     print(f"paused: {', '.join(written) or 'none'}" + (f"; already paused: {', '.join(already)}" if already else ""))
     return f"pause of {', '.join(strategies)}"
@@ -54,11 +56,12 @@ def _pause(args: argparse.Namespace, cfg, db) -> str:
 def _resume(args: argparse.Namespace, db) -> str:
     from msd.store.pauses import resume
     from msd.store.versions import get_active
+    from msd.values.clock import utc_now
     reason = f"resumed by operator with a new warm-up budget (msd-ctl{': ' + args.reason if args.reason else ''})"
     with db.transaction() as conn:
         active = get_active(conn, args.strategy)
         was_paused = resume(conn, args.strategy, "model" if active else "warmup", reason,
-                            active.version if active else None)
+                            active.version if active else None, now=utc_now())
     mode = f"model v{active.version}" if active else "warm-up"
     print(f"{args.strategy}: {'resumed' if was_paused else 'was not paused'}; {mode} with a new "
           "warm-up budget from now")

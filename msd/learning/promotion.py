@@ -73,7 +73,7 @@ class Publication:
     candidate_vs_active: Metrics | None = None     # the candidate on the incumbent's rows
     active_blocking: bool = False
     rescore: Callable[[VersionInfo | None], IncumbentScore] | None = None
-    as_of: datetime | None = None       # the event time of the attempt: its training outcome's `at`
+    as_of: datetime | None = None       # the event time of the attempt: its training outcome's `at`, its activated_at
 
     def decision(self) -> GateDecision:
         decision = promotion_decision(self.validation, self.baselines, self.active_metrics,
@@ -191,7 +191,7 @@ def publish_version(db: Database, pub: Publication) -> dict[str, Any]:
             record_quality_metrics(conn, version_id, pub.realised, "realised",
                                    int(pub.realised.get("round_trips", 0)))
         if decision.promote:
-            activate(conn, pub.strategy, version,
+            activate(conn, pub.strategy, version, now=pub.as_of,
                      reason=f"v{version} ({pub.source}) passed the promotion gate",
                      evidence={"metrics": figures, "checks": reasons, "source": pub.source})
         record_training_outcome(conn, pub.strategy, "trained",

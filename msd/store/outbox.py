@@ -5,6 +5,11 @@ oldest first, so an outage delays signals but never reorders or loses them. A pe
 expiring mode older than the age limit becomes `expired` instead (`expire_stale`): it is never
 sent, and it is not a publish failure. A pending row its role found obsolete just before sending
 it (an exit whose position closed meanwhile) becomes `voided` (`void_pending`), with the reason.
+
+A row's `created_at` is its decision's time, and every age, expiry and stamp a decision reads
+is measured at the caller's `now` (its injected clock, issue 12), never the database's `now()`:
+in a replay the two are years apart. `sent_at` and `unconfirmed_at` are the publisher's
+bookkeeping (when the broker answered), in the database's clock; no decision reads their values.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from msd.values.messages import TradingSignal
+from msd.values.parsing import check_aware
 from msd.store.jsonb import to_json
 
 
@@ -83,9 +89,10 @@ def pending_signals(conn, modes: tuple[str, ...], limit: int = 500, *,
                 for sid, strategy, body, trace, mode, amount in cur.fetchall()]
 
 
-def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta, *,
+def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta, *, now: datetime,
                  exclude: list[str] | None = None) -> list[ExpiredSignal]:
-    """Mark pending signals of `modes` decided longer than `max_age` ago as expired; returns them.
+    """Mark pending signals of `modes` decided longer than `max_age` before `now` (the caller's
+    clock, the one that stamped their `created_at`) as expired at `now`; returns them.
     A signal whose confirm was lost (`unconfirmed_at`) never expires: it may be out already; nor
     does one in `exclude` (in flight: sent, its confirm not heard yet).
 
@@ -96,42 +103,44 @@ def expire_stale(conn, modes: tuple[str, ...], max_age: timedelta, *,
         return []
     with conn.cursor() as cur:
         cur.execute("""UPDATE msd.signals
-                          SET outbox_state = 'expired', expired_at = now(),
-                              last_error = 'expired unsent after ' || round(extract(epoch FROM now() - created_at))
+                          SET outbox_state = 'expired', expired_at = %(now)s,
+                              last_error = 'expired unsent after ' || round(extract(epoch FROM %(now)s - created_at))
                                            || 's (limit ' || %(limit)s || 's)'
-                        WHERE outbox_state = 'pending' AND mode = ANY(%(modes)s) AND created_at < now() - %(age)s
+                        WHERE outbox_state = 'pending' AND mode = ANY(%(modes)s) AND created_at < %(now)s - %(age)s
                           AND unconfirmed_at IS NULL AND signal_id <> ALL(%(exclude)s::uuid[])
                     RETURNING signal_id::text, strategy_id, mode, asset, signal_type, amount, created_at,
-                              extract(epoch FROM now() - created_at)::float8, body""",
+                              extract(epoch FROM %(now)s - created_at)::float8, body""",
                     {"modes": list(modes), "age": max_age, "limit": round(max_age.total_seconds(), 3),
-                     "exclude": list(exclude or ())})
+                     "exclude": list(exclude or ()), "now": check_aware("now", now)})
         return sorted((ExpiredSignal(*row) for row in cur.fetchall()), key=lambda e: (e.created_at, e.signal_id))
 
 
-def void_pending(conn, reasons: Mapping[str, tuple[str, str]]) -> list[VoidedSignal]:
-    """Mark these pending signals `voided` (signal_id -> (reason, text for last_error)); returns
-    those that were still pending, oldest first. In the caller's transaction, like expire_stale."""
+def void_pending(conn, reasons: Mapping[str, tuple[str, str]], *, now: datetime) -> list[VoidedSignal]:
+    """Mark these pending signals `voided` at `now`, the caller's clock (signal_id -> (reason,
+    text for last_error)); returns those that were still pending, oldest first, with their age at
+    `now`. In the caller's transaction, like expire_stale."""
     if not reasons:
         return []
     ids = sorted(reasons)
     with conn.cursor() as cur:
         cur.execute("""UPDATE msd.signals s
-                          SET outbox_state = 'voided', voided_at = now(), last_error = v.text
-                         FROM unnest(%s::uuid[], %s::text[]) AS v(signal_id, text)
+                          SET outbox_state = 'voided', voided_at = %(now)s, last_error = v.text
+                         FROM unnest(%(ids)s::uuid[], %(texts)s::text[]) AS v(signal_id, text)
                         WHERE s.signal_id = v.signal_id AND s.outbox_state = 'pending'
                     RETURNING s.signal_id::text, s.strategy_id, s.mode, s.asset, s.signal_type, s.amount, s.created_at,
-                              extract(epoch FROM now() - s.created_at)::float8, s.body""",
-                    (ids, [reasons[one][1][:1000] for one in ids]))
+                              extract(epoch FROM %(now)s - s.created_at)::float8, s.body""",
+                    {"ids": ids, "texts": [reasons[one][1][:1000] for one in ids], "now": check_aware("now", now)})
         rows = cur.fetchall()
     return sorted((VoidedSignal(*row, reason=reasons[row[0]][0]) for row in rows),
                   key=lambda e: (e.created_at, e.signal_id))
 
 
-def pending_backlog(conn, modes: tuple[str, ...]) -> tuple[int, float | None]:
-    """(number of pending signals of `modes`, age in seconds of the oldest, None when there is none)."""
+def pending_backlog(conn, modes: tuple[str, ...], now: datetime) -> tuple[int, float | None]:
+    """(number of pending signals of `modes`, age in seconds at `now` (the caller's clock) of the
+    oldest, None when there is none)."""
     with conn.cursor() as cur:
-        cur.execute("""SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM msd.signals
-                        WHERE outbox_state = 'pending' AND mode = ANY(%s)""", (list(modes),))
+        cur.execute("""SELECT count(*), extract(epoch FROM %s - min(created_at))::float8 FROM msd.signals
+                        WHERE outbox_state = 'pending' AND mode = ANY(%s)""", (check_aware("now", now), list(modes)))
         count, oldest = cur.fetchone()
         return count, oldest
 

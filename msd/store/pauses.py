@@ -1,7 +1,9 @@
 """Paused strategies (`msd.strategy_pauses`) and warm-up budgets (`msd.warmup_budgets`).
 
 A pause and its audit row (`msd.mode_transitions`, event 'pause' / 'resume') are written in
-the caller's transaction, so one never exists without the other.
+the caller's transaction, so one never exists without the other. `paused_at` and a budget's
+`started_at` are the caller's `now` (its injected clock), never the database's: the budget's
+duration is measured from it against the same clock.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from msd.store.modes import latest_modes, record_transition
+from msd.values.parsing import check_aware
 
 PAUSE_CAUSES = ("budget", "duration", "operator")
 
@@ -26,15 +29,15 @@ def pauses(conn) -> dict[str, Pause]:
         return {sid: Pause(cause, reason, at) for sid, cause, reason, at in cur.fetchall()}
 
 
-def pause(conn, strategy_id: str, cause: str, reason: str,
+def pause(conn, strategy_id: str, cause: str, reason: str, *, now: datetime,
           parameters: dict | None = None) -> bool:
-    """Pause the strategy (audited); False when it already was paused (nothing written)."""
+    """Pause the strategy at `now` (audited); False when it already was paused (nothing written)."""
     if cause not in PAUSE_CAUSES:
         raise ValueError(f"cause: {cause!r} is invalid; expected one of {PAUSE_CAUSES}")
     with conn.cursor() as cur:
-        cur.execute("""INSERT INTO msd.strategy_pauses (strategy_id, cause, reason)
-                       VALUES (%s, %s, %s) ON CONFLICT (strategy_id) DO NOTHING""",
-                    (strategy_id, cause, reason))
+        cur.execute("""INSERT INTO msd.strategy_pauses (strategy_id, cause, reason, paused_at)
+                       VALUES (%s, %s, %s, %s) ON CONFLICT (strategy_id) DO NOTHING""",
+                    (strategy_id, cause, reason, check_aware("now", now)))
         if cur.rowcount == 0:
             return False
     before = latest_modes(conn).get(strategy_id)
@@ -45,14 +48,14 @@ def pause(conn, strategy_id: str, cause: str, reason: str,
 
 
 def resume(conn, strategy_id: str, to_mode: str, reason: str,
-           model_version: int | None) -> bool:
-    """End the strategy's pause, start a new warm-up budget, audit both; False when it was not
-    paused (the budget still restarts: an operator asked for a fresh one)."""
+           model_version: int | None, *, now: datetime) -> bool:
+    """End the strategy's pause, start a new warm-up budget at `now`, audit both; False when it
+    was not paused (the budget still restarts: an operator asked for a fresh one)."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM msd.strategy_pauses WHERE strategy_id = %s RETURNING cause",
                     (strategy_id,))
         row = cur.fetchone()
-    start_budget(conn, strategy_id, reason)
+    start_budget(conn, strategy_id, reason, now=now)
     before = latest_modes(conn).get(strategy_id)
     record_transition(conn, strategy_id, before.mode if before else None, to_mode, reason,
                       {"previous_pause": row[0] if row else None, "new_warmup_budget": True},
@@ -75,10 +78,12 @@ def budget_starts(conn) -> dict[str, datetime]:
         return dict(cur.fetchall())
 
 
-def start_budget(conn, strategy_id: str, reason: str, *, only_if_missing: bool = False) -> None:
-    """Start the strategy's warm-up budget now (or keep an existing one with only_if_missing)."""
+def start_budget(conn, strategy_id: str, reason: str, *, now: datetime,
+                 only_if_missing: bool = False) -> None:
+    """Start the strategy's warm-up budget at `now` (or keep an existing one with only_if_missing)."""
     conflict = "NOTHING" if only_if_missing else \
-        "UPDATE SET started_at = now(), reason = EXCLUDED.reason"
+        "UPDATE SET started_at = EXCLUDED.started_at, reason = EXCLUDED.reason"
     with conn.cursor() as cur:
-        cur.execute(f"""INSERT INTO msd.warmup_budgets (strategy_id, reason) VALUES (%s, %s)
-                        ON CONFLICT (strategy_id) DO {conflict}""", (strategy_id, reason))
+        cur.execute(f"""INSERT INTO msd.warmup_budgets (strategy_id, reason, started_at) VALUES (%s, %s, %s)
+                        ON CONFLICT (strategy_id) DO {conflict}""",
+                    (strategy_id, reason, check_aware("now", now)))

@@ -16,6 +16,7 @@ from msd.errors import MsdError
 from msd.store.jsonb import to_json
 from msd.store.modes import latest_modes, record_transition
 from msd.store.pauses import end_budget_pause, start_budget
+from msd.values.parsing import check_aware
 
 # Serialises version numbering and activation per strategy (second key: hash of the id).
 VERSION_LOCK_KEY = 0x6D7364_0003
@@ -202,12 +203,13 @@ def _good_params(strategy_id: str, feature_version: str | None,
             "labels": None if label_mapping is None else to_json(dict(label_mapping))}
 
 
-def retire(conn, strategy_id: str, version: int, reason: str) -> bool:
-    """Mark a version as retired for degraded live quality (never a fall-back again)."""
+def retire(conn, strategy_id: str, version: int, reason: str, *, now: datetime) -> bool:
+    """Mark a version as retired for degraded live quality (never a fall-back again) at `now`,
+    the caller's clock: the lifecycle compares it with the last training's time."""
     with conn.cursor() as cur:
-        cur.execute("""UPDATE msd.model_versions SET retired_at = now(), retired_reason = %s
+        cur.execute("""UPDATE msd.model_versions SET retired_at = %s, retired_reason = %s
                         WHERE strategy_id = %s AND version = %s AND retired_at IS NULL""",
-                    (reason, strategy_id, version))
+                    (check_aware("now", now), reason, strategy_id, version))
         return cur.rowcount == 1
 
 
@@ -232,10 +234,12 @@ def current_mode(conn, strategy_id: str) -> str:
     return record.mode if record else "warmup"
 
 
-def activate(conn, strategy_id: str, version: int, *, reason: str,
+def activate(conn, strategy_id: str, version: int, *, reason: str, now: datetime,
              evidence: Mapping[str, Any], event: str = "activation") -> int:
-    """Make `version` the strategy's only active version and audit it; returns the transition
-    id. `evidence` (the metrics and checks that justified it) goes into the audit row."""
+    """Make `version` the strategy's only active version at `now` (the caller's clock: its live
+    record starts there) and audit it; returns the transition id. `evidence` (the metrics and
+    checks that justified it) goes into the audit row."""
+    now = check_aware("now", now)
     lock_strategy(conn, strategy_id)
     target = get_version(conn, strategy_id, version)
     if target is None:
@@ -247,8 +251,8 @@ def activate(conn, strategy_id: str, version: int, *, reason: str,
     with conn.cursor() as cur:
         cur.execute("UPDATE msd.model_versions SET is_active = false"
                     " WHERE strategy_id = %s AND is_active", (strategy_id,))
-        cur.execute("UPDATE msd.model_versions SET is_active = true, activated_at = now()"
-                    " WHERE strategy_id = %s AND version = %s", (strategy_id, version))
+        cur.execute("UPDATE msd.model_versions SET is_active = true, activated_at = %s"
+                    " WHERE strategy_id = %s AND version = %s", (now, strategy_id, version))
     parameters = {**evidence, "previous_version": previous.version if previous else None}
     from_mode = current_mode(conn, strategy_id)
     # A model serving ends a pause for a spent warm-up budget (not one an operator asked for).
@@ -257,21 +261,21 @@ def activate(conn, strategy_id: str, version: int, *, reason: str,
                              event=event)
 
 
-def rollback(conn, strategy_id: str, to_version: int, *, reason: str) -> int:
+def rollback(conn, strategy_id: str, to_version: int, *, reason: str, now: datetime) -> int:
     """Activate an earlier version again; its stored validation figures are the evidence."""
     target = get_version(conn, strategy_id, to_version)
     if target is None:
         raise VersionError(f"to_version: v{to_version} of {strategy_id!r} does not exist")
     evidence = {"metrics": dict(target.quality.get("validation", {})),
                 "promoted_when_trained": target.promoted_when_trained}
-    return activate(conn, strategy_id, to_version, reason=reason, evidence=evidence,
+    return activate(conn, strategy_id, to_version, reason=reason, now=now, evidence=evidence,
                     event="rollback")
 
 
-def deactivate(conn, strategy_id: str, *, reason: str,
+def deactivate(conn, strategy_id: str, *, reason: str, now: datetime,
                evidence: Mapping[str, Any] | None = None) -> int | None:
     """No active version any more: the strategy falls back to warm-up with a new warm-up
-    budget. None if none was."""
+    budget starting at `now` (the caller's clock). None if none was."""
     lock_strategy(conn, strategy_id)
     previous = get_active(conn, strategy_id)
     if previous is None:
@@ -281,7 +285,7 @@ def deactivate(conn, strategy_id: str, *, reason: str,
                     " WHERE strategy_id = %s AND is_active", (strategy_id,))
     # Back in warm-up: a new budget starts now, in the same transaction as the audit row (the
     # signaller sees a warm-up row already and would otherwise keep the old, spent budget).
-    start_budget(conn, strategy_id, f"back in warm-up: {reason}")
+    start_budget(conn, strategy_id, f"back in warm-up: {reason}", now=now)
     return record_transition(conn, strategy_id, current_mode(conn, strategy_id), "warmup", reason,
                              {**(evidence or {}), "previous_version": previous.version},
                              previous.version, event="deactivation")
@@ -302,8 +306,7 @@ def record_training_outcome(conn, strategy_id: str, outcome: str, reason: str, *
     """Audit one strategy's training attempt: 'trained' or 'skipped' (with why). `at` is the
     event time of the attempt (when its data were read, by the caller's clock), never the time
     of the insert: the data-threshold count starts again from it."""
-    if not isinstance(at, datetime) or at.tzinfo is None:
-        raise ValueError(f"at: {at!r} is invalid; expected an aware datetime (the attempt's event time)")
+    check_aware("at", at)
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO msd.training_outcomes (training_run_id, request_id, strategy_id,

@@ -7,6 +7,7 @@ the control socket of the config file does not exist, except where a stand-in an
 import json
 import socket
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def publish(db, models_dir: Path, arrays, *, promoted: bool,
             {"validation": figures(version)}, promoted, reasons, 1000 + version, *window))
         record_quality_metrics(conn, version_id, figures(version), "validation", 250)
         if promoted:
-            activate(conn, STRATEGY, version, reason=f"v{version} passed the promotion gate",
+            activate(conn, STRATEGY, version, reason=f"v{version} passed the promotion gate", now=datetime.now(timezone.utc),
                      evidence={"metrics": figures(version)})
     return version
 

@@ -160,7 +160,7 @@ def _active_on_noise(dsn, models_dir, sid, seed, asset):
         ctx = type("Ctx", (), {"config": None, "beat": lambda self: None})()
         assert train_strategies(ctx, db, request)["strategies"][sid]["promoted"] is False
         with db.transaction() as conn:
-            rollback(conn, sid, 1, reason="operator")
+            rollback(conn, sid, 1, reason="operator", now=datetime.now(timezone.utc))
     finally:
         db.close()
 

@@ -156,7 +156,7 @@ def test_newer_better_version_replaces_the_active_one_model_to_model(db, tmp_pat
     seed(db, strength=4.0, seed=1, shuffle_outcomes=True)
     assert train(db, tmp_path)["promoted"] is False
     with db.transaction() as conn:
-        rollback(conn, STRATEGY, 1, reason="operator")
+        rollback(conn, STRATEGY, 1, reason="operator", now=datetime.now(timezone.utc))
     seed(db, n=3000, strength=4.0, seed=5, start=START + timedelta(days=3))
 
     summary = train(db, tmp_path, min_margin_over_active=0.05)
@@ -227,9 +227,10 @@ def test_a_version_retired_for_degradation_is_never_a_fall_back(db, tmp_path):
     seed(db, n=400, strength=4.0, seed=5, start=START + timedelta(days=3))
     train(db, tmp_path, min_margin_over_active=0.0, min_accuracy=0.5)
     with db.transaction() as conn:
-        activate(conn, STRATEGY, 2, reason="test", evidence={})
+        now = datetime.now(timezone.utc)
+        activate(conn, STRATEGY, 2, reason="test", now=now, evidence={})
         assert last_good(conn, STRATEGY) == 1
-        retire(conn, STRATEGY, 1, "live quality degraded")
+        retire(conn, STRATEGY, 1, "live quality degraded", now=now)
         assert last_good(conn, STRATEGY) is None          # v1 stays retired, even after a restart
-        retire(conn, STRATEGY, 2, "live quality degraded")
+        retire(conn, STRATEGY, 2, "live quality degraded", now=now)
         assert last_good(conn, STRATEGY) is None

@@ -20,6 +20,8 @@ from tests import learning_data
 from tests.integration.test_learning import STRATEGY, seed, train
 from tests.learning_data import START
 
+NOW = START + timedelta(days=30)        # the callers' clock (the learning loop's `now`)
+
 pytestmark = pytest.mark.integration
 
 
@@ -31,7 +33,7 @@ def two_versions(db, tmp_path):
     train(db, tmp_path, min_margin_over_active=0.0, min_accuracy=0.5)
     with db.transaction() as conn:
         if get_active(conn, STRATEGY).version != 2:
-            activate(conn, STRATEGY, 2, reason="test", evidence={})
+            activate(conn, STRATEGY, 2, reason="test", now=NOW, evidence={})
 
 
 def params(tmp_path, **overrides) -> TrainingParams:
@@ -41,7 +43,7 @@ def params(tmp_path, **overrides) -> TrainingParams:
 def degrade(db, book, tmp_path):
     """What the learning loop does when the served version's live quality degrades."""
     ctx = SimpleNamespace(config=SimpleNamespace(trainer=SimpleNamespace(training=params(tmp_path))))
-    LearningLoop.fall_back(SimpleNamespace(ctx=ctx, db=db, book=book), STRATEGY, "live accuracy 0.41")
+    LearningLoop.fall_back(SimpleNamespace(ctx=ctx, db=db, book=book), STRATEGY, "live accuracy 0.41", NOW)
 
 
 def test_retired_version_keeps_trading_when_the_fall_back_cannot_be_loaded(db, tmp_path):
@@ -95,15 +97,13 @@ def test_fall_back_to_warmup_restarts_the_warmup_budget(db, tmp_path):
     the strategy was paused at once with a false ALERT."""
     two_versions(db, tmp_path)
     with db.transaction() as conn, conn.cursor() as cur:
-        start_budget(conn, STRATEGY, "first warm-up")
-        cur.execute("UPDATE msd.warmup_budgets SET started_at = now() - interval '30 days'")
-        old = budget_starts(conn)[STRATEGY]
+        start_budget(conn, STRATEGY, "first warm-up", now=NOW - timedelta(days=30))
     with db.transaction() as conn:
-        deactivate(conn, STRATEGY, reason="v2 degraded", evidence={"live": "0.41"})
+        deactivate(conn, STRATEGY, reason="v2 degraded", now=NOW, evidence={"live": "0.41"})
     with db.transaction() as conn, conn.cursor() as cur:
         new = budget_starts(conn)[STRATEGY]
         cur.execute("SELECT reason FROM msd.warmup_budgets")
-        assert new > old + timedelta(days=29) and cur.fetchone()[0].startswith("back in warm-up")
+        assert new == NOW and cur.fetchone()[0].startswith("back in warm-up")
 
 
 def test_no_false_warmup_parameters_changed_row_after_deactivation_or_resume(db, tmp_path):
@@ -111,19 +111,19 @@ def test_no_false_warmup_parameters_changed_row_after_deactivation_or_resume(db,
     parameters and wrote "warm-up parameters changed"."""
     two_versions(db, tmp_path)
     with db.transaction() as conn:
-        deactivate(conn, STRATEGY, reason="v2 degraded", evidence={"live": "0.41"})
+        deactivate(conn, STRATEGY, reason="v2 degraded", now=NOW, evidence={"live": "0.41"})
     book = ModelBook(db, lambda: params(tmp_path))
     book.reload([STRATEGY])
     strategy = SimpleNamespace(id=STRATEGY)
-    sync_modes(db, book, [strategy], lambda p: {"heuristic": "momentum"})
-    sync_modes(db, book, [strategy], lambda p: {"heuristic": "momentum"})    # nothing new
+    sync_modes(db, book, [strategy], lambda p: {"heuristic": "momentum"}, NOW)
+    sync_modes(db, book, [strategy], lambda p: {"heuristic": "momentum"}, NOW)    # nothing new
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT reason FROM msd.mode_transitions WHERE strategy_id = %s AND event IS NULL "
                     "AND to_mode = 'warmup' ORDER BY id", (STRATEGY,))
         reasons = [r for (r,) in cur.fetchall()]
         assert reasons == ["warm-up parameters in force after the deactivation"]
         assert latest_modes(conn)[STRATEGY].parameters == {"heuristic": "momentum"}
-    sync_modes(db, book, [strategy], lambda p: {"heuristic": "random"})      # a real change
+    sync_modes(db, book, [strategy], lambda p: {"heuristic": "random"}, NOW)      # a real change
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT reason FROM msd.mode_transitions ORDER BY id DESC LIMIT 1")
         assert cur.fetchone()[0] == "warm-up parameters changed"
@@ -188,7 +188,7 @@ def test_batch_gate_compared_against_an_incumbent_that_was_no_longer_active(db, 
     pub = _candidate_against_v1(db, tmp_path)
     assert pub.active.version == 1 and pub.active_metrics is not None
     with db.transaction() as conn:
-        deactivate(conn, STRATEGY, reason="v1 degraded")       # meanwhile: no active version
+        deactivate(conn, STRATEGY, reason="v1 degraded", now=NOW)       # meanwhile: no active version
     online_like = pub.__class__(**{**pub.__dict__, "rescore": None})
     with pytest.raises(StaleIncumbent, match="changed from v1 to none"):
         publish_version(db, online_like)

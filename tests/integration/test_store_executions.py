@@ -155,9 +155,9 @@ def test_strategy_comes_from_the_recorded_signal(db):
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute(
             """INSERT INTO msd.signals (signal_id, strategy_id, asset, signal_type, amount,
-                                        confidence, mode, body, snapshot)
-               VALUES (%s, 'momentum_v1', 'BTCUSDT', 'buy', 100, 0.7, 'model', '{}', '{}')""",
-            (PARTIAL.order.signal_id,))
+                                        confidence, mode, body, snapshot, created_at)
+               VALUES (%s, 'momentum_v1', 'BTCUSDT', 'buy', 100, 0.7, 'model', '{}', '{}', %s)""",
+            (PARTIAL.order.signal_id, PARTIAL.order.created_at))
 
     [execution] = record(db, [PARTIAL]).executions
 

@@ -1,4 +1,6 @@
 """Version metadata, activation, rollback, retention and the audit trail on the real server."""
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from msd.store.versions import (NewVersion, VersionError, activate, current_mode
 pytestmark = pytest.mark.integration
 
 STRATEGY = "momentum_v1"
+NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)       # the callers' clock
 
 
 def create(db, models_dir, *, accuracy=0.8, promoted=True) -> int:
@@ -58,10 +61,10 @@ def test_rollback_switches_the_active_version_and_records_a_transition(db, tmp_p
     for _ in range(3):
         create(db, tmp_path)
     with db.transaction() as conn:
-        activate(conn, STRATEGY, 1, reason="gate passed", evidence={"metrics": {"accuracy": 0.8}})
-        activate(conn, STRATEGY, 3, reason="gate passed", evidence={"metrics": {"accuracy": 0.8}})
+        activate(conn, STRATEGY, 1, reason="gate passed", now=NOW, evidence={"metrics": {"accuracy": 0.8}})
+        activate(conn, STRATEGY, 3, reason="gate passed", now=NOW, evidence={"metrics": {"accuracy": 0.8}})
     with db.transaction() as conn:
-        rollback(conn, STRATEGY, 1, reason="operator: v3 degraded live")
+        rollback(conn, STRATEGY, 1, reason="operator: v3 degraded live", now=NOW)
         active = get_active(conn, STRATEGY)
         mode = current_mode(conn, STRATEGY)
 
@@ -78,8 +81,8 @@ def test_rollback_switches_the_active_version_and_records_a_transition(db, tmp_p
 def test_deactivation_returns_the_strategy_to_warmup(db, tmp_path):
     create(db, tmp_path)
     with db.transaction() as conn:
-        activate(conn, STRATEGY, 1, reason="gate passed", evidence={})
-        deactivate(conn, STRATEGY, reason="live accuracy 0.52 below 0.75",
+        activate(conn, STRATEGY, 1, reason="gate passed", now=NOW, evidence={})
+        deactivate(conn, STRATEGY, reason="live accuracy 0.52 below 0.75", now=NOW,
                    evidence={"live_accuracy": 0.52})
         assert get_active(conn, STRATEGY) is None and current_mode(conn, STRATEGY) == "warmup"
     assert transitions(db)[-1][:4] == ("model", "warmup", "deactivation", 1)
@@ -89,14 +92,14 @@ def test_activating_an_unknown_version_is_refused(db, tmp_path):
     create(db, tmp_path)
     with db.transaction() as conn:
         with pytest.raises(VersionError, match="v7"):
-            rollback(conn, STRATEGY, 7, reason="typo")
+            rollback(conn, STRATEGY, 7, reason="typo", now=NOW)
 
 
 def test_prune_keeps_the_active_and_the_last_good_version(db, tmp_path):
     for promoted in (True, True, False, True, False, False, False):
         create(db, tmp_path, promoted=promoted)
     with db.transaction() as conn:
-        activate(conn, STRATEGY, 2, reason="gate passed", evidence={})
+        activate(conn, STRATEGY, 2, reason="gate passed", now=NOW, evidence={})
         good = last_good(conn, STRATEGY)
 
     doomed = prune_plan(tmp_path, STRATEGY, keep=2, protected_versions={2, good})
@@ -113,6 +116,6 @@ def test_prune_keeps_the_active_and_the_last_good_version(db, tmp_path):
         assert [v.version for v in versions if v.files_pruned_at] == [1, 3, 5]
         assert len(versions) == 7
         with pytest.raises(VersionError, match="pruned"):
-            rollback(conn, STRATEGY, 1, reason="too late")
+            rollback(conn, STRATEGY, 1, reason="too late", now=NOW)
 
 

@@ -23,7 +23,8 @@ never expire, since they may be out already).
 A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
-`Expiry.max_age_s` is marked `expired` instead of being sent late, with an audit line and
+`Expiry.max_age_s` at the outbox's clock (the role's, `use_clock`: the one that stamped the
+signal's `created_at`) is marked `expired` instead of being sent late, with an audit line and
 `msd_signals_expired_total`; it is not a publish failure. `Expiry.on_expired(conn, expired)` runs
 in the same transaction as the marking, for a role that must undo stored state that assumed the
 signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
@@ -58,6 +59,7 @@ from msd.store.outbox import (
     ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent, mark_sent_sql,
     pending_backlog, pending_signals, record_failed_attempt, void_pending,
 )
+from msd.values.clock import Clock, utc_now
 
 log = logging.getLogger("msd.outbox")
 FLUSH_BATCH = 500
@@ -108,12 +110,14 @@ class Screen:
 
 class Outbox:
     def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...],
-                 expiry: Expiry = Expiry()):
-        """`modes`: the msd.signals modes this outbox writes and is the only one to republish."""
+                 expiry: Expiry = Expiry(), clock: Clock = utc_now):
+        """`modes`: the msd.signals modes this outbox writes and is the only one to republish.
+        `clock`: the time expiries, voids and backlog ages are measured at (the role's, see use_clock)."""
         if not set(expiry.modes) <= set(modes):
             raise ValueError(f"expiring modes {expiry.modes} are not among this outbox's {modes}")
         self.db, self.publisher, self.queue, self.modes = db, publisher, queue, modes
         self.expiry = expiry
+        self.clock = clock
         self.screen: Screen | None = None
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
@@ -132,6 +136,11 @@ class Outbox:
     def retune(self, expiry: Expiry) -> None:
         """A new age limit (a live config change)."""
         self.expiry = expiry
+
+    def use_clock(self, clock: Clock) -> None:
+        """Measure ages and stamp expiries and voids with the role's clock, the one that stamped
+        its signals' `created_at` (an injected clock far from the wall's expires nothing early)."""
+        self.clock = clock
 
     def screen_with(self, screen: Screen) -> None:
         """Check pending signals of `screen.modes` before each flush sends them (module doc)."""
@@ -292,7 +301,7 @@ class Outbox:
 
     def _expire(self, conn) -> list[ExpiredSignal]:
         expired = expire_stale(conn, self.expiry.modes, timedelta(seconds=self.expiry.max_age_s),
-                               exclude=list(self.in_flight))
+                               now=self.clock(), exclude=list(self.in_flight))
         if expired and self.expiry.on_expired is not None:
             self.expiry.on_expired(conn, expired)
         return expired
@@ -317,7 +326,7 @@ class Outbox:
             return [item for item in batch if item.mode not in screen.modes], True
         if verdicts:
             with self.db.transaction() as conn:
-                voided = void_pending(conn, verdicts)
+                voided = void_pending(conn, verdicts, now=self.clock())
                 if voided and screen.on_voided is not None:
                     screen.on_voided(conn, voided)
             self._voided(voided)
@@ -392,7 +401,7 @@ class Outbox:
             return
         try:
             with self.db.autocommit() as conn:
-                count, oldest = pending_backlog(conn, self.modes)
+                count, oldest = pending_backlog(conn, self.modes, self.clock())
         except DatabaseUnavailable:
             return
         metrics.OUTBOX_PENDING.labels(role).set(count)

@@ -214,15 +214,15 @@ class LearningLoop:
             if isinstance(event, lifecycle.WarmupSpent):
                 self._spend_seen(config, event.strategy, event.spend)
             for effect in effects:
-                self._carry_out(config, effect)
+                self._carry_out(config, effect, now)
 
-    def _carry_out(self, config: Config, effect: lifecycle.Effect) -> None:
+    def _carry_out(self, config: Config, effect: lifecycle.Effect, now: datetime) -> None:
         if isinstance(effect, lifecycle.RequestTraining):
             self.request(effect.trigger, effect.reason, effect.strategy, repeat=effect.repeat)
         elif isinstance(effect, lifecycle.QualityJudged):
             self._quality_seen(config, effect)
         elif isinstance(effect, lifecycle.Degraded):
-            self._degraded(effect)
+            self._degraded(effect, now)
         elif isinstance(effect, lifecycle.QualityRecovered):
             if effect.changed:
                 metrics.MODEL_QUALITY_DEGRADED.labels(effect.strategy).set(0)
@@ -230,7 +230,7 @@ class LearningLoop:
                          effect.pay_rate)
             self.ctx.recover(f"model quality {effect.strategy}")   # e.g. the version served after a fall-back
         elif isinstance(effect, lifecycle.PauseWarmup):
-            self._pause(effect.strategy, effect.cause, effect.reason, effect.spend)
+            self._pause(effect.strategy, effect.cause, effect.reason, effect.spend, now)
         elif isinstance(effect, lifecycle.LabelsStalled):
             log.error("ALERT: strategy %s: labels stopped arriving: %s", effect.strategy, effect.why,
                       extra={"strategy": effect.strategy, "alert": "warmup_labels_stalled"})
@@ -253,13 +253,13 @@ class LearningLoop:
             metrics.MODEL_CALIBRATION_GAP.labels(sid).set(figures.calibration_gap)
         metrics.MODEL_MISCALIBRATED.labels(sid).set(1 if calibration == "miscalibrated" else 0)
 
-    def _degraded(self, effect: lifecycle.Degraded) -> None:
+    def _degraded(self, effect: lifecycle.Degraded, now: datetime) -> None:
         sid = effect.strategy
         metrics.MODEL_QUALITY_DEGRADED.labels(sid).set(1)
         log.error("ALERT: strategy %s model v%s quality degraded: %s; retraining", sid, effect.version,
                   effect.why, extra={"strategy": sid, "alert": "model_quality_degraded"})
         self.ctx.degrade(f"model quality {sid}", effect.why)
-        self.fall_back(sid, effect.why)
+        self.fall_back(sid, effect.why, now)
 
     def _spend_seen(self, config: Config, sid: str, spend) -> None:
         """Status and metrics of a warm-up strategy's spend."""
@@ -296,22 +296,23 @@ class LearningLoop:
         set_next_run(conn, SCHEDULE_NAME, decision.next_run_at, ran_at=now if decision.due else None)
         return decision.due, decision.missed, decision.next_run_at.isoformat()
 
-    def fall_back(self, sid: str, why: str) -> None:
+    def fall_back(self, sid: str, why: str, now: datetime) -> None:
         """Retire the degraded version, then serve the newest good one that loads with today's
-        features, format and label definition (never a retired one), or warm-up when none does.
-        Whatever happens here, the book never keeps serving the retired version."""
+        features, format and label definition (never a retired one), or warm-up when none does;
+        all stamped at the loop's `now`. Whatever happens here, the book never keeps serving the
+        retired version."""
         bad = self.book.version(sid)
         params = self.ctx.config.trainer.training
         try:
             with self.db.transaction() as conn:
-                retire(conn, sid, bad, f"live quality degraded: {why}")
+                retire(conn, sid, bad, f"live quality degraded: {why}", now=now)
                 target, passed_over = fallback_version(conn, sid, params, skip=bad)
                 for note in passed_over:
                     log.warning("strategy %s: fall-back passes over %s", sid, note, extra={"strategy": sid})
                 if target is not None:
-                    rollback(conn, sid, target.version, reason=f"v{bad} degraded: {why}")
+                    rollback(conn, sid, target.version, reason=f"v{bad} degraded: {why}", now=now)
                 else:
-                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}",
+                    deactivate(conn, sid, reason=f"v{bad} degraded: {why}", now=now,
                                evidence={"live": why, "passed_over": passed_over})
         except (DatabaseUnavailable, MsdError) as exc:
             log.error("strategy %s: could not retire degraded v%s, warm-up serves until the database "
@@ -328,12 +329,12 @@ class LearningLoop:
         log.error("strategy %s: degraded v%s retired and replaced by %s", sid, bad, now_serving,
                   extra={"strategy": sid})
 
-    def _pause(self, sid: str, cause: str, reason: str, spend) -> None:
+    def _pause(self, sid: str, cause: str, reason: str, spend, now: datetime) -> None:
         try:
             with self.db.transaction() as conn:
-                written = pause(conn, sid, cause, reason, {"spend_usdt": round(spend.spend_usdt, 6),
-                                                           "calls": spend.calls,
-                                                           "budget_started_at": spend.started_at.isoformat()})
+                written = pause(conn, sid, cause, reason, now=now,
+                                parameters={"spend_usdt": round(spend.spend_usdt, 6), "calls": spend.calls,
+                                            "budget_started_at": spend.started_at.isoformat()})
         except (DatabaseUnavailable, MsdError) as exc:
             log.error("strategy %s: could not pause (%s): %s", sid, reason, exc)
             return

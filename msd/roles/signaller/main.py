@@ -94,6 +94,7 @@ class Signaller:
         # Market-triggered signals sent, their confirm not heard yet: their path timing (confirmed)
         self.awaiting: dict[str, tuple[Arrival, DecisionTimes, float, float]] = {}
         self.outbox.listen(self.confirmed)
+        self.outbox.use_clock(clock)       # expiries and ages at the time that stamped the signals
         self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
@@ -131,7 +132,7 @@ class Signaller:
         strategies = self.config.signaller.strategies
         try:
             changes = self.book.reload(p.id for p in strategies)
-            sync_modes(self.db, self.book, strategies, warmup_parameters)
+            sync_modes(self.db, self.book, strategies, warmup_parameters, self.clock())
         except DatabaseUnavailable as exc:
             # The database being down is said once by DependencyHealth; this only says what it costs.
             (log.warning if self.models_loaded is not False else log.debug)(

@@ -105,12 +105,12 @@ class ModelBook:
         return call_model(loaded.model, loaded.version, wire_snapshot, now)
 
 
-def sync_modes(db: Database, book: ModelBook, strategies, warmup_parameters) -> None:
+def sync_modes(db: Database, book: ModelBook, strategies, warmup_parameters, now: datetime) -> None:
     """Audit each strategy's mode as served now: a row when the mode, the model version or the
     warm-up parameters in force changed since the last row (activations, rollbacks, pauses and
     resumes written by the trainer, the learning loop or msd-ctl are already rows, so they are
     not repeated). A strategy entering warm-up from another mode starts a new warm-up budget;
-    one seen in warm-up for the first time gets its first budget."""
+    one seen in warm-up for the first time gets its first budget, starting at `now` (the role's clock)."""
     from msd.store.modes import latest_modes, record_transition
     with db.transaction() as conn:
         previous = latest_modes(conn)
@@ -119,7 +119,7 @@ def sync_modes(db: Database, book: ModelBook, strategies, warmup_parameters) -> 
             if mode == "warmup":
                 restart = before is not None and before.mode == "model"
                 start_budget(conn, params.id, "back in warm-up" if restart else "first warm-up",
-                             only_if_missing=not restart)
+                             now=now, only_if_missing=not restart)
             in_force = {"model_version": version} if mode == "model" else warmup_parameters(params)
             if before is not None and before.mode == mode and (
                     before.model_version == version if mode == "model" else before.parameters == in_force
