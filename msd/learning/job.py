@@ -129,7 +129,7 @@ def train_strategy(run: _Run, strategy: str) -> dict[str, Any]:
     # meanwhile: it needs nothing of the dataset or the fit, and most of its time and theirs is
     # spent waiting on the database or in numpy, which let the other run.
     realised = Background(_realised_figures, run.db, strategy)
-    dataset, counts = build_strategy_dataset(run.db, strategy, run.params, run.ctx.beat)
+    dataset, counts = build_strategy_dataset(run.db, strategy, run.params, run.ctx.beat, now=as_of)
     previous_rows = last.labelled_rows if last else 0
     new_rows = dataset.n - previous_rows
     detail = {"dataset": counts.as_dict(), "usable_rows": dataset.n,
@@ -193,10 +193,13 @@ def _realised_figures(db: Database, strategy: str) -> dict[str, float]:
 
 
 def build_strategy_dataset(db: Database, strategy: str, params: TrainingParams,
-                           beat=lambda: None, **bounds) -> tuple[Dataset, RowCounts]:
+                           beat=lambda: None, *, now: datetime | None = None,
+                           **bounds) -> tuple[Dataset, RowCounts]:
     """The strategy's dataset from the store, read in bulk as columns (decisions and the
-    fills that price their costs) and labelled and featurised with array code."""
-    window = LabelWindow(params.horizon_s, params.max_bar_lag_s)
+    fills that price their costs) and labelled and featurised with array code. `now` (the
+    run's clock) says which unlabelled decisions may still get a label (None: the database's
+    clock, for msd-ctl's reports)."""
+    window = LabelWindow(params.horizon_s, params.max_bar_lag_s, now)
     with db.transaction() as conn:
         decisions = decision_columns(conn, strategy, window, NUMBER_PATHS, OBJECT_PATHS,
                                      progress=beat, **bounds)

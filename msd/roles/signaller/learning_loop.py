@@ -127,7 +127,9 @@ class LearningLoop:
         g = Gathered(versions)
         g.reconcile, g.reconciled = self._reconcile()
         trainer = config.trainer
-        window = LabelWindow(trainer.training.horizon_s, trainer.training.max_bar_lag_s)
+        # whether a label may still come (a warm-up call overdue, a live call open) is decided at
+        # the loop's `now`, not the database's clock
+        window = LabelWindow(trainer.training.horizon_s, trainer.training.max_bar_lag_s, now)
         with self.worker_db.transaction() as conn:
             g.schedule_due, g.schedule_missed, g.next_scheduled = self._schedule(conn, config, now)
             g.counts = labelled_since_last_training(conn, trainer.training.horizon_s, now)
