@@ -336,7 +336,7 @@ def test_a_turns_signals_are_in_flight_together_and_marked_sent_as_their_confirm
     assert outbox.flush() == 0                       # in flight: not sent a second time
     assert [states(db)[item.signal_id] for item in turn] == ["pending"] * 5
     settled_at = []
-    outbox.listen(lambda sid, at: settled_at.append((sid, at)))
+    outbox.attach(lambda sid, at: settled_at.append((sid, at)), outbox.clock)
     relay.resume()
     settled(outbox)
     assert set(states(db).values()) == {"sent"} and outbox.published == 6

@@ -99,8 +99,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
     def __init__(self, ctx: RoleContext, db: Database, outbox: Outbox, deps: DependencyHealth | None = None,
                  clock: Callable[[], datetime] = utc_now):
         self.ctx, self.db, self.outbox = ctx, db, outbox
-        outbox.listen(self.confirmed)                        # a confirm frees the in-flight check's lookup
-        outbox.use_clock(clock)                              # expiries and ages at the time that stamped the exits
+        outbox.attach(self.confirmed, clock)                 # a confirm frees the in-flight check's lookup
         self.clock = clock                                   # every `now` of the role (the step reads none)
         self.deps = deps or DependencyHealth(ctx, log)     # database/broker state: one line down, one back
         self.config = ctx.config.exits

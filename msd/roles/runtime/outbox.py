@@ -23,11 +23,10 @@ never expire, since they may be out already).
 A connection lost at any other moment sends nothing twice.
 
 Decisions expire: a pending signal of an expiring mode (`Expiry.modes`) older than
-`Expiry.max_age_s` at the outbox's clock (the role's, `use_clock`: the one that stamped the
-signal's `created_at`) is marked `expired` instead of being sent late, with an audit line and
-`msd_signals_expired_total`; it is not a publish failure. `Expiry.on_expired(conn, expired)` runs
-in the same transaction as the marking, for a role that must undo stored state that assumed the
-signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
+`Expiry.max_age_s` by the role's clock (`attach`) is marked `expired`, not sent late, with an audit
+line and `msd_signals_expired_total`; it is not a publish failure. `Expiry.on_expired(conn, expired)`
+runs in the same transaction as the marking, for a role that must undo stored state that assumed
+the signal would go out (the exit role's ladder step and in-flight exit): if it raises, nothing
 expires. `Expiry.after_commit(expired)` runs once that transaction committed, for the role's
 in-memory state (e.g. offering the position for a new decision at the current price).
 
@@ -55,10 +54,8 @@ from msd.bus.topology import QueueSpec
 from msd.errors import BrokerUnavailable, DatabaseUnavailable
 from msd.roles.runtime.outbox_audit import said_expired, said_invalid, said_unconfirmed, said_voided
 from msd.store.db import Database
-from msd.store.outbox import (
-    ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent, mark_sent_sql,
-    pending_backlog, pending_signals, record_failed_attempt, void_pending,
-)
+from msd.store.outbox import (ExpiredSignal, PendingSignal, VoidedSignal, expire_stale, insert_signal_sql, mark_sent,
+                              mark_sent_sql, pending_backlog, pending_signals, record_failed_attempt, void_pending)
 from msd.values.clock import Clock, utc_now
 
 log = logging.getLogger("msd.outbox")
@@ -111,13 +108,11 @@ class Screen:
 class Outbox:
     def __init__(self, db: Database, publisher: ConfirmingPublisher, queue: str, modes: tuple[str, ...],
                  expiry: Expiry = Expiry(), clock: Clock = utc_now):
-        """`modes`: the msd.signals modes this outbox writes and is the only one to republish.
-        `clock`: the time expiries, voids and backlog ages are measured at (the role's, see use_clock)."""
+        """`modes`: the msd.signals modes this outbox writes and is the only one to republish."""
         if not set(expiry.modes) <= set(modes):
             raise ValueError(f"expiring modes {expiry.modes} are not among this outbox's {modes}")
         self.db, self.publisher, self.queue, self.modes = db, publisher, queue, modes
-        self.expiry = expiry
-        self.clock = clock
+        self.expiry, self.clock = expiry, clock     # the role's clock once it is attached
         self.screen: Screen | None = None
         self.queue_declared = False
         self.backlog = True         # unknown until the first flush looked
@@ -137,19 +132,15 @@ class Outbox:
         """A new age limit (a live config change)."""
         self.expiry = expiry
 
-    def use_clock(self, clock: Clock) -> None:
-        """Measure ages and stamp expiries and voids with the role's clock, the one that stamped
-        its signals' `created_at` (an injected clock far from the wall's expires nothing early)."""
-        self.clock = clock
-
     def screen_with(self, screen: Screen) -> None:
         """Check pending signals of `screen.modes` before each flush sends them (module doc)."""
         if not set(screen.modes) <= set(self.modes):
             raise ValueError(f"screened modes {screen.modes} are not among this outbox's {self.modes}")
         self.screen = screen
 
-    def listen(self, on_settled: OnSettled) -> None:
-        self.on_settled = on_settled        # each dispatched signal's verdict, as applied (path timing)
+    def attach(self, on_settled: OnSettled, clock: Clock) -> None:
+        """The role's verdict hook (path timing) and clock (its signals' time: expiries, voids, ages)."""
+        self.on_settled, self.clock = on_settled, clock
 
     def service_connection(self) -> None:
         """Apply the verdicts the broker sent since the last turn (marks, failures); call every turn."""

@@ -93,8 +93,7 @@ class Signaller:
         self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
         # Market-triggered signals sent, their confirm not heard yet: their path timing (confirmed)
         self.awaiting: dict[str, tuple[Arrival, DecisionTimes, float, float]] = {}
-        self.outbox.listen(self.confirmed)
-        self.outbox.use_clock(clock)       # expiries and ages at the time that stamped the signals
+        self.outbox.attach(self.confirmed, clock)
         self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.config: Config = ctx.config
