@@ -1,6 +1,7 @@
 """Regression (issue 12): stamps that later decisions read were the database's `now()`, not the
 caller's injected clock: retired_at and activated_at of a version, a pause's paused_at, a
-warm-up budget's started_at, and the outbox's expiry cut-off, expired_at, voided_at and ages.
+warm-up budget's started_at, the outbox's expiry cut-off, expired_at, voided_at and ages, and
+whether a decision's label may still come (the learning loop's label window).
 With a clock far from the wall's (a replay, a test), a retirement looked older or newer than
 the training it is compared with, a budget's duration was measured between two clocks, and
 pending signals expired at once (decided in the past) or never (decided in the future).
@@ -19,6 +20,7 @@ from msd.bus.signal_format import signal_to_wire
 from msd.ml.params import TrainingParams
 from msd.roles.runtime.outbox import Expiry, Outbox
 from msd.roles.signaller.model_book import ModelBook, sync_modes
+from msd.store.datasets import LabelWindow, warmup_budget_decisions
 from msd.store.neighbours import create_neighbour_tables
 from msd.store.outbox import expire_stale, in_flight_notional, insert_signal, pending_backlog, void_pending
 from msd.store.pauses import budget_starts, pause, pauses, resume, start_budget
@@ -176,3 +178,18 @@ def test_the_roles_outbox_expires_by_the_injected_clock(setup, now):
     assert outbox.settle(10.0)
     assert outbox.expired == 1 and queued_ids(url) == [fresh.signal_id]
     assert column(db, "SELECT expired_at FROM msd.signals WHERE signal_id = %s", stale.signal_id) == now
+
+
+# --- label windows ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("now", CLOCKS)
+def test_a_warmup_call_is_overdue_iff_the_callers_now_says_its_bars_are_late(db, now):
+    """The budget charges an overdue call (no label will come) at its worst case: `open` is
+    decided at the window's `now` (the learning loop passes its own), not the database's."""
+    call = decided(now - timedelta(minutes=30))         # horizon 15 min + bar lag 2 min: over at `now`
+    record(db, call)
+    with db.transaction() as conn:
+        _, overdue = warmup_budget_decisions(conn, "s1", LabelWindow(900, 120, now), since=call.timestamp)
+        _, waiting = warmup_budget_decisions(conn, "s1", LabelWindow(900, 120, now - timedelta(minutes=20)),
+                                             since=call.timestamp)
+    assert [d.signal_id for d in overdue] == [call.signal_id] and waiting == []
