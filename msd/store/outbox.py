@@ -22,6 +22,8 @@ from typing import Any, Mapping
 from msd.values.messages import TradingSignal
 from msd.values.parsing import check_aware
 from msd.store.jsonb import to_json
+from msd.store.neighbours import Exposure, read_open_exposure_with
+from msd.strategies.in_flight import InFlightSignal, InFlightSignals
 
 
 @dataclass(frozen=True)
@@ -173,11 +175,17 @@ def record_failed_attempt(conn, signal_id: str, error: str, *, unconfirmed: bool
                         WHERE signal_id = %s""", (error[:1000], unconfirmed, signal_id))
 
 
-IN_FLIGHT_SQL = """SELECT coalesce(sum(CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END), 0)
+# msd's decisions that count toward exposure until an order row shows them (in_flight_notional)
+RECENT_DECISIONS = """s.mode IN ('warmup', 'model') AND s.created_at > %(now)s - %(window)s
+   AND s.outbox_state <> 'expired'"""
+SIGNED_AMOUNT = "CASE WHEN s.signal_type = 'buy' THEN s.amount ELSE -s.amount END"
+IN_FLIGHT_SQL = f"""SELECT coalesce(sum({SIGNED_AMOUNT}), 0)
   FROM msd.signals s
   LEFT JOIN orders o ON o.signal_id = s.signal_id AND s.outbox_state <> 'pending'
- WHERE s.asset = %(asset)s AND s.mode IN ('warmup', 'model') AND s.created_at > %(now)s - %(window)s
-   AND s.outbox_state <> 'expired' AND o.signal_id IS NULL"""
+ WHERE s.asset = %(asset)s AND {RECENT_DECISIONS} AND o.signal_id IS NULL"""
+# Which of the given signals order-manager has written an order row for (a one-row query)
+ORDERED_AMONG_SQL = """SELECT coalesce(array_agg(DISTINCT signal_id::text), '{}')
+  FROM orders WHERE signal_id = ANY(%(in_flight_ids)s::uuid[])"""
 
 
 def in_flight_params(asset: str, recent_s: float, now: datetime) -> dict[str, Any]:
@@ -197,6 +205,31 @@ def in_flight_notional(conn, asset: str, recent_s: float, now: datetime) -> Deci
     with conn.cursor() as cur:
         cur.execute(IN_FLIGHT_SQL, in_flight_params(asset, recent_s, now))
         return cur.fetchone()[0]
+
+
+def exposure_and_in_flight(conn, asset: str, in_flight: "InFlightSignals", now: datetime) -> tuple[Exposure, Decimal]:
+    """The shared tables' open orders and positions of `asset`, and the signed sum of msd's own
+    signals not visible there yet, kept in `in_flight` (seeded from msd.signals on first use; the
+    read asks which of them have an order row now): one round trip after the seed."""
+    if not in_flight.seeded:
+        in_flight.seed(InFlightSignal(*row) for row in recent_decisions(conn, in_flight.window.total_seconds(), now))
+    ids = in_flight.to_check(asset, now)
+    if ids:
+        shared, (ordered,) = read_open_exposure_with(conn, asset, ORDERED_AMONG_SQL, {"in_flight_ids": ids})
+        in_flight.settle(asset, ordered)
+    else:
+        shared, _ = read_open_exposure_with(conn, asset)
+    return shared, in_flight.total(asset)
+
+
+def recent_decisions(conn, recent_s: float, now: datetime) -> list[tuple[str, str, Decimal, datetime]]:
+    """Every asset's signals that `in_flight_notional` counts but for the order check, as
+    (signal_id, asset, signed amount, created_at): what msd.strategies.in_flight is seeded with."""
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT s.signal_id::text, s.asset, {SIGNED_AMOUNT}, s.created_at FROM msd.signals s
+                         WHERE {RECENT_DECISIONS} ORDER BY s.created_at""",
+                    {"window": timedelta(seconds=recent_s), "now": now})
+        return cur.fetchall()
 
 
 def published_signals(conn, signal_ids: list[str]) -> set[str]:

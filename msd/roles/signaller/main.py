@@ -29,14 +29,14 @@ from msd.roles.signaller.path_timing import Arrival, DecisionTimes
 from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.neighbours import read_open_exposure_with
-from msd.store.outbox import IN_FLIGHT_SQL, in_flight_params
+from msd.store.outbox import exposure_and_in_flight
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
 from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
 from msd.strategies import step
+from msd.strategies.in_flight import InFlightSignal, InFlightSignals
 from msd.strategies.params import StrategyParams
 from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 
@@ -47,9 +47,9 @@ IN_FLIGHT_S = 120.0              # a sent signal with no order row after this lo
 EXPIRING_MODES = ("warmup", "model")
 
 
-def expiry(config: Config) -> Expiry:
+def expiry(config: Config, after_commit=None) -> Expiry:
     """Warm-up and model decisions older than signaller.max_signal_age_s are not sent late."""
-    return Expiry(modes=EXPIRING_MODES, max_age_s=config.signaller.max_signal_age_s)
+    return Expiry(modes=EXPIRING_MODES, max_age_s=config.signaller.max_signal_age_s, after_commit=after_commit)
 
 
 class StrategyStats:
@@ -96,6 +96,7 @@ class Signaller:
         self.outbox.attach(self.confirmed, clock)
         self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
+        self.in_flight = InFlightSignals(IN_FLIGHT_S)   # sent, no order row yet (msd.strategies.in_flight)
         self.config: Config = ctx.config
         self.shared = engine.start_shared(self.config.signaller.limits)
         self.models_loaded = False
@@ -119,7 +120,7 @@ class Signaller:
         self.streams.configure(strategies.values())
         self.shared = engine.retune_shared(config.signaller.limits, self.shared)
         self.outbox.retarget(config.signaller.signals_queue)
-        self.outbox.retune(expiry(config))
+        self.outbox.retune(expiry(config, self.signals_expired))
         metrics.MODEL_QUALITY_THRESHOLD.set(config.trainer.quality.threshold)
         self.refresh_models("configuration applied")
         if not initial:
@@ -175,16 +176,23 @@ class Signaller:
     def exposure(self, asset: str, sid: str, market_price: Decimal, now: datetime) -> Decimal | ExposureUnknown:
         if asset not in self.exposure_cache:
             try:
-                with self.db.autocommit() as conn:
-                    # the shared tables and msd's own signals not visible there yet, in one round trip
-                    shared, (in_flight,) = read_open_exposure_with(conn, asset, IN_FLIGHT_SQL,
-                                                                   in_flight_params(asset, IN_FLIGHT_S, now))
-                    self.exposure_cache[asset] = exposure_usdt(shared, market_price) + in_flight
+                self.exposure_cache[asset] = self.read_exposure(asset, market_price, now)
             except (DatabaseUnavailable, MsdError) as exc:
+                self.in_flight.forget()     # a write whose commit was lost may have landed: seed again
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
         self.set_degraded(sid, value.why if isinstance(value, ExposureUnknown) else None)
         return value
+
+    def read_exposure(self, asset: str, market_price: Decimal, now: datetime) -> Decimal:
+        with self.db.autocommit() as conn:
+            shared, in_flight = exposure_and_in_flight(conn, asset, self.in_flight, now)
+        return exposure_usdt(shared, market_price) + in_flight
+
+    def signals_expired(self, expired) -> None:
+        """Signals the outbox expired unsent no longer count toward exposure."""
+        for signal in expired:
+            self.in_flight.settle(signal.asset, (signal.signal_id,))
 
     def set_degraded(self, sid: str, why: str | None) -> None:
         stats = self.stats[sid]
@@ -272,8 +280,7 @@ class Signaller:
         if isinstance(self.exposure_cache.get(signal.asset), Decimal):
             # the next strategy evaluated this turn must see this signal's share of the cap (if the
             # turn's write fails, nothing is sent and the next turn reads the exposure afresh)
-            signed = signal.amount if signal.signal_type == "buy" else -signal.amount
-            self.exposure_cache[signal.asset] += signed
+            self.exposure_cache[signal.asset] += InFlightSignal.of(signal).signed_amount
         self.emitted.append((params, signal, mode, timing, now))
 
     def submit_emitted(self) -> None:
@@ -291,10 +298,12 @@ class Signaller:
         stats = self.stats[params.id]
         if not submitted.recorded:
             stats.dropped["not_recorded"] += 1
+            self.in_flight.forget()     # if the failed write's commit landed after all, the seed sees it
             return
         if submitted.dispatched and params.trigger == "market" and signal.asset in self.arrivals:
             self.awaiting[signal.signal_id] = (self.arrivals[signal.asset], timing, submitted.write_s,
                                                submitted.written_at)
+        self.in_flight.add(InFlightSignal.of(signal))
         stats.sent += 1
         stats.last_signal_at = now.isoformat()
         log.info("signal %s %s %s USDT (%s, confidence %.2f)", signal.signal_type, signal.asset,
