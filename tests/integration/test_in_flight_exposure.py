@@ -1,5 +1,5 @@
 """The signaller's exposure read with its in-flight signals kept in memory
-(msd.store.outbox.exposure_and_in_flight + msd.strategies.in_flight) against the rule stated in
+(msd.roles.signaller.exposure + msd.strategies.in_flight) against the rule stated in
 SQL over msd.signals (in_flight_notional), on the real database, with an injected clock far from
 the wall clock."""
 import uuid
@@ -12,7 +12,8 @@ from msd.bus.signal_format import signal_to_wire
 from msd.store.db import Database
 from msd.store.migrate import apply_migrations
 from msd.store.neighbours import create_neighbour_tables, read_open_exposure
-from msd.store.outbox import exposure_and_in_flight, in_flight_notional, insert_signal, mark_sent
+from msd.roles.signaller.exposure import exposure_and_in_flight
+from msd.store.outbox import in_flight_notional, insert_signal, mark_sent
 from msd.strategies.in_flight import InFlightSignal, InFlightSignals
 from msd.values.messages import MarketDataSnapshot, TradingSignal
 

@@ -29,7 +29,7 @@ from msd.roles.signaller.path_timing import Arrival, DecisionTimes
 from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
-from msd.store.outbox import exposure_and_in_flight
+from msd.roles.signaller.exposure import exposure_and_in_flight
 from msd.strategies import engine
 from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
