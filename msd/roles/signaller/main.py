@@ -214,8 +214,8 @@ class Signaller:
                 unavailable = unavailable or effect.error
             else:
                 self._count(effect)
-            if getattr(effect, "drew", False):
-                self.streams.drew(effect.params.id)
+            if isinstance(effect, (signal_turn.Dropped, signal_turn.Emitted)) and effect.drew:
+                self.streams.drew(effect.params.id)     # saved after the turn (submit_emitted) or within 1 s
         if unavailable is not None:
             raise unavailable       # the loop's dependency handling; this turn's signals still go out
 
