@@ -142,8 +142,9 @@ WARMUP_PAUSED = Gauge("msd_warmup_paused", "1 while the strategy is paused (no n
                       multiprocess_mode="livemax")
 # Where the time of tick -> signal goes, observed for each signal decided on a market update:
 # consumer (delivery received -> handed to the data plane: batching, decoding, committing),
-# dataplane (the queue between the processes), queued_in_turn (taken -> its evaluation started),
-# exposure (reading the shared tables), strategy (the pure decision), outbox_write (encoding and
+# dataplane (the queue between the processes), queued_in_turn (taken -> its snapshot taken),
+# exposure (the snapshot and reading the shared tables), strategy (the pure decisions from that read
+# to the end of the turn's, the strategies decided after it included), outbox_write (encoding and
 # the committed outbox row), publish_confirm (until the broker confirmed), and total
 # (delivery received -> confirmed). The broker hops themselves are outside msd.
 SIGNAL_PATH_SECONDS = Histogram("msd_signal_path_seconds", "Time of each stage between a market update's delivery "

@@ -4,7 +4,8 @@ Per candle (all assets at one open time): working orders fill or expire on it, t
 walk its path, then at its close the market events msd would have consumed (a confirmed
 kline of the candle's length and a ticker with the close as last price and the candle profile's bid/ask) go
 into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
-run, and every strategy decides on the snapshot at that close. A gap or a zero-volume candle is
+run, and the signaller's turn (msd.strategies.signal_turn, the daemon's) decides on the snapshots
+at that close; its signals then reach order-manager in the turn's order. A gap or a zero-volume candle is
 a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
 clock: `now` is always the candle's time.
 A candle longer than a minute is replayed the same way over its length: one path (the exits'
@@ -26,7 +27,8 @@ from decimal import Decimal
 
 from msd.backtest.account import Account
 from msd.backtest.candles import Candle, CandleError, Series
-from msd.backtest.deciding import StrategySlot, decide
+from msd.backtest import deciding
+from msd.backtest.deciding import StrategySlot
 from msd.backtest.exiting import candle_path, exit_on_path, read_row
 from msd.backtest.fills import CostModel, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
@@ -38,8 +40,8 @@ from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
 from msd.learning.triggers import schedule_decision
 from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
-from msd.market.state import MarketSnapshot, MarketState
-from msd.strategies import engine
+from msd.market.state import MarketState
+from msd.strategies import signal_turn
 from msd.values.messages import Kline, TickerUpdate
 
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
@@ -89,7 +91,7 @@ class Replay:
         self.market = MarketState(bar_length=self.length)
         self.account = Account(options.balance)
         self.limits = config.signaller.limits
-        self.shared = engine.start_shared(self.limits)
+        self.turn: signal_turn.TurnState | None = None     # the signaller's: runtimes, shared limits, attempts
         self.working: list[WorkingOrder] = []
         self.exit_states: dict = {}
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
@@ -110,6 +112,7 @@ class Replay:
         self.timings: dict[str, float] = {"orders_and_exits": 0.0, "market_state": 0.0, "learning": 0.0,
                                           "training": 0.0, "decisions": 0.0, "accounting": 0.0}
         self.slots: list[StrategySlot] = []
+        self.slot_by_id: dict[str, StrategySlot] = {}
         self.next_schedule: datetime | None = None
         self.exit_instrument = options.instrument
 
@@ -122,7 +125,7 @@ class Replay:
         seed = params.seed if self.options.seed is None else self.options.seed * 1_000_003 + params.seed
         if self.options.shuffled_labels:
             learning.shuffle = random.Random(f"shuffle/{seed}")
-        return StrategySlot(params, engine.start_runtime(params, self.started_at), random.Random(seed), learning)
+        return StrategySlot(params, random.Random(seed), learning)
 
     # ----- the loop ----------------------------------------------------------------------
     def run(self) -> "Replay":
@@ -136,6 +139,8 @@ class Replay:
         self.started_at = times[0]
         self.slots = [self._slot(p, self.config.trainer) for p in self.config.signaller.strategies
                       if any(a in self.series for a in p.assets)]
+        self.slot_by_id = {slot.params.id: slot for slot in self.slots}
+        self.turn = signal_turn.start([slot.params for slot in self.slots], self.limits, self.started_at)
         schedule = self.config.trainer.schedule
         self.next_schedule = schedule.next_after(times[0]) if schedule is not None else None
         for s in self.series.values():
@@ -210,7 +215,7 @@ class Replay:
                           strategy=order.strategy, exit_reason=exit_reason, candle_at=candle_at or at)
         self.events.append((at, "fill", order.signal_id, order.side, str(fill.quantity), str(fill.price)))
         if order.strategy is not None:
-            slot = next(s for s in self.slots if s.params.id == order.strategy)
+            slot = self.slot_by_id[order.strategy]
             side = "buy" if order.side == "Buy" else "sell"
             slot.learning.filled(order.signal_id, CostFill(at, side, float(fill.quantity), float(fill.price),
                                                            float(fill.fee), float(order.reference)))
@@ -303,28 +308,27 @@ class Replay:
                             (version.number, version.active_from is not None, version.figures["accuracy"])))
 
     def _decide(self, now: datetime, traded: set[str]) -> None:
-        threshold = self.config.trainer.training.confidence_threshold
+        """The signaller's turn on the assets that traded; its signals go out after it, as the
+        daemon writes a turn's signals together (the exposure it read saw none of them)."""
         max_age = self.config.signaller.max_data_age_s
-        for slot in self.slots:
-            if slot.learning.paused:
-                continue
-            for asset in slot.params.assets:
-                if asset not in traded:
-                    continue
-                snapshot = self.market.snapshot(asset, now, max_age)
-                if not isinstance(snapshot, MarketSnapshot):
-                    continue
-                signal, self.shared = decide(slot, self.limits, self.shared, snapshot, self._exposure(asset, snapshot),
-                                             now, threshold, self.options.seed or 0)
-                if signal is not None:
-                    self._submit(slot, signal, now)
+        inputs = deciding.turn_inputs(self.slot_by_id, self.limits, lambda asset: self.market.snapshot(asset, now, max_age),
+                                      lambda sid, asset, price: self._exposure(asset, price, now), now,
+                                      self.config.trainer.training.confidence_threshold)
+        turned = signal_turn.step(self.turn, signal_turn.Turn(traded, tradable=traded), now, inputs)
+        self.turn = turned.state
+        for effect in turned.effects:
+            slot = self.slot_by_id[effect.params.id]
+            if isinstance(effect, signal_turn.Emitted):
+                self._submit(slot, deciding.identified(slot, effect.signal, self.options.seed or 0), now)
+            else:
+                deciding.count(slot, effect)
 
-    def _exposure(self, asset: str, snapshot: MarketSnapshot) -> Decimal:
+    def _exposure(self, asset: str, price: Decimal, now: datetime) -> Decimal:
         """Position plus working entry orders, signed, in quote (as the signaller reads it)."""
         pending = sum(((o.quantity if o.side == "Buy" else -o.quantity) * o.reference
                        for o in self.working if o.asset == asset and o.strategy is not None), Decimal(0))
-        in_flight = self.store.in_flight_notional(asset, IN_FLIGHT_S, snapshot.at)
-        return self.account.size(asset) * snapshot.price + pending + in_flight
+        in_flight = self.store.in_flight_notional(asset, IN_FLIGHT_S, now)
+        return self.account.size(asset) * price + pending + in_flight
 
     def _submit(self, slot: StrategySlot, signal, now: datetime) -> None:
         mode = "warmup" if signal.is_warmup else "model"

@@ -1,7 +1,8 @@
 """Parity with the daemon (issue 12): the real daemon runs against msd-sim for a short window;
 the snapshots it recorded with its signals (msd.signals) are then replayed through the
-backtest's decision step (msd.backtest.deciding.decide: msd.strategies.step and the engine,
-the same seeds) and give the same sides, assets and amounts, in the same order.
+signaller's turn as the backtest calls it (msd.strategies.signal_turn with the backtest's
+inputs, msd.backtest.deciding.turn_inputs; the same seeds), one turn per recorded signal at
+its timestamp, and give the same sides, assets and amounts, in the same order.
 
 A decision that draws from the strategy's random stream but emits nothing would leave no row
 to replay, so the strategies here cannot be stopped after drawing: no conflict window, rate
@@ -16,14 +17,14 @@ import psycopg2
 import pytest
 import yaml
 
-from msd.backtest.deciding import StrategySlot, decide
+from msd.backtest.deciding import StrategySlot, identified, turn_inputs
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.config import load_config
 from msd.market.state import MarketSnapshot
 from msd.sim.exchange import SimControls
 from msd.sim.market import MarketParams
 from msd.sim.runner import SimConfig, run
-from msd.strategies import engine
+from msd.strategies import signal_turn
 from tests.fixtures.rabbit import amqp_url
 from tests.integration.daemon import Daemon, base_config, wait_for
 
@@ -75,52 +76,24 @@ def recorded(dsn):
 
 def counts(dsn):
     rows = recorded(dsn)
-    return {sid: sum(1 for s, _ in rows if s == sid) for sid in ("parity_random", "parity_other")}
-
-
-def snapshot_of(asset: str, at: datetime, wire: dict) -> MarketSnapshot:
-    """The MarketSnapshot the signaller decided on, back from the market_data_snapshot it sent."""
-    ti = wire.get("technical_indicators") or {}
-
-    def dec(value):
-        return None if value is None else Decimal(repr(value))
-    return MarketSnapshot(asset=asset, at=at, price=dec(wire["price"]), mid=dec(ti.get("mid")), bid=None, ask=None,
-                          spread_pct=dec(wire.get("spread")), volume_24h=dec(wire.get("volume_24h")),
-                          volatility=wire.get("volatility"),
-                          returns={k: ti.get(f"return_{k}") for k in ("1m", "5m", "15m")},
-                          orderbook_depth=wire.get("orderbook_depth") or {}, age_seconds=0.0,
-                          sma_60m=ti.get("sma_60m"))
-
-
-def test_backtest_decision_step_replays_the_daemons_signals(resources, sim, tmp_path):
-    dsn, vhost = resources
-    daemon = Daemon(tmp_path, base_config(tmp_path, dsn, amqp_url(vhost), signaller=SIGNALLER))
-    try:
-        daemon.start()
-        try:
-            wait_for(lambda: min(counts(dsn).values()) >= WANTED, 60, interval=0.5, what="signals of both strategies")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: {counts(dsn)}\n{daemon.tail(60)}") from None
-    finally:
-        daemon.close()
-    config_path = tmp_path / "replay.yaml"
-    config_path.write_text(yaml.safe_dump({"signaller": SIGNALLER}))
-    config = load_config(config_path, env={})
-    rows = recorded(dsn)
-    shared = engine.start_shared(config.signaller.limits)
     for params in config.signaller.strategies:
         live = [body for sid, body in rows if sid == params.id]
         first = datetime.fromisoformat(live[0]["timestamp"].replace("Z", "+00:00"))
         learning = StrategyLearning(params.id, config.trainer.training, Quality(0.6, 0.05, 30, 200),
                                     params.warmup.budget_usdt, params.warmup.max_duration_s, 0.0, 60.0)
-        slot = StrategySlot(params, engine.start_runtime(params, first), random.Random(params.seed), learning)
+        slots = {params.id: StrategySlot(params, random.Random(params.seed), learning)}
+        state = signal_turn.start([params], config.signaller.limits, first)
         replayed = []
         for body in live:
             now = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-            signal, shared = decide(slot, config.signaller.limits, shared,
-                                    snapshot_of(body["asset"], now, body["market_data_snapshot"]), Decimal(0), now,
-                                    config.trainer.training.confidence_threshold, 0)
-            assert signal is not None, (params.id, body)
+            snapshot = snapshot_of(body["asset"], now, body["market_data_snapshot"])
+            inputs = turn_inputs(slots, config.signaller.limits, lambda asset: snapshot,
+                                 lambda sid, asset, price: Decimal(0), now, config.trainer.training.confidence_threshold)
+            turned = signal_turn.step(state, signal_turn.Turn({body["asset"]}, tradable={body["asset"]}), now, inputs)
+            state = turned.state
+            emitted = [e for e in turned.effects if isinstance(e, signal_turn.Emitted)]
+            assert [type(e) for e in turned.effects] == [signal_turn.Emitted], (params.id, body, turned.effects)
+            signal = identified(slots[params.id], emitted[0].signal, 0)
             replayed.append((signal.signal_type, signal.asset, signal.amount))
         assert replayed == [(b["signal_type"], b["asset"], Decimal(str(b["amount"]))) for b in live], params.id
         assert len(replayed) >= WANTED

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "msd"
 WALL_CLOCK = re.compile(r"datetime\.now\(|datetime\.utcnow\(|time\.time\(|date\.today\(")
 TAKE_NOW = sorted([*ROOT.glob("roles/signaller/*.py"), *ROOT.glob("backtest/*.py"),
-                   ROOT / "learning/lifecycle.py", ROOT / "learning/triggers.py", ROOT / "learning/monitoring.py"])
+                   ROOT / "learning/lifecycle.py", ROOT / "strategies/signal_turn.py", ROOT / "learning/triggers.py", ROOT / "learning/monitoring.py"])
 
 
 @pytest.mark.parametrize("path", TAKE_NOW, ids=lambda p: str(p.relative_to(ROOT)))
@@ -27,9 +27,8 @@ def test_no_wall_clock_read(path):
 def test_schedule_trigger_pacing_follows_the_passed_in_now(frequency_s, since_s, due):
     """A schedule-triggered strategy is tried at most every min(frequency, 1 s) of the `now` the
     loop passes in (it read time.monotonic() before): a replayed or frozen clock paces it."""
-    from msd.roles.signaller.main import Signaller
+    from msd.strategies.signal_turn import attempt_due
     now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
     params = SimpleNamespace(id="s", warmup=SimpleNamespace(frequency_s=frequency_s))
-    role = SimpleNamespace(last_attempt={("s", "BTCUSDT"): now - timedelta(seconds=since_s)})
-    assert Signaller._attempt_due(role, params, "BTCUSDT", now) is due
-    assert Signaller._attempt_due(role, params, "ETHUSDT", now) is True      # never tried on that asset
+    assert attempt_due(params, now - timedelta(seconds=since_s), now) is due
+    assert attempt_due(params, None, now) is True      # never tried on that asset

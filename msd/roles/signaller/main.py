@@ -1,9 +1,10 @@
 """The signaller role: market state + strategies -> signals, published through the outbox.
 
 Each turn: apply a live config if the supervisor sent one, drain the market queue into the
-market state, then evaluate every strategy that is due (schedule trigger) or whose assets just
-changed (market trigger). The decisions are pure (msd.strategies); this module does the I/O:
-exposure from the shared tables, the outbox, mode bookkeeping, status and metrics.
+market state, then take the turn's decisions (msd.strategies.signal_turn: every strategy that is
+due (schedule trigger) or whose assets just changed (market trigger)). The decisions are pure;
+this module does the I/O around them: exposure from the shared tables, the random streams'
+restore and save, the outbox, mode bookkeeping, status and metrics.
 """
 from __future__ import annotations
 
@@ -30,18 +31,15 @@ from msd.roles.signaller.random_streams import RandomStreams
 from msd.roles.runtime.process import DependencyHealth, RoleContext
 from msd.store.db import Database
 from msd.roles.signaller.exposure import exposure_and_in_flight
-from msd.strategies import engine
-from msd.ml.features import FEATURE_VERSION
 from msd.roles.signaller.learning_loop import LearningLoop
 from msd.roles.signaller.model_book import ModelBook, sync_modes
-from msd.strategies.emit import model_signal, warmup_parameters, warmup_signal
-from msd.strategies import step
+from msd.strategies import engine, signal_turn, step
+from msd.strategies.emit import warmup_parameters
 from msd.strategies.in_flight import InFlightSignal, InFlightSignals
 from msd.strategies.params import StrategyParams
 from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 
 log = logging.getLogger("msd.signaller")
-SCHEDULE_ATTEMPT_EVERY_S = 1.0
 MODELS_RETRY_S = 2.0
 IN_FLIGHT_S = 120.0              # a sent signal with no order row after this long no longer counts
 EXPIRING_MODES = ("warmup", "model")
@@ -88,17 +86,16 @@ class Signaller:
         self.book = ModelBook(db, lambda: self.config.trainer.training)
         self.learning = LearningLoop(ctx, db, self.book, self.refresh_models)
         self.stats: dict[str, StrategyStats] = {}
-        self.runtimes: dict[str, engine.StrategyRuntime] = {}
         self.streams = RandomStreams(db)
         self.emitted: list[tuple] = []     # this turn's signals, written together (submit_emitted)
         # Market-triggered signals sent, their confirm not heard yet: their path timing (confirmed)
         self.awaiting: dict[str, tuple[Arrival, DecisionTimes, float, float]] = {}
         self.outbox.attach(self.confirmed, clock)
-        self.last_attempt: dict[tuple[str, str], datetime] = {}
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.in_flight = InFlightSignals(IN_FLIGHT_S)   # sent, no order row yet (msd.strategies.in_flight)
         self.config: Config = ctx.config
-        self.shared = engine.start_shared(self.config.signaller.limits)
+        # the strategies' runtimes, the shared limits' state, the schedule attempts
+        self.turn = signal_turn.TurnState({}, engine.start_shared(self.config.signaller.limits))
         self.models_loaded = False
         self.models_retry_at = 0.0
         self.apply_config(self.config, initial=True)
@@ -108,17 +105,10 @@ class Signaller:
         now = self.clock()
         self.config = config
         strategies = {p.id: p for p in config.signaller.strategies}
-        for sid in list(self.runtimes):
-            if sid not in strategies:
-                del self.runtimes[sid]
-        for sid, params in strategies.items():
-            if sid in self.runtimes:
-                self.runtimes[sid] = engine.retune_runtime(params, self.runtimes[sid])
-            else:
-                self.runtimes[sid] = engine.start_runtime(params, now)
-                self.stats.setdefault(sid, StrategyStats())
+        for sid in strategies:
+            self.stats.setdefault(sid, StrategyStats())
+        self.turn = signal_turn.configure(self.turn, config.signaller.strategies, config.signaller.limits, now)
         self.streams.configure(strategies.values())
-        self.shared = engine.retune_shared(config.signaller.limits, self.shared)
         self.outbox.retarget(config.signaller.signals_queue)
         self.outbox.retune(expiry(config, self.signals_expired))
         metrics.MODEL_QUALITY_THRESHOLD.set(config.trainer.quality.threshold)
@@ -216,72 +206,56 @@ class Signaller:
                       extra={"stage": stage, "suppressed": n})
 
     def _evaluate_due(self, dirty: set[str], now: datetime) -> None:
-        for params in self.config.signaller.strategies:
-            if params.id in self.book.paused:
-                continue        # no new entries; the exit role keeps protecting positions
-            for asset in params.assets:
-                if params.trigger == "market" and asset not in dirty:
-                    continue
-                if params.trigger == "schedule" and not self._attempt_due(params, asset, now):
-                    continue
-                if not self.streams.ready(params.id):
-                    continue        # its random stream is not restored yet (database down)
-                try:
-                    self.evaluate(params, asset, now)
-                except DatabaseUnavailable:
-                    raise
-                except Exception as exc:
-                    self.failed("evaluation", exc, {"strategy": params.id, "asset": asset})
+        """The turn's decisions (msd.strategies.signal_turn), then what they say to do."""
+        reads: dict[tuple[str, str], tuple[float, float]] = {}   # for the signal path's timing only
+        turned = signal_turn.step(self.turn, signal_turn.Turn(dirty), now, self._turn_inputs(now, reads))
+        decided = time.monotonic()
+        self.turn = turned.state
+        unavailable = None
+        for effect in turned.effects:
+            self.stats[effect.params.id].decisions += 1      # exported once a second (report): the hot loop
+            if isinstance(effect, signal_turn.Emitted):
+                started, read = reads[(effect.params.id, effect.signal.asset)]
+                timing = DecisionTimes(started, read - started, decided - read)
+                self.emitted.append((effect.params, effect.signal, effect.mode, timing, now))
+            elif isinstance(effect, signal_turn.Failed) and isinstance(effect.error, DatabaseUnavailable):
+                unavailable = unavailable or effect.error
+            else:
+                self._count(effect)
+            if isinstance(effect, (signal_turn.Dropped, signal_turn.Emitted)) and effect.drew:
+                self.streams.drew(effect.params.id)     # saved after the turn (submit_emitted) or within 1 s
+        if unavailable is not None:
+            raise unavailable       # the loop's dependency handling; this turn's signals still go out
 
-    def _attempt_due(self, params: StrategyParams, asset: str, now: datetime) -> bool:
-        """At most every min(frequency, 1 s) of `now`; a clock stepped back never stalls it."""
-        last = self.last_attempt.get((params.id, asset))
-        if last is None:
-            return True
-        elapsed = (now - last).total_seconds()
-        return elapsed < 0 or elapsed >= min(params.warmup.frequency_s, SCHEDULE_ATTEMPT_EVERY_S)
+    def _count(self, effect: signal_turn.Effect) -> None:
+        if isinstance(effect, signal_turn.Dropped):
+            self.stats[effect.params.id].dropped[effect.reason] += 1
+            metrics.SIGNALS_DROPPED.labels(effect.params.id, effect.reason).inc()
+        elif isinstance(effect, signal_turn.Failed):
+            self.failed("evaluation", effect.error, {"strategy": effect.params.id, "asset": effect.asset})
 
-    def evaluate(self, params: StrategyParams, asset: str, now: datetime) -> None:
-        started = time.monotonic()
-        self.stats[params.id].decisions += 1      # exported once a second (report): this is the hot loop
-        runtime = self.runtimes[params.id]
-        in_model_mode = self.book.mode(params.id) == "model"
-        if not step.due(params, runtime, asset, now):
-            return
-        self.last_attempt[(params.id, asset)] = now
-        snapshot = self.market.snapshot(asset, now, self.config.signaller.max_data_age_s)
-        exposure = (Decimal(0) if isinstance(snapshot, Unavailable)
-                    else self.exposure(asset, params.id, snapshot.price, now))
-        exposure_read = time.monotonic()
-        planner = self.model_planner(params, now) if in_model_mode else None
-        rng = self.streams.rng(params.id)
-        before = rng.getstate()
-        result = engine.evaluate(params, runtime, self.config.signaller.limits, self.shared, snapshot,
-                                 exposure, rng, now, planner=planner)
-        if rng.getstate() != before:
-            self.streams.drew(params.id)
-        self.runtimes[params.id], self.shared = result.runtime, result.shared
-        if isinstance(result.outcome, engine.Drop):
-            self.stats[params.id].dropped[result.outcome.reason] += 1
-            metrics.SIGNALS_DROPPED.labels(params.id, result.outcome.reason).inc()
-            return
-        timing = DecisionTimes(started, exposure_read - started, time.monotonic() - exposure_read)
-        self.emit(params, result.outcome, now, timing)
+    def _turn_inputs(self, now: datetime, reads: dict) -> signal_turn.TurnInputs:
+        """What the turn asks for: snapshots, exposure reads (timed for the signal path: from the
+        snapshot to the end of the read), the random streams once restored, the model plans."""
+        config, snapped = self.config.signaller, [0.0]
+
+        def snapshot(asset: str):
+            snapped[0] = time.monotonic()
+            return self.market.snapshot(asset, now, config.max_data_age_s)
+
+        def exposure(sid: str, asset: str, price: Decimal):
+            value = self.exposure(asset, sid, price, now)
+            reads[(sid, asset)] = (snapped[0], time.monotonic())
+            return value
+
+        def planner(params: StrategyParams):
+            return self.model_planner(params, now) if self.book.mode(params.id) == "model" else None
+        return signal_turn.TurnInputs(config.strategies, config.limits, self.book.paused, snapshot, exposure,
+                                      lambda sid: self.streams.rng(sid) if self.streams.ready(sid) else None, planner)
 
     def model_planner(self, params: StrategyParams, now: datetime):
         return step.model_planner(params, lambda snapshot: self.book.call(params.id, snapshot.to_wire(), now),
                                   self.config.trainer.training.confidence_threshold, now)
-
-    def emit(self, params: StrategyParams, outcome: engine.Emit, now: datetime, timing: DecisionTimes) -> None:
-        """Queue the signal for this turn's outbox write (submit_emitted): one commit for them all."""
-        mode = self.book.mode(params.id)
-        signal = (model_signal(outcome, params, now, FEATURE_VERSION) if mode == "model"
-                  else warmup_signal(outcome, params, now))
-        if isinstance(self.exposure_cache.get(signal.asset), Decimal):
-            # the next strategy evaluated this turn must see this signal's share of the cap (if the
-            # turn's write fails, nothing is sent and the next turn reads the exposure afresh)
-            self.exposure_cache[signal.asset] += InFlightSignal.of(signal).signed_amount
-        self.emitted.append((params, signal, mode, timing, now))
 
     def submit_emitted(self) -> None:
         """Write this turn's signals to the outbox in one statement, publish them in order, then
@@ -361,7 +335,7 @@ class Signaller:
             assets[asset] = snap.reason if isinstance(snap, Unavailable) else f"{snap.price} ({snap.age_seconds:.1f}s)"
         # The database and the broker are in `dependencies` (DependencyHealth), not here.
         degraded = {f"strategy {sid}": s.degraded for sid, s in self.stats.items()
-                    if s.degraded and sid in self.runtimes}
+                    if s.degraded and sid in self.turn.runtimes}
         degraded.update({f"model {sid}": why for sid, why in self.book.refused.items()})
         degraded.update({k: v for k, v in (self.ctx.status().get("degraded") or {}).items()
                          if k.startswith(("model quality", "warm-up paused"))})
@@ -369,7 +343,7 @@ class Signaller:
             market_updates=self.updates, market_updates_by_asset=dict(self.updates_by_asset),
             coalesced=sum(self.coalesced.values()), coalesced_by_asset=dict(self.coalesced), assets=assets,
             max_data_age_s=self.config.signaller.max_data_age_s,
-            strategies={sid: self._strategy_view(sid) for sid in self.runtimes}, learning=self.learning.view,
+            strategies={sid: self._strategy_view(sid) for sid in self.turn.runtimes}, learning=self.learning.view,
             published=self.outbox.published, expired=self.outbox.expired, unconfirmed=self.outbox.unconfirmed,
             outbox_backlog=self.outbox.backlog,
             random_draws=dict(self.streams.draws), degraded=degraded)

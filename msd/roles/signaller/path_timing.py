@@ -28,7 +28,10 @@ class Arrival:
 
 @dataclass(frozen=True)
 class DecisionTimes:
-    """When the evaluation started and how long its exposure read and pure decision took."""
+    """When the evaluation took its snapshot, how long until its exposure was read, and from
+    then until the turn's decisions were done (the signaller's turn is one pure step,
+    msd.strategies.signal_turn: a signal waits for the strategies decided after it in the
+    turn before the turn's signals are written together)."""
     started: float
     exposure_s: float
     strategy_s: float
