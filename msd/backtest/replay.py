@@ -2,17 +2,17 @@
 
 Per candle (all assets at one open time): its open is a price the exits see, working orders
 fill or expire on it, the exits see the rest of its path (msd.backtest.exiting: the exits
-role's step, debounce and per-asset rate, every evaluation and fill in time order), then at its close the market events msd would have consumed (a confirmed
-kline of the candle's length and a ticker with the close as last price and the candle profile's bid/ask) go
-into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
+role's step, debounce and per-asset rate, every evaluation and fill in time order), then at
+its close the market events msd would have consumed (a confirmed kline of the candle's length
+and a ticker with the close as last price and the candle profile's bid/ask) go into msd's
+MarketState; labels whose horizon bar is now known are taken, trainings that are due
 run, and every strategy decides on the snapshot at that close. A gap or a zero-volume candle is
 a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
 clock: `now` is always the candle's time.
 A candle longer than a minute is replayed the same way over its length: one path (the exits'
 open -> adverse -> favourable -> close, its middle points at a third and two thirds of the
-length), one decision per
-candle close, fills at the next candle's open. MarketState then holds N-minute bars (its
-candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
+length), one decision per candle close, fills at the next candle's open. MarketState then
+holds N-minute bars (its candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
 a return over less than a candle as the expected part of the last candle's, a longer lookback
 only when it is whole candles. The spread is fixed, or estimated from the candles
 (msd.backtest.spread).
