@@ -60,11 +60,12 @@ def write_candles(tmp_path: Path, rows: list[list], name: str = "candles.json") 
     return path
 
 
-def walk_exits(exits, position, paths, half_spread, *, version: int = 1) -> list:
+def walk_exits(exits, position, paths, half_spread, *, version: int = 1, until: datetime | None = None) -> list:
     """Drive `exits` (msd.backtest.exiting.AssetExits, its row not read yet) as the replay does: the
     position's row read at its open, then each path point after the evaluations due before it;
     each exit fills at once (position-manager's arithmetic) and its row is read. `paths` are
-    tuples of msd.backtest.fills.PathPoint. Returns the fills in order."""
+    tuples of msd.backtest.fills.PathPoint; after the last, the evaluations due by `until` (default:
+    all). Returns the fills in order."""
     from msd.exchange.positions import apply_fill
     exits.read_row(position, version, position.last_updated)
     fills = []
@@ -82,5 +83,5 @@ def walk_exits(exits, position, paths, half_spread, *, version: int = 1) -> list
         for point in path:
             due(point.at)
             exits.see(point)
-    due(datetime.max.replace(tzinfo=timezone.utc))
+    due(until or datetime.max.replace(tzinfo=timezone.utc))
     return fills

@@ -9,7 +9,11 @@ exits.debounce_max_delay_s after the first); each read of the positions row (the
 position-manager's arithmetic from msd.exchange, read when a fill wrote it, as the position
 update that announces it makes the role read it) is a `RowRead` offering one too. An evaluation
 the debouncer releases is an `Evaluate` at its release time (`now`: the step reads no clock) and
-at the newest price then, with the asset's token bucket (exits.asset_rate). What the backtest
+at the newest price then, with the asset's token bucket (exits.asset_rate). The role's
+verification passes (every VERIFY_EVERY_S from its start, here the replay's) evaluate too: the
+first pass at or after the moment an unchanged price may decide otherwise (`look_again`: a
+cooldown's end, a time exit, the asset's next token) is an evaluation; the others would repeat
+the last one and are skipped. What the backtest
 adds is only the market: the path, and a `SendExit` (the role's urgent, hence Market, signal for
 exactly its quantity) filling at once at its level (or the open on a gap), half the spread
 worse; the row that fill writes is read next, which releases the exit from flight, as in the
@@ -27,13 +31,16 @@ from msd.backtest.candles import Candle
 from msd.backtest.fills import PathPoint, exit_base_price, exit_path, worse
 from msd.exchange.positions import PositionState
 from msd.market.quotes import PriceQuote
-from msd.strategies.exit_step import EXIT_ORDER_TYPE, Evaluate, PriceSeen, RowRead, SendExit, step
+from msd.strategies.exit_step import (
+    EXIT_ORDER_TYPE, VERIFY_EVERY_S, Evaluate, Evaluated, PriceSeen, RowRead, SendExit, look_again, step,
+)
 from msd.rules import Debouncer, ExitDecision, ExitRules, ExitState, Instrument, RowFacts
 from msd.values.bucket import BucketState, TokenBucket
 
 NAMESPACE = uuid.UUID("0b5e3f7a-8c1d-4a2e-b6f9-3d7c2e1a9f40")
 # A path point is a price the candle traded (msd.market.quotes.SOURCES).
 PATH_SOURCE = "market_last_price"
+VERIFY_EVERY = timedelta(seconds=VERIFY_EVERY_S)
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,14 @@ class AssetExits:
     evaluation of its debouncer and the asset's token bucket (None: full)."""
 
     def __init__(self, asset: str, rules: ExitRules, instrument: Instrument, pacing: Debouncer,
-                 rate: TokenBucket | None, next_id: Callable[[], str]):
+                 rate: TokenBucket | None, next_id: Callable[[], str], started_at: datetime | None = None):
         self.asset, self.rules, self.instrument, self.rate, self.next_id = asset, rules, instrument, rate, next_id
         self.pacing = pacing
+        self.started_at = started_at               # the verification passes' origin (None: none modelled)
         self.state: ExitState | None = None
         self.bucket: BucketState | None = None
         self.last: PathPoint | None = None         # the newest price the market showed
+        self.verify_at: datetime | None = None     # the next verification pass that may decide otherwise
 
     def read_row(self, position: PositionState, version: int, now: datetime) -> None:
         """The row a fill wrote, read at `now`; its position update asks for an evaluation."""
@@ -87,21 +96,34 @@ class AssetExits:
         """The evaluations the debouncer releases at or before `until`, each at its release time.
         An exit is yielded as it is sent: the caller fills it and reads the row it writes
         (`read_row`) before asking for the next one."""
-        while (at := self.pacing.next_due_at()) is not None and at <= until:
+        while (at := self._next_at()) is not None and at <= until:
             self.pacing.due(at)
             fill = self._evaluate(at, half_spread)
             if fill is not None:
                 yield fill
 
+    def _next_at(self) -> datetime | None:
+        return min((at for at in (self.pacing.next_due_at(), self.verify_at) if at is not None), default=None)
+
+    def _pass_at_or_after(self, moment: datetime | None) -> datetime | None:
+        """The first verification pass at or after `moment`, on the grid from `started_at`."""
+        if moment is None or self.started_at is None:
+            return None
+        behind = (moment - self.started_at) % VERIFY_EVERY
+        return moment if not behind else moment + (VERIFY_EVERY - behind)
+
     def _evaluate(self, now: datetime, half_spread: Decimal) -> ExitFill | None:
         state, point = self.state, self.last
         if state is None or not state.ready or point is None:
+            self.verify_at = None
             return None
         signal_id = self.next_id()
         quote = PriceQuote(point.price, point.at, PATH_SOURCE)
         stepped = step(state, Evaluate((quote,), self.rules, self.instrument, signal_id, table_price=False,
                                        rate=self.rate, bucket=self.bucket), now)
         self.state, sent = stepped.state, stepped.first(SendExit)
+        said = stepped.first(Evaluated)
+        self.verify_at = self._pass_at_or_after(look_again(self.state, self.rules, said and said.held, now))
         if sent is None:
             return None
         self.bucket = sent.bucket if sent.bucket is not None else self.bucket   # recorded: its token taken

@@ -241,7 +241,7 @@ class Replay:
         exits = self.exits.get(asset)
         if exits is None:
             exits = self.exits[asset] = AssetExits(asset, cfg.rules_for(asset), self.exit_instrument, debouncer(cfg),
-                                                   cfg.asset_rate, self._next_exit_id)
+                                                   cfg.asset_rate, self._next_exit_id, self.started_at)
         return exits
 
     def _rest_of_path(self, asset: str, candle: Candle) -> tuple[PathPoint, ...]:

@@ -49,6 +49,11 @@ from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
 # What an exit signal asks order-manager for: urgency, hence a market order (a resting limit
 # exit may never fill), for exactly the decision's quantity (msd.strategies.emit.exit_signal).
 EXIT_ORDER_TYPE = "Market"
+# The exits role evaluates every open position this often besides the debounced evaluations
+# (its verification pass); the backtest looks again on the same grid (`look_again`).
+VERIFY_EVERY_S = 5.0
+# Holds that end with time alone, at a moment the state does not record (the asset's token).
+TIME_BOUND_HOLDS = frozenset({"asset_rate"})
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -246,6 +251,24 @@ def _evaluate(state: ExitState, event: Evaluate, now: datetime) -> Stepped:
         return Stepped(verdict.state, (said,))
     return Stepped(verdict.sent_state, (said, SendExit(verdict.decision, event.signal_id, quote, verdict.state,
                                                        bucket)))
+
+
+def look_again(state: ExitState | None, rules: ExitRules, held: str | None, now: datetime) -> datetime | None:
+    """The first moment after `now` at which an evaluation at an unchanged price may decide
+    otherwise than the one just made at `now` (which was held for `held`, or not): a time exit
+    coming due, a cooldown or a rejection backoff ending, the asset's token coming back (known
+    only as "later": the next moment after `now`). None: only a new price or row can. The daemon
+    evaluates at every verification pass anyway; a backtest evaluates at the first pass at or
+    after this moment and skips the passes that would repeat the evaluation before it."""
+    if state is None or not state.ready:
+        return None
+    moments = [state.last_exit_at + rules.cooldown if state.last_exit_at is not None else None, state.retry_at]
+    if rules.time_exit is not None:
+        moments.append(state.opened_at + rules.time_exit.max_hold)
+    later = [m for m in moments if m is not None and m > now]
+    if held in TIME_BOUND_HOLDS:
+        later.append(now + timedelta(microseconds=1))
+    return min(later, default=None)
 
 
 def debouncer(config) -> Debouncer:

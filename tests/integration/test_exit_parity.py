@@ -9,12 +9,13 @@ per-asset token bucket (taken by the step), from one config. Each exit fills at 
 `positions` row is written with what that fill gives (its mark the market's last price, as
 position-manager's) and a position update announces it, as position-manager does. The daemon
 takes a turn whenever its debouncer has an evaluation due (its real loop turns every few
-milliseconds) and at each tick; its 5-second verification passes, which the backtest does not
-have (README), are kept out. Four positions: a long that takes a ladder step and then trails; a
+milliseconds), at each tick, and runs its verification pass every 5 s from `start` (the
+backtest's passes are on the same grid). Four positions: a long that takes a ladder step and then trails; a
 long whose ladder step moves the stop to breakeven, which fires; a short stopped out; a long
 whose second ladder step is reached within the cooldown of its first and goes out at the next
 tick after it. Unpaced (no debounce, a rate that never binds) and paced (a debounce longer than
-the ticks' spacing, so every other tick is coalesced, and one exit per 2 s per asset).
+the ticks' spacing, so every other tick is coalesced, and one exit per 2 s per asset, which
+holds one exit until the verification pass after its token is back).
 """
 import multiprocessing
 import queue
@@ -35,7 +36,7 @@ from msd.roles.exits.main import ExitRole
 from msd.roles.runtime.outbox import Outbox
 from msd.roles.runtime.process import RoleContext
 from msd.rules import ORDER_MANAGER_DEFAULTS
-from msd.strategies.exit_step import debouncer
+from msd.strategies.exit_step import VERIFY_EVERY_S, debouncer
 from msd.store.db import Database
 from msd.supervisor.spawn import ChildSpec
 from msd.values.messages import PositionUpdate, Trade
@@ -57,6 +58,8 @@ HISTORIES = {
     "CDNUSDT": ("Buy", "2", "100", ["100.5", "101.2", "103.1", "103.2"]),
 }
 TICK = timedelta(seconds=0.5)
+VERIFY = timedelta(seconds=VERIFY_EVERY_S)
+END = timedelta(seconds=10)                         # both run until then: two verification passes
 PACINGS = {
     "unpaced": {"debounce_s": 0, "debounce_max_delay_s": 0, "asset_rate": {"rate_per_s": 100, "burst": 100}},
     "paced": {"debounce_s": 0.6, "debounce_max_delay_s": 0.9, "asset_rate": {"rate_per_s": 0.5, "burst": 1}},
@@ -90,11 +93,11 @@ def write_config(tmp_path, dsn: str, vhost: str, pacing: str):
 def backtest_exits(asset: str, start: datetime, config) -> list[tuple]:
     ids, exits = iter(range(10_000)), config.exits
     walker = AssetExits(asset, exits.rules_for(asset), ORDER_MANAGER_DEFAULTS, debouncer(exits), exits.asset_rate,
-                        lambda: f"b{next(ids)}")
+                        lambda: f"b{next(ids)}", started_at=start)
     points = tuple(PathPoint("tick", D(p), start + (i + 1) * TICK) for i, p in enumerate(HISTORIES[asset][3]))
     return [said(fired.at - start, asset, fired.decision.reason.value, fired.decision.quantity,
                  fired.decision.rule_params.get("threshold_price"), fired.decision.trigger_price)
-            for fired in walk_exits(walker, opening(asset, start), [points], D(0))]
+            for fired in walk_exits(walker, opening(asset, start), [points], D(0), until=start + END)]
 
 
 # --- the daemon's exits role ----------------------------------------------------------------------
@@ -112,11 +115,13 @@ class Daemon:
                              clock=lambda: self.now)
         self.seen: set[str] = set()
 
-    def turn(self) -> None:
+    def turn(self, verify: bool = False) -> None:
+        # The verification passes run on the injected clock's 5-second grid (`verify`), not on
+        # the test's real time, which the role's monotonic clock reads.
+        if verify:
+            self.role.next_verify = 0.0
         self.role.step()
         self.role.save(now=True)
-        # The verification passes (every 5 s of the test's real time, at the injected `now`) are
-        # the daemon's alone: the backtest has none (README), so they are kept out here.
         self.role.next_verify = float("inf")
 
     def write_row(self, position_id: str | None, position: PositionState) -> str:
@@ -148,10 +153,10 @@ def daemon_exits(daemon: Daemon, start: datetime) -> list[tuple]:
     daemon.turn()                                   # restores and reads every open row at `start`
     decided: list[tuple] = []
 
-    def turn_at(now: datetime) -> None:
+    def turn_at(now: datetime, verify: bool = False) -> None:
         """A turn at `now`; each exit it sent fills at once and its row is written and announced."""
         daemon.now = now
-        daemon.turn()
+        daemon.turn(verify)
         for asset in sorted(HISTORIES):
             for body in daemon.new_exits(ids[asset]):
                 meta = body["metadata"]
@@ -167,9 +172,17 @@ def daemon_exits(daemon: Daemon, start: datetime) -> list[tuple]:
                 daemon.queues["positions"].put(PositionUpdate(ids[asset], asset, positions[asset].size, D(0), D(0),
                                                               "one-way", None, None, "order_execution", None, now))
 
+    next_pass = start + VERIFY
+
     def turn_while_due(until: datetime) -> None:
-        while (due := daemon.role.debouncer.next_due_at()) is not None and due <= until:
-            turn_at(max(due, daemon.now))
+        nonlocal next_pass
+        while True:
+            moment = min(m for m in (daemon.role.debouncer.next_due_at(), next_pass) if m is not None)
+            if moment > until:
+                return
+            verify = moment == next_pass
+            next_pass += VERIFY if verify else timedelta(0)
+            turn_at(max(moment, daemon.now), verify)
 
     for tick in range(max(len(h[3]) for h in HISTORIES.values())):
         at = start + (tick + 1) * TICK
@@ -180,7 +193,7 @@ def daemon_exits(daemon: Daemon, start: datetime) -> list[tuple]:
                 daemon.queues["exit_prices"].put(Trade(asset, at, marks[asset], D(1), "buy", f"t{tick}"))
         turn_at(at)
         turn_at(at)                                 # the updates of the rows written are taken
-    turn_while_due(datetime.max.replace(tzinfo=timezone.utc))
+    turn_while_due(start + END)
     assert not any(state.in_flight for state in daemon.role.book.values())
     return decided
 
@@ -209,8 +222,8 @@ def test_the_daemon_role_and_the_backtest_decide_the_same_exits(backend, tmp_pat
 def test_debounce_and_asset_rate_pace_both_alike(backend, tmp_path):
     live, replayed = run_both(backend, tmp_path, "paced")
     assert live == replayed
-    # Decided when the debounce released them, between ticks (every 0.5 s), never at a tick.
-    assert live and all(e[0] % TICK.total_seconds() for e in live)
+    # Decided when the debounce released them, between ticks (every 0.5 s), or at a pass.
+    assert live and all(e[0] % TICK.total_seconds() or e[0] % VERIFY_EVERY_S == 0 for e in live)
     # CDNUSDT's second step, released at 2.4 s as its cooldown ends, waits for the asset's next
-    # token (at 3.4 s) and no price comes after it: held in both.
-    assert [e[2] for e in live if e[1] == "CDNUSDT"] == ["take_profit_step"]
+    # token (at 3.4 s); no price comes after it: the verification pass at 5 s sends it.
+    assert [(e[0], e[2]) for e in live if e[1] == "CDNUSDT"] == [(1.4, "take_profit_step"), (5.0, "take_profit_step")]

@@ -136,3 +136,28 @@ def test_pacing_in_event_time(name, rules, debounce, rate, prices, expected):
     got = [(f.decision.reason.value, (f.at - T0).total_seconds(), str(f.decision.trigger_price)) for f in fills]
     assert got[:len(expected)] == expected, name
     assert all(r != "stop_loss" for r, *_ in got[len(expected):]), name
+
+
+TIMED = {"time_exit": {"max_hold_seconds": 12, "min_profit_pct": 0}}
+
+
+@pytest.mark.parametrize("name, rules, rate, verify_from, prices, expected", [
+    ("a time exit with no new price: at the first verification pass after the hold", TIMED, None, T0,
+     [(1, 100.2)], [("time_exit", 15, "100.2")]),
+    ("the passes are on the grid from the role's start", TIMED, None, T0 - timedelta(seconds=2),
+     [(1, 100.2)], [("time_exit", 13, "100.2")]),
+    ("without passes it waits for the next price", TIMED, None, None,
+     [(1, 100.2)], [("time_exit", 60, "100.5")]),
+    ("an exit held by the asset's token goes out at the first pass after the token is back", LADDER,
+     TokenBucket(Decimal("0.5"), 1), T0, [(10, 101), (11.5, 102)],
+     [("take_profit_step", 10, "101"), ("take_profit_step", 15, "102")]),
+])
+def test_verification_passes_in_event_time(name, rules, rate, verify_from, prices, expected):
+    """The exits role's verification pass (every 5 s from its start) decides what only time
+    changed (msd.strategies.exit_step.look_again): each exit (reason, decided at, price)."""
+    ids = iter(range(1000))
+    exits = AssetExits("BTCUSDT", ExitRules.from_mapping(rules), INSTRUMENT, Debouncer(timedelta(0), timedelta(0)),
+                       rate, lambda: f"x{next(ids)}", started_at=verify_from)
+    fills = walk_exits(exits, opened("Buy"), ticks(*prices) + ticks((60, 100.5)), HALF)
+    got = [(f.decision.reason.value, (f.at - T0).total_seconds(), str(f.decision.trigger_price)) for f in fills]
+    assert got == expected, name

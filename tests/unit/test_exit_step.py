@@ -6,6 +6,7 @@ up as tuples (`said`). `now` is the row's own clock: the step reads none.
 """
 import ast
 import inspect
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
@@ -198,3 +199,29 @@ def test_the_debounce_both_callers_use(name, debounce_s, max_delay_s, offers, du
     assert pacing.next_due_at() == T0 + timedelta(seconds=due_at), name
     assert pacing.due(T0 + timedelta(seconds=due_at) - timedelta(microseconds=1)) == [], name
     assert pacing.due(T0 + timedelta(seconds=due_at)) == ["p1"], name
+
+
+TIMED = ExitRules.from_mapping({"stop_loss_pct": 2, "cooldown_seconds": 30,
+                                "time_exit": {"max_hold_seconds": 600, "min_profit_pct": 0}})
+
+
+def opened_at(seconds: float, **changes):
+    state = step(None, row(at=seconds), T0 + timedelta(seconds=seconds)).state
+    return replace(state, **changes)
+
+
+@pytest.mark.parametrize("name, state, rules, held, now, expected", [
+    ("nothing timed: only a new price or row can change the verdict", lambda: opened_at(0), RULES, None, 10, None),
+    ("the time exit's moment", lambda: opened_at(0), TIMED, None, 10, 600),
+    ("past the time exit's moment: nothing timed is left", lambda: opened_at(0), TIMED, None, 700, None),
+    ("a cooldown ends before the time exit", lambda: opened_at(0, last_exit_at=T0 + timedelta(seconds=5)), TIMED,
+     "cooldown", 10, 35),
+    ("a rejection backoff ends", lambda: opened_at(0, retry_at=T0 + timedelta(seconds=20)), RULES,
+     "rejection_backoff", 10, 20),
+    ("the asset's token: any later moment", lambda: opened_at(0), RULES, "asset_rate", 10, 10.000001),
+    ("no position", lambda: None, TIMED, None, 10, None),
+])
+def test_when_an_unchanged_price_may_decide_otherwise(name, state, rules, held, now, expected):
+    """look_again: where a backtest's verification pass may decide what the last evaluation did not."""
+    moment = step_module.look_again(state(), rules, held, T0 + timedelta(seconds=now))
+    assert moment == (None if expected is None else T0 + timedelta(seconds=expected)), name

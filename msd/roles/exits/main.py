@@ -42,7 +42,7 @@ from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
 from msd.roles.exits.positions import PositionReading
 from msd.roles.exits.sending import ExitSending
-from msd.strategies.exit_step import debouncer, price_event, step as exit_step
+from msd.strategies.exit_step import VERIFY_EVERY_S, debouncer, price_event, step as exit_step
 from msd.roles.exits.tables import SharedTables
 from msd.roles.exits.voiding import VoidedExits
 from msd.roles.runtime.outbox import Outbox
@@ -59,7 +59,6 @@ from msd.values.bucket import BucketState
 log = logging.getLogger("msd.exits")
 MAX_WAIT_S = 0.01           # longest wait on the positions queue per turn
 OUTBOX_RETRY_S = 1.0
-VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
 IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
 
