@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Iterator
 
-from msd.backtest.candles import Candle
+from msd.backtest.candles import Candle, grid_start
 from msd.backtest.fills import PathPoint, exit_base_price, exit_path, worse
 from msd.exchange.positions import PositionState
 from msd.market.quotes import PriceQuote
@@ -109,8 +109,7 @@ class AssetExits:
         """The first verification pass at or after `moment`, on the grid from `started_at`."""
         if moment is None or self.started_at is None:
             return None
-        behind = (moment - self.started_at) % VERIFY_EVERY
-        return moment if not behind else moment + (VERIFY_EVERY - behind)
+        return grid_start(moment, self.started_at, VERIFY_EVERY)
 
     def _evaluate(self, now: datetime, half_spread: Decimal) -> ExitFill | None:
         state, point = self.state, self.last

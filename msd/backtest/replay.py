@@ -27,12 +27,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from msd.backtest.account import Account
-from msd.backtest.candles import Candle, CandleError, Series
+from msd.backtest.candles import Candle, CandleError, Series, grid_start
 from msd.backtest.deciding import StrategySlot, decide
-from msd.backtest.exiting import AssetExits, ExitFill, candle_path
+from msd.backtest.exiting import AssetExits
 from msd.backtest.fills import CostModel, PathPoint, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
+from msd.backtest.replay_exits import ReplayExits
 from msd.backtest.spread import half_spread_after
 from msd.exchange.orders import DEFAULT_INSTRUMENT, LIMIT, InstrumentRules, OrderTypeThresholds
 from msd.learning import lifecycle
@@ -43,7 +44,6 @@ from msd.learning.triggers import schedule_decision
 from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
 from msd.market.state import MarketSnapshot, MarketState
 from msd.strategies import engine
-from msd.strategies.exit_step import debouncer
 from msd.values.messages import Kline, TickerUpdate
 
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
@@ -80,7 +80,7 @@ class ReplayCounts:
     exits_by_reason: dict = field(default_factory=dict)
 
 
-class Replay:
+class Replay(ReplayExits):
     def __init__(self, config, series: list[Series], options: Options) -> None:
         lengths = {s.length for s in series}
         if len(lengths) > 1:
@@ -233,63 +233,6 @@ class Replay:
         if exits is not None:
             exits.read_row(self.account.positions[asset], self.account.versions[asset], at)
 
-    def _asset_exits(self, asset: str) -> AssetExits | None:
-        """The asset's exits, made with the exits section's rules and pacing; None: disabled."""
-        cfg = self.config.exits
-        if not cfg.enabled_for(asset):
-            return None
-        exits = self.exits.get(asset)
-        if exits is None:
-            exits = self.exits[asset] = AssetExits(asset, cfg.rules_for(asset), self.exit_instrument, debouncer(cfg),
-                                                   cfg.asset_rate, self._next_exit_id, self.started_at)
-        return exits
-
-    def _rest_of_path(self, asset: str, candle: Candle) -> tuple[PathPoint, ...]:
-        """The candle's path after its open, the adverse extreme of the position then held first."""
-        exits = self.exits.get(asset)
-        state = exits.state if exits is not None else None
-        long = state is None or state.row is None or state.row.size >= 0
-        return candle_path(long, candle, self.length)[1:]
-
-    def _exit_prices(self, asset: str, candle: Candle, points: tuple[PathPoint, ...]) -> None:
-        """The exits see each point, after the evaluations due before it."""
-        exits = self._asset_exits(asset)
-        if exits is None:
-            return
-        for point in points:
-            self._exits_due(asset, point.at, candle)
-            exits.see(point)
-
-    def _exits_due(self, asset: str, until: datetime, candle: Candle) -> None:
-        """The exits' evaluations due by `until`; an exit sent fills at once."""
-        exits = self._asset_exits(asset)
-        if exits is None:
-            return
-        for fired in exits.due(until, self.costs[asset].half_spread):
-            self._exit_fill(asset, fired, candle)
-
-    def _next_exit_id(self) -> str:
-        self.exit_ids += 1
-        return f"exit-{self.exit_ids}"
-
-    def _exit_fill(self, asset: str, fired: ExitFill, candle: Candle) -> None:
-        decision = fired.decision
-        side = "SELL" if decision.key.side.value == "long" else "Buy"
-        order = WorkingOrder(fired.signal_id, None, asset, side, fired.order_type, decision.quantity, None, fired.at,
-                             None, decision.trigger_price, True,
-                             {"mode": "exit", "reason": decision.reason.value, "trigger": str(decision.trigger_price)})
-        self.decisions[fired.signal_id] = {"strategy": self.config.exits.strategy_id, **order.info,
-                                           "decided_at": fired.at, "confidence": 1.0, "model_version": None}
-        reason = decision.reason.value
-        self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
-        quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
-        fill = Filled(quantity, fired.price, quantity * fired.price * self.costs[asset].taker_fee, fired.base)
-        self.events.append((fired.at, "exit", fired.signal_id, reason))
-        # Released during a gap in the asset's candles, it came from the candle before the gap.
-        candle_at = candle.open_time if fired.at >= candle.open_time else _grid_start(
-            fired.at - self.length, self.series[asset].candles[0].open_time, self.length)
-        self._apply_fill(order, fill, fired.at, exit_reason=reason, candle_at=candle_at)
-
     # ----- learning and deciding -------------------------------------------------------------
     def _bar_close(self, asset: str, end: datetime, now: datetime):
         """The close of the bar ending at `end` as known at `now`; "never" once its lag is over.
@@ -298,7 +241,7 @@ class Replay:
         if end > now:
             return None
         lag = timedelta(seconds=self.config.trainer.training.max_bar_lag_s)
-        bars, start = self.bars[asset], _grid_start(end - self.length, self.series[asset].candles[0].open_time,
+        bars, start = self.bars[asset], grid_start(end - self.length, self.series[asset].candles[0].open_time,
                                                     self.length)
         moment = start
         while moment <= start + lag and moment + self.length <= now:
@@ -405,12 +348,6 @@ class Replay:
             self.working.remove(order)
             self.counters.cancelled_by_new_signal += 1
             self.events.append((now, "cancelled", order.signal_id))
-
-
-def _grid_start(moment: datetime, origin: datetime, length: timedelta) -> datetime:
-    """The first candle open on the grid of `origin` at or after `moment`."""
-    behind = (moment - origin) % length
-    return moment if not behind else moment + (length - behind)
 
 
 def _lap(timings: dict[str, float], phase: str, since: float) -> float:

@@ -2,15 +2,15 @@
 exiting): exits on the 5-minute path in the pessimistic order, decisions at the candle close,
 Market fills at the next candle's open, labels read at the first close at or after the horizon,
 24-hour volume over a day of candles; mixed lengths in one run are refused."""
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from msd.backtest.candles import Candle, CandleError, load_series
+from msd.backtest.candles import Candle, CandleError, grid_start, load_series
 from msd.backtest.exiting import AssetExits, candle_path
 from msd.backtest.fills import CostModel
-from msd.backtest.replay import Options, Replay, _grid_start
+from msd.backtest.replay import Options, Replay
 from msd.exchange.positions import apply_fill
 from msd.rules import Debouncer, ExitRules, Instrument
 from tests.backtest_helpers import T0, random_walk, strategy, walk_exits, write_candles, write_config
@@ -66,8 +66,8 @@ def test_exits_on_a_five_minute_path(name, side, rules, candles, reason, base, a
 
 
 def test_candle_grid_alignment():
-    assert _grid_start(T0 + timedelta(minutes=7), T0, FIVE) == T0 + timedelta(minutes=10)
-    assert _grid_start(T0 + timedelta(minutes=10), T0, FIVE) == T0 + timedelta(minutes=10)
+    assert grid_start(T0 + timedelta(minutes=7), T0, FIVE) == T0 + timedelta(minutes=10)
+    assert grid_start(T0 + timedelta(minutes=10), T0, FIVE) == T0 + timedelta(minutes=10)
 
 
 def five_minute_replay(tmp_path, n=400):
