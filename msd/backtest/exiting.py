@@ -13,11 +13,11 @@ at the newest price then, with the asset's token bucket (exits.asset_rate). The 
 verification passes (every VERIFY_EVERY_S from its start, here the replay's) evaluate too: the
 first pass at or after the moment an unchanged price may decide otherwise (`look_again`: a
 cooldown's end, a time exit, the asset's next token) is an evaluation; the others would repeat
-the last one and are skipped. What the backtest
-adds is only the market: the path, and a `SendExit` (the role's urgent, hence Market, signal for
-exactly its quantity) filling at once at its level (or the open on a gap), half the spread
-worse; the row that fill writes is read next, which releases the exit from flight, as in the
-daemon. The path is the price: the row's mark (the last fill) is not a candidate quote.
+the last one and are skipped. What the backtest adds is only the market: the path, and a
+`SendExit` (the role's urgent, hence Market, signal for exactly its quantity) filling at once at
+its level (or the open on a gap), half the spread worse; the row that fill writes is read next,
+which releases the exit from flight, as in the daemon. The path is the price: the row's mark
+(the last fill) is not a candidate quote.
 """
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ training.min_new_rows new rows is a data drought, as in msd.learning.job. A prom
 serves from its simulated training time plus `train_seconds`: training runs synchronously, so
 the result never depends on the machine's speed.
 What to do when is the daemon's own step, msd.learning.lifecycle, fed here from memory at the
-candle's close when msd.learning.cadence says a check is due (`check`; the warm-up spend only
-on the checks that read it, as the daemon's): the triggers (schedule, data threshold, quality degradation, a retired
-version not yet followed by a training), the live quality of the served version's calls since
-it was activated (a degraded one is retired; the last good one, else warm-up with a new
-budget, serves), and the warm-up pause when its budget or duration is spent. A warm-up budget
-starts when msd.learning.cadence.budget_start says, as in the daemon's signaller: when the
+candle's close when msd.learning.cadence says a check is due (`check`; the warm-up spend only on
+the checks that read it, as the daemon's): the triggers (schedule, data threshold, quality
+degradation, a retired version not yet followed by a training), the live quality of the served
+version's calls since it was activated (a degraded one is retired; the last good one, else
+warm-up with a new budget, serves), and the warm-up pause when its budget or duration is spent.
+A warm-up budget starts when msd.learning.cadence.budget_start says, as in the daemon's signaller: when the
 strategy is first served (`serve`, the replay's first decision round), and again back in
 warm-up from a model.
 """
