@@ -58,3 +58,30 @@ def write_candles(tmp_path: Path, rows: list[list], name: str = "candles.json") 
     path = tmp_path / name
     path.write_text(json.dumps(rows))
     return path
+
+
+def walk_exits(exits, position, paths, half_spread, *, version: int = 1, until: datetime | None = None) -> list:
+    """Drive `exits` (msd.backtest.exiting.AssetExits, its row not read yet) as the replay does: the
+    position's row read at its open, then each path point after the evaluations due before it;
+    each exit fills at once (position-manager's arithmetic) and its row is read. `paths` are
+    tuples of msd.backtest.fills.PathPoint; after the last, the evaluations due by `until` (default:
+    all). Returns the fills in order."""
+    from msd.exchange.positions import apply_fill
+    exits.read_row(position, version, position.last_updated)
+    fills = []
+
+    def due(until):
+        nonlocal position, version
+        for fired in exits.due(until, half_spread):
+            fills.append(fired)
+            closing = "SELL" if position.size > 0 else "Buy"
+            position, version = apply_fill(position, exits.asset, closing, fired.decision.quantity, fired.price,
+                                           0, fired.at), version + 1
+            exits.read_row(position, version, fired.at)
+
+    for path in paths:
+        for point in path:
+            due(point.at)
+            exits.see(point)
+    due(until or datetime.max.replace(tzinfo=timezone.utc))
+    return fills

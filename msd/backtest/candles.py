@@ -174,3 +174,10 @@ def cut(series: Series, start: datetime | None, end: datetime | None) -> Series:
     kept = tuple(c for c in series.candles if (start is None or c.open_time >= start)
                  and (end is None or c.open_time < end))
     return Series(series.asset, series.path, kept, series.length)
+
+
+def grid_start(moment: datetime, origin: datetime, step: timedelta) -> datetime:
+    """The first moment on the grid of `origin` every `step` at or after `moment` (a candle's
+    open, an exits verification pass)."""
+    behind = (moment - origin) % step
+    return moment if not behind else moment + (step - behind)

@@ -122,8 +122,10 @@ def assumptions(options: Options, series: list[Series]) -> list[str]:
         f"later candle trades through it within {c.limit_ttl.total_seconds():g} s, else cancelled; a newer accepted "
         "signal for the asset cancels the asset's resting Limit orders (order-manager's cancel_order, CONTRACTS 2.3; "
         "its scope, the same asset, and moment, after the new order's risk check, are assumed as in msd-sim).",
-        "Exits on each candle's path open -> adverse extreme -> favourable extreme -> close (a stop before a "
-        "take-profit in one candle), filled at the rule's level, or at the open on a gap, half the spread worse.",
+        "Exits on each candle's path open -> adverse extreme -> favourable extreme -> close (at its open, a third "
+        "and two thirds of its length, its end; a stop before a take-profit in one candle), paced as the daemon's "
+        "exits role (exits.debounce_s and debounce_max_delay_s, exits.asset_rate, a verification pass every 5 s), "
+        "filled at the rule's level, or at the open on a gap, half the spread worse.",
         f"Fees per side: taker {_plain(c.taker_fee * 100)} %, maker {_plain(c.maker_fee * 100)} %. Risk: no leverage on gross "
         "exposure (an order that would exceed equity is rejected).",
         "Not modelled: order-book depth and queue position, partial fills, funding, position-manager lag.",

@@ -8,7 +8,8 @@ through it (low below a buy, high above a sell) within its time to live, at the 
 candle opens beyond it (a gap); else it is cancelled.
 Exits are checked on each candle's path, pessimistically: the open first (a gap), then the
 adverse extreme (so a stop inside the candle comes before a take-profit in the same candle), the
-favourable extreme, the close. A rule that fires inside the candle fills at its level, one that
+favourable extreme, the close, at the candle's open, a third and two thirds of its length, and
+its end. A rule that fires inside the candle fills at its level, one that
 fires at the open at the open (the worse of the two, since at the open it had not fired yet),
 half the spread worse in both cases.
 """
@@ -83,12 +84,13 @@ def arrival(decided_at: datetime, latency: timedelta, candle: Candle, length: ti
 
 
 def exit_path(long: bool, candle: Candle, length: timedelta) -> tuple[PathPoint, ...]:
-    """The candle's prices, the adverse extreme before the favourable one."""
-    middle = candle.open_time + length / 2
+    """The candle's prices, the adverse extreme before the favourable one, a third of the candle
+    apart: distinct moments, as the extremes of a real candle are, so the exits' debounce (which
+    coalesces prices closer than exits.debounce_s into the newest) never drops the adverse one."""
     adverse, favourable = (candle.low, candle.high) if long else (candle.high, candle.low)
     return (PathPoint("open", candle.open, candle.open_time),
-            PathPoint("adverse", adverse, middle),
-            PathPoint("favourable", favourable, middle),
+            PathPoint("adverse", adverse, candle.open_time + length / 3),
+            PathPoint("favourable", favourable, candle.open_time + 2 * length / 3),
             PathPoint("close", candle.close, candle.open_time + length))
 
 

@@ -11,10 +11,14 @@ training.min_new_rows new rows is a data drought, as in msd.learning.job. A prom
 serves from its simulated training time plus `train_seconds`: training runs synchronously, so
 the result never depends on the machine's speed.
 What to do when is the daemon's own step, msd.learning.lifecycle, fed here from memory at the
-candle's close (`check`): the triggers (schedule, data threshold, quality degradation, a retired
-version not yet followed by a training), the live quality of the served version's calls since
-it was activated (a degraded one is retired; the last good one, else warm-up with a new
-budget, serves), and the warm-up pause when its budget or duration is spent.
+candle's close when msd.learning.cadence says a check is due (`check`; the warm-up spend only on
+the checks that read it, as the daemon's): the triggers (schedule, data threshold, quality
+degradation, a retired version not yet followed by a training), the live quality of the served
+version's calls since it was activated (a degraded one is retired; the last good one, else
+warm-up with a new budget, serves), and the warm-up pause when its budget or duration is spent.
+A warm-up budget starts when msd.learning.cadence.budget_start says, as in the daemon's signaller: when the
+strategy is first served (`serve`, the replay's first decision round), and again back in
+warm-up from a model.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import Any
 
 
 from msd.learning import lifecycle
+from msd.learning.cadence import budget_start
 from msd.learning.costs import CostFill, RollingCost
 from msd.learning.dataset import build_dataset
 from msd.learning.monitoring import WarmupSpend, warmup_spend
@@ -110,9 +115,16 @@ class StrategyLearning:
         if not self.timeline or self.timeline[-1][1] != text:
             self.timeline.append((at, text))
 
+    def serve(self, now: datetime) -> None:
+        """The strategy is served from `now` (the daemon's signaller starting): its first budget."""
+        self._start_budget(None, now)
+
+    def _start_budget(self, before_mode: str | None, now: datetime) -> None:
+        start = budget_start(before_mode, self.mode)
+        if start is not None and (start.restart or self.budget_start is None):
+            self.budget_start = now
+
     def decided(self, decision: Decision) -> None:
-        if decision.mode == "warmup" and self.budget_start is None:
-            self.budget_start = decision.decided_at
         self.pending.append(decision)
         self.fills[decision.signal_id] = [0, 0.0]
 
@@ -156,9 +168,10 @@ class StrategyLearning:
 
     # ----- the lifecycle step ---------------------------------------------------------------
     def check(self, now: datetime, data_threshold: int | None, labelled: int,
-              schedule: lifecycle.ScheduleChecked | None = None) -> list[lifecycle.Effect]:
+              schedule: lifecycle.ScheduleChecked | None = None, *, slow: bool = True) -> list[lifecycle.Effect]:
         """msd.learning.lifecycle over what this strategy gathered at `now`, in the daemon's
-        order; retirements and pauses are carried out here, training requests returned."""
+        order; retirements and pauses are carried out here, training requests returned. The
+        warm-up spend is read only on a `slow` check (msd.learning.cadence)."""
         rules = replace(self.rules, data_threshold=data_threshold)
         attempts = {self.sid: self.last_attempt} if self.last_attempt else {}
         retired = [v.retired_at for v in self.versions if v.retired_at is not None]
@@ -167,7 +180,7 @@ class StrategyLearning:
                    lifecycle.Retirements({self.sid: max(retired)} if retired else {}, attempts)]
         if self.active is not None:
             events.append(lifecycle.LiveCalls(self.sid, self.active.number, self._live_calls()))
-        elif self.budget_start is not None and not self.paused:
+        elif slow and self.budget_start is not None and not self.paused:
             events.append(lifecycle.WarmupSpent(self.sid, self._spend(now)))
         self.state, effects = lifecycle.run(self.state, events, now, rules)
         for effect in effects:
@@ -191,8 +204,7 @@ class StrategyLearning:
         self.active = next((v for v in reversed(self.versions) if v.active_from and v.active_from <= now
                             and v.retired_at is None), None)
         self.active_since = now
-        if self.active is None:
-            self.budget_start = now         # back in warm-up: a new budget
+        self._start_budget("model", now)    # back in warm-up (none left to serve): a new budget
 
     def _spend(self, now: datetime) -> WarmupSpend:
         """msd.learning.monitoring.warmup_spend over the rows labelled since the last check, added

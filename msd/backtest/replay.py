@@ -1,17 +1,20 @@
 """The replay: candles in, msd's decisions, fills, exits and trainings out, in event time.
 
-Per candle (all assets at one open time): working orders fill or expire on it, the exit rules
-walk its path, then at its close the market events msd would have consumed (a confirmed
-kline of the candle's length and a ticker with the close as last price and the candle profile's bid/ask) go
-into msd's MarketState; labels whose horizon bar is now known are taken, trainings that are due
-run, and the signaller's turn (msd.strategies.signal_turn, the daemon's) decides on the snapshots
-at that close; its signals then reach order-manager in the turn's order. A gap or a zero-volume candle is
+Per candle (all assets at one open time): its open is a price the exits see, working orders
+fill or expire on it, the exits see the rest of its path (msd.backtest.exiting: the exits
+role's step, debounce and per-asset rate, every evaluation and fill in time order), then at
+its close the market events msd would have consumed (a confirmed kline of the candle's length
+and a ticker with the close as last price and the candle profile's bid/ask) go into msd's
+MarketState; labels whose horizon bar is now known are taken, trainings that are due
+run, and the signaller's turn (msd.strategies.signal_turn, the daemon's) decides on the
+snapshots at that close; its signals then reach order-manager in the turn's order. A gap or a
+zero-volume candle is
 a no-trade period: nothing fills, nothing is decided on that asset. Nothing here reads the wall
 clock: `now` is always the candle's time.
 A candle longer than a minute is replayed the same way over its length: one path (the exits'
-open -> adverse -> favourable -> close, its middle points at half the length), one decision per
-candle close, fills at the next candle's open. MarketState then holds N-minute bars (its
-candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
+open -> adverse -> favourable -> close, its middle points at a third and two thirds of the
+length), one decision per candle close, fills at the next candle's open. MarketState then
+holds N-minute bars (its candle feature profile, msd.market.state): volatility from N-minute returns scaled to a minute,
 a return over less than a candle as the expected part of the last candle's, a longer lookback
 only when it is whole candles. The spread is fixed, or estimated from the candles
 (msd.backtest.spread).
@@ -26,16 +29,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from msd.backtest.account import Account
-from msd.backtest.candles import Candle, CandleError, Series
+from msd.backtest.candles import Candle, CandleError, Series, grid_start
 from msd.backtest import deciding
 from msd.backtest.deciding import StrategySlot
-from msd.backtest.exiting import candle_path, exit_on_path, read_row
-from msd.backtest.fills import CostModel, arrival, quotes
+from msd.backtest.exiting import AssetExits
+from msd.backtest.fills import CostModel, PathPoint, arrival, quotes
 from msd.backtest.learner import Quality, StrategyLearning
 from msd.backtest.orders import Filled, WorkingOrder, plan, risk_rejection, try_fill
+from msd.backtest.replay_exits import ReplayExits
 from msd.backtest.spread import half_spread_after
 from msd.exchange.orders import DEFAULT_INSTRUMENT, LIMIT, InstrumentRules, OrderTypeThresholds
 from msd.learning import lifecycle
+from msd.learning.cadence import Cadence, check_due
 from msd.learning.costs import CostFill
 from msd.learning.outcomes import Decision
 from msd.learning.triggers import schedule_decision
@@ -78,7 +83,7 @@ class ReplayCounts:
     exits_by_reason: dict = field(default_factory=dict)
 
 
-class Replay:
+class Replay(ReplayExits):
     def __init__(self, config, series: list[Series], options: Options) -> None:
         lengths = {s.length for s in series}
         if len(lengths) > 1:
@@ -93,7 +98,7 @@ class Replay:
         self.limits = config.signaller.limits
         self.turn: signal_turn.TurnState | None = None     # the signaller's: runtimes, shared limits, attempts
         self.working: list[WorkingOrder] = []
-        self.exit_states: dict = {}
+        self.exits: dict[str, AssetExits] = {}     # per asset, as the exits role keeps them
         self.bars: dict[str, dict[datetime, Candle]] = {a: {} for a in self.series}
         self.volume: dict[str, deque] = {a: deque(maxlen=day_of_candles) for a in self.series}
         self.marks: dict[str, Decimal] = {}
@@ -114,6 +119,8 @@ class Replay:
         self.slots: list[StrategySlot] = []
         self.slot_by_id: dict[str, StrategySlot] = {}
         self.next_schedule: datetime | None = None
+        self.cadence = Cadence()                 # the lifecycle checks' and warm-up spend reads' (the daemon's)
+        self.serving = False                     # the strategies are served (from the first decision round)
         self.exit_instrument = options.instrument
 
     def _slot(self, params, trainer) -> StrategySlot:
@@ -152,11 +159,16 @@ class Replay:
 
     def step(self, t: datetime, candles: dict[str, Candle], *, decide_now: bool) -> None:
         close_at, clock, timings = t + self.length, time.perf_counter(), self.timings
+        if decide_now and not self.serving:
+            self.serving = True                  # msd starts here: what came before is the features' history
+            for slot in self.slots:
+                slot.learning.serve(close_at)
         for asset, candle in sorted(candles.items()):
             self.counters.candles += 1
             if candle.traded:
+                self._exit_prices(asset, candle, (PathPoint("open", candle.open, candle.open_time),))
                 self._work_orders(asset, candle)
-                self._exits(asset, candle)
+                self._exit_prices(asset, candle, self._rest_of_path(asset, candle))
         clock = _lap(timings, "orders_and_exits", clock)
         for asset, candle in sorted(candles.items()):
             self._observe(asset, candle, close_at)
@@ -205,7 +217,9 @@ class Replay:
                 self.counters.cancelled += 1
                 self.events.append((candle.open_time, "cancelled", order.signal_id))
                 continue
-            self._apply_fill(order, outcome, max(candle.open_time, arrived), candle_at=candle.open_time)
+            at = max(candle.open_time, arrived)
+            self._exits_due(asset, at, candle)       # the exits decided before this fill went first
+            self._apply_fill(order, outcome, at, candle_at=candle.open_time)
 
     def _apply_fill(self, order: WorkingOrder, fill: Filled, at: datetime, exit_reason: str | None = None,
                     candle_at: datetime | None = None) -> None:
@@ -221,46 +235,9 @@ class Replay:
                                                            float(fill.fee), float(order.reference)))
             self.store.add_execution(ExecutionRecord(f"order-{order.signal_id}", order.signal_id, order.strategy,
                                                      asset, side, fill.quantity, fill.price, fill.fee, at))
-        position = self.account.positions[asset]
-        self.exit_states[asset] = read_row(self.exit_states.get(asset), asset, position,
-                                           self.account.versions[asset], at)
-
-    def _exits(self, asset: str, candle: Candle) -> None:
-        if not self.config.exits.enabled_for(asset):
-            return
-        rules = self.config.exits.rules_for(asset)
-        state = self.exit_states.get(asset)
-        if state is None or not state.ready:
-            return
-        points = candle_path(state.row.size > 0, candle, self.length)
-        while points and state is not None and state.ready:
-            state, fired, used = exit_on_path(state, points, rules, self.exit_instrument,
-                                              self.costs[asset].half_spread, self._next_exit_id)
-            self.exit_states[asset] = state
-            points = points[used:]
-            if fired is None:
-                return
-            self._exit_fill(asset, fired, candle)
-            state = self.exit_states.get(asset)
-
-    def _next_exit_id(self) -> str:
-        self.exit_ids += 1
-        return f"exit-{self.exit_ids}"
-
-    def _exit_fill(self, asset: str, fired, candle: Candle) -> None:
-        decision = fired.decision
-        side = "SELL" if decision.key.side.value == "long" else "Buy"
-        order = WorkingOrder(fired.signal_id, None, asset, side, fired.order_type, decision.quantity, None, fired.point.at,
-                             None, decision.trigger_price, True,
-                             {"mode": "exit", "reason": decision.reason.value, "trigger": str(decision.trigger_price)})
-        self.decisions[fired.signal_id] = {"strategy": self.config.exits.strategy_id, **order.info,
-                                           "decided_at": fired.point.at, "confidence": 1.0, "model_version": None}
-        reason = decision.reason.value
-        self.counters.exits_by_reason[reason] = self.counters.exits_by_reason.get(reason, 0) + 1
-        quantity = min(decision.quantity, abs(self.account.size(asset)))        # reduceOnly
-        fill = Filled(quantity, fired.price, quantity * fired.price * self.costs[asset].taker_fee, fired.base)
-        self.events.append((fired.point.at, "exit", fired.signal_id, reason))
-        self._apply_fill(order, fill, fired.point.at, exit_reason=reason, candle_at=candle.open_time)
+        exits = self._asset_exits(asset)
+        if exits is not None:
+            exits.read_row(self.account.positions[asset], self.account.versions[asset], at)
 
     # ----- learning and deciding -------------------------------------------------------------
     def _bar_close(self, asset: str, end: datetime, now: datetime):
@@ -270,7 +247,7 @@ class Replay:
         if end > now:
             return None
         lag = timedelta(seconds=self.config.trainer.training.max_bar_lag_s)
-        bars, start = self.bars[asset], _grid_start(end - self.length, self.series[asset].candles[0].open_time,
+        bars, start = self.bars[asset], grid_start(end - self.length, self.series[asset].candles[0].open_time,
                                                     self.length)
         moment = start
         while moment <= start + lag and moment + self.length <= now:
@@ -281,8 +258,16 @@ class Replay:
 
     def _learn(self, now: datetime) -> None:
         """The lifecycle step (msd.learning.lifecycle, as the daemon's learning loop calls it) per
-        strategy; a training it asks for runs at once, in-process."""
+        strategy, at the first close at or after each check the daemon's cadence makes due
+        (msd.learning.cadence); a training it asks for runs at once, in-process. Labels and
+        activations are taken at every close."""
         trainer = self.config.trainer
+        for slot in self.slots:
+            slot.learning.advance(now, self._bar_close)
+        due = check_due(self.cadence, now.timestamp(), trainer.check_interval_s)
+        self.cadence = due.cadence
+        if not due.check:
+            return
         scheduled = None
         if self.next_schedule is not None:
             decision = schedule_decision(trainer.schedule, self.next_schedule, now)
@@ -292,8 +277,7 @@ class Replay:
         counts = self.store.labelled_counts(training.horizon_s, now)
         for slot in self.slots:
             learning, sid = slot.learning, slot.params.id
-            learning.advance(now, self._bar_close)
-            effects = learning.check(now, trainer.data_threshold, counts.get(sid, 0), scheduled)
+            effects = learning.check(now, trainer.data_threshold, counts.get(sid, 0), scheduled, slow=due.slow)
             self.lifecycle_log += [(now, sid, e) for e in effects if isinstance(e, LOGGED_EFFECTS)]
             if any(isinstance(e, lifecycle.RequestTraining) and e.strategy in (None, sid) for e in effects):
                 self._train(now, slot)
@@ -369,12 +353,6 @@ class Replay:
             self.working.remove(order)
             self.counters.cancelled_by_new_signal += 1
             self.events.append((now, "cancelled", order.signal_id))
-
-
-def _grid_start(moment: datetime, origin: datetime, length: timedelta) -> datetime:
-    """The first candle open on the grid of `origin` at or after `moment`."""
-    behind = (moment - origin) % length
-    return moment if not behind else moment + (length - behind)
 
 
 def _lap(timings: dict[str, float], phase: str, since: float) -> float:

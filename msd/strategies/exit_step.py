@@ -13,18 +13,22 @@ with the effects the caller acts on. The events:
   (`price_event` turns a market update into one).
 - `Evaluate`: decide at the freshest quote (the market's, or the row's mark): the exit rules
   (msd.rules.decide: ladder steps, breakeven, cooldown, in-flight pacing, sizing) and the
-  per-asset rate. A decision is `SendExit`: an urgent, hence Market, signal for exactly its
-  quantity; the returned state is the one the sent exit commits (in flight, ladder, cooldown),
-  `SendExit.unsent` the one to keep if it cannot be recorded.
+  per-asset rate (exits.asset_rate, the asset's token bucket: checked and taken here). A
+  decision is `SendExit`: an urgent, hence Market, signal for exactly its quantity; the
+  returned state is the one the sent exit commits (in flight, ladder, cooldown),
+  `SendExit.unsent` the one to keep if it cannot be recorded, `SendExit.bucket` the asset's
+  bucket once the exit is recorded (its token taken).
 - `OrderSeen`, `Published`, `StallCheck`, `Forget`: what became of exits in flight (their
   orders, the broker's confirm, the in-flight timeout, an expiry or void before sending).
 
 Every effect says what happened for the caller to log, count, persist or send; the caller keeps
-the state (the daemon in its book and the store, the backtest per asset). What stays with the
-daemon's role is scheduling and I/O: the debouncer and verification passes (when to send an
-`Evaluate`), the table reads, the outbox and the store, the asset's token bucket (read here,
-taken by the role once the signal is recorded). The module lives in the domain, beside the
-signaller's step (msd.strategies.step), because the backtest may not import a role.
+the state (the daemon in its book and the store, the backtest per asset). When an `Evaluate` is
+due after prices and rows arrive is the debounce (exits.debounce_s, debounce_max_delay_s), made
+by `debouncer` for both callers: msd.rules.Debouncer with `now` passed in (the wall clock in the
+daemon, event time in a backtest). What stays with the daemon's role is scheduling and I/O: its
+turns and verification passes, the table reads, the outbox and the store. The module lives in
+the domain, beside the signaller's step (msd.strategies.step), because the backtest may not
+import a role.
 """
 from __future__ import annotations
 
@@ -36,15 +40,20 @@ from typing import Any, Union
 from msd.market.quotes import PriceQuote, freshest, table_quote
 from msd.market.state import MarketState, mid_price
 from msd.rules import (
-    ExitDecision, ExitReason, ExitRules, ExitState, InFlight, Instrument, RowFacts, decide, fold_bar, fold_price,
-    forget_exits, note_order, note_published, note_row, note_stalls,
+    Debouncer, ExitDecision, ExitReason, ExitRules, ExitState, InFlight, Instrument, RowFacts, decide, fold_bar,
+    fold_price, forget_exits, note_order, note_published, note_row, note_stalls,
 )
-from msd.values.bucket import BucketState, TokenBucket, full_bucket, would_allow
+from msd.values.bucket import BucketState, TokenBucket, full_bucket, take
 from msd.values.messages import BookTop, Kline, TickerUpdate, Trade
 
 # What an exit signal asks order-manager for: urgency, hence a market order (a resting limit
 # exit may never fill), for exactly the decision's quantity (msd.strategies.emit.exit_signal).
 EXIT_ORDER_TYPE = "Market"
+# The exits role evaluates every open position this often besides the debounced evaluations
+# (its verification pass); the backtest looks again on the same grid (`look_again`).
+VERIFY_EVERY_S = 5.0
+# Holds that end with time alone, at a moment the state does not record (the asset's token).
+TIME_BOUND_HOLDS = frozenset({"asset_rate"})
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -139,6 +148,7 @@ class SendExit:
     signal_id: str
     quote: PriceQuote                    # the price it was decided at, and its source
     unsent: ExitState                    # keep this one if the signal cannot be recorded
+    bucket: BucketState | None = None    # the asset's bucket once it is recorded (None: not limited)
     order_type: str = EXIT_ORDER_TYPE
 
     @property
@@ -229,14 +239,43 @@ def _evaluate(state: ExitState, event: Evaluate, now: datetime) -> Stepped:
     # market price counts for the peak only if it was traded or quoted after the open.
     price_at = now if quote.source == "positions_table" else quote.at
     verdict = decide(state, quote.price, event.rules, event.instrument, now, event.signal_id, price_at=price_at)
-    rate_limited = (verdict.decision is not None and event.rate is not None
-                    and not would_allow(event.rate, event.bucket or full_bucket(event.rate), now))
+    bucket = None
+    if verdict.decision is not None and event.rate is not None:
+        allowed, bucket = take(event.rate, event.bucket or full_bucket(event.rate), now)
+        bucket = bucket if allowed else None
+    rate_limited = verdict.decision is not None and event.rate is not None and bucket is None
     held = "asset_rate" if rate_limited else verdict.held if verdict.held != "not_ready" else None
     said = Evaluated(held, verdict.fired, quote,
                      held == "below_min_order_value" and not state.below_minimum_warned)
     if verdict.decision is None or rate_limited:
         return Stepped(verdict.state, (said,))
-    return Stepped(verdict.sent_state, (said, SendExit(verdict.decision, event.signal_id, quote, verdict.state)))
+    return Stepped(verdict.sent_state, (said, SendExit(verdict.decision, event.signal_id, quote, verdict.state,
+                                                       bucket)))
+
+
+def look_again(state: ExitState | None, rules: ExitRules, held: str | None, now: datetime) -> datetime | None:
+    """The first moment after `now` at which an evaluation at an unchanged price may decide
+    otherwise than the one just made at `now` (which was held for `held`, or not): a time exit
+    coming due, a cooldown or a rejection backoff ending, the asset's token coming back (known
+    only as "later": the next moment after `now`). None: only a new price or row can. The daemon
+    evaluates at every verification pass anyway; a backtest evaluates at the first pass at or
+    after this moment and skips the passes that would repeat the evaluation before it."""
+    if state is None or not state.ready:
+        return None
+    moments = [state.last_exit_at + rules.cooldown if state.last_exit_at is not None else None, state.retry_at]
+    if rules.time_exit is not None:
+        moments.append(state.opened_at + rules.time_exit.max_hold)
+    later = [m for m in moments if m is not None and m > now]
+    if held in TIME_BOUND_HOLDS:
+        later.append(now + timedelta(microseconds=1))
+    return min(later, default=None)
+
+
+def debouncer(config) -> Debouncer:
+    """The evaluations' debounce from the exits section (msd.roles.exits.config.ExitsConfig): a
+    burst of prices and row reads for one position is decided once, `debounce_s` after its
+    last item, and at least every `debounce_max_delay_s` while it lasts."""
+    return Debouncer(timedelta(seconds=config.debounce_s), timedelta(seconds=config.debounce_max_delay_s))
 
 
 def _flight_event(state: ExitState, event: Event, now: datetime) -> Stepped:

@@ -2,18 +2,18 @@
 exiting): exits on the 5-minute path in the pessimistic order, decisions at the candle close,
 Market fills at the next candle's open, labels read at the first close at or after the horizon,
 24-hour volume over a day of candles; mixed lengths in one run are refused."""
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from msd.backtest.candles import Candle, CandleError, load_series
-from msd.backtest.exiting import candle_path, exit_on_path, read_row
+from msd.backtest.candles import Candle, CandleError, grid_start, load_series
+from msd.backtest.exiting import AssetExits, candle_path
 from msd.backtest.fills import CostModel
-from msd.backtest.replay import Options, Replay, _grid_start
+from msd.backtest.replay import Options, Replay
 from msd.exchange.positions import apply_fill
-from msd.rules import ExitRules, Instrument
-from tests.backtest_helpers import T0, random_walk, strategy, write_candles, write_config
+from msd.rules import Debouncer, ExitRules, Instrument
+from tests.backtest_helpers import T0, random_walk, strategy, walk_exits, write_candles, write_config
 
 FIVE = timedelta(minutes=5)
 HALF = Decimal("0.001")
@@ -27,46 +27,47 @@ def candle(index: int, o, h, l, c) -> Candle:
     return Candle(T0 + index * FIVE, *(Decimal(str(x)) for x in (o, h, l, c)), Decimal(1))
 
 
+DEBOUNCE = timedelta(seconds=0.05)     # exits.debounce_s as shipped: decisions this long after a price
+
+
 def first_exit(side: str, rules: dict, candles: list[tuple]):
     position = apply_fill(None, "BTCUSDT", side, Decimal(10), Decimal(100), Decimal(0), T0)
-    state = read_row(None, "BTCUSDT", position, 1, T0)
     ids = iter(range(1000))
-    for row in candles:
-        state, fired, _ = exit_on_path(state, candle_path(state.row.size > 0, candle(*row), FIVE),
-                                       ExitRules.from_mapping(rules), INSTRUMENT, HALF, lambda: f"x{next(ids)}")
-        if fired:
-            return fired
-    return None
+    exits = AssetExits("BTCUSDT", ExitRules.from_mapping(rules), INSTRUMENT, Debouncer(DEBOUNCE, 5 * DEBOUNCE), None,
+                       lambda: f"x{next(ids)}")
+    fills = walk_exits(exits, position, [candle_path(side == "Buy", candle(*row), FIVE) for row in candles], HALF)
+    return fills[0] if fills else None
 
 
 @pytest.mark.parametrize("name, side, rules, candles, reason, base, at", [
-    ("stop inside a 5-minute candle, at its level, at half the length", "Buy", {"stop_loss_pct": 2},
-     [(1, 100, 101, 97, 99)], "stop_loss", "98", T0 + FIVE + FIVE / 2),
+    ("stop inside a 5-minute candle, at its level, a third into it", "Buy", {"stop_loss_pct": 2},
+     [(1, 100, 101, 97, 99)], "stop_loss", "98", T0 + FIVE + FIVE / 3),
     ("stop and take-profit in one 5-minute candle: the stop first", "Buy",
      {"stop_loss_pct": 2, "take_profit": {"pct": 3}}, [(1, 100, 104, 97, 103)], "stop_loss", "98",
-     T0 + FIVE + FIVE / 2),
+     T0 + FIVE + FIVE / 3),
     ("short: take-profit below, stop above in one candle: the stop first", "SELL",
      {"stop_loss_pct": 2, "take_profit": {"pct": 3}}, [(1, 100, 103, 96, 97)], "stop_loss", "102",
-     T0 + FIVE + FIVE / 2),
+     T0 + FIVE + FIVE / 3),
     ("stop on a gap at the 5-minute open", "Buy", {"stop_loss_pct": 2},
      [(1, 96, 97, 95, 96.5)], "stop_loss", "96", T0 + FIVE),
     ("take-profit inside the candle", "Buy", {"take_profit": {"pct": 3}},
-     [(1, 100, 104, 99.5, 103.5)], "take_profit", "103", T0 + FIVE + FIVE / 2),
+     [(1, 100, 104, 99.5, 103.5)], "take_profit", "103", T0 + FIVE + 2 * FIVE / 3),
     ("time exit on the path of the candle where the hold ends, not earlier", "Buy",
      {"time_exit": {"max_hold_seconds": 400, "min_profit_pct": 0}},
-     [(0, 100, 100.2, 99.9, 100.1), (1, 100.1, 100.4, 100.0, 100.3)], "time_exit", "100", T0 + FIVE + FIVE / 2),
+     [(0, 100, 100.2, 99.9, 100.1), (1, 100.1, 100.4, 100.0, 100.3)], "time_exit", "100", T0 + FIVE + FIVE / 3),
 ])
 def test_exits_on_a_five_minute_path(name, side, rules, candles, reason, base, at):
     fired = first_exit(side, rules, candles)
     assert fired is not None, name
     assert (fired.decision.reason.value, fired.base, fired.point.at) == (reason, Decimal(base), at), name
+    assert fired.at == at + DEBOUNCE, name
     expected = fired.base * (1 - HALF) if side == "Buy" else fired.base * (1 + HALF)
     assert fired.price == expected
 
 
 def test_candle_grid_alignment():
-    assert _grid_start(T0 + timedelta(minutes=7), T0, FIVE) == T0 + timedelta(minutes=10)
-    assert _grid_start(T0 + timedelta(minutes=10), T0, FIVE) == T0 + timedelta(minutes=10)
+    assert grid_start(T0 + timedelta(minutes=7), T0, FIVE) == T0 + timedelta(minutes=10)
+    assert grid_start(T0 + timedelta(minutes=10), T0, FIVE) == T0 + timedelta(minutes=10)
 
 
 def five_minute_replay(tmp_path, n=400):

@@ -6,6 +6,7 @@ up as tuples (`said`). `now` is the row's own clock: the step reads none.
 """
 import ast
 import inspect
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
@@ -154,3 +155,73 @@ def test_the_step_reads_no_clock():
                 for alias in node.names}
     assert not calls & {"now", "utcnow", "today", "monotonic", "perf_counter"}
     assert "time" not in imported
+
+
+FAST = TokenBucket(D("0.5"), 2)     # two exits at once, then one every 2 s
+
+
+@pytest.mark.parametrize("name, bucket, at, sends, tokens_after", [
+    ("a full bucket (None) gives its first token", None, 1, True, "1"),
+    ("a bucket with one token gives it, refilled by half a token in 1 s", BucketState(D(1), T0), 1, True, "0.5"),
+    ("an empty bucket refills at the rate: one token 2 s later", EMPTY, 2, True, "0"),
+    ("an empty bucket holds the exit 1 s later", EMPTY, 1, False, None),
+    ("no rate: nothing is taken", "unlimited", 1, True, None),
+])
+def test_the_step_takes_the_assets_token_for_the_exit_it_sends(name, bucket, at, sends, tokens_after):
+    """The per-asset rate is the step's rule: checked and taken at `now`; the caller keeps the
+    bucket the sent exit carries once it is recorded (the daemon) or filled (the backtest)."""
+    state = step(None, row(), T0).state
+    rate = None if bucket == "unlimited" else FAST
+    event = price("97.9", "s1", at, rate=rate, bucket=None if bucket == "unlimited" else bucket)
+    stepped = step(state, event, T0 + timedelta(seconds=at))
+    exit = stepped.first(SendExit)
+    assert (exit is not None) == sends, name
+    if tokens_after is None:
+        assert exit is None or exit.bucket is None, name
+    else:
+        assert exit.bucket == BucketState(D(tokens_after), T0 + timedelta(seconds=at)), name
+
+
+@pytest.mark.parametrize("name, debounce_s, max_delay_s, offers, due_at", [
+    ("released debounce_s after the only price", 0.05, 0.25, [0], 0.05),
+    ("a burst: debounce_s after its last price", 0.05, 0.25, [0, 0.04, 0.08], 0.13),
+    ("a burst that never pauses: at the max delay after its first", 0.05, 0.25, [0, 0.04, 0.08, 0.12, 0.16, 0.2],
+     0.25),
+    ("no debounce: at once", 0, 0, [0], 0),
+])
+def test_the_debounce_both_callers_use(name, debounce_s, max_delay_s, offers, due_at):
+    """msd.strategies.exit_step.debouncer, made from the exits section by the daemon's role and
+    by the backtest: when an evaluation is due after prices offered at `offers` seconds."""
+    config = type("Exits", (), {"debounce_s": debounce_s, "debounce_max_delay_s": max_delay_s})
+    pacing = step_module.debouncer(config)
+    for seconds in offers:
+        pacing.offer("p1", "p1", T0 + timedelta(seconds=seconds))
+    assert pacing.next_due_at() == T0 + timedelta(seconds=due_at), name
+    assert pacing.due(T0 + timedelta(seconds=due_at) - timedelta(microseconds=1)) == [], name
+    assert pacing.due(T0 + timedelta(seconds=due_at)) == ["p1"], name
+
+
+TIMED = ExitRules.from_mapping({"stop_loss_pct": 2, "cooldown_seconds": 30,
+                                "time_exit": {"max_hold_seconds": 600, "min_profit_pct": 0}})
+
+
+def opened_at(seconds: float, **changes):
+    state = step(None, row(at=seconds), T0 + timedelta(seconds=seconds)).state
+    return replace(state, **changes)
+
+
+@pytest.mark.parametrize("name, state, rules, held, now, expected", [
+    ("nothing timed: only a new price or row can change the verdict", lambda: opened_at(0), RULES, None, 10, None),
+    ("the time exit's moment", lambda: opened_at(0), TIMED, None, 10, 600),
+    ("past the time exit's moment: nothing timed is left", lambda: opened_at(0), TIMED, None, 700, None),
+    ("a cooldown ends before the time exit", lambda: opened_at(0, last_exit_at=T0 + timedelta(seconds=5)), TIMED,
+     "cooldown", 10, 35),
+    ("a rejection backoff ends", lambda: opened_at(0, retry_at=T0 + timedelta(seconds=20)), RULES,
+     "rejection_backoff", 10, 20),
+    ("the asset's token: any later moment", lambda: opened_at(0), RULES, "asset_rate", 10, 10.000001),
+    ("no position", lambda: None, TIMED, None, 10, None),
+])
+def test_when_an_unchanged_price_may_decide_otherwise(name, state, rules, held, now, expected):
+    """look_again: where a backtest's verification pass may decide what the last evaluation did not."""
+    moment = step_module.look_again(state(), rules, held, T0 + timedelta(seconds=now))
+    assert moment == (None if expected is None else T0 + timedelta(seconds=expected)), name

@@ -6,8 +6,8 @@ observed changes it through msd.strategies.exit_step, the pure step the backtest
 it (and restore stored states). Time is `self.clock`, the wall clock unless one is injected:
 the step reads none. Each turn: apply a live `exits` config, take position updates (each asks
 for its row to be re-read) and market updates (each price is folded into the peak of its
-asset's positions as it arrives), then decide for the positions the debouncer releases. Only
-the decision is debounced.
+asset's positions as it arrives), then decide for the positions the debouncer releases (made by
+msd.strategies.exit_step.debouncer, as the backtest's). Only the decision is debounced.
 
 The `positions` row is the source of truth for size, side, asset and mode (CONTRACTS §3.5): an
 event only triggers a re-read of the row its `position_id` names. A position is keyed by that
@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from msd import metrics
@@ -42,7 +42,7 @@ from msd.roles.exits.expiry import EXIT_MODES, ExpiredExits
 from msd.roles.exits.report import ExitStats, report_status
 from msd.roles.exits.positions import PositionReading
 from msd.roles.exits.sending import ExitSending
-from msd.strategies.exit_step import price_event, step as exit_step
+from msd.strategies.exit_step import VERIFY_EVERY_S, debouncer, price_event, step as exit_step
 from msd.roles.exits.tables import SharedTables
 from msd.roles.exits.voiding import VoidedExits
 from msd.roles.runtime.outbox import Outbox
@@ -59,7 +59,6 @@ from msd.values.bucket import BucketState
 log = logging.getLogger("msd.exits")
 MAX_WAIT_S = 0.01           # longest wait on the positions queue per turn
 OUTBOX_RETRY_S = 1.0
-VERIFY_EVERY_S = 5.0        # in event mode, every open position is read from the table this often
 IN_FLIGHT_CHECK_S = 0.25    # exits in flight: their orders and rows are looked up this often
 SAVE_EVERY_S = 0.25         # peaks moved by ticks are written at most this often (decisions at once)
 
@@ -85,10 +84,6 @@ def update_context(update: PositionUpdate) -> dict[str, Any]:
             "size": str(update.size), "unrealized_pnl_pct": str(update.unrealized_pnl_pct),
             "time_held_minutes": update.time_held_minutes, "update_source": update.update_source,
             "event_timestamp": update.timestamp.isoformat(), "mode": update.mode}
-
-
-def make_debouncer(cfg) -> Debouncer:
-    return Debouncer(timedelta(seconds=cfg.debounce_s), timedelta(seconds=cfg.debounce_max_delay_s))
 
 
 class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
@@ -121,7 +116,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
         self.skipped: set[tuple] = set()                     # (position, reason, row version) already said
         self.tables = SharedTables(db, self.contained, self.stats.error)
         self.buckets: dict[str, BucketState] = {}                # exit signals per asset
-        self.debouncer: Debouncer = make_debouncer(self.config)
+        self.debouncer: Debouncer = debouncer(self.config)
         self.mode = "event"
         self.last_update = time.monotonic()
         self.next_verify = self.next_flight_check = self.next_old_flight_check = self.next_save = 0.0
@@ -189,7 +184,7 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
     def apply_config(self, config) -> None:
         new = config.exits
         if (new.debounce_s, new.debounce_max_delay_s) != (self.config.debounce_s, self.config.debounce_max_delay_s):
-            pending, self.debouncer = self.debouncer.flush(), make_debouncer(new)
+            pending, self.debouncer = self.debouncer.flush(), debouncer(new)
             for pid in pending:
                 self.debouncer.offer(pid, pid, self.clock())
         if new.asset_rate != self.config.asset_rate:

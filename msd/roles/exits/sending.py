@@ -1,7 +1,8 @@
 """The exit role deciding and sending: the step's `Evaluate` (msd.strategies.exit_step: the
-rules' verdict at the freshest price, the per-asset rate), the signal recorded with the state
-it commits, and the exits in flight until the table shows them (or their order ended
-unfilled, or they stall: the step's OrderSeen, Published and StallCheck).
+rules' verdict at the freshest price, the per-asset rate and its token), the signal recorded
+with the state it commits (and the asset's bucket the step returned), and the exits in flight
+until the table shows them (or their order ended unfilled, or they stall: the step's
+OrderSeen, Published and StallCheck).
 
 `ExitSending` is the part of msd.roles.exits.main.ExitRole that does it.
 """
@@ -24,7 +25,7 @@ from msd.store.exit_state import load_position_state, save_states_sql, signal_re
 from msd.store.outbox import published_signals
 from msd.store.neighbours import PositionRow
 from msd.strategies.emit import exit_signal
-from msd.values.bucket import BucketState, full_bucket, take
+from msd.values.bucket import BucketState, full_bucket
 
 log = logging.getLogger("msd.exits")
 OLD_FLIGHT_CHECK_S = 2.0    # exits in flight sent more than OLD_FLIGHT_S ago are looked up this often
@@ -116,7 +117,8 @@ class ExitSending:
             return
         self.dirty.discard(pid)                     # the sent state was saved with the signal
         self.unsure.pop(pid, None)
-        _, self.buckets[pid[0]] = take(self.config.asset_rate, self.bucket(pid[0]), decision.decided_at)
+        if exit.bucket is not None:
+            self.buckets[pid[0]] = exit.bucket      # the step took the exit's token
         self.stats.sent[decision.reason.value] += 1
         self.stats.last_exit = f"{pid[0]} {decision.reason.value} {signal.signal_type} {decision.quantity}"
         metrics.EXIT_SIGNALS.labels(decision.reason.value).inc()

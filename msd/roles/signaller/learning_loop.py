@@ -4,7 +4,7 @@ Every `trainer.check_interval_s` a worker thread reads, on its own connection: f
 reconciled from the shared `orders` table, the schedule, the data-threshold counts, the active
 versions and pauses in the database, the labelled outcomes of each model-mode strategy (live
 quality and the online challenger) and, once a minute, each warm-up strategy's spend and the
-dataset sizes. The signaller's main loop then switches its model book when the database's
+dataset sizes (the cadence is msd.learning.cadence's, which the backtest follows too). The signaller's main loop then switches its model book when the database's
 active versions differ from it (whatever the trainer's exit), hands what was read to the one
 lifecycle step (msd.learning.lifecycle, which the backtest calls too) at the loop's `now`, and
 carries out its effects: requests training (the newest request wins in the supervisor;
@@ -25,6 +25,7 @@ from msd import metrics
 from msd.config import Config
 from msd.errors import DatabaseUnavailable, MsdError
 from msd.learning import lifecycle
+from msd.learning.cadence import Cadence, check_due
 from msd.learning.dataset import label_all
 from msd.learning.monitoring import warmup_spend
 from msd.learning.triggers import schedule_decision
@@ -45,8 +46,6 @@ from msd.values.parsing import aware_time
 
 log = logging.getLogger("msd.learning")
 SCHEDULE_NAME = "training"
-SLOW_READS_EVERY_S = 60.0        # dataset sizes and warm-up spend at most this often...
-SLOW_READS_CHECKS = 10           # ...or every this many checks when checks are more frequent
 
 
 @dataclass
@@ -85,8 +84,7 @@ class LearningLoop:
         self.ctx, self.db, self.book = ctx, db, book
         self.on_versions_changed = on_versions_changed
         self.worker_db = open_database(ctx.config, "msd-learning")
-        self.next_check = 0.0
-        self.next_slow = 0.0
+        self.cadence = Cadence()                        # when the next check and slow reads are due
         self.state = lifecycle.LearningState()          # what the lifecycle decisions remember
         self.view: dict[str, Any] = {}
         self.reconciled = 0
@@ -101,13 +99,10 @@ class LearningLoop:
             self._worker, gathered, self._gathered = None, self._gathered, None
             if gathered is not None:
                 self._apply(config, gathered, now)
-        if time.monotonic() < self.next_check:
+        due = check_due(self.cadence, time.monotonic(), config.trainer.check_interval_s)
+        if not due.check:
             return
-        self.next_check = time.monotonic() + config.trainer.check_interval_s
-        slow = time.monotonic() >= self.next_slow
-        if slow:
-            self.next_slow = time.monotonic() + min(SLOW_READS_EVERY_S,
-                                                    SLOW_READS_CHECKS * config.trainer.check_interval_s)
+        self.cadence, slow = due.cadence, due.slow
         plan = (dict(self.book.versions()), {p.id for p in config.signaller.strategies if self.book.mode(p.id) == "warmup"})
         self._worker = threading.Thread(target=self._gather_safely, args=(config, now, plan, slow),
                                         name="learning", daemon=True)

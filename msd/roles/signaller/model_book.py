@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Callable, Iterable, Mapping
 
 
+from msd.learning.cadence import budget_start
 from msd.learning.versions import LOAD_ERRORS, load_model
 from msd.ml.calibration import CalibratedModel
 from msd.ml.features import MissingFeature
@@ -116,10 +117,9 @@ def sync_modes(db: Database, book: ModelBook, strategies, warmup_parameters, now
         previous = latest_modes(conn)
         for params in strategies:
             before, mode, version = previous.get(params.id), book.mode(params.id), book.version(params.id)
-            if mode == "warmup":
-                restart = before is not None and before.mode == "model"
-                start_budget(conn, params.id, "back in warm-up" if restart else "first warm-up",
-                             now=now, only_if_missing=not restart)
+            budget = budget_start(before.mode if before else None, mode)     # the backtest's rule too
+            if budget is not None:
+                start_budget(conn, params.id, budget.reason, now=now, only_if_missing=not budget.restart)
             in_force = {"model_version": version} if mode == "model" else warmup_parameters(params)
             if before is not None and before.mode == mode and (
                     before.model_version == version if mode == "model" else before.parameters == in_force
