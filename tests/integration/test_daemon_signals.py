@@ -122,7 +122,7 @@ def test_five_strategies_stay_separate_and_a_stale_asset_stops_only_its_strategy
     with MarketFeed(url, ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]) as feed, SignalTap(url) as tap:
         wait_for(lambda: len(tap.bodies("xrp")) >= 2, 10, what="xrp signals while fresh")
         feed.assets.discard("XRPUSDT")            # XRP data goes stale (max_data_age_s: 2)
-        wait_for(lambda: d.role("signaller")["status"]["assets"].get("XRPUSDT") == "stale", 10, what="stale")
+        wait_for(lambda: d.role("signaller")["status"].get("assets", {}).get("XRPUSDT") == "stale", 10, what="stale")
         stale_at = time.time()
         time.sleep(2.0)
         counts = Counter(b["strategy_id"] for b in tap.bodies())
