@@ -7,7 +7,7 @@ its own call is not a conflict. State is a value: `check` returns the new window
 """
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Mapping
@@ -62,17 +62,33 @@ class RecentSignal:
     at: datetime
 
 
+Latest = Mapping[str, datetime]     # strategy -> its latest signal's time, oldest recorded first
+
+
 @dataclass(frozen=True)
 class ConflictWindow:
-    """Signals emitted within the window, oldest first."""
-    recent: tuple[RecentSignal, ...] = ()
+    """Per (asset, side), each strategy's latest signal time (never older than what the window
+    kept when that key was last checked). Only "is there an opposing signal of another strategy
+    within the window, and which is the most recent" is ever asked, so one entry per strategy is
+    enough: keeping every signal made each check scan and copy the whole window (12,000 signals
+    at 200 signals/s over 60 s: a quarter of the signaller's time)."""
+    latest: Mapping[tuple[str, str], Latest] = field(default_factory=dict)
+
+    @property
+    def recent(self) -> tuple[RecentSignal, ...]:
+        """Every kept entry as a RecentSignal, oldest first (for status and tests)."""
+        return tuple(sorted((RecentSignal(asset, sid, side, at) for (asset, side), kept in self.latest.items()
+                             for sid, at in kept.items()), key=lambda s: s.at))
 
 
-def _opposing_strategy(recent: tuple[RecentSignal, ...], asset: str, strategy_id: str,
-                       side: str) -> str | None:
-    for signal in reversed(recent):
-        if signal.asset == asset and signal.side != side and signal.strategy_id != strategy_id:
-            return signal.strategy_id
+OPPOSITE = {"buy": "sell", "sell": "buy"}
+
+
+def _opposing_strategy(latest: Latest, strategy_id: str, oldest: datetime) -> str | None:
+    """The most recently recorded other strategy whose signal is within the window."""
+    for sid in reversed(latest):
+        if sid != strategy_id and latest[sid] >= oldest:
+            return sid
     return None
 
 
@@ -83,11 +99,16 @@ def check(state: ConflictWindow, asset: str, strategy_id: str, side: str, now: d
 
     An allowed signal is recorded even under `allow`, so that switching the policy by a live
     reload takes effect on signals already in the window. A suppressed one is not recorded:
-    it never reached the market, so it cannot conflict with anything.
+    it never reached the market, so it cannot conflict with anything. A clock stepped back keeps
+    a strategy's later time (a signal "from the future" still counts, as it did when kept).
     """
-    kept = tuple(s for s in state.recent if now - s.at <= window)
+    oldest = now - window
     if policy is ConflictPolicy.SUPPRESS_LATER:
-        other = _opposing_strategy(kept, asset, strategy_id, side)
+        other = _opposing_strategy(state.latest.get((asset, OPPOSITE.get(side, side)), {}), strategy_id, oldest)
         if other is not None:
-            return False, f"conflict:{other}", ConflictWindow(kept)
-    return True, None, ConflictWindow(kept + (RecentSignal(asset, strategy_id, side, now),))
+            return False, f"conflict:{other}", state
+    kept = state.latest.get((asset, side), {})
+    mine = {sid: at for sid, at in kept.items() if sid != strategy_id and at >= oldest}
+    previous = kept.get(strategy_id)
+    mine[strategy_id] = now if previous is None or previous < now else previous
+    return True, None, ConflictWindow({**state.latest, (asset, side): mine})
