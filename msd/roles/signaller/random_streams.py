@@ -86,7 +86,7 @@ class RandomStreams:
         states = [RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
                   for sid in sorted(self.dirty) if sid in self.rngs]
         try:
-            with self.db.transaction() as conn:
+            with self.db.autocommit() as conn:
                 save_random_states(conn, states)
         except DatabaseUnavailable:
             return      # kept dirty; saved with the next try
