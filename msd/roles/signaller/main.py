@@ -258,15 +258,18 @@ class Signaller:
                                   self.config.trainer.training.confidence_threshold, now)
 
     def submit_emitted(self) -> None:
-        """Write this turn's signals to the outbox in one statement, publish them in order, then
-        save the random streams that made them."""
+        """Write this turn's signals to the outbox in one statement, with the random streams
+        that made them (one commit for all), then publish them in order."""
         emitted, self.emitted = self.emitted, []
         if not emitted:
             return
         submissions = [Submission(signal, mode) for _, signal, mode, _, _ in emitted]
-        for (params, signal, _, timing, now), submitted in zip(emitted, self.outbox.submit_all(submissions)):
+        submissions[0] = Submission(submissions[0].signal, submissions[0].mode, also=self.streams.upsert_sql)
+        results = self.outbox.submit_all(submissions)
+        if results[0].recorded:
+            self.streams.saved()
+        for (params, signal, _, timing, now), submitted in zip(emitted, results):
             self.submitted(params, signal, timing, now, submitted)
-        self.streams.save(now_please=True)     # after the signals went out: not on their path
 
     def submitted(self, params: StrategyParams, signal, timing: DecisionTimes, now: datetime, submitted) -> None:
         stats = self.stats[params.id]

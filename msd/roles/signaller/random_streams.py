@@ -2,13 +2,14 @@
 
 Before a strategy's first decision its stream is restored from `msd.strategy_random_state`
 (same seed: the saved state; otherwise a fresh generator from the seed). After decisions that
-drew from it, the state is saved: at once after a turn that emitted a signal (after its signals
-were published, so the save is not on their path), otherwise at most once per `SAVE_EVERY_S`.
-A crash of msd can therefore replay at most the draws of decisions that emitted nothing since
-the last save, never a sent decision's. The save does not wait for the WAL flush: only a
-PostgreSQL crash in the fraction of a second before the flush could lose it (and replay those
-draws once), and that costs no signal its latency. While the database cannot be
-read, a strategy whose stream is not restored yet is not evaluated (it would repeat the stream).
+drew from it, the state is saved: with the signals of a turn that emitted any, in the same
+statement and commit as their outbox rows (`upsert_sql`, then `saved` once committed: a sent
+decision's draws are never replayed, and no round trip of its own holds the loop), otherwise at
+most once per `SAVE_EVERY_S`, without waiting for the WAL flush. A crash of msd can therefore
+replay at most the draws of decisions that emitted nothing since the last save (only a
+PostgreSQL crash in the fraction of a second before that flush could lose those too). While the
+database cannot be read, a strategy whose stream is not restored yet is not evaluated (it would
+repeat the stream).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Iterable
 
 from msd.errors import DatabaseUnavailable
 from msd.store.db import Database
-from msd.store.random_state import RandomState, load_random_states, save_random_states
+from msd.store.random_state import RandomState, load_random_states, random_states_sql, save_random_states
 from msd.strategies.params import StrategyParams
 
 log = logging.getLogger("msd.signaller")
@@ -78,16 +79,26 @@ class RandomStreams:
         self.draws[sid] += 1
         self.dirty.add(sid)
 
-    def save(self, *, now_please: bool = False) -> None:
-        """Persist the dirty streams (at once when `now_please`, else at most every SAVE_EVERY_S)."""
-        if not self.dirty or (not now_please and time.monotonic() < self.next_save):
+    def save(self) -> None:
+        """Persist the dirty streams, at most every SAVE_EVERY_S (one round trip, no WAL wait)."""
+        if not self.dirty or time.monotonic() < self.next_save:
             return
         self.next_save = time.monotonic() + SAVE_EVERY_S
-        states = [RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
-                  for sid in sorted(self.dirty) if sid in self.rngs]
         try:
             with self.db.autocommit() as conn:
-                save_random_states(conn, states)
+                save_random_states(conn, self._dirty_states())
         except DatabaseUnavailable:
             return      # kept dirty; saved with the next try
         self.dirty.clear()
+
+    def upsert_sql(self, cur) -> bytes | None:
+        """The dirty streams' upsert as SQL text, to commit with a turn's outbox rows; call
+        `saved` once that commit succeeded (until then they stay dirty)."""
+        return random_states_sql(cur, self._dirty_states())
+
+    def saved(self) -> None:
+        self.dirty.clear()
+
+    def _dirty_states(self) -> list[RandomState]:
+        return [RandomState(sid, self.seeds[sid], self.draws[sid], self.rngs[sid].getstate())
+                for sid in sorted(self.dirty) if sid in self.rngs]
