@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from msd.errors import DatabaseUnavailable, Fenced
@@ -82,6 +83,28 @@ def connect(dsn: str, *, connect_timeout: int = 5,
             keepalives_count=3)
     except CONNECTION_LOST_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe(exc)}") from exc
+
+
+def execute_prepared(cur, name: str, sql: str, params: Mapping[str, Any]) -> None:
+    """Run `sql` (named `%(key)s` parameters) as the session's prepared statement `name`,
+    preparing it on first use in each session: a query on a latency path planned once per
+    connection instead of on every call (the exposure read's plan took 0.3 ms against 0.1 ms
+    to run it). Only on an autocommit connection, where a failed EXECUTE aborts no transaction;
+    otherwise the statement runs plainly."""
+    keys = list(params)
+    if not cur.connection.autocommit:
+        cur.execute(sql, params)
+        return
+    execute = f"EXECUTE {name} ({', '.join(['%s'] * len(keys))})" if keys else f"EXECUTE {name}"
+    values = [params[key] for key in keys]
+    try:
+        cur.execute(execute, values)
+    except psycopg2.errors.InvalidSqlStatementName:     # a new session: not prepared yet
+        text = sql
+        for position, key in enumerate(keys, 1):
+            text = text.replace(f"%({key})s", f"${position}")
+        cur.execute(f"PREPARE {name} AS {text}")
+        cur.execute(execute, values)
 
 
 def describe(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ neighbour services' own queries do.
 from __future__ import annotations
 
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -18,7 +19,7 @@ from typing import Mapping
 import psycopg2
 
 from msd.errors import MsdError
-from msd.store.db import describe
+from msd.store.db import describe, execute_prepared
 
 NEIGHBOUR_TABLES_SQL = Path(__file__).with_name("neighbours.sql")
 # Serialises concurrent creators (paper exchange and tests): CREATE TABLE IF NOT EXISTS alone
@@ -141,13 +142,14 @@ def read_open_exposure_with(conn, asset: str, with_sql: str | None = None,
                             with_params: Mapping | None = None) -> tuple[Exposure, tuple]:
     """`read_open_exposure`, and the columns of `with_sql` (a one-row query of the caller's, e.g.
     msd's own in-flight signals) read in the same round trip: `(exposure, its columns)`."""
-    sql, params = OPEN_EXPOSURE_SQL, {"asset": asset}
+    sql, params, name = OPEN_EXPOSURE_SQL, {"asset": asset}, "msd_open_exposure"
     if with_sql is not None:
         sql = f"SELECT e.*, w.* FROM ({OPEN_EXPOSURE_SQL}) AS e, ({with_sql}) AS w"
         params = {**params, **(with_params or {})}
+        name = f"msd_open_exposure_{zlib.crc32(with_sql.encode()):08x}"     # one per caller's query
     try:
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            execute_prepared(cur, name, sql, params)
             row = cur.fetchone()
     except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
         conn.rollback()

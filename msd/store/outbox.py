@@ -183,7 +183,7 @@ IN_FLIGHT_SQL = f"""SELECT coalesce(sum({SIGNED_AMOUNT}), 0)
  WHERE s.asset = %(asset)s AND {RECENT_DECISIONS} AND o.signal_id IS NULL"""
 # Which of the given signals order-manager has written an order row for (a one-row query)
 ORDERED_AMONG_SQL = """SELECT coalesce(array_agg(DISTINCT signal_id::text), '{}')
-  FROM orders WHERE signal_id = ANY(%(in_flight_ids)s::uuid[])"""
+  FROM orders WHERE signal_id = ANY(%(in_flight_ids)s::text[]::uuid[])"""
 
 
 def in_flight_params(asset: str, recent_s: float, now: datetime) -> dict[str, Any]:

@@ -82,3 +82,31 @@ def test_other_errors_propagate_unchanged_and_roll_back(db):
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM db_rollback_probe")
         assert cur.fetchone()[0] == 0
+
+
+def test_a_prepared_statement_is_prepared_once_per_session_and_survives_a_new_session_and_ddl(db):
+    from msd.store.db import execute_prepared
+
+    def run(value, *, autocommit=True):
+        with (db.autocommit() if autocommit else db.transaction()) as conn, conn.cursor() as cur:
+            execute_prepared(cur, "msd_test_prepared", "SELECT count(*) + %(n)s FROM msd_test_prepared_t", {"n": value})
+            result = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'msd_test_prepared'")
+            return result, cur.fetchone()[0]
+
+    with db.autocommit() as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS msd_test_prepared_t; CREATE TABLE msd_test_prepared_t (x int)")
+    try:
+        assert run(1) == (1, 1) and run(2) == (2, 1)          # prepared on first use, then reused
+        with db.autocommit() as conn, conn.cursor() as cur:   # the table replaced under the statement
+            cur.execute("DROP TABLE msd_test_prepared_t; CREATE TABLE msd_test_prepared_t (x int);"
+                        "INSERT INTO msd_test_prepared_t VALUES (1)")
+        assert run(0) == (1, 1)
+        terminate(backend_pid(db))                             # a new session prepares it again
+        with pytest.raises(DatabaseUnavailable):
+            backend_pid(db)
+        assert run(5) == (6, 1)
+        assert run(7, autocommit=False)[0] == 8                # in a transaction: run plainly
+    finally:
+        with db.autocommit() as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS msd_test_prepared_t")
