@@ -40,19 +40,12 @@ def save_random_states(conn, states: Iterable[RandomState]) -> None:
     """Upsert the states in one statement string, committed without waiting for the WAL flush
     (see msd.roles.signaller.random_streams for what that risks): on an autocommit connection,
     one round trip and one implicit transaction."""
-    with conn.cursor() as cur:
-        sql = random_states_sql(cur, states)
-        if sql:
-            cur.execute(b"SET LOCAL synchronous_commit TO off;\n" + sql)
-
-
-def random_states_sql(cur, states: Iterable[RandomState]) -> bytes | None:
-    """The upsert of these states as SQL text (None for none), to go with another statement's
-    commit (the signaller's outbox write)."""
     rows = [(item.strategy_id, str(item.seed), item.draws, _to_json(item.state)) for item in states]
     if not rows:
-        return None
-    values = b",".join(cur.mogrify("(%s, %s, %s, %s::jsonb)", row) for row in rows)
-    return (b"INSERT INTO msd.strategy_random_state (strategy_id, seed, draws, state) VALUES " + values +
-            b""" ON CONFLICT (strategy_id) DO UPDATE SET seed = EXCLUDED.seed, draws = EXCLUDED.draws,
-                     state = EXCLUDED.state, updated_at = now()""")
+        return
+    with conn.cursor() as cur:
+        values = b",".join(cur.mogrify("(%s, %s, %s, %s::jsonb)", row) for row in rows)
+        cur.execute(b"SET LOCAL synchronous_commit TO off;\n"
+                    b"INSERT INTO msd.strategy_random_state (strategy_id, seed, draws, state) VALUES " + values +
+                    b""" ON CONFLICT (strategy_id) DO UPDATE SET seed = EXCLUDED.seed, draws = EXCLUDED.draws,
+                               state = EXCLUDED.state, updated_at = now()""")

@@ -296,6 +296,9 @@ class ExitRole(PositionReading, ExitSending, ExpiredExits, VoidedExits):
         drain(self.ctx.queues["exit_prices"], self.on_price, timeout=0)
         self.advance()
 
+    def at_stop(self) -> None:
+        self.save(now=True)                 # the peaks moved since the last save
+
     def may_flush(self) -> bool:
         return self.restored     # never publish before the stored states are back
 

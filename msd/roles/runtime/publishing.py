@@ -48,6 +48,7 @@ class PublishingRole(Protocol):
     def report(self) -> None: ...
     def may_flush(self) -> bool: ...
     def flush_interval_s(self) -> float: ...
+    def at_stop(self) -> None: ...      # what a clean stop writes last (after the confirms settled)
 
 
 class Contained:
@@ -124,3 +125,4 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
             contained.run("report", role.report)
             next_status = now + STATUS_EVERY_S
     role.outbox.settle(SETTLE_AT_STOP_S)
+    contained.run("at_stop", role.at_stop)

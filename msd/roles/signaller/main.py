@@ -223,7 +223,7 @@ class Signaller:
             else:
                 self._count(effect)
             if isinstance(effect, (signal_turn.Dropped, signal_turn.Emitted)) and effect.drew:
-                self.streams.drew(effect.params.id)     # saved after the turn (submit_emitted) or within 1 s
+                self.streams.drew(effect.params.id)     # saved within a second (streams.save)
         if unavailable is not None:
             raise unavailable       # the loop's dependency handling; this turn's signals still go out
 
@@ -258,17 +258,12 @@ class Signaller:
                                   self.config.trainer.training.confidence_threshold, now)
 
     def submit_emitted(self) -> None:
-        """Write this turn's signals to the outbox in one statement, with the random streams
-        that made them (one commit for all), then publish them in order."""
+        """Write this turn's signals to the outbox in one statement, then publish them in order."""
         emitted, self.emitted = self.emitted, []
         if not emitted:
             return
         submissions = [Submission(signal, mode) for _, signal, mode, _, _ in emitted]
-        submissions[0] = Submission(submissions[0].signal, submissions[0].mode, also=self.streams.upsert_sql)
-        results = self.outbox.submit_all(submissions)
-        if results[0].recorded:
-            self.streams.saved()
-        for (params, signal, _, timing, now), submitted in zip(emitted, results):
+        for (params, signal, _, timing, now), submitted in zip(emitted, self.outbox.submit_all(submissions)):
             self.submitted(params, signal, timing, now, submitted)
 
     def submitted(self, params: StrategyParams, signal, timing: DecisionTimes, now: datetime, submitted) -> None:
@@ -307,11 +302,14 @@ class Signaller:
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = self.clock()
         self.tick(now)
-        self.streams.save()     # the streams that drew without emitting, at most once a second
+        self.streams.save()     # the streams that drew, at most once a second
         self.learning.maybe_check(self.config, now)
 
     def may_flush(self) -> bool:
         return True
+
+    def at_stop(self) -> None:
+        self.streams.save(force=True)       # a clean stop replays no draw
 
     def flush_interval_s(self) -> float:
         return self.config.signaller.republish_interval_s

@@ -2,14 +2,13 @@
 
 Before a strategy's first decision its stream is restored from `msd.strategy_random_state`
 (same seed: the saved state; otherwise a fresh generator from the seed). After decisions that
-drew from it, the state is saved: with the signals of a turn that emitted any, in the same
-statement and commit as their outbox rows (`upsert_sql`, then `saved` once committed: a sent
-decision's draws are never replayed, and no round trip of its own holds the loop), otherwise at
-most once per `SAVE_EVERY_S`, without waiting for the WAL flush. A crash of msd can therefore
-replay at most the draws of decisions that emitted nothing since the last save (only a
-PostgreSQL crash in the fraction of a second before that flush could lose those too). While the
-database cannot be read, a strategy whose stream is not restored yet is not evaluated (it would
-repeat the stream).
+drew from it, the state is saved at most once per `SAVE_EVERY_S` and when the role stops
+cleanly, in one statement that does not wait for the WAL flush, so a crash of msd can replay at
+most the last second's draws (never the stream from its seed, the bug this fixed). It used to be saved after every turn that
+emitted a signal: a round trip that held the loop between ticks (issue 13), and written with
+the turn's outbox rows its 7 KB of state lengthened every signal's commit. While the database
+cannot be read, a strategy whose stream is not restored yet is not evaluated (it would repeat
+the stream).
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from typing import Iterable
 
 from msd.errors import DatabaseUnavailable
 from msd.store.db import Database
-from msd.store.random_state import RandomState, load_random_states, random_states_sql, save_random_states
+from msd.store.random_state import RandomState, load_random_states, save_random_states
 from msd.strategies.params import StrategyParams
 
 log = logging.getLogger("msd.signaller")
@@ -79,9 +78,10 @@ class RandomStreams:
         self.draws[sid] += 1
         self.dirty.add(sid)
 
-    def save(self) -> None:
-        """Persist the dirty streams, at most every SAVE_EVERY_S (one round trip, no WAL wait)."""
-        if not self.dirty or time.monotonic() < self.next_save:
+    def save(self, *, force: bool = False) -> None:
+        """Persist the dirty streams, at most every SAVE_EVERY_S unless `force` (a clean stop):
+        one round trip, no WAL wait."""
+        if not self.dirty or (not force and time.monotonic() < self.next_save):
             return
         self.next_save = time.monotonic() + SAVE_EVERY_S
         try:
@@ -89,14 +89,6 @@ class RandomStreams:
                 save_random_states(conn, self._dirty_states())
         except DatabaseUnavailable:
             return      # kept dirty; saved with the next try
-        self.dirty.clear()
-
-    def upsert_sql(self, cur) -> bytes | None:
-        """The dirty streams' upsert as SQL text, to commit with a turn's outbox rows; call
-        `saved` once that commit succeeded (until then they stay dirty)."""
-        return random_states_sql(cur, self._dirty_states())
-
-    def saved(self) -> None:
         self.dirty.clear()
 
     def _dirty_states(self) -> list[RandomState]:
