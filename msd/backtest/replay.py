@@ -47,11 +47,11 @@ from msd.learning.triggers import schedule_decision
 from msd.learning.records import ExecutionRecord, MemoryDecisionStore, SignalRecord
 from msd.market.state import MarketState
 from msd.strategies import signal_turn
+from msd.strategies.in_flight import IN_FLIGHT_S
 from msd.values.messages import Kline, TickerUpdate
 
 # What msd's features need: an hour of 1-minute returns (61 closed bars) before the first decision.
 FEATURE_STARTUP_CANDLES = 61
-IN_FLIGHT_S = 120.0          # the signaller's: a decision with no order after this long no longer counts
 # The lifecycle effects a run keeps (Replay.lifecycle_log, summarised per strategy); the per-candle
 # quality verdicts are not kept.
 LOGGED_EFFECTS = (lifecycle.RequestTraining, lifecycle.Degraded, lifecycle.PauseWarmup, lifecycle.LabelsStalled,

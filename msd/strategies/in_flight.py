@@ -25,6 +25,10 @@ from typing import Iterable
 
 from msd.values.messages import TradingSignal
 
+# A warm-up or model signal with no order row after this long no longer counts toward exposure
+# (the signaller's and the backtest's).
+IN_FLIGHT_S = 120.0
+
 
 @dataclass(frozen=True)
 class InFlightSignal:

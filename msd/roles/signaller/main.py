@@ -35,13 +35,12 @@ from msd.roles.signaller.learning_loop import LearningLoop
 from msd.roles.signaller.model_book import ModelBook, sync_modes
 from msd.strategies import engine, signal_turn, step
 from msd.strategies.emit import warmup_parameters
-from msd.strategies.in_flight import InFlightSignal, InFlightSignals
+from msd.strategies.in_flight import IN_FLIGHT_S, InFlightSignal, InFlightSignals
 from msd.strategies.params import StrategyParams
 from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 
 log = logging.getLogger("msd.signaller")
 MODELS_RETRY_S = 2.0
-IN_FLIGHT_S = 120.0              # a sent signal with no order row after this long no longer counts
 EXPIRING_MODES = ("warmup", "model")
 
 
