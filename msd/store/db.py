@@ -97,12 +97,21 @@ def execute_prepared(cur, name: str, sql: str, params: Mapping[str, Any]) -> Non
         return
     execute = f"EXECUTE {name} ({', '.join(['%s'] * len(keys))})" if keys else f"EXECUTE {name}"
     values = [params[key] for key in keys]
+    text = sql
+    for position, key in enumerate(keys, 1):
+        text = text.replace(f"%({key})s", f"${position}")
+    if "%" in text:                 # `%%` or a positional `%s`: not something PREPARE can take
+        cur.execute(sql, params)
+        return
     try:
         cur.execute(execute, values)
     except psycopg2.errors.InvalidSqlStatementName:     # a new session: not prepared yet
-        text = sql
-        for position, key in enumerate(keys, 1):
-            text = text.replace(f"%({key})s", f"${position}")
+        cur.execute(f"PREPARE {name} AS {text}")
+        cur.execute(execute, values)
+    except psycopg2.errors.FeatureNotSupported:
+        # "cached plan must not change result type": a column the statement reads changed type
+        # (the neighbours own those tables); prepared again, it follows the new type.
+        cur.execute(f"DEALLOCATE {name}")
         cur.execute(f"PREPARE {name} AS {text}")
         cur.execute(execute, values)
 

@@ -142,11 +142,11 @@ def read_open_exposure_with(conn, asset: str, with_sql: str | None = None,
                             with_params: Mapping | None = None) -> tuple[Exposure, tuple]:
     """`read_open_exposure`, and the columns of `with_sql` (a one-row query of the caller's, e.g.
     msd's own in-flight signals) read in the same round trip: `(exposure, its columns)`."""
-    sql, params, name = OPEN_EXPOSURE_SQL, {"asset": asset}, "msd_open_exposure"
+    sql, params = OPEN_EXPOSURE_SQL, {"asset": asset}
     if with_sql is not None:
         sql = f"SELECT e.*, w.* FROM ({OPEN_EXPOSURE_SQL}) AS e, ({with_sql}) AS w"
         params = {**params, **(with_params or {})}
-        name = f"msd_open_exposure_{zlib.crc32(with_sql.encode()):08x}"     # one per caller's query
+    name = f"msd_open_exposure_{zlib.crc32(sql.encode()):08x}"     # one per text: a new release's is new
     try:
         with conn.cursor() as cur:
             execute_prepared(cur, name, sql, params)

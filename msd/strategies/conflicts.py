@@ -71,7 +71,13 @@ class ConflictWindow:
     kept when that key was last checked). Only "is there an opposing signal of another strategy
     within the window, and which is the most recent" is ever asked, so one entry per strategy is
     enough: keeping every signal made each check scan and copy the whole window (12,000 signals
-    at 200 signals/s over 60 s: a quarter of the signaller's time)."""
+    at 200 signals/s over 60 s: a quarter of the signaller's time).
+
+    It decides as the old window did while `window_s` stays and time moves forward. Entries
+    are pruned only when their key is next recorded, so after a live reload that shortens and
+    then lengthens the window, or a clock stepped back, a signal the old window had already
+    dropped can still suppress: the rule (an opposing signal of another strategy within
+    `window_s` of now) is applied to what was emitted, not to what happened to be kept."""
     latest: Mapping[tuple[str, str], Latest] = field(default_factory=dict)
 
     @property

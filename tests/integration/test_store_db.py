@@ -110,3 +110,36 @@ def test_a_prepared_statement_is_prepared_once_per_session_and_survives_a_new_se
     finally:
         with db.autocommit() as conn, conn.cursor() as cur:
             cur.execute("DROP TABLE IF EXISTS msd_test_prepared_t")
+
+
+def test_prepared_statement_broke_for_good_when_a_column_changed_type(db):
+    """Regression: a neighbour altering a column's type made every EXECUTE of the session's
+    prepared statement fail ("cached plan must not change result type") until a reconnect."""
+    from msd.store.db import execute_prepared
+
+    def run():
+        with db.autocommit() as conn, conn.cursor() as cur:
+            execute_prepared(cur, "msd_test_retyped", "SELECT sum(x) FROM msd_test_retyped_t WHERE x > %(n)s",
+                             {"n": 0})
+            return cur.fetchone()[0]
+
+    with db.autocommit() as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS msd_test_retyped_t; CREATE TABLE msd_test_retyped_t (x int);"
+                    "INSERT INTO msd_test_retyped_t VALUES (2), (3)")
+    try:
+        assert run() == 5
+        with db.autocommit() as conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE msd_test_retyped_t ALTER COLUMN x TYPE double precision")
+        assert run() == 5.0 and isinstance(run(), float)
+    finally:
+        with db.autocommit() as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS msd_test_retyped_t")
+
+
+def test_a_statement_with_a_literal_percent_is_run_plainly(db):
+    from msd.store.db import execute_prepared
+    with db.autocommit() as conn, conn.cursor() as cur:
+        execute_prepared(cur, "msd_test_percent", "SELECT 7 %% 4 + %(n)s", {"n": 1})
+        assert cur.fetchone()[0] == 4
+        cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'msd_test_percent'")
+        assert cur.fetchone()[0] == 0

@@ -124,5 +124,5 @@ def run_publishing_role(ctx: RoleContext, role: PublishingRole) -> None:
         if now >= next_status:
             contained.run("report", role.report)
             next_status = now + STATUS_EVERY_S
+    contained.run("at_stop", role.at_stop)     # first: a step-down kills the role soon after its SIGTERM
     role.outbox.settle(SETTLE_AT_STOP_S)
-    contained.run("at_stop", role.at_stop)

@@ -42,6 +42,7 @@ from msd.strategies.warmup import ExposureUnknown, exposure_usdt
 log = logging.getLogger("msd.signaller")
 MODELS_RETRY_S = 2.0
 EXPIRING_MODES = ("warmup", "model")
+RESEED_AFTER_FAILED_WRITE_S = 15.0   # msd.store.db's statement timeout (10 s) and a margin
 
 
 def expiry(config: Config, after_commit=None) -> Expiry:
@@ -92,6 +93,7 @@ class Signaller:
         self.outbox.attach(self.confirmed, clock)
         self.exposure_cache: dict[str, Decimal | ExposureUnknown] = {}
         self.in_flight = InFlightSignals(IN_FLIGHT_S)   # sent, no order row yet (msd.strategies.in_flight)
+        self.reseed_until = 0.0     # time.monotonic(): until then every exposure read seeds in_flight again
         self.config: Config = ctx.config
         # the strategies' runtimes, the shared limits' state, the schedule attempts
         self.turn = signal_turn.TurnState({}, engine.start_shared(self.config.signaller.limits))
@@ -166,14 +168,18 @@ class Signaller:
         if asset not in self.exposure_cache:
             try:
                 self.exposure_cache[asset] = self.read_exposure(asset, market_price, now)
-            except (DatabaseUnavailable, MsdError) as exc:
+            except DatabaseUnavailable as exc:
                 self.in_flight.forget()     # a write whose commit was lost may have landed: seed again
+                self.exposure_cache[asset] = ExposureUnknown(str(exc))
+            except MsdError as exc:         # the shared tables unusable: nothing says a write landed
                 self.exposure_cache[asset] = ExposureUnknown(str(exc))
         value = self.exposure_cache[asset]
         self.set_degraded(sid, value.why if isinstance(value, ExposureUnknown) else None)
         return value
 
     def read_exposure(self, asset: str, market_price: Decimal, now: datetime) -> Decimal:
+        if time.monotonic() < self.reseed_until:
+            self.in_flight.forget()     # a failed write may still commit on the server: look again
         with self.db.autocommit() as conn:
             shared, in_flight = exposure_and_in_flight(conn, asset, self.in_flight, now)
         return exposure_usdt(shared, market_price) + in_flight
@@ -269,7 +275,9 @@ class Signaller:
         stats = self.stats[params.id]
         if not submitted.recorded:
             stats.dropped["not_recorded"] += 1
-            self.in_flight.forget()     # if the failed write's commit landed after all, the seed sees it
+            # The failed write's statement may still commit on the server (its connection gone,
+            # within the statement timeout): until then each exposure read seeds afresh.
+            self.reseed_until = time.monotonic() + RESEED_AFTER_FAILED_WRITE_S
             return
         if submitted.dispatched and params.trigger == "market" and signal.asset in self.arrivals:
             self.awaiting[signal.signal_id] = (self.arrivals[signal.asset], timing, submitted.write_s,
@@ -301,8 +309,8 @@ class Signaller:
         drain(self.ctx.queues["market"], self.on_market, timeout=0.05)
         now = self.clock()
         self.tick(now)
-        self.streams.save()     # the streams that drew, at most once a second
         self.learning.maybe_check(self.config, now)
+        self.streams.save()     # the streams that drew, at most once a second
 
     def may_flush(self) -> bool:
         return True

@@ -39,6 +39,8 @@ class RandomStreams:
     def configure(self, strategies: Iterable[StrategyParams]) -> None:
         """Track the configured strategies; a changed seed starts a new stream."""
         wanted = {p.id: p.seed for p in strategies}
+        if (set(self.seeds) - set(wanted)) & self.dirty:
+            self.save(force=True)       # a removed strategy's last draws (it may come back)
         for sid in list(self.seeds):
             if sid not in wanted:
                 for table in (self.rngs, self.seeds, self.draws):
