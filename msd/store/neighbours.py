@@ -232,6 +232,18 @@ def read_open_positions(conn) -> list[PositionRow]:
         WHERE size != 0 OR coalesce(long_size, 0) != 0 OR coalesce(short_size, 0) != 0 ORDER BY asset, id""", ())
 
 
+def read_open_position_assets(conn) -> set[str]:
+    """The assets of every open position (as read_open_positions counts them open), as the
+    `positions` table spells them; the caller checks them before it uses one."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT DISTINCT asset FROM positions
+                            WHERE size != 0 OR coalesce(long_size, 0) != 0 OR coalesce(short_size, 0) != 0""")
+            return {row[0] for row in cur.fetchall()}
+    except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+        raise SharedSchemaError((), describe(exc)) from exc
+
+
 @dataclass(frozen=True)
 class InstrumentRow:
     """order-manager's cached Bybit lot size filter for one symbol (`instrument_info`, CONTRACTS §5)."""

@@ -134,3 +134,37 @@ def test_asset_added_by_a_reload_is_subscribed_at_ws_gateway_without_restarting_
     finally:
         d.close()
         drop_database(dsn)
+
+
+@pytest.mark.integration
+def test_open_position_in_an_asset_no_strategy_trades_got_no_prices(gateway, tmp_path, fresh_vhost, monkeypatch):
+    """Regression: only the strategies' assets were subscribed at ws-gateway, so a position opened
+    by hand (or by a strategy since removed) was watched by the exits role on the positions row's
+    mark alone. Open positions' assets are subscribed too; a closed one's and a malformed name
+    are not."""
+    import psycopg2
+    from msd.store.neighbours import create_neighbour_tables
+
+    monkeypatch.setenv("WS_GATEWAY_API_KEY", KEY)
+    dsn = create_database()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        create_neighbour_tables(conn)
+        cur.execute("""INSERT INTO positions (asset, size, average_entry_price, current_price) VALUES
+                       ('SOLUSDT', 2, 150, 151), ('XRPUSDT', 0, NULL, 0.5), ('not an asset', 1, 1, 1)""")
+    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
+    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": [strategy]},
+                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
+                                                  "retry_s": 1}})
+    d = Daemon(tmp_path, cfg)
+    try:
+        d.start()
+        wait_for(lambda: {topic for _, topic in gateway.active} >= {"tickers.SOLUSDT", "publicTrade.SOLUSDT",
+                                                                    "tickers.BTCUSDT"},
+                 15, what="SOLUSDT subscribed at ws-gateway")
+        wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 8, 5, what="8 channels in status")
+        symbols = {body["symbol"] for _, body in gateway.requests}
+        assert symbols == {"BTCUSDT", "SOLUSDT"}
+    finally:
+        d.close()
+        drop_database(dsn)

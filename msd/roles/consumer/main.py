@@ -26,7 +26,7 @@ from msd.values.messages import BookTop, Kline, OrderEvent, PositionUpdate, Tick
 from msd.bus.topology import QueueSpec
 from msd.errors import DatabaseUnavailable, InvalidMessage
 from msd.logs import LineBudget
-from msd.roles.consumer.subscriptions import start_subscriber, strategy_assets
+from msd.roles.consumer.subscriptions import PositionAssets, start_subscriber, strategy_assets
 from msd.roles.runtime.dataplane import Backlog, Timed
 from msd.roles.runtime.edges import open_database
 from msd.roles.runtime.process import DependencyHealth, RoleContext
@@ -298,13 +298,15 @@ def run(ctx: RoleContext) -> int:
         ctx.set_status(broker="up" if up else "down")
 
     subscriber = None
+    positions = PositionAssets(db)
 
     def on_tick() -> None:
         processor.on_tick()
         processor.summarise_invalid()
         processor.maybe_purge()
-        if ctx.poll_control() is not None and subscriber is not None:
-            subscriber.want(strategy_assets(ctx.config))     # a reload changed the strategies
+        reloaded = ctx.poll_control() is not None       # a reload may change the strategies
+        if subscriber is not None and (positions.refresh() or reloaded):
+            subscriber.want(strategy_assets(ctx.config) | positions.assets)
 
     consumer = BatchConsumer(cfg.rabbitmq.url, queue_specs(cfg), processor,
                              prefetch=cfg.consumer.prefetch, max_batch=cfg.consumer.batch_max,

@@ -1,26 +1,75 @@
-"""The strategies' assets, subscribed at ws-gateway (FR-026; CONTRACTS §4.4).
+"""The strategies' assets and the open positions' assets, subscribed at ws-gateway (FR-026;
+CONTRACTS §4.4).
 
 At start, every asset of `signaller.strategies`; after a reload that adds assets, the new ones,
 by the running consumer (it declares `signaller.strategies` as read live: msd.roles.consumer
-.config). A failure is reported (the consumer's `ws-gateway` dependency) and tried again every
-`consumer.subscriptions.retry_s`. An asset a reload removes stays subscribed: ws-gateway's
+.config). Every POSITION_ASSETS_EVERY_S the consumer also reads which assets have an open
+position in the shared `positions` table and subscribes those too, so that the exits role gets
+prices for a position no strategy trades (opened by hand, or by a strategy since removed)
+instead of only the row's mark; a name that is not an asset symbol is skipped with a warning.
+A failure is reported (the consumer's `ws-gateway` dependency) and tried again every
+`consumer.subscriptions.retry_s`. An asset no longer wanted stays subscribed: ws-gateway's
 subscriptions may serve other services, and its data is simply not used.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from msd.bus.ws_gateway_api import SubscriptionFailed, subscribe_all
+from msd.errors import DatabaseUnavailable, MsdError
+from msd.store.db import Database
+from msd.store.neighbours import read_open_position_assets
 from msd.roles.runtime.process import DependencyHealth, RoleContext
+from msd.values.parsing import InvalidValue, asset_symbol
 
 log = logging.getLogger("msd.consumer")
 IDLE_WAIT_S = 0.5        # how often an idle subscriber looks at the stop flag
 
 
+POSITION_ASSETS_EVERY_S = 10.0
+
+
 def strategy_assets(config: Any) -> set[str]:
     return {asset for strategy in config.signaller.strategies for asset in strategy.assets}
+
+
+def checked_assets(names: Iterable[object], said: set[object]) -> set[str]:
+    """The names that are asset symbols (msd.values.parsing.asset_symbol); each other one is
+    warned about once (`said` remembers which)."""
+    assets = set()
+    for name in names:
+        try:
+            assets.add(asset_symbol("positions.asset", name))
+        except InvalidValue as exc:
+            if name not in said:
+                said.add(name)
+                log.warning("open position's asset not subscribed at ws-gateway: %s", exc)
+    return assets
+
+
+class PositionAssets:
+    """The open positions' assets, read every POSITION_ASSETS_EVERY_S (msd.roles.consumer
+    .subscriptions); a failed read keeps the last ones."""
+
+    def __init__(self, db: Database):
+        self.db, self.assets, self.said, self.next_read = db, set(), set(), 0.0
+
+    def refresh(self) -> bool:
+        """Read them again when due; True when they changed."""
+        if time.monotonic() < self.next_read:
+            return False
+        self.next_read = time.monotonic() + POSITION_ASSETS_EVERY_S
+        try:
+            with self.db.autocommit() as conn:
+                found = checked_assets(read_open_position_assets(conn), self.said)
+        except (DatabaseUnavailable, MsdError) as exc:
+            log.debug("open positions' assets not read: %s", exc)
+            return False
+        changed, self.assets = found != self.assets, found
+        return changed
 
 
 class Subscriber:
