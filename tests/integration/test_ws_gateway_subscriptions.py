@@ -73,16 +73,23 @@ def test_bad_key_is_a_clear_failure(gateway):
         subscribe_all(gateway.url, "wrong", "model-service", ["BTCUSDT"])
 
 
+STRATEGY = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
+            "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
+
+
+def gateway_config(gateway, tmp_path, dsn, vhost) -> dict:
+    """A daemon config with one strategy on BTCUSDT, subscribing at the fake `gateway`."""
+    return base_config(tmp_path, dsn, amqp_url(vhost), signaller={"strategies": [STRATEGY]},
+                       consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
+                                                   "retry_s": 1}})
+
+
 @pytest.mark.integration
 def test_daemon_reports_a_failing_gateway_as_degraded_and_recovers(gateway, tmp_path, fresh_vhost, monkeypatch):
     gateway.healthy = False
     monkeypatch.setenv("WS_GATEWAY_API_KEY", KEY)
     dsn = create_database()
-    strategies = [{"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
-                   "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}]
-    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": strategies},
-                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
-                                                  "retry_s": 1}})
+    cfg = gateway_config(gateway, tmp_path, dsn, fresh_vhost)
     d = Daemon(tmp_path, cfg)
     try:
         d.start()
@@ -112,17 +119,13 @@ def test_asset_added_by_a_reload_is_subscribed_at_ws_gateway_without_restarting_
     consumer restarted for another reason."""
     monkeypatch.setenv("WS_GATEWAY_API_KEY", KEY)
     dsn = create_database()
-    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
-                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
-    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": [strategy]},
-                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
-                                                  "retry_s": 1}})
+    cfg = gateway_config(gateway, tmp_path, dsn, fresh_vhost)
     d = Daemon(tmp_path, cfg)
     try:
         d.start()
         wait_for(lambda: d.role("consumer")["status"].get("subscriptions") == 4, 10, what="BTCUSDT subscribed")
         before = d.status()
-        cfg["signaller"]["strategies"] = [{**strategy, "assets": ["BTCUSDT", "ETHUSDT"]}]
+        cfg["signaller"]["strategies"] = [{**STRATEGY, "assets": ["BTCUSDT", "ETHUSDT"]}]
         d.write_config(cfg)
         wait_for(lambda: d.status()["daemon"]["config_loaded_at"] > before["daemon"]["config_loaded_at"], 5,
                  what="reload")
@@ -151,11 +154,7 @@ def test_open_position_in_an_asset_no_strategy_trades_got_no_prices(gateway, tmp
         create_neighbour_tables(conn)
         cur.execute("""INSERT INTO positions (asset, size, average_entry_price, current_price) VALUES
                        ('SOLUSDT', 2, 150, 151), ('XRPUSDT', 0, NULL, 0.5), ('not an asset', 1, 1, 1)""")
-    strategy = {"id": "s1", "assets": ["BTCUSDT"], "rate": {"rate_per_s": 1, "burst": 1},
-                "warmup": {"min_amount_usdt": 10, "max_amount_usdt": 20, "max_exposure_usdt": 100}}
-    cfg = base_config(tmp_path, dsn, amqp_url(fresh_vhost), signaller={"strategies": [strategy]},
-                      consumer={"subscriptions": {"url": gateway.url, "api_key_env": "WS_GATEWAY_API_KEY",
-                                                  "retry_s": 1}})
+    cfg = gateway_config(gateway, tmp_path, dsn, fresh_vhost)
     d = Daemon(tmp_path, cfg)
     try:
         d.start()

@@ -23,7 +23,7 @@ from msd.logs import LineBudget
 from msd.market.state import MarketState, Unavailable
 from msd.values.clock import Clock, utc_now
 from msd.roles.runtime.dataplane import Timed, drain
-from msd.roles.runtime.outbox import Expiry, Outbox, Submission
+from msd.roles.runtime.outbox import AfterExpiry, Expiry, Outbox, Submission
 from msd.roles.runtime.publishing import serve_publishing_role
 from msd.roles.signaller import path_timing
 from msd.roles.signaller.path_timing import Arrival, DecisionTimes
@@ -45,7 +45,7 @@ EXPIRING_MODES = ("warmup", "model")
 RESEED_AFTER_FAILED_WRITE_S = 15.0   # msd.store.db's statement timeout (10 s) and a margin
 
 
-def expiry(config: Config, after_commit=None) -> Expiry:
+def expiry(config: Config, after_commit: AfterExpiry | None = None) -> Expiry:
     """Warm-up and model decisions older than signaller.max_signal_age_s are not sent late."""
     return Expiry(modes=EXPIRING_MODES, max_age_s=config.signaller.max_signal_age_s, after_commit=after_commit)
 
